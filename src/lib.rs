@@ -1,0 +1,24 @@
+//! maskforge: pruning masks at initialization and effective-sparsity audits.
+//!
+//! A model enters through a reader at the edge (`onnx`, `checkpoint`,
+//! [`zoo`]) and becomes one [`network::Network`]; every algorithm works on that.
+//! Masks are bit-packed ([`bitset`]) and leave as safetensors files
+//! (`maskfile`).
+//!
+//! ```
+//! use maskforge::{zoo, effective, mask::MaskSet};
+//! let net = zoo::build("lenet300", 0).unwrap();
+//! let dense = MaskSet::dense(&net);
+//! let eff = effective::effective_masks(&net, &dense);
+//! assert_eq!(eff.count_ones(), net.prunable_count());
+//! ```
+
+pub mod bitset;
+pub mod effective;
+pub mod error;
+pub mod liveness;
+pub mod mask;
+pub mod network;
+pub mod rng;
+pub mod tensor;
+pub mod zoo;
