@@ -13,12 +13,19 @@
 //! assert_eq!(eff.count_ones(), net.prunable_count());
 //! ```
 
+pub mod audit;
 pub mod bitset;
+pub mod checkpoint;
+pub mod cli;
 pub mod effective;
 pub mod error;
+pub mod io;
 pub mod liveness;
 pub mod mask;
+pub mod maskfile;
+pub mod model;
 pub mod network;
+pub mod onnx;
 pub mod rng;
 pub mod tensor;
 pub mod zoo;

@@ -1,1 +1,18 @@
-fn main() {}
+//! The `maskforge` binary: parse, run, map errors to exit codes.
+
+use clap::Parser;
+
+fn main() {
+    let cli = match maskforge::cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    if let Err(e) = maskforge::cli::run(cli) {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

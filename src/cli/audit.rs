@@ -1,0 +1,123 @@
+//! `maskforge audit`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::audit::{audit, AuditReport};
+use crate::error::Result;
+use crate::mask::MaskSet;
+use crate::maskfile::{self, MaskDType, Naming};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: super::ModelArgs,
+    /// Mask file to audit; without it, zeros in the weights (or `*_mask`
+    /// tensors of a pruned PyTorch checkpoint) are the mask.
+    #[arg(long)]
+    pub masks: Option<PathBuf>,
+    /// Write the effective mask here (CONVENTIONS format).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "bool")]
+    pub mask_dtype: MaskDType,
+    #[arg(long, value_enum, default_value = "source")]
+    pub naming: Naming,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let net = &m.network;
+    let masks = match (&a.masks, &m.stored_masks) {
+        (Some(p), _) => maskfile::read(net, p)?,
+        (None, Some(s)) => s.clone(),
+        (None, None) => MaskSet::from_weights(net)?,
+    };
+    let report = audit(net, &masks);
+    if let Some(out) = &a.output {
+        let mut inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
+        if let Some(p) = &a.masks {
+            inputs.push(p);
+        }
+        let meta = metadata(&report, &m.sha256, a.masks.is_some());
+        maskfile::write(
+            out,
+            &inputs,
+            net,
+            &report.effective,
+            a.mask_dtype,
+            a.naming,
+            &meta,
+        )?;
+    }
+    if a.json {
+        super::print_json(&report)
+    } else {
+        print_table(&report);
+        Ok(())
+    }
+}
+
+fn metadata(r: &AuditReport, sha: &str, from_file: bool) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("maskforge_version".into(), env!("CARGO_PKG_VERSION").into());
+    m.insert("method".into(), "effective".into());
+    m.insert(
+        "quota".into(),
+        if from_file { "masks" } else { "weights" }.into(),
+    );
+    m.insert(
+        "target_compression".into(),
+        super::fmt_ratio(r.direct_compression),
+    );
+    m.insert("seed".into(), "none".into());
+    m.insert(
+        "direct_compression".into(),
+        r.direct_compression.to_string(),
+    );
+    m.insert(
+        "effective_compression".into(),
+        r.effective_compression.to_string(),
+    );
+    m.insert("model_sha256".into(), sha.into());
+    m
+}
+
+fn print_table(r: &AuditReport) {
+    println!("model: {}", r.model);
+    println!(
+        "{:<40} {:>6} {:>12} {:>12} {:>12} {:>10}",
+        "layer", "kind", "total", "kept", "active", "functional"
+    );
+    for l in &r.layers {
+        println!(
+            "{:<40} {:>6} {:>12} {:>12} {:>12} {:>4}/{:<5}",
+            l.name,
+            format!("{:?}", l.kind),
+            l.total,
+            l.kept,
+            l.active,
+            l.nodes.functional,
+            l.nodes.total
+        );
+    }
+    println!(
+        "total: {} weights, {} kept, {} active",
+        r.total, r.kept, r.active
+    );
+    println!(
+        "direct compression {}x, effective compression {}x, functional-node ratio {:.4}",
+        super::fmt_ratio(r.direct_compression),
+        super::fmt_ratio(r.effective_compression),
+        r.functional_node_ratio
+    );
+    if !r.layers_without_active_weights.is_empty() {
+        println!(
+            "layers with no active weight (network disconnected): {}",
+            r.layers_without_active_weights.join(", ")
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! `maskforge zoo list | export`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::error::Result;
+
+#[derive(Subcommand, Debug)]
+pub enum ZooCommand {
+    /// List the built-in architectures.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a zoo model as ONNX.
+    Export {
+        /// Zoo name, e.g. vgg16 or mlp:784-300-10.
+        name: String,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Initialisation of the weights.
+        #[arg(long, value_enum, default_value = "kaiming")]
+        init: Init,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Init {
+    Kaiming,
+}
+
+pub fn run(c: ZooCommand) -> Result<()> {
+    match c {
+        ZooCommand::List { json } => {
+            if json {
+                let v: Vec<_> = crate::zoo::MODELS
+                    .iter()
+                    .map(|(n, d)| serde_json::json!({"name": n, "description": d}))
+                    .collect();
+                return super::print_json(&v);
+            }
+            for (n, d) in crate::zoo::MODELS {
+                println!("{n:<16} {d}");
+            }
+            Ok(())
+        }
+        ZooCommand::Export {
+            name,
+            output,
+            seed,
+            init: Init::Kaiming,
+        } => {
+            let net = crate::zoo::build(&name, seed)?;
+            let bytes = crate::onnx::writer::encode(&crate::onnx::writer::to_proto(&net)?);
+            crate::io::write_atomic(&output, &[], |w| std::io::Write::write_all(w, &bytes))?;
+            eprintln!(
+                "wrote {} ({} prunable weights)",
+                output.display(),
+                net.prunable_count()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! File plumbing shared by readers and writers: memory maps and atomic writes.
+//!
+//! Every output goes to a temporary file in the destination folder and is
+//! renamed into place only when complete, so a failed or interrupted run
+//! leaves no partial file, and a write never replaces one of its inputs.
+//!
+//! ```
+//! let dir = tempfile::tempdir().unwrap();
+//! let p = dir.path().join("out.txt");
+//! maskforge::io::write_atomic(&p, &[], |w| { use std::io::Write; w.write_all(b"hi") }).unwrap();
+//! assert_eq!(std::fs::read(&p).unwrap(), b"hi");
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::tensor::SharedBytes;
+
+struct Mapped(memmap2::Mmap);
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Memory-map a file read-only.
+pub fn mmap(path: &Path) -> Result<SharedBytes> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| Error::input(format!("{}: cannot open: {e}", path.display())))?;
+    if f.metadata().map(|m| m.len() == 0).unwrap_or(false) {
+        return Ok(Arc::new(Vec::<u8>::new()));
+    }
+    // SAFETY: the map is read-only; a file truncated under us while mapped is
+    // outside what a command-line run can guard against.
+    let m = unsafe { memmap2::Mmap::map(&f) }
+        .map_err(|e| Error::input(format!("{}: cannot map: {e}", path.display())))?;
+    Ok(Arc::new(Mapped(m)))
+}
+
+fn canonical(p: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(p).ok()
+}
+
+/// Write `path` atomically through `fill`; refuse to overwrite any of `inputs`.
+pub fn write_atomic(
+    path: &Path,
+    inputs: &[&Path],
+    fill: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    if let Some(out) = canonical(path) {
+        if inputs.iter().any(|i| canonical(i).as_ref() == Some(&out)) {
+            return Err(Error::input(format!(
+                "{}: output would overwrite an input",
+                path.display()
+            )));
+        }
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let io_err = |e: std::io::Error| Error::input(format!("{}: cannot write: {e}", path.display()));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".maskforge-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(io_err)?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        fill(&mut w).map_err(io_err)?;
+        w.flush().map_err(io_err)?;
+    }
+    tmp.as_file().sync_all().map_err(io_err)?;
+    tmp.persist(path).map_err(|e| io_err(e.error))?;
+    Ok(())
+}

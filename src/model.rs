@@ -1,0 +1,108 @@
+//! Resolving a `MODEL` argument (CONVENTIONS.md, "What goes in") to a network.
+//!
+//! ```
+//! let m = maskforge::model::load("zoo:lenet5", None, 0).unwrap();
+//! assert_eq!(m.network.layers.len(), 5);
+//! assert!(m.sha256.len() == 64);
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::mask::MaskSet;
+use crate::network::Network;
+
+/// A loaded model and where it came from.
+pub struct Loaded {
+    pub network: Network,
+    /// Masks stored in the checkpoint (`*_mask` tensors), if any.
+    pub stored_masks: Option<MaskSet>,
+    /// Files the model was read from (outputs must not overwrite them).
+    pub files: Vec<PathBuf>,
+    /// SHA-256 of the model file (or of the zoo spec and seed).
+    pub sha256: String,
+}
+
+fn hash_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::input(format!("{}: cannot open: {e}", path.display())))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)
+        .map_err(|e| Error::input(format!("{}: cannot read: {e}", path.display())))?;
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn architecture(spec: &str, seed: u64) -> Result<(Network, Vec<PathBuf>)> {
+    if spec.starts_with("zoo:") {
+        return Ok((crate::zoo::build(spec, seed)?, vec![]));
+    }
+    let p = Path::new(spec);
+    if spec.ends_with(".onnx") {
+        return Ok((crate::onnx::read(p)?, vec![p.to_path_buf()]));
+    }
+    Err(Error::input(format!(
+        "--arch '{spec}': expected a .onnx file or zoo:NAME"
+    )))
+}
+
+/// Load `spec` (`zoo:NAME`, `x.onnx`, `x.safetensors`, `x.safetensors.index.json`).
+pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
+    if spec.starts_with("zoo:") {
+        if arch.is_some() {
+            return Err(Error::input("--arch is only for safetensors checkpoints"));
+        }
+        let network = crate::zoo::build(spec, seed)?;
+        let mut h = Sha256::new();
+        h.update(format!("{spec}@{seed}"));
+        return Ok(Loaded {
+            network,
+            stored_masks: None,
+            files: vec![],
+            sha256: hex(&h.finalize()),
+        });
+    }
+    let path = Path::new(spec);
+    if !path.exists() {
+        return Err(Error::input(format!("{spec}: no such file")));
+    }
+    let lower = spec.to_ascii_lowercase();
+    if lower.ends_with(".safetensors") || lower.ends_with(".json") {
+        let ckpt = Checkpoint::open(path)?;
+        let (bound, mut files) = match arch {
+            Some(a) => {
+                let (net, files) = architecture(a, seed)?;
+                (ckpt.bind(net)?, files)
+            }
+            None => (
+                crate::checkpoint::Bound {
+                    network: ckpt.infer_chain()?,
+                    stored_masks: None,
+                },
+                vec![],
+            ),
+        };
+        files.push(path.to_path_buf());
+        return Ok(Loaded {
+            network: bound.network,
+            stored_masks: bound.stored_masks,
+            sha256: hash_file(path)?,
+            files,
+        });
+    }
+    if arch.is_some() {
+        return Err(Error::input("--arch is only for safetensors checkpoints"));
+    }
+    Ok(Loaded {
+        network: crate::onnx::read(path)?,
+        stored_masks: None,
+        files: vec![path.to_path_buf()],
+        sha256: hash_file(path)?,
+    })
+}

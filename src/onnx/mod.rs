@@ -1,0 +1,90 @@
+//! The ONNX front end: the only module that knows ONNX exists.
+//!
+//! Models are decoded with candle-onnx's prost-generated protobuf types and
+//! turned into a [`Network`] at the door ([`read`]). [`write`] goes the other
+//! way for `zoo export` and for masked copies of a model.
+//!
+//! ```no_run
+//! let net = maskforge::onnx::read(std::path::Path::new("model.onnx")).unwrap();
+//! println!("{} prunable layers", net.layers.len());
+//! ```
+
+mod consts;
+mod reader;
+mod tensor;
+pub mod writer;
+
+use std::path::Path;
+
+use prost::Message;
+
+pub use candle_onnx::onnx::ModelProto;
+pub use reader::Unsupported;
+
+use crate::error::{Error, Result};
+use crate::network::Network;
+
+/// Decode an ONNX file into its protobuf.
+pub fn decode_file(path: &Path) -> Result<ModelProto> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::input(format!("{}: cannot read: {e}", path.display())))?;
+    decode_bytes(&bytes).map_err(|e| e.context(path.display()))
+}
+
+pub fn decode_bytes(bytes: &[u8]) -> Result<ModelProto> {
+    if bytes.is_empty() {
+        return Err(Error::input("empty file, not an ONNX model"));
+    }
+    let m = ModelProto::decode(bytes)
+        .map_err(|e| Error::input(format!("not an ONNX model (protobuf decoding failed: {e})")))?;
+    match &m.graph {
+        Some(g) if !g.node.is_empty() && !g.input.is_empty() => Ok(m),
+        _ => Err(Error::input(
+            "not an ONNX model (no graph with inputs and nodes)",
+        )),
+    }
+}
+
+fn folder(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn model_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
+/// Read an ONNX model into a [`Network`]; every untranslatable op is named in the error.
+pub fn read(path: &Path) -> Result<Network> {
+    let m = decode_file(path)?;
+    from_proto(&model_name(path), m, folder(path)).map_err(|e| e.context(path.display()))
+}
+
+/// Translate a decoded model; `dir` holds any external-data files.
+pub fn from_proto(name: &str, m: ModelProto, dir: &Path) -> Result<Network> {
+    let (net, unsupported) = reader::translate(name, m.graph.unwrap_or_default(), dir)?;
+    match net {
+        Some(n) => Ok(n),
+        None => Err(Error::input(format!(
+            "{} unsupported op(s): {}",
+            unsupported.len(),
+            unsupported
+                .iter()
+                .map(|u| u.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))),
+    }
+}
+
+/// The ops of a model maskforge cannot translate (empty when it reads fully).
+pub fn unsupported_ops(path: &Path) -> Result<Vec<Unsupported>> {
+    let m = decode_file(path)?;
+    let (_, u) = reader::translate(&model_name(path), m.graph.unwrap_or_default(), folder(path))
+        .map_err(|e| e.context(path.display()))?;
+    Ok(u)
+}
