@@ -26,6 +26,7 @@ pub mod maskfile;
 pub mod model;
 pub mod network;
 pub mod onnx;
+pub mod pathnorm;
 pub mod rng;
 pub mod tensor;
 pub mod zoo;
