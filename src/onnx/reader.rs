@@ -583,6 +583,7 @@ impl Reader<'_> {
                 let v = self.b.global_pool(&label, x, kind)?;
                 self.name_output(n, v);
             }
+            "ReduceMean" | "ReduceMax" => self.reduce(n, &label)?,
             "Flatten" => {
                 let (x, s) = unary(self)?;
                 let axis = attr_i(n, "axis", 1);
@@ -677,6 +678,44 @@ impl Reader<'_> {
                 )))
             }
         }
+        Ok(())
+    }
+
+    /// A mean or max over all spatial axes is a global pool.
+    fn reduce(&mut self, n: &NodeProto, label: &str) -> Result<()> {
+        let x = self.act(&n.input[0]).unwrap();
+        let s = self.b.shape(x).to_vec();
+        let axes =
+            attr_ints(n, "axes").or_else(|| self.get_const(n, 1).and_then(|c| c.to_i64().ok()));
+        let full = s.len() as i64 + 1;
+        let mut axes: Vec<i64> = axes
+            .unwrap_or_default()
+            .iter()
+            .map(|&a| if a < 0 { a + full } else { a })
+            .collect();
+        axes.sort_unstable();
+        let spatial: Vec<i64> = (2..full).collect();
+        if s.len() < 2 || axes != spatial {
+            return Err(Error::input(format!(
+                "unsupported: {} over axes {axes:?} (only all spatial axes, a global pool)",
+                n.op_type
+            )));
+        }
+        let kind = if n.op_type == "ReduceMax" {
+            PoolKind::Max
+        } else {
+            PoolKind::Avg
+        };
+        let keep = attr_i(n, "keepdims", 1) != 0;
+        let mut v = self.b.global_pool(
+            &format!("{label}{}", if keep { "" } else { "/pool" }),
+            x,
+            kind,
+        )?;
+        if !keep {
+            v = self.b.reshape(label, v, vec![s[0]])?;
+        }
+        self.name_output(n, v);
         Ok(())
     }
 

@@ -264,12 +264,21 @@ fn emit(net: &Network, node: &Node, layer: Option<usize>, out: &mut Out) -> Resu
             out.node(op, name, ins, &y, attrs);
         }
         Op::GlobalPool(k) => {
+            // ReduceMean/ReduceMax over the spatial axes rather than
+            // GlobalAveragePool: same result, and candle-onnx evaluates it.
             let op = if *k == PoolKind::Max {
-                "GlobalMaxPool"
+                "ReduceMax"
             } else {
-                "GlobalAveragePool"
+                "ReduceMean"
             };
-            out.node(op, name, ins, &y, vec![]);
+            let axes: Vec<i64> = (2..=net.values[node.inputs[0]].shape.len() as i64).collect();
+            out.node(
+                op,
+                name,
+                ins,
+                &y,
+                vec![ints("axes", &axes), int("keepdims", 1)],
+            );
         }
         Op::Reshape if rank == 1 => out.node("Flatten", name, ins, &y, vec![int("axis", 1)]),
         Op::Reshape => {
