@@ -145,6 +145,25 @@ impl BitSet {
         }
     }
 
+    /// OR the low `n` bits of `word` into positions `start..start + n`.
+    #[inline]
+    pub fn or_bits_at(&mut self, start: usize, n: usize, word: u64) {
+        debug_assert!(n <= 64 && start + n <= self.len);
+        if n == 0 {
+            return;
+        }
+        let word = if n == 64 {
+            word
+        } else {
+            word & ((1u64 << n) - 1)
+        };
+        let (w, off) = (start >> 6, start & 63);
+        self.words[w] |= word << off;
+        if off + n > 64 {
+            self.words[w + 1] |= word >> (64 - off);
+        }
+    }
+
     /// Indices of the set bits, in increasing order.
     pub fn ones(&self) -> impl Iterator<Item = usize> + '_ {
         self.words.iter().enumerate().flat_map(|(wi, &w)| {
@@ -213,6 +232,9 @@ mod tests {
             prop_assert_eq!(s.ones().collect::<Vec<_>>(), (0..n).filter(|&i| bits[i]).collect::<Vec<_>>());
             if hi > lo {
                 let k = (hi - lo).min(64);
+                let mut t = BitSet::new(n);
+                t.or_bits_at(lo, k, s.bits_at(lo, k));
+                for (j, &bit) in bits.iter().enumerate() { prop_assert_eq!(t.get(j), j >= lo && j < lo + k && bit); }
                 let word = s.bits_at(lo, k);
                 for j in 0..k { prop_assert_eq!((word >> j) & 1 == 1, bits[lo + j]); }
             }

@@ -38,6 +38,8 @@ pub struct Entry {
 /// All tensors of a checkpoint, by key.
 pub struct Checkpoint {
     pub path: PathBuf,
+    /// The files holding the data (the file itself, or every shard).
+    pub shards: Vec<PathBuf>,
     pub tensors: BTreeMap<String, Entry>,
 }
 
@@ -67,7 +69,7 @@ impl Checkpoint {
     /// Open a `.safetensors` file or a `*.safetensors.index.json`.
     pub fn open(path: &Path) -> Result<Self> {
         let name = path.to_string_lossy();
-        let shards: Vec<PathBuf> = if name.ends_with(".json") {
+        let shards: Vec<PathBuf> = if name.to_ascii_lowercase().ends_with(".json") {
             shard_list(path)?
         } else {
             vec![path.to_path_buf()]
@@ -84,6 +86,7 @@ impl Checkpoint {
         }
         Ok(Self {
             path: path.to_path_buf(),
+            shards,
             tensors,
         })
     }
@@ -160,6 +163,41 @@ impl Checkpoint {
         })
     }
 
+    /// Masks from `<w>_mask` partners of `<w>_orig` weights, when any exist.
+    fn partner_masks(&self, net: &Network) -> Result<Option<MaskSet>> {
+        let what = self.path.display().to_string();
+        let mut any = false;
+        let layers = net
+            .layers
+            .iter()
+            .map(|l| {
+                let partner = l
+                    .name
+                    .strip_suffix("_orig")
+                    .and_then(|p| self.tensors.get(&format!("{p}_mask")));
+                let stored = match partner {
+                    Some(m) => {
+                        any = true;
+                        check_shape(
+                            &what,
+                            &format!("{}_mask", l.name),
+                            &m.tensor.shape,
+                            &l.stored_shape,
+                        )?;
+                        m.tensor.nonzero_mask()
+                    }
+                    None => net
+                        .params
+                        .get(&l.name)
+                        .map(|t| t.nonzero_mask())
+                        .unwrap_or_else(|| crate::bitset::BitSet::full(l.numel())),
+                };
+                Ok(l.canonical_from_stored(&stored))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(any.then_some(MaskSet { layers }))
+    }
+
     /// Weight-like tensors (rank >= 2, floats) in storage order.
     fn weights_in_order(&self) -> Vec<(&String, &Entry)> {
         let mut v: Vec<_> = self
@@ -204,18 +242,19 @@ impl Checkpoint {
                 *weight = name;
             }
         }
-        for (k, e) in ws {
-            arch.params.insert(k, e.tensor.clone());
+        for (k, e) in &ws {
+            arch.params.insert(*k, e.tensor.clone());
         }
+        let stored_masks = self.partner_masks(&arch)?;
         Ok(Bound {
             network: arch,
-            stored_masks: None,
+            stored_masks,
         })
     }
 
     /// Infer a plain ReLU MLP from `[out, in]` matrices whose sizes chain in
     /// storage order; anything else needs `--arch`.
-    pub fn infer_chain(&self) -> Result<Network> {
+    pub fn infer_chain(&self) -> Result<Bound> {
         let what = self.path.display().to_string();
         let ws = self.weights_in_order();
         let need_arch = |why: String| {
@@ -253,7 +292,12 @@ impl Checkpoint {
             }
         }
         b.output(x);
-        b.finish()
+        let network = b.finish()?;
+        let stored_masks = self.partner_masks(&network)?;
+        Ok(Bound {
+            network,
+            stored_masks,
+        })
     }
 }
 

@@ -422,7 +422,10 @@ fn conv_active(conv: &Conv2d, m: &BitSet, fwd: &Live, back: &Live) -> BitSet {
     let g = conv_geometry(conv, [fwd.plane.h, fwd.plane.w]);
     let taps = conv.taps();
     let (ipg, opg) = (conv.in_per_group(), conv.out_per_group());
-    let reads: Vec<bool> = (0..taps).map(|t| g.tap_reads_data(t)).collect();
+    let mut reads_words = vec![0u64; taps.div_ceil(64)];
+    for t in (0..taps).filter(|&t| g.tap_reads_data(t)) {
+        reads_words[t / 64] |= 1 << (t % 64);
+    }
     let mut out = BitSet::new(m.len());
     let mut bits = vec![0u64; taps.div_ceil(64)];
     for (o, b) in back.chans.iter().enumerate() {
@@ -437,13 +440,15 @@ fn conv_active(conv: &Conv2d, m: &BitSet, fwd: &Live, back: &Live) -> BitSet {
             }
             kernel_bits(m, conv, o, ci, &mut bits);
             let base = (o * ipg + ci) * taps;
+            if f.is_all() && b.is_all() {
+                for (w, (&k, &r)) in bits.iter().zip(&reads_words).enumerate() {
+                    let n = (taps - w * 64).min(64);
+                    out.or_bits_at(base + w * 64, n, k & r);
+                }
+                continue;
+            }
             for t in ones_of(&bits) {
-                let on = if f.is_all() && b.is_all() {
-                    reads[t]
-                } else {
-                    g.connects(f, b, t)
-                };
-                if on {
+                if g.connects(f, b, t) {
                     out.set(base + t, true);
                 }
             }
@@ -507,12 +512,7 @@ fn dense_active(n_out: usize, n_in: usize, m: &BitSet, fwd: &Live, back: &Live) 
         let base = o * n_in;
         for w in 0..n_in.div_ceil(64) {
             let n = (n_in - w * 64).min(64);
-            let mut word = m.bits_at(base + w * 64, n) & f.words()[w];
-            while word != 0 {
-                let t = word.trailing_zeros() as usize;
-                word &= word - 1;
-                out.set(base + w * 64 + t, true);
-            }
+            out.or_bits_at(base + w * 64, n, m.bits_at(base + w * 64, n) & f.words()[w]);
         }
     }
     out

@@ -63,11 +63,15 @@ pub fn write_atomic(
         _ => PathBuf::from("."),
     };
     let io_err = |e: std::io::Error| Error::input(format!("{}: cannot write: {e}", path.display()));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".maskforge-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(io_err)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".maskforge-").suffix(".tmp");
+    // tempfile creates 0600 files; outputs should follow the umask like any other file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(&dir).map_err(io_err)?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());
         fill(&mut w).map_err(io_err)?;

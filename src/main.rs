@@ -12,7 +12,9 @@ fn main() {
         }
     };
     if let Err(e) = maskforge::cli::run(cli) {
-        eprintln!("error: {e}");
+        // One line: a cause, never a backtrace.
+        let msg = e.to_string();
+        eprintln!("error: {}", msg.lines().next().unwrap_or("unknown failure"));
         std::process::exit(e.exit_code());
     }
 }

@@ -45,7 +45,7 @@ fn architecture(spec: &str, seed: u64) -> Result<(Network, Vec<PathBuf>)> {
     }
     let p = Path::new(spec);
     if spec.ends_with(".onnx") {
-        return Ok((crate::onnx::read(p)?, vec![p.to_path_buf()]));
+        return crate::onnx::read_with_files(p);
     }
     Err(Error::input(format!(
         "--arch '{spec}': expected a .onnx file or zoo:NAME"
@@ -80,15 +80,10 @@ pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
                 let (net, files) = architecture(a, seed)?;
                 (ckpt.bind(net)?, files)
             }
-            None => (
-                crate::checkpoint::Bound {
-                    network: ckpt.infer_chain()?,
-                    stored_masks: None,
-                },
-                vec![],
-            ),
+            None => (ckpt.infer_chain()?, vec![]),
         };
         files.push(path.to_path_buf());
+        files.extend(ckpt.shards.iter().cloned());
         return Ok(Loaded {
             network: bound.network,
             stored_masks: bound.stored_masks,
@@ -99,10 +94,11 @@ pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
     if arch.is_some() {
         return Err(Error::input("--arch is only for safetensors checkpoints"));
     }
+    let (network, files) = crate::onnx::read_with_files(path)?;
     Ok(Loaded {
-        network: crate::onnx::read(path)?,
+        network,
         stored_masks: None,
-        files: vec![path.to_path_buf()],
+        files,
         sha256: hash_file(path)?,
     })
 }

@@ -134,7 +134,7 @@ impl NetworkBuilder {
     }
 
     pub fn input(&mut self, name: &str, shape: Vec<usize>) -> Result<ValueId> {
-        if shape.iter().any(|&d| d == 0) {
+        if shape.contains(&0) {
             return Err(Error::input(format!(
                 "input '{name}' has a zero-sized dimension {shape:?}"
             )));
@@ -196,7 +196,7 @@ impl NetworkBuilder {
         if canon.len() != 4 {
             return err(format!("weight must be 4-D, got {canon:?}"));
         }
-        if groups == 0 || xs[0] % groups != 0 || canon[0] % groups != 0 {
+        if groups == 0 || !xs[0].is_multiple_of(groups) || !canon[0].is_multiple_of(groups) {
             return err(format!(
                 "groups={groups} does not divide input channels {} and output channels {}",
                 xs[0], canon[0]

@@ -39,7 +39,7 @@ impl Window {
         }
         let s = self.stride[a];
         let mut out = (padded - span) / s + 1;
-        if ceil && (padded - span) % s != 0 {
+        if ceil && !(padded - span).is_multiple_of(s) {
             out += 1;
             // A last window must start inside the input or left padding.
             if (out - 1) * s >= n + self.pads[a] {

@@ -129,7 +129,7 @@ pub fn resolve_reshape(input: &[usize], target: &[i64], allow_zero: bool) -> Res
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || n % known != 0 {
+        if known == 0 || !n.is_multiple_of(known) {
             return Err(Error::input(format!(
                 "Reshape: cannot reshape {input:?} into {target:?}"
             )));

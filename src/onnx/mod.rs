@@ -60,8 +60,27 @@ fn model_name(path: &Path) -> String {
 
 /// Read an ONNX model into a [`Network`]; every untranslatable op is named in the error.
 pub fn read(path: &Path) -> Result<Network> {
+    read_with_files(path).map(|(n, _)| n)
+}
+
+/// Like [`read`], also returning every file the model's data comes from
+/// (the model and its external-data files), so outputs never overwrite them.
+pub fn read_with_files(path: &Path) -> Result<(Network, Vec<std::path::PathBuf>)> {
     let m = decode_file(path)?;
-    from_proto(&model_name(path), m, folder(path)).map_err(|e| e.context(path.display()))
+    let dir = folder(path);
+    let mut files = vec![path.to_path_buf()];
+    for t in m.graph.iter().flat_map(|g| &g.initializer) {
+        if t.data_location == 1 {
+            for e in t.external_data.iter().filter(|e| e.key == "location") {
+                let f = dir.join(&e.value);
+                if !files.contains(&f) {
+                    files.push(f);
+                }
+            }
+        }
+    }
+    let net = from_proto(&model_name(path), m, dir).map_err(|e| e.context(path.display()))?;
+    Ok((net, files))
 }
 
 /// Translate a decoded model; `dir` holds any external-data files.

@@ -596,10 +596,7 @@ impl Reader<'_> {
                 let shape = if ax == 0 {
                     vec![s.iter().product()]
                 } else {
-                    vec![
-                        s[..ax].iter().product::<usize>() * 1,
-                        s[ax..].iter().product(),
-                    ]
+                    vec![s[..ax].iter().product::<usize>(), s[ax..].iter().product()]
                 };
                 let v = self.b.reshape(&label, x, shape)?;
                 self.name_output(n, v);
