@@ -303,9 +303,16 @@ fn conv_forward(conv: &Conv2d, m: &BitSet, input: &Live, out_shape: &[usize]) ->
     let mut cache: HashMap<Vec<u64>, PosSet> = HashMap::new();
     let mut full_taps = vec![0u64; words];
     let mut bits = vec![0u64; words];
+    // 1x1 convs (most of a ResNet's weights): a row of the mask is a plain
+    // bitset over input channels, handled a word at a time.
+    let pointwise = conv.taps() == 1;
+    let all_in = BitSet::from_fn(input.chans.len(), |i| input.chans[i].is_all());
     let chans = (0..conv.out_channels)
         .map(|o| {
             let group = o / opg;
+            if pointwise {
+                return pointwise_forward(m, o, group, ipg, &all_in, input, &g);
+            }
             full_taps.fill(0);
             let mut partial = Vec::new();
             for ci in 0..ipg {
@@ -347,6 +354,56 @@ fn conv_forward(conv: &Conv2d, m: &BitSet, input: &Live, out_shape: &[usize]) ->
     }
 }
 
+/// Row `o` of a 1x1 conv's mask as words over the group's input channels.
+fn row_words(m: &BitSet, o: usize, ipg: usize) -> impl Iterator<Item = (usize, u64)> + '_ {
+    (0..ipg.div_ceil(64)).map(move |w| {
+        let n = (ipg - w * 64).min(64);
+        (w, m.bits_at(o * ipg + w * 64, n))
+    })
+}
+
+/// Input-channel word `w` of group `group` from a channel bitset.
+fn group_word(b: &BitSet, group: usize, ipg: usize, w: usize) -> u64 {
+    let n = (ipg - w * 64).min(64);
+    b.bits_at(group * ipg + w * 64, n)
+}
+
+fn pointwise_forward(
+    m: &BitSet,
+    o: usize,
+    group: usize,
+    ipg: usize,
+    all_in: &BitSet,
+    input: &Live,
+    g: &Geometry,
+) -> PosSet {
+    let mut set = PosSet::None;
+    let mut any_full = false;
+    for (w, row) in row_words(m, o, ipg) {
+        if row & group_word(all_in, group, ipg, w) != 0 {
+            any_full = true;
+            break;
+        }
+    }
+    if any_full {
+        set = g.forward(&PosSet::All, 0);
+        if set.is_all() {
+            return set;
+        }
+    }
+    for (w, row) in row_words(m, o, ipg) {
+        let mut partial = row & !group_word(all_in, group, ipg, w);
+        while partial != 0 {
+            let i = group * ipg + w * 64 + partial.trailing_zeros() as usize;
+            partial &= partial - 1;
+            if !input.chans[i].is_none() {
+                set.union_with(&g.forward(&input.chans[i], 0), g.output);
+            }
+        }
+    }
+    set
+}
+
 /// Output positions reached from `s` through any tap in `taps`.
 fn union_forward(g: &Geometry, s: &PosSet, taps: &[u64]) -> PosSet {
     let mut rows = vec![0u64; g.output.h * g.output.rw()];
@@ -377,6 +434,17 @@ fn conv_backward(conv: &Conv2d, m: &BitSet, out: &Live, in_shape: &[usize]) -> L
             continue;
         }
         let group = o / opg;
+        if conv.taps() == 1 && back.is_all() {
+            for (w, row) in row_words(m, o, ipg) {
+                let mut r = row;
+                while r != 0 {
+                    let i = group * ipg + w * 64 + r.trailing_zeros() as usize;
+                    r &= r - 1;
+                    full_taps[i][0] |= 1;
+                }
+            }
+            continue;
+        }
         for ci in 0..ipg {
             let i = group * ipg + ci;
             kernel_bits(m, conv, o, ci, &mut bits);
@@ -428,11 +496,29 @@ fn conv_active(conv: &Conv2d, m: &BitSet, fwd: &Live, back: &Live) -> BitSet {
     }
     let mut out = BitSet::new(m.len());
     let mut bits = vec![0u64; taps.div_ceil(64)];
+    let all_in = BitSet::from_fn(fwd.chans.len(), |i| fwd.chans[i].is_all());
+    let pointwise = taps == 1 && reads_words[0] == 1;
     for (o, b) in back.chans.iter().enumerate() {
         if b.is_none() {
             continue;
         }
         let group = o / opg;
+        if pointwise && b.is_all() {
+            for (w, row) in row_words(m, o, ipg) {
+                let n = (ipg - w * 64).min(64);
+                let full = group_word(&all_in, group, ipg, w);
+                out.or_bits_at(o * ipg + w * 64, n, row & full);
+                let mut partial = row & !full;
+                while partial != 0 {
+                    let ci = w * 64 + partial.trailing_zeros() as usize;
+                    partial &= partial - 1;
+                    if g.connects(&fwd.chans[group * ipg + ci], b, 0) {
+                        out.set(o * ipg + ci, true);
+                    }
+                }
+            }
+            continue;
+        }
         for ci in 0..ipg {
             let f = &fwd.chans[group * ipg + ci];
             if f.is_none() {
