@@ -126,19 +126,9 @@ impl Checkpoint {
             })?;
             check_shape(&what, &l.name, &w.tensor.shape, &l.stored_shape)?;
             arch.params.insert(&l.name, w.tensor.clone());
-            masks.push(match m {
-                Some(m) => {
-                    any_mask = true;
-                    check_shape(
-                        &what,
-                        &format!("{}_mask", l.name),
-                        &m.tensor.shape,
-                        &l.stored_shape,
-                    )?;
-                    l.canonical_from_stored(&m.tensor.nonzero_mask())
-                }
-                None => l.canonical_from_stored(&w.tensor.nonzero_mask()),
-            });
+            let (bits, stored) = layer_mask(&what, l, m, Some(&w.tensor))?;
+            any_mask |= stored;
+            masks.push(bits);
         }
         let others: Vec<(String, Vec<usize>)> = arch
             .params
@@ -175,24 +165,9 @@ impl Checkpoint {
                     .name
                     .strip_suffix("_orig")
                     .and_then(|p| self.tensors.get(&format!("{p}_mask")));
-                let stored = match partner {
-                    Some(m) => {
-                        any = true;
-                        check_shape(
-                            &what,
-                            &format!("{}_mask", l.name),
-                            &m.tensor.shape,
-                            &l.stored_shape,
-                        )?;
-                        m.tensor.nonzero_mask()
-                    }
-                    None => net
-                        .params
-                        .get(&l.name)
-                        .map(|t| t.nonzero_mask())
-                        .unwrap_or_else(|| crate::bitset::BitSet::full(l.numel())),
-                };
-                Ok(l.canonical_from_stored(&stored))
+                let (bits, stored) = layer_mask(&what, l, partner, net.params.get(&l.name))?;
+                any |= stored;
+                Ok(bits)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(any.then_some(MaskSet { layers }))
@@ -299,6 +274,30 @@ impl Checkpoint {
             stored_masks,
         })
     }
+}
+
+/// A layer's canonical mask: from its stored `_mask` partner when there is
+/// one (second value `true`), else from the zeros of its weight.
+fn layer_mask(
+    what: &str,
+    l: &crate::network::Layer,
+    partner: Option<&Entry>,
+    weight: Option<&ConstTensor>,
+) -> Result<(crate::bitset::BitSet, bool)> {
+    let (stored, from_partner) = match (partner, weight) {
+        (Some(m), _) => {
+            check_shape(
+                what,
+                &format!("{}_mask", l.name),
+                &m.tensor.shape,
+                &l.stored_shape,
+            )?;
+            (m.tensor.nonzero_mask(), true)
+        }
+        (None, Some(w)) => (w.nonzero_mask(), false),
+        (None, None) => (crate::bitset::BitSet::full(l.numel()), false),
+    };
+    Ok((l.canonical_from_stored(&stored), from_partner))
 }
 
 fn check_shape(what: &str, name: &str, have: &[usize], need: &[usize]) -> Result<()> {
