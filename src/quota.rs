@@ -1,0 +1,1 @@
+//! Layerwise sparsity quotas (placeholder; being written).
