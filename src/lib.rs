@@ -27,6 +27,7 @@ pub mod model;
 pub mod network;
 pub mod onnx;
 pub mod pathnorm;
+pub mod prune;
 pub mod quota;
 pub mod rng;
 pub mod tensor;
