@@ -168,26 +168,55 @@ fn shape(net: &Network, v: ValueId) -> &[usize] {
 }
 
 fn forward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> Vec<Live> {
-    let mut live: Vec<Option<Live>> = vec![None; net.values.len()];
-    for &i in &net.inputs {
-        live[i] = Some(Live::all(shape(net, i)));
+    let mut fw = Forward::new(net);
+    for (ni, layer) in layer_of.iter().enumerate() {
+        fw.step(ni, layer.map(|l| &masks.layers[l]));
     }
-    for (ni, node) in net.nodes.iter().enumerate() {
+    fw.finish()
+}
+
+/// Forward liveness computed node by node, so a constructive method (MiCA)
+/// can place a layer's mask just before that layer is evaluated.
+pub struct Forward<'a> {
+    net: &'a Network,
+    live: Vec<Option<Live>>,
+}
+
+impl<'a> Forward<'a> {
+    pub fn new(net: &'a Network) -> Self {
+        let mut live: Vec<Option<Live>> = vec![None; net.values.len()];
+        for &i in &net.inputs {
+            live[i] = Some(Live::all(shape(net, i)));
+        }
+        Self { net, live }
+    }
+
+    /// Liveness of value `v`, once its producer has been stepped.
+    pub fn get(&self, v: ValueId) -> Option<&Live> {
+        self.live[v].as_ref()
+    }
+
+    /// Evaluate node `ni` (nodes must be stepped in order); `mask` is the
+    /// node's layer mask when it is prunable.
+    pub fn step(&mut self, ni: usize, mask: Option<&BitSet>) {
+        let net = self.net;
+        let node = &net.nodes[ni];
         let ins: Vec<&Live> = node
             .inputs
             .iter()
-            .map(|&v| live[v].as_ref().expect("topological order"))
+            .map(|&v| self.live[v].as_ref().expect("topological order"))
             .collect();
         let out_shape = shape(net, node.output);
         let out = match &node.op {
             Op::Conv { conv, .. } => {
-                let m = &masks.layers[layer_of[ni].unwrap()];
-                conv_forward(conv, m, ins[0], out_shape)
+                conv_forward(conv, mask.expect("conv mask"), ins[0], out_shape)
             }
-            Op::Dense { dense, .. } => {
-                let m = &masks.layers[layer_of[ni].unwrap()];
-                dense_forward(dense.out_features, dense.in_features, m, ins[0])
-            }
+            Op::Dense { dense, .. } => dense_forward(
+                dense.out_features,
+                dense.in_features,
+                mask.expect("dense mask"),
+                ins[0],
+            ),
             Op::Pool(pool) => pool_forward(pool, ins[0], out_shape),
             Op::GlobalPool(_) => global_forward(ins[0], out_shape),
             Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Softmax(_) => ins[0].clone(),
@@ -200,12 +229,17 @@ fn forward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> V
                 Live::from_elements(out_shape, &bits)
             }
         };
-        live[node.output] = Some(out);
+        self.live[node.output] = Some(out);
     }
-    live.into_iter()
-        .enumerate()
-        .map(|(v, l)| l.unwrap_or_else(|| Live::none(shape(net, v))))
-        .collect()
+
+    pub fn finish(self) -> Vec<Live> {
+        let net = self.net;
+        self.live
+            .into_iter()
+            .enumerate()
+            .map(|(v, l)| l.unwrap_or_else(|| Live::none(shape(net, v))))
+            .collect()
+    }
 }
 
 fn backward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> Vec<Live> {

@@ -13,6 +13,7 @@
 //! assert_eq!(eff.count_ones(), net.prunable_count());
 //! ```
 
+pub mod apply;
 pub mod audit;
 pub mod bitset;
 pub mod checkpoint;
@@ -23,12 +24,17 @@ pub mod io;
 pub mod liveness;
 pub mod mask;
 pub mod maskfile;
+pub mod mica;
 pub mod model;
 pub mod network;
 pub mod onnx;
 pub mod pathnorm;
+pub mod plot;
 pub mod prune;
 pub mod quota;
 pub mod rng;
+pub mod rpi;
+pub mod stfile;
+pub mod sweep;
 pub mod tensor;
 pub mod zoo;

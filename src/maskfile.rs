@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::bitset::BitSet;
 use crate::error::{Error, Result};
@@ -58,41 +58,34 @@ pub fn to_bytes(
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
     masks.check_fits(net)?;
-    let mut meta: std::collections::HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut meta = metadata.clone();
     meta.insert("format".into(), "pt".into());
-    let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = net
+    let (dtype_name, width) = match dtype {
+        MaskDType::Bool => ("BOOL", 1),
+        MaskDType::U8 => ("U8", 1),
+        MaskDType::F32 => ("F32", 4),
+    };
+    let entries = net
         .layers
         .iter()
         .zip(&masks.layers)
         .map(|(l, m)| {
             let stored = l.stored_from_canonical(m);
-            let bytes = match dtype {
-                MaskDType::Bool | MaskDType::U8 => stored.to_bytes(),
-                MaskDType::F32 => (0..stored.len())
+            let data = match width {
+                1 => stored.to_bytes(),
+                _ => (0..stored.len())
                     .flat_map(|i| (stored.get(i) as u8 as f32).to_le_bytes())
                     .collect(),
             };
-            (key(&l.name, naming), l.stored_shape.clone(), bytes)
+            crate::stfile::Entry {
+                name: key(&l.name, naming),
+                dtype: dtype_name,
+                shape: l.stored_shape.clone(),
+                data,
+            }
         })
         .collect();
-    let st_dtype = match dtype {
-        MaskDType::Bool => Dtype::BOOL,
-        MaskDType::U8 => Dtype::U8,
-        MaskDType::F32 => Dtype::F32,
-    };
-    let views = buffers
-        .iter()
-        .map(|(k, s, b)| {
-            TensorView::new(st_dtype, s.clone(), b)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| Error::internal(format!("mask tensor '{k}': {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::tensor::serialize(views, Some(meta))
-        .map_err(|e| Error::internal(format!("serialising masks: {e}")))
+    Ok(crate::stfile::serialize(entries, &meta))
 }
 
 /// Write a mask file atomically.

@@ -1,6 +1,24 @@
 //! Random-family pruning: RPI and MiCA with any quota, optionally reaching a
-//! target *effective* compression (work in progress).
+//! target *effective* compression.
+//!
+//! Effective pruning follows Algorithm 1 of the effective-sparsity paper
+//! (papers/effective-sparsity-igq.txt, Sec. 5): bisection over the direct
+//! kept count `K`, with the quota re-evaluated at each `K`. RPI masks are
+//! prefixes of one random permutation per layer ([`crate::rpi`]), so with a
+//! layerwise-monotone quota (IGQ, ERK, uniform) the masks are nested and the
+//! active count is monotone in `K`; MiCA masks are rebuilt at each `K` (they
+//! keep nearly every edge active, so the bisection converges the same way).
+//!
+//! ```
+//! use maskforge::{zoo, prune::*, quota::Quota};
+//! let net = zoo::build("lenet300", 0).unwrap();
+//! let spec = PruneSpec { method: Method::Rpi, quota: Quota::Igq, target_kept: 2662, seed: 0, effective: false };
+//! let out = prune(&net, &spec).unwrap();
+//! assert_eq!(out.raw.count_ones(), 2662);
+//! assert!(out.effective.is_subset_of(&out.raw));
+//! ```
 
+use crate::effective::effective_masks;
 use crate::error::{Error, Result};
 use crate::mask::MaskSet;
 use crate::network::Network;
@@ -45,10 +63,79 @@ pub struct PruneOutcome {
     pub effective: MaskSet,
     /// Per-layer quota counts the placement used.
     pub counts: Vec<usize>,
+    /// With `effective`: why the target could not be met exactly, if so.
+    pub note: Option<String>,
+}
+
+/// Place masks with exactly `counts[l]` weights per layer.
+pub fn place(net: &Network, method: Method, counts: &[usize], seed: u64) -> Result<MaskSet> {
+    match method {
+        Method::Rpi => Ok(crate::rpi::rpi(net, counts, seed)),
+        Method::Mica(choice) => crate::mica::mica(net, counts, choice, seed),
+    }
+}
+
+fn run_at(net: &Network, spec: &PruneSpec, kept: usize) -> Result<PruneOutcome> {
+    let counts = crate::quota::kept_counts(net, &spec.quota, kept)?;
+    let raw = place(net, spec.method, &counts, spec.seed)?;
+    let effective = effective_masks(net, &raw);
+    Ok(PruneOutcome {
+        raw,
+        effective,
+        counts,
+        note: None,
+    })
 }
 
 /// Prune `net` as `spec` says.
 pub fn prune(net: &Network, spec: &PruneSpec) -> Result<PruneOutcome> {
-    let _ = (net, spec);
-    Err(Error::internal("prune: not implemented yet"))
+    let total = net.prunable_count();
+    if spec.target_kept == 0 || spec.target_kept > total {
+        return Err(Error::input(format!(
+            "target of {} kept weights is outside 1..={total}",
+            spec.target_kept
+        )));
+    }
+    if !spec.effective {
+        return run_at(net, spec, spec.target_kept);
+    }
+    let target = spec.target_kept;
+    let first = run_at(net, spec, target)?;
+    if first.effective.count_ones() >= target {
+        return Ok(first);
+    }
+    // Smallest K whose active count reaches the target; a K the quota cannot
+    // serve (too dense for it) sends the search lower.
+    let (mut lo, mut hi) = (target + 1, total);
+    let mut best = None;
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        let reached = match run_at(net, spec, mid) {
+            Ok(out) => {
+                let r = out.effective.count_ones() >= target;
+                if r {
+                    best = Some(out);
+                }
+                r
+            }
+            Err(Error::Input(_)) => true,
+            Err(e) => return Err(e),
+        };
+        if reached {
+            hi = mid - 1;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    match best {
+        Some(out) => Ok(out),
+        None => {
+            let mut out = first;
+            out.note = Some(format!(
+                "an effective count of {target} cannot be reached with this quota; closest achievable: {} active",
+                out.effective.count_ones()
+            ));
+            Ok(out)
+        }
+    }
 }

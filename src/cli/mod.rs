@@ -3,6 +3,9 @@
 
 mod audit;
 mod inspect;
+mod prune;
+mod quotas;
+mod sweep;
 mod zoo;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +29,12 @@ pub enum Command {
     Audit(audit::Args),
     /// The layer graph as maskforge sees it, and any unsupported op.
     Inspect(inspect::Args),
+    /// Write a pruning mask (rpi, mica) for a quota and a compression.
+    Prune(prune::Args),
+    /// Per-layer densities and counts of a quota.
+    Quotas(quotas::Args),
+    /// Prune over a range of compressions; CSV of direct vs effective figures, and plots.
+    Sweep(sweep::Args),
     /// Built-in architectures.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -49,6 +58,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Audit(a) => audit::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Prune(a) => prune::run(a),
+        Command::Quotas(a) => quotas::run(a),
+        Command::Sweep(a) => sweep::run(a),
         Command::Zoo(z) => zoo::run(z),
     }
 }

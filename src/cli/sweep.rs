@@ -1,0 +1,152 @@
+//! `maskforge sweep`: prune at a range of compressions with several methods
+//! and quotas, write one CSV row per run, optionally plot the curves.
+
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::sweep::{self, SweepConfig, SweepRow};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: super::ModelArgs,
+    /// Comma list of methods: rpi, mica (also mica-min, mica-max).
+    #[arg(long)]
+    pub methods: String,
+    /// Comma list of quotas: uniform, uniform+, erk, igq, smart.
+    #[arg(long)]
+    pub quotas: String,
+    /// Pre-defined compressions: a:b:step in log10 exponents (0.5:6:0.5 is
+    /// 10^0.5 .. 10^6), or a comma list of ratios (10,100,1e3,10^3.5).
+    #[arg(long)]
+    pub compressions: String,
+    /// Number of pruning seeds per point: 0..K-1.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    /// One row per run (method, quota, compression, seed).
+    #[arg(long)]
+    pub csv: PathBuf,
+    /// The curves, three panels in one file: .svg or .png.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    model: &'a str,
+    total: usize,
+    runs: usize,
+    failed: usize,
+    csv: &'a Path,
+    plot: Option<&'a Path>,
+    rows: &'a [SweepRow],
+}
+
+pub fn run(a: Args) -> Result<()> {
+    // Every usage error before any work.
+    let cfg = SweepConfig::parse(&a.methods, &a.quotas, &a.compressions, a.seeds)?;
+    if let Some(p) = &a.plot {
+        crate::plot::Format::from_path(p)?;
+        if same_file(p, &a.csv) {
+            return Err(Error::input("--plot and --csv name the same file"));
+        }
+    }
+    let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let net = &m.network;
+
+    let bar = ProgressBar::with_draw_target(Some(cfg.runs() as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("sweep {bar:40} {pos}/{len} runs [{elapsed_precise} < {eta}]")
+            .map_err(|e| Error::internal(format!("progress bar: {e}")))?,
+    );
+    let rows = sweep::run(net, &a.model.model, &cfg, |done, _| {
+        bar.set_position(done as u64)
+    });
+    bar.finish_and_clear();
+    let rows = rows?;
+
+    let inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
+    sweep::write_csv(&rows, &a.csv, &inputs)?;
+    if let Some(p) = &a.plot {
+        crate::plot::render(&rows, p, &inputs)?;
+    }
+
+    let failed = rows.iter().filter(|r| !r.is_ok()).count();
+    if a.json {
+        return super::print_json(&Report {
+            model: &a.model.model,
+            total: net.prunable_count(),
+            runs: rows.len(),
+            failed,
+            csv: &a.csv,
+            plot: a.plot.as_deref(),
+            rows: &rows,
+        });
+    }
+    print_table(&rows);
+    println!(
+        "{} runs, {} failed (see the error column); wrote {}{}",
+        rows.len(),
+        failed,
+        a.csv.display(),
+        a.plot
+            .as_ref()
+            .map(|p| format!(" and {}", p.display()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
+/// Means over seeds, one line per (method, quota, compression).
+fn print_table(rows: &[SweepRow]) {
+    if let Some(r) = rows.first() {
+        println!("model: {} ({} prunable weights)", r.model, r.total);
+    }
+    println!(
+        "{:<10} {:<10} {:>12} {:>12} {:>12} {:>10} {:>10} {:>7}",
+        "method", "quota", "target", "direct", "effective", "edge", "node", "ok"
+    );
+    for s in sweep::series(rows) {
+        for p in &s.points {
+            let runs = format!("{}/{}", p.ok, p.ok + p.failed);
+            match &p.mean {
+                Some(m) => println!(
+                    "{:<10} {:<10} {:>12} {:>12} {:>12} {:>10.4} {:>10.4} {:>7}",
+                    s.method,
+                    s.quota,
+                    super::fmt_ratio(p.target_compression),
+                    super::fmt_ratio(m.direct_compression),
+                    super::fmt_ratio(m.effective_compression),
+                    m.functional_edge_ratio,
+                    m.functional_node_ratio,
+                    runs
+                ),
+                None => println!(
+                    "{:<10} {:<10} {:>12} {:>12} {:>12} {:>10} {:>10} {:>7}",
+                    s.method,
+                    s.quota,
+                    super::fmt_ratio(p.target_compression),
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    runs
+                ),
+            }
+        }
+    }
+}
