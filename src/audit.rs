@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use crate::effective::{analyse, node_counts, NodeCounts};
+use crate::effective::{analyse, node_counts, Analysis, NodeCounts};
 use crate::mask::MaskSet;
 use crate::network::{LayerKind, Network};
 
@@ -56,7 +56,11 @@ fn ratio(a: usize, b: usize) -> f64 {
 
 /// Audit `masks` on `net`.
 pub fn audit(net: &Network, masks: &MaskSet) -> AuditReport {
-    let a = analyse(net, masks);
+    audit_with(net, masks, analyse(net, masks))
+}
+
+/// Audit from an analysis already computed for `masks` (no second pass).
+pub fn audit_with(net: &Network, masks: &MaskSet, a: Analysis) -> AuditReport {
     let nodes = node_counts(net, &a);
     let layers: Vec<LayerAudit> = net
         .layers

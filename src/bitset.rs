@@ -11,6 +11,24 @@
 //! assert_eq!(b.count_ones(), 1);
 //! ```
 
+/// `SPREAD[b]` holds bit `j` of `b` in byte `j` (little-endian): 8 mask bits
+/// become 8 BOOL bytes in one store.
+const SPREAD: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut j = 0;
+        while j < 8 {
+            if (b >> j) & 1 == 1 {
+                t[b] |= 1u64 << (8 * j);
+            }
+            j += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
 /// A fixed-length sequence of bits stored in 64-bit words.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct BitSet {
@@ -179,6 +197,29 @@ impl BitSet {
         })
     }
 
+    /// Indices of the set bits in `start..end`, in increasing order.
+    pub fn ones_in(&self, start: usize, end: usize) -> impl Iterator<Item = usize> + '_ {
+        debug_assert!(start <= end && end <= self.len);
+        let (w0, w1) = (start >> 6, end.div_ceil(64));
+        (w0..w1).flat_map(move |wi| {
+            let mut w = self.words[wi];
+            if wi == w0 {
+                w &= u64::MAX << (start & 63);
+            }
+            if wi + 1 == w1 && end & 63 != 0 {
+                w &= (1u64 << (end & 63)) - 1;
+            }
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let t = w.trailing_zeros() as usize;
+                w &= w - 1;
+                Some(wi * 64 + t)
+            })
+        })
+    }
+
     /// `self &= other`.
     pub fn and_with(&mut self, other: &BitSet) {
         assert_eq!(self.len, other.len);
@@ -212,7 +253,21 @@ impl BitSet {
 
     /// One byte per bit (0 or 1): the layout of a BOOL/U8 safetensors tensor.
     pub fn to_bytes(&self) -> Vec<u8> {
-        (0..self.len).map(|i| self.get(i) as u8).collect()
+        let mut out = vec![0u8; self.len];
+        for (wi, &w) in self.words.iter().enumerate() {
+            if w == 0 {
+                continue; // sparse masks: most words are empty
+            }
+            let base = wi * 64;
+            let end = (base + 64).min(self.len);
+            for (k, chunk) in out[base..end].chunks_mut(8).enumerate() {
+                // Spread 8 bits into 8 bytes with one multiply-free table lookup.
+                let byte = ((w >> (8 * k)) & 0xff) as usize;
+                let spread = SPREAD[byte].to_le_bytes();
+                chunk.copy_from_slice(&spread[..chunk.len()]);
+            }
+        }
+        out
     }
 }
 
@@ -230,6 +285,7 @@ mod tests {
             let naive = bits[lo..hi].iter().filter(|&&x| x).count();
             prop_assert_eq!(s.count_ones_in(lo, hi), naive);
             prop_assert_eq!(s.ones().collect::<Vec<_>>(), (0..n).filter(|&i| bits[i]).collect::<Vec<_>>());
+            prop_assert_eq!(s.ones_in(lo, hi).collect::<Vec<_>>(), (lo..hi).filter(|&i| bits[i]).collect::<Vec<_>>());
             if hi > lo {
                 let k = (hi - lo).min(64);
                 let mut t = BitSet::new(n);
@@ -238,6 +294,16 @@ mod tests {
                 let word = s.bits_at(lo, k);
                 for j in 0..k { prop_assert_eq!((word >> j) & 1 == 1, bits[lo + j]); }
             }
+        }
+    }
+
+    #[test]
+    fn bytes_follow_the_bits() {
+        let b = BitSet::from_fn(130, |i| i % 3 == 0 || i == 129);
+        let bytes = b.to_bytes();
+        assert_eq!(bytes.len(), 130);
+        for (i, &x) in bytes.iter().enumerate() {
+            assert_eq!(x == 1, b.get(i));
         }
     }
 

@@ -136,6 +136,13 @@ pub fn effective_masks(net: &Network, masks: &MaskSet) -> MaskSet {
 pub fn analyse(net: &Network, masks: &MaskSet) -> Analysis {
     let layer_of = net.layer_of_node();
     let forward = forward_pass(net, masks, &layer_of);
+    analyse_with_forward(net, masks, forward)
+}
+
+/// [`analyse`] when the forward liveness of `masks` is already known (a
+/// constructive method computes it while placing edges).
+pub fn analyse_with_forward(net: &Network, masks: &MaskSet, forward: Vec<Live>) -> Analysis {
+    let layer_of = net.layer_of_node();
     let backward = backward_pass(net, masks, &layer_of);
     let active = MaskSet {
         layers: net
@@ -312,6 +319,46 @@ fn kernel_bits(m: &BitSet, conv: &Conv2d, o: usize, ci: usize, out: &mut [u64]) 
     }
 }
 
+/// Call `f(ci, taps)` for every kernel of output row `o` with a kept tap.
+/// Sparse rows are scanned bit by bit, dense ones kernel by kernel, so both
+/// cost about the row's kept count or its kernel count, whichever is less.
+fn for_each_kernel(
+    m: &BitSet,
+    conv: &Conv2d,
+    o: usize,
+    bits: &mut [u64],
+    mut f: impl FnMut(usize, &[u64]),
+) {
+    let taps = conv.taps();
+    let ipg = conv.in_per_group();
+    let start = o * ipg * taps;
+    let end = start + ipg * taps;
+    if m.count_ones_in(start, end) < ipg / 2 {
+        let mut current: Option<usize> = None;
+        for idx in m.ones_in(start, end) {
+            let (ci, t) = ((idx - start) / taps, (idx - start) % taps);
+            if current != Some(ci) {
+                if let Some(c) = current {
+                    f(c, bits);
+                }
+                bits.fill(0);
+                current = Some(ci);
+            }
+            bits[t / 64] |= 1 << (t % 64);
+        }
+        if let Some(c) = current {
+            f(c, bits);
+        }
+    } else {
+        for ci in 0..ipg {
+            kernel_bits(m, conv, o, ci, bits);
+            if bits.iter().any(|&b| b != 0) {
+                f(ci, bits);
+            }
+        }
+    }
+}
+
 fn ones_of(words: &[u64]) -> impl Iterator<Item = usize> + '_ {
     words.iter().enumerate().flat_map(|(wi, &w)| {
         let mut w = w;
@@ -349,29 +396,26 @@ fn conv_forward(conv: &Conv2d, m: &BitSet, input: &Live, out_shape: &[usize]) ->
             }
             full_taps.fill(0);
             let mut partial = Vec::new();
-            for ci in 0..ipg {
+            for_each_kernel(m, conv, o, &mut bits, |ci, kb| {
                 let i = group * ipg + ci;
                 match &input.chans[i] {
-                    PosSet::None => continue,
-                    s => {
-                        kernel_bits(m, conv, o, ci, &mut bits);
-                        if bits.iter().all(|&b| b == 0) {
-                            continue;
-                        }
-                        if s.is_all() {
-                            for (f, b) in full_taps.iter_mut().zip(&bits) {
-                                *f |= b;
-                            }
-                        } else {
-                            partial.push((i, bits.clone()));
+                    PosSet::None => {}
+                    PosSet::All => {
+                        for (f, b) in full_taps.iter_mut().zip(kb) {
+                            *f |= b;
                         }
                     }
+                    PosSet::Some(_) => partial.push((i, kb.to_vec())),
                 }
-            }
-            let mut set = cache
-                .entry(full_taps.clone())
-                .or_insert_with(|| union_forward(&g, &PosSet::All, &full_taps))
-                .clone();
+            });
+            let mut set = match cache.get(&full_taps) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = union_forward(&g, &PosSet::All, &full_taps);
+                    cache.insert(full_taps.clone(), s.clone());
+                    s
+                }
+            };
             for (i, b) in &partial {
                 if set.is_all() {
                     break;
@@ -479,14 +523,10 @@ fn conv_backward(conv: &Conv2d, m: &BitSet, out: &Live, in_shape: &[usize]) -> L
             }
             continue;
         }
-        for ci in 0..ipg {
+        for_each_kernel(m, conv, o, &mut bits, |ci, kb| {
             let i = group * ipg + ci;
-            kernel_bits(m, conv, o, ci, &mut bits);
-            if bits.iter().all(|&b| b == 0) {
-                continue;
-            }
             if back.is_all() {
-                for (f, b) in full_taps[i].iter_mut().zip(&bits) {
+                for (f, b) in full_taps[i].iter_mut().zip(kb) {
                     *f |= b;
                 }
             } else {
@@ -494,11 +534,11 @@ fn conv_backward(conv: &Conv2d, m: &BitSet, out: &Live, in_shape: &[usize]) -> L
                 if rows.is_empty() {
                     rows.resize(g.input.h * g.input.rw(), 0);
                 }
-                for t in ones_of(&bits) {
+                for t in ones_of(kb) {
                     g.backward_into(back, t, rows);
                 }
             }
-        }
+        });
     }
     let mut cache: HashMap<Vec<u64>, PosSet> = HashMap::new();
     let chans = (0..conv.in_channels)
@@ -553,26 +593,25 @@ fn conv_active(conv: &Conv2d, m: &BitSet, fwd: &Live, back: &Live) -> BitSet {
             }
             continue;
         }
-        for ci in 0..ipg {
+        for_each_kernel(m, conv, o, &mut bits, |ci, kb| {
             let f = &fwd.chans[group * ipg + ci];
-            if f.is_none() {
-                continue;
-            }
-            kernel_bits(m, conv, o, ci, &mut bits);
             let base = (o * ipg + ci) * taps;
+            if f.is_none() {
+                return;
+            }
             if f.is_all() && b.is_all() {
-                for (w, (&k, &r)) in bits.iter().zip(&reads_words).enumerate() {
+                for (w, (&k, &r)) in kb.iter().zip(&reads_words).enumerate() {
                     let n = (taps - w * 64).min(64);
                     out.or_bits_at(base + w * 64, n, k & r);
                 }
-                continue;
+                return;
             }
-            for t in ones_of(&bits) {
+            for t in ones_of(kb) {
                 if g.connects(f, b, t) {
                     out.set(base + t, true);
                 }
             }
-        }
+        });
     }
     out
 }

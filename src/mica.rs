@@ -57,6 +57,17 @@ use crate::rng::{stream, stream_key};
 
 /// MiCA masks with exactly `counts[l]` edges in layer `l`.
 pub fn mica(net: &Network, counts: &[usize], choice: MicaChoice, seed: u64) -> Result<MaskSet> {
+    mica_traced(net, counts, choice, seed).map(|(m, _)| m)
+}
+
+/// [`mica`], also returning the forward liveness of the result (computed
+/// during construction anyway), for [`crate::effective::analyse_with_forward`].
+pub fn mica_traced(
+    net: &Network,
+    counts: &[usize],
+    choice: MicaChoice,
+    seed: u64,
+) -> Result<(MaskSet, Vec<crate::effective::Live>)> {
     if counts.len() != net.layers.len() {
         return Err(Error::internal("mica: one count per layer expected"));
     }
@@ -83,7 +94,7 @@ pub fn mica(net: &Network, counts: &[usize], choice: MicaChoice, seed: u64) -> R
         }
         fw.step(ni, Some(&masks[li]));
     }
-    Ok(MaskSet { layers: masks })
+    Ok((MaskSet { layers: masks }, fw.finish()))
 }
 
 /// Where a value's channels come from: prunable layers with the share of the

@@ -18,7 +18,7 @@
 //! assert!(out.effective.is_subset_of(&out.raw));
 //! ```
 
-use crate::effective::effective_masks;
+use crate::effective::analyse;
 use crate::error::{Error, Result};
 use crate::mask::MaskSet;
 use crate::network::Network;
@@ -61,6 +61,8 @@ pub struct PruneOutcome {
     pub raw: MaskSet,
     /// Their effective masks.
     pub effective: MaskSet,
+    /// The liveness analysis of `raw` (for reports without a second pass).
+    pub analysis: crate::effective::Analysis,
     /// Per-layer quota counts the placement used.
     pub counts: Vec<usize>,
     /// With `effective`: why the target could not be met exactly, if so.
@@ -77,11 +79,22 @@ pub fn place(net: &Network, method: Method, counts: &[usize], seed: u64) -> Resu
 
 fn run_at(net: &Network, spec: &PruneSpec, kept: usize) -> Result<PruneOutcome> {
     let counts = crate::quota::kept_counts(net, &spec.quota, kept)?;
-    let raw = place(net, spec.method, &counts, spec.seed)?;
-    let effective = effective_masks(net, &raw);
+    let (raw, analysis) = match spec.method {
+        Method::Mica(choice) => {
+            let (raw, forward) = crate::mica::mica_traced(net, &counts, choice, spec.seed)?;
+            let a = crate::effective::analyse_with_forward(net, &raw, forward);
+            (raw, a)
+        }
+        Method::Rpi => {
+            let raw = crate::rpi::rpi(net, &counts, spec.seed);
+            let a = analyse(net, &raw);
+            (raw, a)
+        }
+    };
     Ok(PruneOutcome {
         raw,
-        effective,
+        effective: analysis.active.clone(),
+        analysis,
         counts,
         note: None,
     })

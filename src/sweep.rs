@@ -31,7 +31,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::audit::audit;
+use crate::audit::audit_with;
 use crate::error::{Error, Result};
 use crate::network::Network;
 use crate::prune::{prune, Method, MicaChoice, PruneSpec};
@@ -274,7 +274,7 @@ pub fn run(
                     };
                     match outcome {
                         Ok(o) => {
-                            let r = audit(net, &o.raw);
+                            let r = audit_with(net, &o.raw, o.analysis);
                             row.direct_compression = Some(r.direct_compression);
                             row.effective_compression = Some(r.effective_compression);
                             row.functional_edge_ratio = Some(if r.kept == 0 {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::audit::audit;
+use crate::audit::audit_with;
 use crate::error::{Error, Result};
 use crate::maskfile::{self, MaskDType, Naming};
 use crate::network::Network;
@@ -163,7 +163,7 @@ pub fn run(a: Args) -> Result<()> {
         effective: a.effective,
     };
     let out = prune(net, &spec)?;
-    let r = audit(net, &out.raw);
+    let r = audit_with(net, &out.raw, out.analysis.clone());
     let written = if a.keep_inactive {
         &out.raw
     } else {
