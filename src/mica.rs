@@ -83,7 +83,8 @@ pub fn mica_traced(
         let input = fw.get(node.inputs[0]).expect("topological order");
         let mut rng = stream(stream_key(seed, "mica", &net.layers[li].name));
         let layer = Bipartite::of(net, li, input);
-        masks[li] = layer.place(counts[li], ideal[li], &mut rng);
+        let preferred = residual_partners(net, node.output, &fw);
+        masks[li] = layer.place(counts[li], ideal[li], &preferred, &mut rng);
         if masks[li].count_ones() != counts[li] {
             return Err(Error::internal(format!(
                 "mica: layer '{}' got {} edges, quota {}",
@@ -95,6 +96,41 @@ pub fn mica_traced(
         fw.step(ni, Some(&masks[li]));
     }
     Ok((MaskSet { layers: masks }, fw.finish()))
+}
+
+/// Channels already live in the other inputs of the residual Add that `v`
+/// (through shape-preserving ops) feeds, if any: a layer choosing its output
+/// nodes among them keeps the live channels of the sum at the larger of the
+/// two branches' counts rather than their union, so the next layer's
+/// requirement (computed for that count by node analysis) still holds.
+fn residual_partners(net: &Network, v: ValueId, fw: &Forward) -> Vec<bool> {
+    let mut cur = v;
+    let mut seen = 0;
+    while seen < net.nodes.len() {
+        seen += 1;
+        let Some(next) = net.nodes.iter().find(|n| n.inputs.contains(&cur)) else {
+            break;
+        };
+        match &next.op {
+            Op::Norm(_) | Op::Activation(_) | Op::Identity => cur = next.output,
+            Op::Add => {
+                let c = net.values[v].shape[0];
+                let mut live = vec![false; c];
+                for &other in next.inputs.iter().filter(|&&x| x != cur) {
+                    if let Some(l) = fw.get(other) {
+                        if l.chans.len() == c {
+                            for (k, ch) in l.chans.iter().enumerate() {
+                                live[k] |= !ch.is_none();
+                            }
+                        }
+                    }
+                }
+                return live;
+            }
+            _ => break,
+        }
+    }
+    Vec::new()
 }
 
 /// Where a value's channels come from: prunable layers with the share of the
@@ -296,7 +332,7 @@ impl Bipartite {
         largest_remainder(&weights, e, cap)
     }
 
-    fn place(&self, e: usize, ideal: usize, rng: &mut ChaCha8Rng) -> BitSet {
+    fn place(&self, e: usize, ideal: usize, preferred: &[bool], rng: &mut ChaCha8Rng) -> BitSet {
         let ng = self.groups.len();
         let mut mask = BitSet::new(ng * self.out_per_group * self.in_per_group);
         let per_group = self.split(e);
@@ -318,7 +354,11 @@ impl Bipartite {
                 n_out: self.out_per_group,
                 edges: BitSet::new(self.in_per_group * self.out_per_group),
             };
-            group.construct(eg, ideal_g, rng);
+            let base_out = gi * self.out_per_group;
+            let prefer: Vec<bool> = (0..self.out_per_group)
+                .map(|o| preferred.get(base_out + o).copied().unwrap_or(false))
+                .collect();
+            group.construct(eg, ideal_g, &prefer, rng);
             // Group-local [o][i] is a contiguous slice of the layer's [o][i].
             let base = gi * self.out_per_group * self.in_per_group;
             for k in group.edges.ones() {
@@ -382,11 +422,15 @@ impl Group<'_> {
         self.edges.get(o * self.n_in + i)
     }
 
-    fn construct(&mut self, mut e: usize, ideal: usize, rng: &mut ChaCha8Rng) {
+    fn construct(&mut self, mut e: usize, ideal: usize, prefer: &[bool], rng: &mut ChaCha8Rng) {
         let v_in: Vec<usize> = self.blocks.iter().flatten().copied().collect();
-        // The used output nodes: a random subset of size `ideal`.
-        let mut outs: Vec<usize> = (0..self.n_out).collect();
+        // The used output nodes: a random subset of size `ideal`, drawn first
+        // from the preferred channels (see `residual_partners`).
+        let (mut outs, mut rest): (Vec<usize>, Vec<usize>) =
+            (0..self.n_out).partition(|&o| prefer.get(o).copied().unwrap_or(false));
         outs.shuffle(rng);
+        rest.shuffle(rng);
+        outs.extend(rest);
         outs.truncate(ideal);
         let mut next_out = 0;
         let pick_out = |rng: &mut ChaCha8Rng, next_out: &mut usize| {

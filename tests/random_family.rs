@@ -22,7 +22,8 @@ fn spec(method: Method, quota: Quota, kept: usize, effective: bool) -> PruneSpec
 
 /// MiCA keeps exactly e_l edges per layer and >= 99 % of them functional on
 /// VGG-16 and ResNet-20 from 10^1 to 10^4.5 (ERK and IGQ), wherever every
-/// layer's quota covers its node requirement (e_l >= the live input blocks).
+/// layer's quota is at least its node requirement (one edge: a layer with none
+/// disconnects the network whatever the placement).
 #[test]
 fn mica_edges_are_exact_and_functional() {
     for model in ["vgg16", "resnet20"] {
@@ -48,10 +49,9 @@ fn mica_edges_are_exact_and_functional() {
                 }
                 let eff = effective_masks(&net, &m);
                 let ratio = eff.count_ones() as f64 / m.count_ones() as f64;
-                let min_count = *counts.iter().min().unwrap();
-                // Node requirement: every layer needs at least one edge per used channel of
-                // the next; with e_l >= 64 that holds for these models.
-                if min_count >= 64 {
+                // The node requirement: a layer with no edge cuts the network
+                // whatever the placement (the paper's special case).
+                if counts.iter().all(|&e| e >= 1) {
                     assert!(
                         ratio >= 0.99,
                         "{model} {quota:?} 10^{}: functional {ratio}",
