@@ -73,3 +73,26 @@ fn position_level_exactness_on_real_graphs() {
         );
     }
 }
+
+/// MiCA and RPI run on every real graph (Concat, grouped convs, channel
+/// shuffles included) with exact counts, and MiCA leaves at least as many
+/// weights functional as RPI with the same quota counts.
+#[test]
+fn random_family_runs_on_every_light_model() {
+    use maskforge::prune::MicaChoice;
+    use maskforge::quota::{kept_counts, target_from_compression, Quota};
+    let dir = common::light_models_dir();
+    for m in MODELS {
+        let net = maskforge::onnx::read(&dir.join(format!("{m}.onnx"))).unwrap();
+        let k = target_from_compression(net.prunable_count(), 100.0).unwrap();
+        let counts = kept_counts(&net, &Quota::Igq, k).unwrap();
+        let mica = maskforge::mica::mica(&net, &counts, MicaChoice::Rand, 0).unwrap();
+        let rpi = maskforge::rpi::rpi(&net, &counts, 0);
+        for (l, (a, b)) in mica.layers.iter().zip(&rpi.layers).enumerate() {
+            assert_eq!((a.count_ones(), b.count_ones()), (counts[l], counts[l]), "{m}");
+        }
+        let fm = effective_masks(&net, &mica).count_ones();
+        let fr = effective_masks(&net, &rpi).count_ones();
+        assert!(fm >= fr, "{m}: MiCA {fm} functional < RPI {fr}");
+    }
+}
