@@ -13,7 +13,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::tensor::SharedBytes;
@@ -23,6 +23,33 @@ struct Mapped(memmap2::Mmap);
 impl AsRef<[u8]> for Mapped {
     fn as_ref(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// Temporary files being written right now: removed if the run is interrupted.
+static IN_FLIGHT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// On SIGINT/SIGTERM/SIGHUP, delete any temporary output being written and
+/// exit with 130, so an interrupted run leaves no partial file behind.
+pub fn install_interrupt_cleanup() {
+    let _ = ctrlc::set_handler(|| {
+        if let Ok(list) = IN_FLIGHT.lock() {
+            for p in list.iter() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        eprintln!("error: interrupted; no output was written");
+        std::process::exit(130);
+    });
+}
+
+fn track(p: &Path, on: bool) {
+    if let Ok(mut list) = IN_FLIGHT.lock() {
+        if on {
+            list.push(p.to_path_buf());
+        } else {
+            list.retain(|x| x != p);
+        }
     }
 }
 
@@ -72,12 +99,30 @@ pub fn write_atomic(
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
     let mut tmp = builder.tempfile_in(&dir).map_err(io_err)?;
+    let tmp_path = tmp.path().to_path_buf();
+    track(&tmp_path, true);
+    let result = (|| {
+        {
+            let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+            fill(&mut w).map_err(io_err)?;
+            w.flush().map_err(io_err)?;
+        }
+        tmp.as_file().sync_all().map_err(io_err)?;
+        test_delay();
+        tmp.persist(path).map_err(|e| io_err(e.error))?;
+        Ok(())
+    })();
+    track(&tmp_path, false);
+    result
+}
+
+/// Tests of interruption set `MASKFORGE_TEST_WRITE_DELAY_MS` to hold a
+/// finished temporary file before its rename, so a signal can land there.
+fn test_delay() {
+    if let Some(ms) = std::env::var("MASKFORGE_TEST_WRITE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
     {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        fill(&mut w).map_err(io_err)?;
-        w.flush().map_err(io_err)?;
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
-    tmp.as_file().sync_all().map_err(io_err)?;
-    tmp.persist(path).map_err(|e| io_err(e.error))?;
-    Ok(())
 }

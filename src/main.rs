@@ -11,6 +11,7 @@ fn main() {
             std::process::exit(code);
         }
     };
+    maskforge::io::install_interrupt_cleanup();
     if let Err(e) = maskforge::cli::run(cli) {
         // One line: a cause, never a backtrace.
         let msg = e.to_string();

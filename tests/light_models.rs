@@ -89,7 +89,11 @@ fn random_family_runs_on_every_light_model() {
         let mica = maskforge::mica::mica(&net, &counts, MicaChoice::Rand, 0).unwrap();
         let rpi = maskforge::rpi::rpi(&net, &counts, 0);
         for (l, (a, b)) in mica.layers.iter().zip(&rpi.layers).enumerate() {
-            assert_eq!((a.count_ones(), b.count_ones()), (counts[l], counts[l]), "{m}");
+            assert_eq!(
+                (a.count_ones(), b.count_ones()),
+                (counts[l], counts[l]),
+                "{m}"
+            );
         }
         let fm = effective_masks(&net, &mica).count_ones();
         let fr = effective_masks(&net, &rpi).count_ones();
