@@ -91,6 +91,23 @@ impl Checkpoint {
         })
     }
 
+    /// A single-file checkpoint held in memory (`name` is used in messages).
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Self> {
+        let path = PathBuf::from(name);
+        let mut tensors = BTreeMap::new();
+        read_shard(&path, 0, std::sync::Arc::new(bytes), &mut tensors)?;
+        if tensors.is_empty() {
+            return Err(Error::input(format!(
+                "{name}: the checkpoint holds no tensors"
+            )));
+        }
+        Ok(Self {
+            shards: vec![path.clone()],
+            path,
+            tensors,
+        })
+    }
+
     /// Bind the weights onto `arch` (by name, else by storage order and shape).
     pub fn bind(&self, arch: Network) -> Result<Bound> {
         let by_name = arch
@@ -310,16 +327,30 @@ fn check_shape(what: &str, name: &str, have: &[usize], need: &[usize]) -> Result
 }
 
 fn shard_list(index: &Path) -> Result<Vec<PathBuf>> {
-    let what = index.display();
+    let what = index.display().to_string();
     let text = std::fs::read_to_string(index)
         .map_err(|e| Error::input(format!("{what}: cannot read: {e}")))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
+    let files = parse_index(&text, &what)?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+    if let Some(missing) = paths.iter().find(|p| !p.exists()) {
+        return Err(Error::input(format!(
+            "{what}: shard {} does not exist",
+            missing.display()
+        )));
+    }
+    Ok(paths)
+}
+
+/// The shard files named by a `*.safetensors.index.json`, sorted, each
+/// once; a path leaving the index's folder is refused.
+pub fn parse_index(text: &str, what: &str) -> Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| Error::input(format!("{what}: not valid JSON: {e}")))?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::input(format!("{what}: no \"weight_map\" object")))?;
-    let dir = index.parent().unwrap_or(Path::new("."));
     let mut files: Vec<String> = Vec::new();
     for (k, f) in map {
         let f = f
@@ -335,14 +366,7 @@ fn shard_list(index: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     files.sort();
-    let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
-    if let Some(missing) = paths.iter().find(|p| !p.exists()) {
-        return Err(Error::input(format!(
-            "{what}: shard {} does not exist",
-            missing.display()
-        )));
-    }
-    Ok(paths)
+    Ok(files)
 }
 
 fn read_shard(

@@ -17,8 +17,9 @@
 //!    official code's `get_degree_weight`.
 //! 3. *Fill* (Algorithm 4): the remaining edges go uniformly at random among
 //!    pairs of used nodes. Every layer ends with exactly `e_l` edges: should
-//!    the used nodes have too few free pairs, the rest go to other pairs of
-//!    the layer (those may be inactive; no placement could avoid it).
+//!    the used nodes have too few free pairs, the rest go first to live inputs
+//!    and any output, then to any pair of the layer (as the official code's
+//!    tiers; those may be inactive, and no placement could avoid it).
 //!
 //! Choices where the paper is silent: the used output nodes are a random
 //! subset (the paper numbers them 1..n); blocks are visited in random order,
@@ -487,9 +488,14 @@ impl Group<'_> {
         // Algorithm 4: the rest among used nodes, then (only if they are full) anywhere.
         let used_outs = outs[..next_out].to_vec();
         e = self.fill(e, &v_in, &used_outs, rng);
+        // Overflow in tiers, as the official code does: live inputs to any
+        // output first (those edges can still be functional), then anywhere.
+        let all_out: Vec<usize> = (0..self.n_out).collect();
+        if e > 0 {
+            e = self.fill(e, &v_in, &all_out, rng);
+        }
         if e > 0 {
             let all_in: Vec<usize> = (0..self.n_in).collect();
-            let all_out: Vec<usize> = (0..self.n_out).collect();
             self.fill(e, &all_in, &all_out, rng);
         }
     }

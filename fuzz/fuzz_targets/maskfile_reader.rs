@@ -1,0 +1,14 @@
+//! Arbitrary bytes as a mask file for LeNet-5.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    thread_local! {
+        static NET: maskforge::network::Network = maskforge::zoo::build("lenet5", 0).unwrap();
+    }
+    NET.with(|net| {
+        if let Ok(m) = maskforge::maskfile::from_bytes(net, data, "fuzz") {
+            assert_eq!(m.layers.len(), net.layers.len());
+        }
+    });
+});
