@@ -91,6 +91,14 @@ impl Checkpoint {
         })
     }
 
+    /// The shard holding tensor `name` (or `name_orig`).
+    pub fn shard_of(&self, name: &str) -> Option<usize> {
+        self.tensors
+            .get(name)
+            .or_else(|| self.tensors.get(&format!("{name}_orig")))
+            .map(|e| e.order.0)
+    }
+
     /// A single-file checkpoint held in memory (`name` is used in messages).
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Self> {
         let path = PathBuf::from(name);

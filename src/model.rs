@@ -24,6 +24,9 @@ pub struct Loaded {
     pub files: Vec<PathBuf>,
     /// SHA-256 of the model file (or of the zoo spec and seed).
     pub sha256: String,
+    /// For a sharded checkpoint: which shard holds each layer's weight, so
+    /// mask shards can mirror it.
+    pub sharding: Option<crate::maskfile::Sharding>,
 }
 
 fn hash_file(path: &Path) -> Result<String> {
@@ -66,6 +69,7 @@ pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
             stored_masks: None,
             files: vec![],
             sha256: hex(&h.finalize()),
+            sharding: None,
         });
     }
     let path = Path::new(spec);
@@ -84,11 +88,21 @@ pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
         };
         files.push(path.to_path_buf());
         files.extend(ckpt.shards.iter().cloned());
+        let sharding = (ckpt.shards.len() > 1).then(|| crate::maskfile::Sharding {
+            shards: ckpt.shards.len(),
+            shard_of_layer: bound
+                .network
+                .layers
+                .iter()
+                .map(|l| ckpt.shard_of(&l.name).unwrap_or(0))
+                .collect(),
+        });
         return Ok(Loaded {
             network: bound.network,
             stored_masks: bound.stored_masks,
             sha256: hash_file(path)?,
             files,
+            sharding,
         });
     }
     if arch.is_some() {
@@ -100,5 +114,6 @@ pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
         stored_masks: None,
         files,
         sha256: hash_file(path)?,
+        sharding: None,
     })
 }

@@ -707,3 +707,69 @@ fn written_files_follow_the_umask() {
         );
     }
 }
+
+/// Masks of a sharded checkpoint are written as shards mirroring the input,
+/// with their own index, and read back to the same masks as a single file.
+#[test]
+fn sharded_masks_mirror_the_input_sharding() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = lenet300();
+    let (f1, f2) = (
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    );
+    let (first, second): (Vec<W>, Vec<W>) =
+        ws.iter().cloned().partition(|w| w.name.starts_with("fc1"));
+    std::fs::write(dir.path().join(f1), st_bytes(&first, Dtype::F32)).unwrap();
+    std::fs::write(dir.path().join(f2), st_bytes(&second, Dtype::F32)).unwrap();
+    let mut map = serde_json::Map::new();
+    for w in &first {
+        map.insert(w.name.clone(), f1.into());
+    }
+    for w in &second {
+        map.insert(w.name.clone(), f2.into());
+    }
+    let index = dir.path().join("model.safetensors.index.json");
+    std::fs::write(&index, serde_json::json!({"weight_map": map}).to_string()).unwrap();
+
+    let out_index = dir.path().join("masks.safetensors.index.json");
+    let single = dir.path().join("single.safetensors");
+    for out in [&out_index, &single] {
+        let o = maskforge(&[
+            "prune",
+            s(&index),
+            "--arch",
+            "zoo:lenet300",
+            "--method",
+            "rpi",
+            "--compression",
+            "20",
+            "--seed",
+            "4",
+            "-o",
+            s(out),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let idx: Value = serde_json::from_str(&std::fs::read_to_string(&out_index).unwrap()).unwrap();
+    let wm = idx["weight_map"].as_object().unwrap();
+    assert_eq!(wm["fc1.weight"], "masks-00001-of-00002.safetensors");
+    assert_eq!(wm["fc2.weight"], "masks-00002-of-00002.safetensors");
+    assert_eq!(wm["fc3.weight"], "masks-00002-of-00002.safetensors");
+    assert_eq!(idx["metadata"]["format"], "pt");
+    // Each shard holds exactly its weights' masks.
+    let shard1 = std::fs::read(dir.path().join("masks-00001-of-00002.safetensors")).unwrap();
+    let st1 = safetensors::SafeTensors::deserialize(&shard1).unwrap();
+    assert_eq!(st1.names().len(), 1);
+    // The sharded masks audit exactly like the single file.
+    let a = audit_json(&[
+        s(&index),
+        "--arch",
+        "zoo:lenet300",
+        "--masks",
+        s(&out_index),
+    ]);
+    let b = audit_json(&[s(&index), "--arch", "zoo:lenet300", "--masks", s(&single)]);
+    assert_eq!(a, b);
+    assert_eq!(num(&a["kept"]), num(&a["active"]));
+}

@@ -43,7 +43,7 @@ pub fn run(a: Args) -> Result<()> {
             inputs.push(p);
         }
         let meta = metadata(&report, &m.sha256, a.masks.is_some());
-        maskfile::write(
+        maskfile::write_with_sharding(
             out,
             &inputs,
             net,
@@ -51,6 +51,7 @@ pub fn run(a: Args) -> Result<()> {
             a.mask_dtype,
             a.naming,
             &meta,
+            m.sharding.as_ref(),
         )?;
     }
     if a.json {

@@ -188,7 +188,7 @@ pub fn run(a: Args) -> Result<()> {
         r.effective_compression.to_string(),
     );
     meta.insert("model_sha256".into(), m.sha256.clone());
-    maskfile::write(
+    maskfile::write_with_sharding(
         &a.output,
         &inputs,
         net,
@@ -196,6 +196,7 @@ pub fn run(a: Args) -> Result<()> {
         a.mask_dtype,
         a.naming,
         &meta,
+        m.sharding.as_ref(),
     )?;
     if let Some(p) = &a.apply {
         let onnx_src = m
