@@ -181,6 +181,10 @@ impl Checkpoint {
     /// Masks from `<w>_mask` partners of `<w>_orig` weights, when any exist.
     fn partner_masks(&self, net: &Network) -> Result<Option<MaskSet>> {
         let what = self.path.display().to_string();
+        // Most checkpoints have no `_mask` partners: then no weight is read here.
+        if !self.tensors.keys().any(|k| k.ends_with("_mask")) {
+            return Ok(None);
+        }
         let mut any = false;
         let layers = net
             .layers
@@ -384,7 +388,7 @@ fn read_shard(
     out: &mut BTreeMap<String, Entry>,
 ) -> Result<()> {
     let what = path.display().to_string();
-    let bytes: &[u8] = (*buf).as_ref();
+    let bytes: &[u8] = buf.bytes();
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::input(format!("{what}: not a valid safetensors file: {e}")))?;
     let base = bytes.as_ptr() as usize;

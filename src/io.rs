@@ -20,9 +20,27 @@ use crate::tensor::SharedBytes;
 
 struct Mapped(memmap2::Mmap);
 
-impl AsRef<[u8]> for Mapped {
-    fn as_ref(&self) -> &[u8] {
+impl crate::tensor::ByteSource for Mapped {
+    fn bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    fn release(&self, range: std::ops::Range<usize>) {
+        // Whole pages inside the range only.
+        const PAGE: usize = 4096;
+        let start = range.start.div_ceil(PAGE) * PAGE;
+        let end = (range.end / PAGE) * PAGE;
+        if end > start {
+            // SAFETY: a read-only private file mapping; dropped pages are
+            // read back from the file if touched again.
+            let _ = unsafe {
+                self.0.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
     }
 }
 

@@ -216,7 +216,7 @@ pub fn read(net: &Network, path: &Path) -> Result<MaskSet> {
         let parsed = maps
             .iter()
             .map(|(p, b)| {
-                SafeTensors::deserialize((**b).as_ref()).map_err(|e| {
+                SafeTensors::deserialize(b.bytes()).map_err(|e| {
                     Error::input(format!(
                         "{}: not a valid safetensors file: {e}",
                         p.display()
@@ -229,7 +229,7 @@ pub fn read(net: &Network, path: &Path) -> Result<MaskSet> {
         });
     }
     let bytes = crate::io::mmap(path)?;
-    from_bytes(net, (*bytes).as_ref(), &what)
+    from_bytes(net, bytes.bytes(), &what)
 }
 
 pub fn from_bytes(net: &Network, bytes: &[u8], what: &str) -> Result<MaskSet> {

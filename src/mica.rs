@@ -523,16 +523,29 @@ impl Group<'_> {
             }
             return 0;
         }
-        // Dense: enumerate the free pairs and take a random prefix.
-        let mut pairs: Vec<(usize, usize)> = outs
-            .iter()
-            .flat_map(|&o| ins.iter().map(move |&i| (o, i)))
-            .filter(|&(o, i)| !self.has(o, i))
-            .collect();
-        let k = e.min(pairs.len());
-        let (chosen, _) = pairs.partial_shuffle(rng, k);
-        for &(o, i) in chosen.iter() {
-            self.connect(o, i);
+        // Dense: pick the free pairs to leave out (fewer than two thirds of
+        // them, so rejection sampling stays fast), then take all the others.
+        // One bit per pair: no list of pairs, whatever the layer's size.
+        let k = e.min(free);
+        let mut skip = free - k;
+        let mut excluded = BitSet::new(universe);
+        while skip > 0 {
+            let (oi, ii) = (
+                rng.random_range(0..outs.len()),
+                rng.random_range(0..ins.len()),
+            );
+            let slot = oi * ins.len() + ii;
+            if !excluded.get(slot) && !self.has(outs[oi], ins[ii]) {
+                excluded.set(slot, true);
+                skip -= 1;
+            }
+        }
+        for (oi, &o) in outs.iter().enumerate() {
+            for (ii, &i) in ins.iter().enumerate() {
+                if !excluded.get(oi * ins.len() + ii) && !self.has(o, i) {
+                    self.connect(o, i);
+                }
+            }
         }
         e - k
     }

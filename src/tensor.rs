@@ -45,8 +45,22 @@ impl DType {
     }
 }
 
-/// A read-only byte buffer shared between tensors (an owned vector or an mmap).
-pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+/// Where a tensor's bytes live: an owned vector or a memory map.
+pub trait ByteSource: Send + Sync {
+    fn bytes(&self) -> &[u8];
+    /// The range will not be read again soon: a memory map drops its pages,
+    /// so scanning a checkpoint larger than memory keeps the RSS bounded.
+    fn release(&self, _range: std::ops::Range<usize>) {}
+}
+
+impl ByteSource for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// A read-only byte buffer shared between tensors.
+pub type SharedBytes = Arc<dyn ByteSource>;
 
 /// Where a tensor's elements live.
 #[derive(Clone)]
@@ -119,7 +133,7 @@ impl ConstTensor {
         let end = offset
             .checked_add(bytes)
             .ok_or_else(|| Error::input(format!("{what}: tensor offset overflows")))?;
-        let have = (*buf).as_ref().len();
+        let have = buf.bytes().len();
         if end > have {
             return Err(Error::input(format!(
                 "{what}: data needs bytes {offset}..{end} but only {have} are present"
@@ -157,7 +171,7 @@ impl ConstTensor {
             Data::Splat(x, _) => *x,
             Data::Normal { .. } => self.to_f32().map(|v| v[i] as f64).unwrap_or(f64::NAN),
             Data::Bytes { buf, range, dtype } => {
-                let b = &(**buf).as_ref()[range.clone()];
+                let b = &buf.bytes()[range.clone()];
                 decode_one(b, *dtype, i)
             }
         }
@@ -173,7 +187,7 @@ impl ConstTensor {
                 buf,
                 range,
                 dtype: DType::F32,
-            } => (**buf).as_ref()[range.clone()]
+            } => buf.bytes()[range.clone()]
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
@@ -207,9 +221,9 @@ impl ConstTensor {
             }
             Data::I64(v) => BitSet::from_fn(n, |i| v[i] != 0),
             Data::Bytes { buf, range, dtype } => {
-                let b = &(**buf).as_ref()[range.clone()];
+                let b = &buf.bytes()[range.clone()];
                 let sz = dtype.size();
-                match dtype {
+                let bits = match dtype {
                     // +0.0 and -0.0 are both zero: test the bits without the sign.
                     DType::F32 => BitSet::from_fn(n, |i| {
                         let c = &b[i * 4..i * 4 + 4];
@@ -224,7 +238,9 @@ impl ConstTensor {
                         u64::from_le_bytes(a) & 0x7fff_ffff_ffff_ffff != 0
                     }),
                     _ => BitSet::from_fn(n, |i| b[i * sz..(i + 1) * sz].iter().any(|&x| x != 0)),
-                }
+                };
+                buf.release(range.clone());
+                bits
             }
         }
     }
