@@ -50,6 +50,14 @@ static IN_FLIGHT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// On SIGINT/SIGTERM/SIGHUP, delete any temporary output being written and
 /// exit with 130, so an interrupted run leaves no partial file behind.
 pub fn install_interrupt_cleanup() {
+    // A write past RLIMIT_FSIZE (a quota, a full volume of that kind) must be
+    // an error we report and clean up after, not a SIGXFSZ that kills us.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" at start-up, before
+    // any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let _ = ctrlc::set_handler(|| {
         if let Ok(list) = IN_FLIGHT.lock() {
             for p in list.iter() {

@@ -813,3 +813,164 @@ fn uppercase_index_json_is_read_as_an_index() {
         &[s(&index), "shard-1.safetensors"],
     );
 }
+
+/// Run `prune <args> -o <dir>/out.safetensors`, expect an input error naming
+/// every needle and no output.
+fn prune_fails(dir: &Path, args: &[&str], needles: &[&str]) -> String {
+    let out_file = dir.join("out.safetensors");
+    let mut all = vec!["prune"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", s(&out_file)]);
+    let msg = assert_one_line_error(&maskforge(&all), needles);
+    assert!(!out_file.exists(), "a failed prune must not write");
+    assert_eq!(stray_temps(dir), Vec::<String>::new(), "stray temp files");
+    msg
+}
+
+/// An exported lenet300 whose graph is edited by `edit`.
+fn edited_model(dir: &Path, edit: impl FnOnce(&mut maskforge::onnx::ModelProto)) -> PathBuf {
+    let src = dir.join("src.onnx");
+    export("lenet300", &src);
+    let mut m = maskforge::onnx::decode_file(&src).unwrap();
+    edit(&mut m);
+    let p = dir.join("edited.onnx");
+    std::fs::write(&p, maskforge::onnx::writer::encode(&m)).unwrap();
+    p
+}
+
+#[test]
+fn onnx_with_a_cycle_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = edited_model(dir.path(), |m| {
+        let g = m.graph.as_mut().unwrap();
+        // fc1 reads relu1's output, relu1 reads fc1's: a cycle.
+        let relu_out = g.node.iter().find(|n| n.op_type == "Relu").unwrap().output[0].clone();
+        let fc1 = g.node.iter_mut().find(|n| n.op_type == "Gemm").unwrap();
+        fc1.input[0] = relu_out;
+    });
+    audit_fails(dir.path(), &[s(&p)], &["cycle"]);
+}
+
+#[test]
+fn onnx_with_a_dangling_input_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = edited_model(dir.path(), |m| {
+        let g = m.graph.as_mut().unwrap();
+        let fc2 = g
+            .node
+            .iter_mut()
+            .filter(|n| n.op_type == "Gemm")
+            .nth(1)
+            .unwrap();
+        fc2.input[0] = "nowhere".into();
+    });
+    audit_fails(dir.path(), &[s(&p)], &["nowhere"]);
+}
+
+#[test]
+fn safetensors_with_overlapping_offsets_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = r#"{"fc1.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"fc2.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]}}"#;
+    let mut h = header.as_bytes().to_vec();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&h);
+    bytes.extend_from_slice(&[0u8; 24]);
+    let p = dir.path().join("overlap.safetensors");
+    std::fs::write(&p, bytes).unwrap();
+    audit_fails(dir.path(), &[s(&p)], &["overlap.safetensors"]);
+}
+
+#[test]
+fn infeasible_quota_names_the_layer_and_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let msg = prune_fails(
+        dir.path(),
+        &[
+            "zoo:vgg16",
+            "--method",
+            "rpi",
+            "--quota",
+            "uniform+",
+            "--compression",
+            "1e5",
+        ],
+        &["uniform+", "feasible"],
+    );
+    assert!(
+        msg.contains("fc.weight") || msg.contains("layers."),
+        "{msg}"
+    );
+}
+
+#[test]
+fn compressions_out_of_range_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Above the parameter count (less than one weight kept), below 1, not a number.
+    prune_fails(
+        dir.path(),
+        &["zoo:lenet300", "--method", "rpi", "--compression", "1e9"],
+        &["266200"],
+    );
+    prune_fails(
+        dir.path(),
+        &["zoo:lenet300", "--method", "rpi", "--compression", "0.5"],
+        &["0.5"],
+    );
+    prune_fails(
+        dir.path(),
+        &["zoo:lenet300", "--method", "rpi", "--compression", "lots"],
+        &["lots"],
+    );
+    prune_fails(
+        dir.path(),
+        &["zoo:lenet300", "--method", "rpi", "--density", "1.5"],
+        &["1.5"],
+    );
+}
+
+#[test]
+fn unknown_method_and_quota_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    prune_fails(
+        dir.path(),
+        &["zoo:lenet300", "--method", "bogus", "--compression", "10"],
+        &["bogus"],
+    );
+    prune_fails(
+        dir.path(),
+        &[
+            "zoo:lenet300",
+            "--method",
+            "rpi",
+            "--quota",
+            "weird",
+            "--compression",
+            "10",
+        ],
+        &["weird"],
+    );
+}
+
+/// A write that hits the file-size limit (a stand-in for a full disk) fails
+/// with exit 1 and leaves nothing behind.
+#[test]
+fn disk_full_write_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("out.safetensors");
+    // 64 KiB limit; VGG-16's BOOL mask file is 14.7 MB.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 64; exec '{}' prune zoo:vgg16 --method rpi --compression 10 -o '{}'",
+            env!("CARGO_BIN_EXE_maskforge"),
+            s(&out_file)
+        ))
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["out.safetensors"]);
+    assert!(!out_file.exists());
+    assert_eq!(stray_temps(dir.path()), Vec::<String>::new());
+}
