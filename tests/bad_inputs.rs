@@ -872,7 +872,7 @@ fn safetensors_with_overlapping_offsets_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let header = r#"{"fc1.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"fc2.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]}}"#;
     let mut h = header.as_bytes().to_vec();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
