@@ -91,6 +91,20 @@ impl Checkpoint {
         })
     }
 
+    /// SHA-256 over every tensor's name, dtype, shape and bytes, in name
+    /// order: the same for a checkpoint however it is split into shards.
+    pub fn content_sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (name, e) in &self.tensors {
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update(format!("{:?}{:?}", e.tensor.dtype(), e.tensor.shape).as_bytes());
+            e.tensor.hash_bytes(&mut h);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The shard holding tensor `name` (or `name_orig`).
     pub fn shard_of(&self, name: &str) -> Option<usize> {
         self.tensors

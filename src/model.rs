@@ -22,7 +22,9 @@ pub struct Loaded {
     pub stored_masks: Option<MaskSet>,
     /// Files the model was read from (outputs must not overwrite them).
     pub files: Vec<PathBuf>,
-    /// SHA-256 of the model file (or of the zoo spec and seed).
+    /// SHA-256 of the model: of an ONNX file's bytes; of a safetensors
+    /// checkpoint's tensors (names, dtypes, shapes, data, in name order), so a
+    /// checkpoint hashes the same however it is sharded; of a zoo spec and seed.
     pub sha256: String,
     /// For a sharded checkpoint: which shard holds each layer's weight, so
     /// mask shards can mirror it.
@@ -100,7 +102,7 @@ pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
         return Ok(Loaded {
             network: bound.network,
             stored_masks: bound.stored_masks,
-            sha256: hash_file(path)?,
+            sha256: ckpt.content_sha256(),
             files,
             sharding,
         });

@@ -245,6 +245,25 @@ impl ConstTensor {
         }
     }
 
+    /// Feed the stored bytes to a hasher (memory-mapped pages are released
+    /// afterwards). Decoded data is hashed as little-endian f32 or i64.
+    pub fn hash_bytes(&self, h: &mut impl sha2::Digest) {
+        match &self.data {
+            Data::Bytes { buf, range, .. } => {
+                for chunk in buf.bytes()[range.clone()].chunks(1 << 24) {
+                    h.update(chunk);
+                }
+                buf.release(range.clone());
+            }
+            Data::I64(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
+            _ => {
+                if let Ok(v) = self.to_f32() {
+                    v.iter().for_each(|x| h.update(x.to_le_bytes()));
+                }
+            }
+        }
+    }
+
     /// True when any element is NaN or infinite.
     pub fn has_non_finite(&self) -> bool {
         if !self.dtype().is_float() {

@@ -497,11 +497,15 @@ fn binding_by_storage_order_and_effective_mask_file() {
         assert!(meta.contains_key(k), "metadata lacks {k}: {meta:?}");
     }
     assert_eq!(meta["maskforge_version"], env!("CARGO_PKG_VERSION"));
+    // The content hash (tensors, not file bytes): 64 hex digits, and not the
+    // hash of the file itself.
     let sha: String = Sha256::digest(&bytes)
         .iter()
         .map(|x| format!("{x:02x}"))
         .collect();
-    assert_eq!(meta["model_sha256"], sha);
+    assert_eq!(meta["model_sha256"].len(), 64);
+    assert!(meta["model_sha256"].chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(meta["model_sha256"], sha);
     let dc: f64 = meta["direct_compression"].parse().unwrap();
     let ec: f64 = meta["effective_compression"].parse().unwrap();
     let kept = num(&r["kept"]) as f64;
@@ -761,6 +765,54 @@ fn sharded_masks_mirror_the_input_sharding() {
     let shard1 = std::fs::read(dir.path().join("masks-00001-of-00002.safetensors")).unwrap();
     let st1 = safetensors::SafeTensors::deserialize(&shard1).unwrap();
     assert_eq!(st1.names().len(), 1);
+    // Same masks, byte for byte, whether the input is sharded or not.
+    let whole = dir.path().join("whole.safetensors");
+    std::fs::write(&whole, st_bytes(&ws, Dtype::F32)).unwrap();
+    let single_from_whole = dir.path().join("single-whole.safetensors");
+    let o = maskforge(&[
+        "prune",
+        s(&whole),
+        "--arch",
+        "zoo:lenet300",
+        "--method",
+        "rpi",
+        "--compression",
+        "20",
+        "--seed",
+        "4",
+        "-o",
+        s(&single_from_whole),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(&single).unwrap(),
+        std::fs::read(&single_from_whole).unwrap()
+    );
+    // A different checkpoint hashes differently.
+    let mut ws2 = ws.clone();
+    ws2[0].vals[0] = if ws2[0].vals[0] == 0.0 { 1.0 } else { 0.0 };
+    let other = dir.path().join("other.safetensors");
+    std::fs::write(&other, st_bytes(&ws2, Dtype::F32)).unwrap();
+    let other_out = dir.path().join("other-out.safetensors");
+    let o = maskforge(&[
+        "prune",
+        s(&other),
+        "--arch",
+        "zoo:lenet300",
+        "--method",
+        "rpi",
+        "--compression",
+        "20",
+        "--seed",
+        "4",
+        "-o",
+        s(&other_out),
+    ]);
+    assert!(o.status.success());
+    assert_ne!(
+        std::fs::read(&single).unwrap(),
+        std::fs::read(&other_out).unwrap()
+    );
     // The sharded masks audit exactly like the single file.
     let a = audit_json(&[
         s(&index),
