@@ -22,6 +22,7 @@ pub mod effective;
 pub mod error;
 pub mod io;
 pub mod liveness;
+pub mod magnitude;
 pub mod mask;
 pub mod maskfile;
 pub mod mica;

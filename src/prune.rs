@@ -40,6 +40,9 @@ pub enum Method {
     Rpi,
     /// Minimum Connection Assurance.
     Mica(MicaChoice),
+    /// A ranking of trained weights (magnitude, LAMP) cut globally or per
+    /// layer with the quota's counts.
+    Ranked(crate::magnitude::Ranking, crate::magnitude::Scope),
 }
 
 /// What to prune and how far.
@@ -74,10 +77,30 @@ pub fn place(net: &Network, method: Method, counts: &[usize], seed: u64) -> Resu
     match method {
         Method::Rpi => Ok(crate::rpi::rpi(net, counts, seed)),
         Method::Mica(choice) => crate::mica::mica(net, counts, choice, seed),
+        Method::Ranked(r, _) => {
+            let s = crate::magnitude::scores(net, r, None)?;
+            Ok(MaskSet {
+                layers: crate::magnitude::keep_top_per_layer(&s, counts),
+            })
+        }
     }
 }
 
 fn run_at(net: &Network, spec: &PruneSpec, kept: usize) -> Result<PruneOutcome> {
+    use crate::magnitude::{keep_top, scores, Scope};
+    if let Method::Ranked(r, Scope::Global) = spec.method {
+        let raw = MaskSet {
+            layers: keep_top(&scores(net, r, None)?, kept),
+        };
+        let analysis = analyse(net, &raw);
+        return Ok(PruneOutcome {
+            counts: raw.layers.iter().map(|b| b.count_ones()).collect(),
+            effective: analysis.active.clone(),
+            analysis,
+            raw,
+            note: None,
+        });
+    }
     let counts = crate::quota::kept_counts(net, &spec.quota, kept)?;
     let (raw, analysis) = match spec.method {
         Method::Mica(choice) => {
@@ -85,8 +108,8 @@ fn run_at(net: &Network, spec: &PruneSpec, kept: usize) -> Result<PruneOutcome> 
             let a = crate::effective::analyse_with_forward(net, &raw, forward);
             (raw, a)
         }
-        Method::Rpi => {
-            let raw = crate::rpi::rpi(net, &counts, spec.seed);
+        m => {
+            let raw = place(net, m, &counts, spec.seed)?;
             let a = analyse(net, &raw);
             (raw, a)
         }

@@ -138,6 +138,8 @@ pub fn method_name(m: Method) -> &'static str {
         Method::Mica(MicaChoice::Rand) => "mica",
         Method::Mica(MicaChoice::Min) => "mica-min",
         Method::Mica(MicaChoice::Max) => "mica-max",
+        Method::Ranked(crate::magnitude::Ranking::Magnitude, _) => "magnitude",
+        Method::Ranked(crate::magnitude::Ranking::Lamp, _) => "lamp",
     }
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::audit::audit_with;
 use crate::error::{Error, Result};
+use crate::magnitude::{Ranking, Scope};
 use crate::maskfile::{self, MaskDType, Naming};
 use crate::network::Network;
 use crate::prune::{prune, Method, MicaChoice, PruneSpec};
@@ -30,6 +31,9 @@ pub struct Args {
     /// MiCA's choice of node counts inside the feasible range.
     #[arg(long, value_enum, default_value = "rand")]
     pub mica_choice: MicaChoice,
+    /// For magnitude: one global threshold, or per-layer counts from --quota.
+    #[arg(long, value_enum, default_value = "global")]
+    pub scope: Scope,
     #[arg(short = 'o', long)]
     pub output: PathBuf,
     /// Write the raw mask (inactive edges included) instead of the effective one.
@@ -88,18 +92,19 @@ impl Amount {
     }
 }
 
-/// Parse a method name of the random family.
-pub fn parse_method(s: &str, choice: MicaChoice) -> Result<Method> {
+/// Parse a method name.
+pub fn parse_method(s: &str, choice: MicaChoice, scope: Scope) -> Result<Method> {
     match s {
         "rpi" | "random" => Ok(Method::Rpi),
         "mica" => Ok(Method::Mica(choice)),
-        "snip" | "grasp" | "synflow" | "snip-it" | "magnitude" | "lamp" | "ossum" => {
-            Err(Error::input(format!(
-            "--method {s}: ranking and neuron methods are not implemented yet (rpi and mica are)"
-        )))
-        }
+        "magnitude" => Ok(Method::Ranked(Ranking::Magnitude, scope)),
+        // LAMP's scores are built for one global threshold.
+        "lamp" => Ok(Method::Ranked(Ranking::Lamp, Scope::Global)),
+        "snip" | "grasp" | "synflow" | "snip-it" | "ossum" => Err(Error::input(format!(
+            "--method {s}: gradient and neuron methods are not implemented yet (rpi, mica, magnitude and lamp are)"
+        ))),
         other => Err(Error::input(format!(
-            "--method {other}: expected rpi or mica"
+            "--method {other}: expected rpi, mica, magnitude or lamp"
         ))),
     }
 }
@@ -152,7 +157,7 @@ struct Report {
 pub fn run(a: Args) -> Result<()> {
     let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let net = &m.network;
-    let method = parse_method(&a.method, a.mica_choice)?;
+    let method = parse_method(&a.method, a.mica_choice, a.scope)?;
     let q = parse_quota(&a.quota, net)?;
     let (target_kept, target_compression) = a.amount.target(net.prunable_count())?;
     let spec = PruneSpec {

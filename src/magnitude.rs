@@ -1,0 +1,198 @@
+//! Ranking by weight magnitude and by LAMP, and turning any ranking into
+//! masks (global or per-layer), for trained checkpoints (step 2 of the
+//! end-to-end pipeline, papers/end-to-end-pruning-pipeline.txt).
+//!
+//! Threshold rule (Synaptic-Flow's `Pruners/pruners.py`, REFERENCE.md): to
+//! keep `k` of `n` scores, prune the `n - k` lowest; the threshold is the
+//! `(n - k)`-th smallest score and a weight is kept iff its score is strictly
+//! greater, so ties at the threshold and zero scores are pruned (already
+//! pruned weights score 0 and stay pruned). Ties can therefore keep slightly
+//! fewer than `k`; the report gives the achieved count.
+//!
+//! LAMP (Lee et al. 2021): within a layer, sort `w^2` ascending; the score of
+//! the `u`-th is `w_u^2 / sum_{v >= u} w_v^2`; one global threshold.
+//!
+//! ```
+//! use maskforge::magnitude::{lamp_scores, keep_top};
+//! let s = lamp_scores(&[1.0, -3.0, 2.0]);
+//! // sorted squares 1, 4, 9: 1/14, 4/13, 9/9
+//! assert!((s[0] - 1.0 / 14.0).abs() < 1e-12 && (s[1] - 1.0).abs() < 1e-12);
+//! assert_eq!(keep_top(&[vec![0.5, 0.1, 0.9]], 2)[0].ones().collect::<Vec<_>>(), vec![0, 2]);
+//! ```
+
+use crate::bitset::BitSet;
+use crate::error::{Error, Result};
+use crate::mask::MaskSet;
+use crate::network::Network;
+
+/// How a ranking becomes a mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Scope {
+    /// One threshold over all layers.
+    Global,
+    /// Per-layer counts from a quota.
+    Layer,
+}
+
+/// Which ranking of trained weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Ranking {
+    Magnitude,
+    Lamp,
+}
+
+/// Canonical-order weights of every layer as f64.
+pub fn layer_weights(net: &Network) -> Result<Vec<Vec<f64>>> {
+    net.layers
+        .iter()
+        .map(|l| {
+            let t = net
+                .params
+                .get(&l.name)
+                .ok_or_else(|| Error::internal(format!("weight '{}' missing", l.name)))?;
+            if t.has_non_finite() {
+                return Err(Error::input(format!(
+                    "weight '{}' has NaN or infinite values: a magnitude ranking of it is meaningless",
+                    l.name
+                )));
+            }
+            let v = t.to_f32()?;
+            Ok((0..l.numel())
+                .map(|c| v[l.stored_index.as_ref().map_or(c, |ix| ix[c] as usize)] as f64)
+                .collect())
+        })
+        .collect()
+}
+
+/// LAMP scores of one layer's weights.
+pub fn lamp_scores(w: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..w.len()).collect();
+    order.sort_by(|&a, &b| (w[a] * w[a]).total_cmp(&(w[b] * w[b])).then(a.cmp(&b)));
+    let mut out = vec![0.0; w.len()];
+    let mut suffix = 0.0;
+    for &i in order.iter().rev() {
+        suffix += w[i] * w[i];
+        out[i] = if suffix > 0.0 {
+            w[i] * w[i] / suffix
+        } else {
+            0.0
+        };
+    }
+    out
+}
+
+/// Scores of every layer for a ranking; `current` zeroes pruned weights.
+pub fn scores(net: &Network, ranking: Ranking, current: Option<&MaskSet>) -> Result<Vec<Vec<f64>>> {
+    let mut s: Vec<Vec<f64>> = layer_weights(net)?
+        .into_iter()
+        .map(|w| match ranking {
+            Ranking::Magnitude => w.iter().map(|x| x.abs()).collect(),
+            Ranking::Lamp => lamp_scores(&w),
+        })
+        .collect();
+    if let Some(m) = current {
+        for (layer, bits) in s.iter_mut().zip(&m.layers) {
+            for (i, x) in layer.iter_mut().enumerate() {
+                if !bits.get(i) {
+                    *x = 0.0;
+                }
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// The `(n - k)`-th smallest of `values` (the pruning threshold), or `None`
+/// when nothing is to be pruned.
+fn threshold(values: &mut [f64], k: usize) -> Option<f64> {
+    let prune = values.len().saturating_sub(k);
+    if prune == 0 {
+        return None;
+    }
+    let (_, t, _) = values.select_nth_unstable_by(prune - 1, |a, b| a.total_cmp(b));
+    Some(*t)
+}
+
+fn mask_above(scores: &[f64], t: Option<f64>) -> BitSet {
+    let t = t.unwrap_or(0.0).max(0.0);
+    BitSet::from_fn(scores.len(), |i| scores[i] > t)
+}
+
+/// Keep the `k` highest scores over all layers (one threshold).
+pub fn keep_top(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
+    let mut all: Vec<f64> = scores.iter().flatten().copied().collect();
+    let t = threshold(&mut all, k);
+    scores.iter().map(|s| mask_above(s, t)).collect()
+}
+
+/// Keep `counts[l]` highest scores within each layer.
+pub fn keep_top_per_layer(scores: &[Vec<f64>], counts: &[usize]) -> Vec<BitSet> {
+    scores
+        .iter()
+        .zip(counts)
+        .map(|(s, &k)| {
+            let mut v = s.clone();
+            mask_above(s, threshold(&mut v, k))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lamp_matches_its_formula_on_hand_made_weights() {
+        let w = [0.5, -2.0, 1.0, 0.0, -1.5];
+        // squares sorted: 0 (i3), .25 (i0), 1 (i2), 2.25 (i4), 4 (i1); total 7.5
+        let s = lamp_scores(&w);
+        let expect = [0.25 / 7.5, 4.0 / 4.0, 1.0 / 7.25, 0.0, 2.25 / 6.25];
+        for (a, b) in s.iter().zip(expect) {
+            assert!((a - b).abs() < 1e-12, "{s:?}");
+        }
+        // The largest weight of every layer scores 1: LAMP never empties a layer first.
+        assert_eq!(lamp_scores(&[3.0, 1.0])[0], 1.0);
+    }
+
+    #[test]
+    fn global_magnitude_equals_sorting_all_weights() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let layers: Vec<Vec<f64>> = [50, 7, 300]
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| rng.random::<f64>() - 0.5)
+                    .map(f64::abs)
+                    .collect()
+            })
+            .collect();
+        for k in [0, 1, 10, 100, 356, 357] {
+            let masks = keep_top(&layers, k);
+            let mut all: Vec<(f64, usize, usize)> = layers
+                .iter()
+                .enumerate()
+                .flat_map(|(l, s)| s.iter().enumerate().map(move |(i, &x)| (x, l, i)))
+                .collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let kept: usize = masks.iter().map(BitSet::count_ones).sum();
+            assert_eq!(kept, k.min(357));
+            for &(_, l, i) in &all[..k.min(357)] {
+                assert!(masks[l].get(i), "k={k}");
+            }
+        }
+    }
+
+    #[test]
+    fn ties_at_the_threshold_and_zeros_are_pruned() {
+        let s = vec![vec![0.0, 1.0, 1.0, 2.0, 0.0]];
+        // Keeping 2 prunes 3: the 3rd smallest is 1.0, so both 1.0s go.
+        assert_eq!(keep_top(&s, 2)[0].ones().collect::<Vec<_>>(), vec![3]);
+        // Keeping everything still drops zero scores.
+        assert_eq!(keep_top(&s, 5)[0].count_ones(), 3);
+        assert_eq!(
+            keep_top_per_layer(&s, &[4])[0].ones().collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+    }
+}
