@@ -102,6 +102,7 @@ fn safetensors_bytes(net: &Network) -> Result<Vec<u8>> {
 /// `ConstantOfShape` node becomes an initializer of the same name.
 fn patched_onnx(src: &Path, net: &Network, masks: &MaskSet) -> Result<Vec<u8>> {
     let mut model = crate::onnx::decode_file(src)?;
+    let ir_version = model.ir_version;
     let graph = model
         .graph
         .as_mut()
@@ -122,6 +123,12 @@ fn patched_onnx(src: &Path, net: &Network, masks: &MaskSet) -> Result<Vec<u8>> {
             {
                 graph.node.remove(p);
                 graph.initializer.push(t);
+                // Before IR version 4 every initializer must also be a graph input.
+                if ir_version < 4 && !graph.input.iter().any(|i| i.name == name) {
+                    graph
+                        .input
+                        .push(crate::onnx::writer::tensor_value_info(&name, &shape));
+                }
             }
             _ => {
                 return Err(Error::input(format!(

@@ -226,7 +226,9 @@ impl<'a> Forward<'a> {
             ),
             Op::Pool(pool) => pool_forward(pool, ins[0], out_shape),
             Op::GlobalPool(_) => global_forward(ins[0], out_shape),
-            Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Softmax(_) => ins[0].clone(),
+            Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Softmax(_) | Op::LogSoftmax(_) => {
+                ins[0].clone()
+            }
             Op::Add => add_forward(net, node, &ins, out_shape),
             Op::Concat(axis) => concat_forward(net, node, &ins, *axis, out_shape),
             Op::Reshape => Live::from_elements(out_shape, &ins[0].to_elements()),
@@ -284,7 +286,9 @@ fn backward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> 
                 }
                 vec![l]
             }
-            Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Softmax(_) => vec![out.clone()],
+            Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Softmax(_) | Op::LogSoftmax(_) => {
+                vec![out.clone()]
+            }
             Op::Add => node
                 .inputs
                 .iter()

@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod effective;
 pub mod error;
+pub mod executor;
 pub mod io;
 pub mod liveness;
 pub mod magnitude;

@@ -132,7 +132,9 @@ pub fn effective_masks(net: &Network, masks: &MaskSet) -> Result<MaskSet> {
                 }
                 t2
             }
-            Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Softmax(_) => x(0),
+            Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Softmax(_) | Op::LogSoftmax(_) => {
+                x(0)
+            }
             Op::Reshape => {
                 let mut s = vec![1];
                 s.extend(out_shape);

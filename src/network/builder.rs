@@ -416,12 +416,18 @@ impl NetworkBuilder {
         self.push(name, Op::Identity, vec![x], shape)
     }
 
-    pub fn softmax(&mut self, name: &str, x: ValueId, axis: usize) -> Result<ValueId> {
+    /// Softmax (or log-softmax) along a per-sample axis.
+    pub fn softmax(&mut self, name: &str, x: ValueId, axis: usize, log: bool) -> Result<ValueId> {
         let shape = self.shape(x).to_vec();
         if axis >= shape.len() {
             return Err(Error::input(format!("Softmax '{name}': axis out of range")));
         }
-        Ok(self.push(name, Op::Softmax(axis), vec![x], shape))
+        let op = if log {
+            Op::LogSoftmax(axis)
+        } else {
+            Op::Softmax(axis)
+        };
+        Ok(self.push(name, op, vec![x], shape))
     }
 
     pub fn pool(&mut self, name: &str, x: ValueId, pool: Pool) -> Result<ValueId> {

@@ -219,6 +219,8 @@ pub enum Op {
     Identity,
     /// Softmax along a per-sample axis.
     Softmax(usize),
+    /// Log-softmax along a per-sample axis.
+    LogSoftmax(usize),
 }
 
 impl Op {
@@ -242,6 +244,7 @@ impl Op {
             Op::Concat(_) => "Concat",
             Op::Identity => "Identity",
             Op::Softmax(_) => "Softmax",
+            Op::LogSoftmax(_) => "LogSoftmax",
         }
     }
 

@@ -25,6 +25,15 @@ pub use tensor::encode_f32;
 use crate::error::{Error, Result};
 use crate::network::Network;
 
+/// The version of the default operator set (`""` or `ai.onnx`).
+fn default_opset(m: &ModelProto) -> i64 {
+    m.opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .unwrap_or(13)
+}
+
 /// Decode an ONNX file into its protobuf.
 pub fn decode_file(path: &Path) -> Result<ModelProto> {
     let bytes = std::fs::read(path)
@@ -86,7 +95,8 @@ pub fn read_with_files(path: &Path) -> Result<(Network, Vec<std::path::PathBuf>)
 
 /// Translate a decoded model; `dir` holds any external-data files.
 pub fn from_proto(name: &str, m: ModelProto, dir: &Path) -> Result<Network> {
-    let (net, unsupported) = reader::translate(name, m.graph.unwrap_or_default(), dir)?;
+    let opset = default_opset(&m);
+    let (net, unsupported) = reader::translate(name, m.graph.unwrap_or_default(), dir, opset)?;
     match net {
         Some(n) => Ok(n),
         None => Err(Error::input(format!(
@@ -104,7 +114,13 @@ pub fn from_proto(name: &str, m: ModelProto, dir: &Path) -> Result<Network> {
 /// The ops of a model maskforge cannot translate (empty when it reads fully).
 pub fn unsupported_ops(path: &Path) -> Result<Vec<Unsupported>> {
     let m = decode_file(path)?;
-    let (_, u) = reader::translate(&model_name(path), m.graph.unwrap_or_default(), folder(path))
-        .map_err(|e| e.context(path.display()))?;
+    let opset = default_opset(&m);
+    let (_, u) = reader::translate(
+        &model_name(path),
+        m.graph.unwrap_or_default(),
+        folder(path),
+        opset,
+    )
+    .map_err(|e| e.context(path.display()))?;
     Ok(u)
 }

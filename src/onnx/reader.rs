@@ -41,6 +41,8 @@ enum Slot {
 }
 
 struct Reader<'a> {
+    /// Version of the default ONNX domain (some ops' defaults depend on it).
+    opset: i64,
     b: NetworkBuilder,
     slots: HashMap<String, Slot>,
     unsupported: Vec<Unsupported>,
@@ -52,8 +54,10 @@ pub fn translate(
     name: &str,
     g: GraphProto,
     dir: &Path,
+    opset: i64,
 ) -> Result<(Option<Network>, Vec<Unsupported>)> {
     let mut r = Reader {
+        opset,
         b: NetworkBuilder::new(name),
         slots: HashMap::new(),
         unsupported: Vec::new(),
@@ -557,8 +561,21 @@ impl Reader<'_> {
             }
             "Softmax" | "LogSoftmax" => {
                 let (x, s) = unary(self)?;
-                let axis = sample_axis(attr_i(n, "axis", -1), s.len(), "Softmax")?;
-                let v = self.b.softmax(&label, x, axis)?;
+                let log = n.op_type == "LogSoftmax";
+                // Before opset 13 the default axis is 1 and the op works on
+                // the input flattened to 2-D from that axis on.
+                let legacy = self.opset < 13;
+                let default = if legacy { 1 } else { -1 };
+                let axis = sample_axis(attr_i(n, "axis", default), s.len(), "Softmax")?;
+                let v = if legacy && axis + 1 < s.len() {
+                    let mut flat: Vec<usize> = s[..axis].to_vec();
+                    flat.push(s[axis..].iter().product());
+                    let f = self.b.reshape(&format!("{label}/flatten"), x, flat)?;
+                    let sm = self.b.softmax(&format!("{label}/softmax"), f, axis, log)?;
+                    self.b.reshape(&label, sm, s.clone())?
+                } else {
+                    self.b.softmax(&label, x, axis, log)?
+                };
                 self.name_output(n, v);
             }
             "LRN" => {

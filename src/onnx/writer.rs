@@ -64,6 +64,29 @@ fn value_info(name: &str, per_sample: &[usize]) -> ValueInfoProto {
     }
 }
 
+/// A float tensor's value info with a fixed shape (no batch dimension).
+pub fn tensor_value_info(name: &str, shape: &[usize]) -> ValueInfoProto {
+    use tensor_shape_proto::{dimension::Value, Dimension};
+    let dim = shape
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(Value::DimValue(d as i64)),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 struct Out {
     nodes: Vec<NodeProto>,
     inits: Vec<candle_onnx::onnx::TensorProto>,
@@ -301,6 +324,13 @@ fn emit(net: &Network, node: &Node, layer: Option<usize>, out: &mut Out) -> Resu
         Op::Identity => out.node("Identity", name, ins, &y, vec![]),
         Op::Softmax(axis) => out.node(
             "Softmax",
+            name,
+            ins,
+            &y,
+            vec![int("axis", *axis as i64 + 1)],
+        ),
+        Op::LogSoftmax(axis) => out.node(
+            "LogSoftmax",
             name,
             ins,
             &y,

@@ -1,0 +1,396 @@
+//! Running the internal network with candle: the forward pass the gradient
+//! scorers differentiate through.
+//!
+//! Weights are candle `Var`s in canonical layout, multiplied by the current
+//! mask in the forward pass (as Synaptic-Flow's masked layers do), so pruned
+//! weights get zero gradient. BatchNorm runs in eval mode (running
+//! statistics) or train mode (batch statistics). Pools are built from strided
+//! views and elementwise maxima/sums, because candle's own pools have no
+//! backward pass for overlapping windows. With [`Mode::Linear`] the network is
+//! SynFlow's: every parameter replaced by its absolute value.
+//!
+//! ```
+//! use maskforge::{zoo, executor::{Executor, Mode}};
+//! use candle_core::{Device, DType, Tensor};
+//! let net = zoo::build("lenet5", 0).unwrap();
+//! let ex = Executor::new(&net, &Device::Cpu, DType::F32).unwrap();
+//! let x = Tensor::zeros((2, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
+//! let y = ex.forward(&x, None, Mode::Eval).unwrap();
+//! assert_eq!(y.dims(), &[2, 10]);
+//! ```
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use crate::error::{Error, Result};
+use crate::mask::MaskSet;
+use crate::network::op::{Activation, Norm, Op, Pool, PoolKind, Window};
+use crate::network::Network;
+
+/// How to run the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Inference: BatchNorm with running statistics.
+    Eval,
+    /// BatchNorm with the batch's statistics.
+    Train,
+    /// SynFlow's linearised net: |parameters|, BatchNorm in eval mode.
+    Linear,
+}
+
+/// A network ready to run on a device.
+pub struct Executor<'a> {
+    net: &'a Network,
+    device: Device,
+    dtype: DType,
+    /// Canonical-layout weights, one per prunable layer.
+    pub weights: Vec<Var>,
+    params: HashMap<String, Tensor>,
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(net: &'a Network, device: &Device, dtype: DType) -> Result<Self> {
+        let mut weights = Vec::with_capacity(net.layers.len());
+        for l in &net.layers {
+            let t = net
+                .params
+                .get(&l.name)
+                .ok_or_else(|| Error::internal(format!("weight '{}' missing", l.name)))?;
+            let v = t.to_f32()?;
+            let canon: Vec<f32> = match &l.stored_index {
+                None => v,
+                Some(ix) => ix.iter().map(|&i| v[i as usize]).collect(),
+            };
+            let t = Tensor::from_vec(canon, l.shape.clone(), device)?.to_dtype(dtype)?;
+            weights.push(Var::from_tensor(&t)?);
+        }
+        let mut params = HashMap::new();
+        for (name, t) in net.params.iter() {
+            if net.layer_index(name).is_some() || !t.dtype().is_float() {
+                continue;
+            }
+            let v = Tensor::from_vec(t.to_f32()?, t.shape.clone(), device)?.to_dtype(dtype)?;
+            params.insert(name.clone(), v);
+        }
+        Ok(Self {
+            net,
+            device: device.clone(),
+            dtype,
+            weights,
+            params,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn param(&self, name: &str, linear: bool) -> Result<Tensor> {
+        let t = self
+            .params
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::internal(format!("parameter '{name}' missing")))?;
+        Ok(if linear { t.abs()? } else { t })
+    }
+
+    /// The masked weight of layer `li` as used in the forward pass.
+    fn weight(&self, li: usize, masks: Option<&MaskSet>, linear: bool) -> Result<Tensor> {
+        let w = self.weights[li].as_tensor();
+        let w = if linear { w.abs()? } else { w.clone() };
+        match masks {
+            None => Ok(w),
+            Some(m) => {
+                let bits = &m.layers[li];
+                let mask: Vec<f32> = (0..bits.len()).map(|i| bits.get(i) as u8 as f32).collect();
+                let mask = Tensor::from_vec(mask, w.dims(), &self.device)?.to_dtype(self.dtype)?;
+                Ok(w.mul(&mask)?)
+            }
+        }
+    }
+
+    /// Run a batch `x` (`[N, ...input shape]`); returns the first output.
+    pub fn forward(&self, x: &Tensor, masks: Option<&MaskSet>, mode: Mode) -> Result<Tensor> {
+        let net = self.net;
+        let linear = mode == Mode::Linear;
+        let layer_of = net.layer_of_node();
+        let mut vals: Vec<Option<Tensor>> = vec![None; net.values.len()];
+        vals[net.inputs[0]] = Some(x.to_dtype(self.dtype)?);
+        for (ni, node) in net.nodes.iter().enumerate() {
+            let get = |k: usize| -> Result<Tensor> {
+                vals[node.inputs[k]]
+                    .clone()
+                    .ok_or_else(|| Error::internal("executor: value used before it is computed"))
+            };
+            let x0 = get(0)?;
+            let y = match &node.op {
+                Op::Conv { conv, bias, .. } => {
+                    let w = self.weight(layer_of[ni].unwrap(), masks, linear)?;
+                    let y = conv2d(&x0, &w, conv.window, conv.groups)?;
+                    match bias {
+                        Some(b) => {
+                            y.broadcast_add(&self.param(b, linear)?.reshape((1, (), 1, 1))?)?
+                        }
+                        None => y,
+                    }
+                }
+                Op::Dense { bias, .. } => {
+                    let w = self.weight(layer_of[ni].unwrap(), masks, linear)?;
+                    let y = x0.matmul(&w.t()?)?;
+                    match bias {
+                        Some(b) => y.broadcast_add(&self.param(b, linear)?)?,
+                        None => y,
+                    }
+                }
+                Op::Norm(Norm::BatchNorm {
+                    scale,
+                    bias,
+                    mean,
+                    var,
+                    eps,
+                }) => {
+                    let c = x0.dim(1)?;
+                    let shape: Vec<usize> = std::iter::once(1)
+                        .chain(std::iter::once(c))
+                        .chain(std::iter::repeat_n(1, x0.rank() - 2))
+                        .collect();
+                    let r = |t: Tensor| t.reshape(shape.clone());
+                    let (m, v) = if mode == Mode::Train {
+                        let dims: Vec<usize> = (0..x0.rank()).filter(|&d| d != 1).collect();
+                        let m = x0.mean_keepdim(dims.clone())?;
+                        let v = x0.broadcast_sub(&m)?.sqr()?.mean_keepdim(dims)?;
+                        (m, v)
+                    } else {
+                        (r(self.param(mean, linear)?)?, r(self.param(var, linear)?)?)
+                    };
+                    let g = r(self.param(scale, linear)?)?;
+                    let b = r(self.param(bias, linear)?)?;
+                    let inv = (v + *eps as f64)?.sqrt()?.recip()?;
+                    x0.broadcast_sub(&m)?
+                        .broadcast_mul(&inv)?
+                        .broadcast_mul(&g)?
+                        .broadcast_add(&b)?
+                }
+                Op::Norm(Norm::Lrn {
+                    size,
+                    alpha,
+                    beta,
+                    bias,
+                }) => lrn(&x0, *size, *alpha, *beta, *bias)?,
+                Op::Norm(Norm::MulConst(p)) => x0.broadcast_mul(&self.param(p, linear)?)?,
+                Op::Norm(Norm::AddConst(p)) => x0.broadcast_add(&self.param(p, linear)?)?,
+                Op::Activation(a) => activation(&x0, *a)?,
+                Op::Pool(p) => pool(&x0, p)?,
+                Op::GlobalPool(k) => {
+                    let mut t = x0.clone();
+                    for d in (2..x0.rank()).rev() {
+                        t = match k {
+                            PoolKind::Avg => t.mean_keepdim(d)?,
+                            PoolKind::Max => t.max_keepdim(d)?,
+                        };
+                    }
+                    t
+                }
+                Op::Reshape => {
+                    let mut s = vec![x0.dim(0)?];
+                    s.extend(&net.values[node.output].shape);
+                    x0.reshape(s)?
+                }
+                Op::Transpose(p) => {
+                    let mut perm = vec![0];
+                    perm.extend(p.iter().map(|a| a + 1));
+                    x0.permute(perm)?.contiguous()?
+                }
+                Op::Add => {
+                    let mut acc = x0;
+                    for k in 1..node.inputs.len() {
+                        acc = acc.broadcast_add(&get(k)?)?;
+                    }
+                    acc
+                }
+                Op::Concat(axis) => {
+                    let parts = (0..node.inputs.len())
+                        .map(get)
+                        .collect::<Result<Vec<_>>>()?;
+                    Tensor::cat(&parts, axis + 1)?
+                }
+                Op::Identity => x0,
+                Op::Softmax(axis) => candle_nn::ops::softmax(&x0, axis + 1)?,
+                Op::LogSoftmax(axis) => candle_nn::ops::log_softmax(&x0, axis + 1)?,
+            };
+            vals[node.output] = Some(y);
+        }
+        vals[net.outputs[0]]
+            .clone()
+            .ok_or_else(|| Error::internal("executor: no output"))
+    }
+
+    /// The forward pass up to the logits: a trailing Softmax is skipped, as
+    /// the losses apply their own.
+    pub fn logits(&self, x: &Tensor, masks: Option<&MaskSet>, mode: Mode) -> Result<Tensor> {
+        let net = self.net;
+        let last = net.nodes.iter().find(|n| n.output == net.outputs[0]);
+        match last {
+            Some(n) if matches!(n.op, Op::Softmax(_) | Op::LogSoftmax(_)) => {
+                let mut trimmed = net.clone();
+                trimmed.outputs = vec![n.inputs[0]];
+                let ex = Executor {
+                    net: &trimmed,
+                    device: self.device.clone(),
+                    dtype: self.dtype,
+                    weights: self.weights.clone(),
+                    params: self.params.clone(),
+                };
+                ex.forward(x, masks, mode)
+            }
+            _ => self.forward(x, masks, mode),
+        }
+    }
+}
+
+fn same(a: [usize; 2], what: &str) -> Result<usize> {
+    if a[0] == a[1] {
+        Ok(a[0])
+    } else {
+        Err(Error::input(format!(
+            "executor: non-square {what} {a:?} is not supported"
+        )))
+    }
+}
+
+fn pad(x: &Tensor, pads: [usize; 4], value: f64) -> Result<Tensor> {
+    if pads == [0; 4] {
+        return Ok(x.clone());
+    }
+    if value == 0.0 {
+        return Ok(x
+            .pad_with_zeros(2, pads[0], pads[2])?
+            .pad_with_zeros(3, pads[1], pads[3])?);
+    }
+    let (n, c, h, w) = x.dims4()?;
+    let full = |shape: (usize, usize, usize, usize)| -> Result<Tensor> {
+        Ok((Tensor::ones(shape, x.dtype(), x.device())? * value)?)
+    };
+    let mut parts = Vec::new();
+    if pads[0] > 0 {
+        parts.push(full((n, c, pads[0], w))?);
+    }
+    parts.push(x.clone());
+    if pads[2] > 0 {
+        parts.push(full((n, c, pads[2], w))?);
+    }
+    let x = Tensor::cat(&parts, 2)?;
+    let h2 = h + pads[0] + pads[2];
+    let mut parts = Vec::new();
+    if pads[1] > 0 {
+        parts.push(full((n, c, h2, pads[1]))?);
+    }
+    parts.push(x);
+    if pads[3] > 0 {
+        parts.push(full((n, c, h2, pads[3]))?);
+    }
+    Ok(Tensor::cat(&parts, 3)?)
+}
+
+fn conv2d(x: &Tensor, w: &Tensor, win: Window, groups: usize) -> Result<Tensor> {
+    let s = same(win.stride, "stride")?;
+    let d = same(win.dilation, "dilation")?;
+    let sym =
+        win.pads[0] == win.pads[1] && win.pads[1] == win.pads[2] && win.pads[2] == win.pads[3];
+    if sym {
+        return Ok(x.conv2d(w, win.pads[0], s, d, groups)?);
+    }
+    Ok(pad(x, win.pads, 0.0)?.conv2d(w, 0, s, d, groups)?)
+}
+
+/// Window positions `(ky, kx)` of a pool as strided views of the padded input.
+fn windows(x: &Tensor, p: &Pool, fill: f64) -> Result<Vec<Tensor>> {
+    let (_, _, h, w) = x.dims4()?;
+    let [oh, ow] = p.output_hw([h, w]);
+    let [sh, sw] = p.window.stride;
+    let mut pads = p.window.pads;
+    // Room for the last (ceil-mode) window and for the reshape below.
+    pads[2] += ((oh - 1) * sh + (p.kernel[0] - 1) * p.window.dilation[0] + sh)
+        .saturating_sub(h + pads[0] + pads[2]);
+    pads[3] += ((ow - 1) * sw + (p.kernel[1] - 1) * p.window.dilation[1] + sw)
+        .saturating_sub(w + pads[1] + pads[3]);
+    let xp = pad(x, pads, fill)?;
+    let (n, c, _, _) = xp.dims4()?;
+    let mut out = Vec::with_capacity(p.kernel[0] * p.kernel[1]);
+    for ky in 0..p.kernel[0] {
+        for kx in 0..p.kernel[1] {
+            let (y0, x0) = (ky * p.window.dilation[0], kx * p.window.dilation[1]);
+            let v = xp
+                .narrow(2, y0, oh * sh)?
+                .narrow(3, x0, ow * sw)?
+                .reshape((n, c, oh, sh, ow, sw))?
+                .narrow(3, 0, 1)?
+                .narrow(5, 0, 1)?
+                .reshape((n, c, oh, ow))?;
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+fn pool(x: &Tensor, p: &Pool) -> Result<Tensor> {
+    match p.kind {
+        PoolKind::Max => {
+            let ws = windows(x, p, f64::NEG_INFINITY)?;
+            let mut acc = ws[0].clone();
+            for v in &ws[1..] {
+                acc = acc.maximum(v)?;
+            }
+            Ok(acc)
+        }
+        PoolKind::Avg => {
+            // ONNX's default count_include_pad = 0: divide by the number of
+            // real input positions in each window.
+            let ws = windows(x, p, 0.0)?;
+            let ones = Tensor::ones(x.dims(), x.dtype(), x.device())?;
+            let cs = windows(&ones, p, 0.0)?;
+            let mut sum = ws[0].clone();
+            let mut count = cs[0].clone();
+            for (v, c) in ws[1..].iter().zip(&cs[1..]) {
+                sum = (sum + v)?;
+                count = (count + c)?;
+            }
+            Ok((sum / count)?)
+        }
+    }
+}
+
+fn lrn(x: &Tensor, size: usize, alpha: f32, beta: f32, bias: f32) -> Result<Tensor> {
+    // b_c = a_c / (bias + alpha/size * sum_{c' in window} a_c'^2)^beta
+    let c = x.dim(1)?;
+    let sq = x.sqr()?;
+    let (lo, hi) = ((size - 1) / 2, size / 2);
+    let padded = sq.pad_with_zeros(1, lo, hi)?;
+    let mut acc = padded.narrow(1, 0, c)?;
+    for k in 1..size {
+        acc = (acc + padded.narrow(1, k, c)?)?;
+    }
+    let denom = ((acc * (alpha as f64 / size as f64))? + bias as f64)?.powf(beta as f64)?;
+    Ok((x / denom)?)
+}
+
+fn activation(x: &Tensor, a: Activation) -> Result<Tensor> {
+    Ok(match a {
+        Activation::Relu => x.relu()?,
+        Activation::LeakyRelu(s) => (x.relu()? - (x.neg()?.relu()? * s as f64)?)?,
+        Activation::Sigmoid => candle_nn::ops::sigmoid(x)?,
+        Activation::Tanh => x.tanh()?,
+        Activation::Gelu => x.gelu_erf()?,
+        Activation::Silu => x.silu()?,
+        Activation::Elu(al) => x.elu(al as f64)?,
+        Activation::HardSigmoid => ((x * (1.0 / 6.0))? + 0.5)?.clamp(0f32, 1f32)?,
+        Activation::HardSwish => (x * ((x + 3.0)?.clamp(0f32, 6f32)? / 6.0)?)?,
+        Activation::Clip(lo, hi) => x.clamp(lo, hi)?,
+        Activation::Softplus => (x.exp()? + 1.0)?.log()?,
+    })
+}
