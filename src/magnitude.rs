@@ -118,6 +118,21 @@ fn mask_above(scores: &[f64], t: Option<f64>) -> BitSet {
     BitSet::from_fn(scores.len(), |i| scores[i] > t)
 }
 
+/// Keep the `k` highest of signed scores (GraSP): pruned weights must carry
+/// `-inf`; ties at the threshold are pruned.
+pub fn keep_top_signed(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
+    let mut all: Vec<f64> = scores.iter().flatten().copied().collect();
+    let t = threshold(&mut all, k);
+    scores
+        .iter()
+        .map(|s| {
+            BitSet::from_fn(s.len(), |i| {
+                s[i] > f64::NEG_INFINITY && t.is_none_or(|t| s[i] > t)
+            })
+        })
+        .collect()
+}
+
 /// Keep the `k` highest scores over all layers (one threshold).
 pub fn keep_top(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
     let mut all: Vec<f64> = scores.iter().flatten().copied().collect();

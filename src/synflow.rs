@@ -1,0 +1,73 @@
+//! SynFlow (Tanaka et al. 2020, Synaptic-Flow `Pruners/pruners.py`): data-free
+//! scores `|dR/dw * w|` of the synaptic flow `R = sum(f(1))` of the network
+//! with every parameter replaced by its absolute value (BatchNorm in eval
+//! mode, max-pool kept), on an all-ones input of batch 1; pruned
+//! iteratively over `rounds` with the exponential schedule
+//! `density_k = density^(k / rounds)`. Computed in f64: the flow of a deep
+//! net overflows f32.
+//!
+//! ```no_run
+//! # use maskforge::{zoo, synflow};
+//! let net = zoo::build("vgg16", 0).unwrap();
+//! let (masks, densities) = synflow::prune(&net, 14_716, 100, |_, _| {}).unwrap();
+//! assert_eq!(densities.len(), 100);
+//! ```
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::Result;
+use crate::executor::{Executor, Mode};
+use crate::mask::MaskSet;
+use crate::network::Network;
+
+/// SynFlow scores for `masks`.
+pub fn scores(ex: &Executor, net: &Network, masks: &MaskSet) -> Result<Vec<Vec<f64>>> {
+    let mut shape = vec![1];
+    shape.extend(&net.values[net.inputs[0]].shape);
+    let ones = Tensor::ones(shape, DType::F64, ex.device())?;
+    let r = ex.logits(&ones, Some(masks), Mode::Linear)?.sum_all()?;
+    let grads = r.backward()?;
+    let w = crate::snip::weight_values(ex)?;
+    ex.weights
+        .iter()
+        .zip(w)
+        .map(|(v, w)| {
+            let g: Vec<f64> = match grads.get(v.as_tensor()) {
+                Some(g) => g.flatten_all()?.to_vec1()?,
+                None => vec![0.0; w.len()],
+            };
+            Ok(g.iter().zip(&w).map(|(a, b)| (a * b).abs()).collect())
+        })
+        .collect()
+}
+
+/// Iterative SynFlow down to `target` kept weights; returns the masks and
+/// the density after each round. `progress(round, rounds)` is called after
+/// each round.
+pub fn prune(
+    net: &Network,
+    target: usize,
+    rounds: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(MaskSet, Vec<f64>)> {
+    let ex = Executor::new(net, &Device::Cpu, DType::F64)?;
+    let total = net.prunable_count() as f64;
+    let density = target as f64 / total;
+    let mut masks = MaskSet::dense(net);
+    let mut history = Vec::with_capacity(rounds);
+    for k in 1..=rounds.max(1) {
+        let s = scores(&ex, net, &masks)?;
+        let d = density.powf(k as f64 / rounds.max(1) as f64);
+        let keep = if k == rounds.max(1) {
+            target
+        } else {
+            (total * d).round() as usize
+        };
+        masks = MaskSet {
+            layers: crate::magnitude::keep_top(&s, keep),
+        };
+        history.push(masks.count_ones() as f64 / total);
+        progress(k, rounds);
+    }
+    Ok((masks, history))
+}

@@ -1,0 +1,236 @@
+//! Scorer gradients against central finite differences in f64, and the GraSP
+//! Hessian-gradient product against the analytic Hessian of softmax
+//! cross-entropy on a linear model.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use maskforge::executor::{Executor, Mode};
+use maskforge::mask::MaskSet;
+use maskforge::network::op::{Activation, PoolKind, Window};
+use maskforge::network::{Network, NetworkBuilder};
+use maskforge::snip::{loss_gradients, Calibration};
+use maskforge::tensor::ConstTensor;
+use rand::{Rng, SeedableRng};
+
+fn randw(shape: Vec<usize>, rng: &mut impl Rng) -> ConstTensor {
+    let n = shape.iter().product();
+    ConstTensor::f32(shape, (0..n).map(|_| rng.random::<f32>() - 0.5).collect())
+}
+
+fn nets() -> Vec<Network> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mlp = maskforge::zoo::build("mlp:6-5-4-3", 1).unwrap();
+    // conv -> relu -> maxpool -> conv (residual add) -> global pool -> dense
+    let mut b = NetworkBuilder::new("res");
+    let x = b.input("x", vec![2, 6, 6]).unwrap();
+    let c1 = b
+        .conv(
+            "c1",
+            x,
+            "w1",
+            randw(vec![3, 2, 3, 3], &mut rng),
+            None,
+            Window::same(1, 1),
+            1,
+        )
+        .unwrap();
+    let r = b.activation("r", c1, Activation::Relu);
+    let p = b
+        .pool(
+            "p",
+            r,
+            maskforge::network::op::Pool {
+                kind: PoolKind::Max,
+                kernel: [3, 3],
+                window: Window::same(2, 1),
+                ceil: false,
+            },
+        )
+        .unwrap();
+    let c2 = b
+        .conv(
+            "c2",
+            p,
+            "w2",
+            randw(vec![3, 3, 3, 3], &mut rng),
+            None,
+            Window::same(1, 1),
+            1,
+        )
+        .unwrap();
+    let s = b.add("add", &[c2, p]).unwrap();
+    let g = b.global_pool("g", s, PoolKind::Avg).unwrap();
+    let f = b.flatten("f", g);
+    let y = b
+        .dense("fc", f, "wf", randw(vec![4, 3], &mut rng), None)
+        .unwrap();
+    b.output(y);
+    vec![mlp, b.finish().unwrap()]
+}
+
+fn calibration(net: &Network, n: usize, classes: usize) -> Calibration {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut shape = vec![n];
+    shape.extend(&net.values[net.inputs[0]].shape);
+    let len: usize = shape.iter().product();
+    let x: Vec<f64> = (0..len).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
+    let y: Vec<u32> = (0..n)
+        .map(|_| rng.random_range(0..classes as u32))
+        .collect();
+    Calibration {
+        batches: vec![(
+            Tensor::from_vec(x, shape, &Device::Cpu).unwrap(),
+            Tensor::from_vec(y, n, &Device::Cpu).unwrap(),
+        )],
+    }
+}
+
+fn loss(ex: &Executor, m: &MaskSet, cal: &Calibration, temp: f64) -> f64 {
+    let (x, y) = &cal.batches[0];
+    let logits = (ex.logits(x, Some(m), Mode::Eval).unwrap() / temp).unwrap();
+    candle_nn::loss::cross_entropy(&logits, y)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+fn set(ex: &Executor, layer: usize, i: usize, v: f64) {
+    let w = &ex.weights[layer];
+    let mut vals: Vec<f64> = w.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+    vals[i] = v;
+    w.set(&Tensor::from_vec(vals, w.shape(), &Device::Cpu).unwrap())
+        .unwrap();
+}
+
+fn get(ex: &Executor, layer: usize, i: usize) -> f64 {
+    ex.weights[layer]
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()[i]
+}
+
+#[test]
+fn loss_gradients_match_finite_differences() {
+    for net in nets() {
+        let classes = net.values[net.outputs[0]].shape[0];
+        let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
+        let cal = calibration(&net, 5, classes);
+        let m = common::random_masks(&net, 0.7, 2);
+        let g = loss_gradients(&ex, &m, &cal, 1.0).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for _ in 0..12 {
+            let l = rng.random_range(0..net.layers.len());
+            let i = rng.random_range(0..net.layers[l].numel());
+            let w0 = get(&ex, l, i);
+            let h = 1e-6;
+            set(&ex, l, i, w0 + h);
+            let up = loss(&ex, &m, &cal, 1.0);
+            set(&ex, l, i, w0 - h);
+            let down = loss(&ex, &m, &cal, 1.0);
+            set(&ex, l, i, w0);
+            let fd = (up - down) / (2.0 * h);
+            assert!(
+                (g[l][i] - fd).abs() <= 1e-6 * (1.0 + fd.abs()),
+                "{}: layer {l} [{i}] {} vs {fd}",
+                net.name,
+                g[l][i]
+            );
+            if !m.layers[l].get(i) {
+                assert_eq!(g[l][i], 0.0, "a pruned weight has a gradient");
+            }
+        }
+    }
+}
+
+#[test]
+fn synflow_gradients_match_finite_differences() {
+    for net in nets() {
+        let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
+        let m = MaskSet::dense(&net);
+        let s = maskforge::synflow::scores(&ex, &net, &m).unwrap();
+        let r = |ex: &Executor| {
+            let mut shape = vec![1];
+            shape.extend(&net.values[net.inputs[0]].shape);
+            let ones = Tensor::ones(shape, DType::F64, &Device::Cpu).unwrap();
+            ex.logits(&ones, Some(&m), Mode::Linear)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        for l in 0..net.layers.len() {
+            for i in [0, net.layers[l].numel() / 2] {
+                let w0 = get(&ex, l, i);
+                let h = 1e-6 * (1.0 + w0.abs());
+                set(&ex, l, i, w0 + h);
+                let up = r(&ex);
+                set(&ex, l, i, w0 - h);
+                let down = r(&ex);
+                set(&ex, l, i, w0);
+                // d/dw of R(|w|) is sign(w) dR/d|w|; the score is |dR/d|w| * w|.
+                let fd = ((up - down) / (2.0 * h) * w0).abs();
+                assert!(
+                    (s[l][i] - fd).abs() <= 1e-5 * (1.0 + fd),
+                    "{} layer {l}: {} vs {fd}",
+                    net.name,
+                    s[l][i]
+                );
+            }
+        }
+    }
+}
+
+/// Linear model logits = W x: the Hessian of mean cross-entropy at
+/// temperature T is (1/n) sum_x (diag(p) - p p^T)/T^2 (x) x x^T.
+#[test]
+fn grasp_hessian_gradient_matches_the_analytic_hessian() {
+    let (d, k, n, temp) = (4usize, 3usize, 6usize, 2.0f64);
+    let mut b = NetworkBuilder::new("linear");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let x = b.input("x", vec![d]).unwrap();
+    let y = b
+        .dense("fc", x, "w", randw(vec![k, d], &mut rng), None)
+        .unwrap();
+    b.output(y);
+    let net = b.finish().unwrap();
+    let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
+    let cal = calibration(&net, n, k);
+    let m = MaskSet::dense(&net);
+    let (hg, w) = maskforge::grasp::hessian_gradient(&ex, &m, &cal, temp).unwrap();
+    let g = loss_gradients(&ex, &m, &cal, temp).unwrap();
+    // Analytic H g.
+    let xs: Vec<f64> = cal.batches[0].0.flatten_all().unwrap().to_vec1().unwrap();
+    let w = &w[0];
+    let g = &g[0];
+    let mut expect = vec![0.0; k * d];
+    for s in 0..n {
+        let xv = &xs[s * d..(s + 1) * d];
+        let z: Vec<f64> = (0..k)
+            .map(|o| (0..d).map(|i| w[o * d + i] * xv[i]).sum::<f64>() / temp)
+            .collect();
+        let mx = z.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = z.iter().map(|v| (v - mx).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        let p: Vec<f64> = e.iter().map(|v| v / sum).collect();
+        // (H g)[o,i] = sum_{o',i'} A[o,o'] x_i x_i' g[o',i'] with A = (diag p - p p^T)/T^2 / n
+        let gx: Vec<f64> = (0..k)
+            .map(|o| (0..d).map(|i| g[o * d + i] * xv[i]).sum())
+            .collect();
+        for o in 0..k {
+            let a: f64 = (0..k)
+                .map(|o2| ((if o == o2 { p[o] } else { 0.0 }) - p[o] * p[o2]) * gx[o2])
+                .sum::<f64>()
+                / (temp * temp * n as f64);
+            for i in 0..d {
+                expect[o * d + i] += a * xv[i];
+            }
+        }
+    }
+    for (a, b) in hg[0].iter().zip(&expect) {
+        assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+}
