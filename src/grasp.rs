@@ -35,13 +35,17 @@ fn shift(ex: &Executor, base: &[Vec<f64>], dir: &[Vec<f64>], alpha: f64) -> Resu
     Ok(())
 }
 
-/// `H g` by central differences of loss gradients at temperature `temp`.
+/// Per-layer values in canonical order.
+pub type LayerValues = Vec<Vec<f64>>;
+
+/// `H g` by central differences of loss gradients at temperature `temp`,
+/// with the weights it was taken at.
 pub fn hessian_gradient(
     ex: &Executor,
     masks: &MaskSet,
     cal: &Calibration,
     temp: f64,
-) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+) -> Result<(LayerValues, LayerValues)> {
     let g = loss_gradients(ex, masks, cal, temp)?;
     let w = weight_values(ex)?;
     let gn = g.iter().flatten().map(|x| x * x).sum::<f64>().sqrt();
