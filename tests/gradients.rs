@@ -162,8 +162,8 @@ fn synflow_gradients_match_finite_differences() {
                 .to_scalar::<f64>()
                 .unwrap()
         };
-        for l in 0..net.layers.len() {
-            for i in [0, net.layers[l].numel() / 2] {
+        for (l, layer) in net.layers.iter().enumerate() {
+            for i in [0, layer.numel() / 2] {
                 let w0 = get(&ex, l, i);
                 let h = 1e-6 * (1.0 + w0.abs());
                 set(&ex, l, i, w0 + h);
