@@ -38,6 +38,7 @@ pub mod prune;
 pub mod quota;
 pub mod rng;
 pub mod rpi;
+pub mod scored;
 pub mod snip;
 pub mod stfile;
 pub mod sweep;

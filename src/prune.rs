@@ -43,6 +43,8 @@ pub enum Method {
     /// A ranking of trained weights (magnitude, LAMP) cut globally or per
     /// layer with the quota's counts.
     Ranked(crate::magnitude::Ranking, crate::magnitude::Scope),
+    /// A gradient or flow score (SNIP, GraSP, SynFlow, SNIP-it).
+    Scored(crate::scored::Scorer, crate::magnitude::Scope),
 }
 
 /// What to prune and how far.
@@ -70,6 +72,8 @@ pub struct PruneOutcome {
     pub counts: Vec<usize>,
     /// With `effective`: why the target could not be met exactly, if so.
     pub note: Option<String>,
+    /// Iterative methods: the density after each round.
+    pub history: Vec<f64>,
 }
 
 /// Place masks with exactly `counts[l]` weights per layer.
@@ -83,23 +87,66 @@ pub fn place(net: &Network, method: Method, counts: &[usize], seed: u64) -> Resu
                 layers: crate::magnitude::keep_top_per_layer(&s, counts),
             })
         }
+        Method::Scored(scorer, _) => {
+            let total = counts.iter().sum();
+            let ctx = crate::scored::Context::default();
+            let (m, _) = crate::scored::prune_scored(
+                net,
+                scorer,
+                crate::magnitude::Scope::Layer,
+                Some(counts),
+                total,
+                &ctx,
+                &mut |_, _| {},
+            )?;
+            Ok(m)
+        }
     }
 }
 
-fn run_at(net: &Network, spec: &PruneSpec, kept: usize) -> Result<PruneOutcome> {
+fn outcome(net: &Network, raw: MaskSet, counts: Vec<usize>, history: Vec<f64>) -> PruneOutcome {
+    let analysis = analyse(net, &raw);
+    PruneOutcome {
+        counts,
+        effective: analysis.active.clone(),
+        analysis,
+        raw,
+        note: None,
+        history,
+    }
+}
+
+fn run_at(
+    net: &Network,
+    spec: &PruneSpec,
+    kept: usize,
+    ctx: &crate::scored::Context,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PruneOutcome> {
     use crate::magnitude::{keep_top, scores, Scope};
     if let Method::Ranked(r, Scope::Global) = spec.method {
         let raw = MaskSet {
             layers: keep_top(&scores(net, r, None)?, kept),
         };
-        let analysis = analyse(net, &raw);
-        return Ok(PruneOutcome {
-            counts: raw.layers.iter().map(|b| b.count_ones()).collect(),
-            effective: analysis.active.clone(),
-            analysis,
-            raw,
-            note: None,
-        });
+        let counts = raw.layers.iter().map(|b| b.count_ones()).collect();
+        return Ok(outcome(net, raw, counts, vec![]));
+    }
+    if let Method::Scored(scorer, scope) = spec.method {
+        let counts = match scope {
+            Scope::Layer => Some(crate::quota::kept_counts(net, &spec.quota, kept)?),
+            Scope::Global => None,
+        };
+        let (raw, history) = crate::scored::prune_scored(
+            net,
+            scorer,
+            scope,
+            counts.as_deref(),
+            kept,
+            ctx,
+            progress,
+        )?;
+        let counts = raw.layers.iter().map(|b| b.count_ones()).collect();
+        return Ok(outcome(net, raw, counts, history));
     }
     let counts = crate::quota::kept_counts(net, &spec.quota, kept)?;
     let (raw, analysis) = match spec.method {
@@ -120,11 +167,36 @@ fn run_at(net: &Network, spec: &PruneSpec, kept: usize) -> Result<PruneOutcome> 
         analysis,
         counts,
         note: None,
+        history: vec![],
     })
 }
 
-/// Prune `net` as `spec` says.
+/// Prune `net` as `spec` says (methods that need no calibration data).
 pub fn prune(net: &Network, spec: &PruneSpec) -> Result<PruneOutcome> {
+    prune_with(
+        net,
+        spec,
+        &crate::scored::Context::default(),
+        &mut |_, _| {},
+    )
+}
+
+/// Prune with calibration data and a progress callback for the score-based
+/// methods. One-shot scores are computed once, also under `effective`.
+pub fn prune_with(
+    net: &Network,
+    spec: &PruneSpec,
+    ctx: &crate::scored::Context,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PruneOutcome> {
+    if let Method::Scored(scorer, _) = spec.method {
+        if spec.effective && scorer.iterative() {
+            return Err(Error::input(format!(
+                "--effective with {}: the bisection would repeat every round at each step; use a one-shot method",
+                scorer.name()
+            )));
+        }
+    }
     let total = net.prunable_count();
     if spec.target_kept == 0 || spec.target_kept > total {
         return Err(Error::input(format!(
@@ -133,10 +205,10 @@ pub fn prune(net: &Network, spec: &PruneSpec) -> Result<PruneOutcome> {
         )));
     }
     if !spec.effective {
-        return run_at(net, spec, spec.target_kept);
+        return run_at(net, spec, spec.target_kept, ctx, progress);
     }
     let target = spec.target_kept;
-    let first = run_at(net, spec, target)?;
+    let first = run_at(net, spec, target, ctx, progress)?;
     if first.effective.count_ones() >= target {
         return Ok(first);
     }
@@ -146,7 +218,7 @@ pub fn prune(net: &Network, spec: &PruneSpec) -> Result<PruneOutcome> {
     let mut best = None;
     while lo <= hi {
         let mid = lo + (hi - lo) / 2;
-        let reached = match run_at(net, spec, mid) {
+        let reached = match run_at(net, spec, mid, ctx, &mut |_, _| {}) {
             Ok(out) => {
                 let r = out.effective.count_ones() >= target;
                 if r {

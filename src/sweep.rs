@@ -140,6 +140,7 @@ pub fn method_name(m: Method) -> &'static str {
         Method::Mica(MicaChoice::Max) => "mica-max",
         Method::Ranked(crate::magnitude::Ranking::Magnitude, _) => "magnitude",
         Method::Ranked(crate::magnitude::Ranking::Lamp, _) => "lamp",
+        Method::Scored(s, _) => s.name(),
     }
 }
 

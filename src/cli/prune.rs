@@ -1,4 +1,4 @@
-//! `maskforge prune` (random family: `rpi`, `mica`).
+//! `maskforge prune`: every method behind one command.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::magnitude::{Ranking, Scope};
 use crate::maskfile::{self, MaskDType, Naming};
 use crate::network::Network;
-use crate::prune::{prune, Method, MicaChoice, PruneSpec};
+use crate::prune::{prune_with, Method, MicaChoice, PruneSpec};
 use crate::quota::{self, Quota};
 
 #[derive(clap::Args, Debug)]
@@ -34,6 +34,8 @@ pub struct Args {
     /// For magnitude: one global threshold, or per-layer counts from --quota.
     #[arg(long, value_enum, default_value = "global")]
     pub scope: Scope,
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
     #[arg(short = 'o', long)]
     pub output: PathBuf,
     /// Write the raw mask (inactive edges included) instead of the effective one.
@@ -51,6 +53,91 @@ pub struct Args {
     pub naming: Naming,
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of the score-based methods (snip, grasp, synflow, snip-it) and
+/// of the quotas taken from them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ScoringArgs {
+    /// Calibration data: x/y safetensors, IDX images (labels beside), CSV, or synthetic:N.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Calibration sample size per class.
+    #[arg(long, default_value_t = 10)]
+    pub samples_per_class: usize,
+    /// Calibration batch size.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Rounds of the iterative methods (default: synflow 100, snip-it 5).
+    #[arg(long, default_value_t = 0)]
+    pub rounds: usize,
+    /// Where gradients are computed.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+impl ScoringArgs {
+    /// The scoring context for `net` (data read only when given).
+    pub fn context(&self, net: &Network, seed: u64) -> Result<crate::scored::Context> {
+        let device = match self.device {
+            DeviceArg::Cpu => candle_core::Device::Cpu,
+            DeviceArg::Cuda => cuda_device()?,
+        };
+        let calibration = match &self.data {
+            None => None,
+            Some(spec) => Some(std::sync::Arc::new(calibration(
+                net, spec, self, seed, &device,
+            )?)),
+        };
+        Ok(crate::scored::Context {
+            calibration,
+            device,
+            rounds: self.rounds,
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device() -> Result<candle_core::Device> {
+    candle_core::Device::new_cuda(0).map_err(|e| Error::input(format!("--device cuda: {e}")))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device() -> Result<candle_core::Device> {
+    Err(Error::input(
+        "--device cuda: this maskforge was built without the `cuda` feature (cargo build --features cuda)",
+    ))
+}
+
+fn calibration(
+    net: &Network,
+    spec: &str,
+    a: &ScoringArgs,
+    seed: u64,
+    device: &candle_core::Device,
+) -> Result<crate::snip::Calibration> {
+    let shape = net.values[net.inputs[0]].shape.clone();
+    let classes = net.values[net.outputs[0]].numel();
+    let data = crate::data::Dataset::load(spec, &shape, classes, seed)?;
+    let idx = data.per_class(a.samples_per_class.max(1), seed);
+    let mut batches = Vec::new();
+    for chunk in idx.chunks(a.batch_size.max(1)) {
+        let (x, y) = data.batch(chunk);
+        let mut s = vec![chunk.len()];
+        s.extend(&shape);
+        batches.push((
+            candle_core::Tensor::from_vec(x, s, device)?,
+            candle_core::Tensor::from_vec(y, chunk.len(), device)?,
+        ));
+    }
+    Ok(crate::snip::Calibration { batches })
 }
 
 /// How much to prune: exactly one of the three.
@@ -94,23 +181,36 @@ impl Amount {
 
 /// Parse a method name.
 pub fn parse_method(s: &str, choice: MicaChoice, scope: Scope) -> Result<Method> {
+    use crate::scored::Scorer;
     match s {
         "rpi" | "random" => Ok(Method::Rpi),
         "mica" => Ok(Method::Mica(choice)),
         "magnitude" => Ok(Method::Ranked(Ranking::Magnitude, scope)),
         // LAMP's scores are built for one global threshold.
         "lamp" => Ok(Method::Ranked(Ranking::Lamp, Scope::Global)),
-        "snip" | "grasp" | "synflow" | "snip-it" | "ossum" => Err(Error::input(format!(
-            "--method {s}: gradient and neuron methods are not implemented yet (rpi, mica, magnitude and lamp are)"
-        ))),
+        "snip" => Ok(Method::Scored(Scorer::Snip, scope)),
+        "grasp" => Ok(Method::Scored(Scorer::Grasp, scope)),
+        "synflow" => Ok(Method::Scored(Scorer::Synflow, Scope::Global)),
+        "snip-it" => Ok(Method::Scored(Scorer::SnipIt, Scope::Global)),
+        "ossum" => Err(Error::input(
+            "--method ossum: neuron methods are not implemented yet",
+        )),
         other => Err(Error::input(format!(
-            "--method {other}: expected rpi, mica, magnitude or lamp"
+            "--method {other}: expected rpi, mica, magnitude, lamp, snip, grasp, synflow or snip-it"
         ))),
     }
 }
 
-/// Parse a quota, reading `masks:FILE` against `net` (its effective counts).
-pub fn parse_quota(s: &str, net: &Network) -> Result<Quota> {
+/// Parse a quota, reading `masks:FILE` against `net` (its effective counts);
+/// `snip`/`grasp`/`synflow` take the per-layer counts that method keeps at
+/// `target` (RPI-SNIP etc. in the MiCA paper).
+pub fn parse_quota(
+    s: &str,
+    net: &Network,
+    target: usize,
+    ctx: &crate::scored::Context,
+) -> Result<Quota> {
+    use crate::scored::Scorer;
     if let Some(file) = s.strip_prefix("masks:") {
         let m = maskfile::read(net, Path::new(file))?;
         let eff = crate::effective::effective_masks(net, &m);
@@ -118,10 +218,25 @@ pub fn parse_quota(s: &str, net: &Network) -> Result<Quota> {
             eff.layers.iter().map(|b| b.count_ones()).collect(),
         ));
     }
-    if matches!(s, "snip" | "grasp" | "synflow") {
-        return Err(Error::input(format!(
-            "--quota {s}: quotas from ranking methods are not implemented yet"
-        )));
+    let scorer = match s {
+        "snip" => Some(Scorer::Snip),
+        "grasp" => Some(Scorer::Grasp),
+        "synflow" => Some(Scorer::Synflow),
+        _ => None,
+    };
+    if let Some(scorer) = scorer {
+        let (m, _) = crate::scored::prune_scored(
+            net,
+            scorer,
+            Scope::Global,
+            None,
+            target,
+            ctx,
+            &mut |_, _| {},
+        )?;
+        return Ok(Quota::Counts(
+            m.layers.iter().map(|b| b.count_ones()).collect(),
+        ));
     }
     s.parse::<Quota>()
         .map_err(|e| Error::input(format!("--quota {s}: {e}")))
@@ -151,6 +266,8 @@ struct Report {
     effective_compression: f64,
     functional_node_ratio: f64,
     note: Option<String>,
+    /// Iterative methods: density after each round.
+    round_densities: Vec<f64>,
     layers: Vec<LayerReport>,
 }
 
@@ -158,8 +275,9 @@ pub fn run(a: Args) -> Result<()> {
     let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let net = &m.network;
     let method = parse_method(&a.method, a.mica_choice, a.scope)?;
-    let q = parse_quota(&a.quota, net)?;
     let (target_kept, target_compression) = a.amount.target(net.prunable_count())?;
+    let ctx = a.scoring.context(net, a.model.seed)?;
+    let q = parse_quota(&a.quota, net, target_kept, &ctx)?;
     let spec = PruneSpec {
         method,
         quota: q,
@@ -167,7 +285,12 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.model.seed,
         effective: a.effective,
     };
-    let out = prune(net, &spec)?;
+    let bar = super::progress_bar(&a.method);
+    let out = prune_with(net, &spec, &ctx, &mut |k, n| {
+        bar.set_length(n as u64);
+        bar.set_position(k as u64);
+    })?;
+    bar.finish_and_clear();
     let r = audit_with(net, &out.raw, out.analysis.clone());
     let written = if a.keep_inactive {
         &out.raw
@@ -229,6 +352,7 @@ pub fn run(a: Args) -> Result<()> {
         effective_compression: r.effective_compression,
         functional_node_ratio: r.functional_node_ratio,
         note: out.note.clone(),
+        round_densities: out.history.clone(),
         layers: r
             .layers
             .iter()

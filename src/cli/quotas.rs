@@ -12,6 +12,8 @@ pub struct Args {
     pub quota: String,
     #[command(flatten)]
     pub amount: super::prune::Amount,
+    #[command(flatten)]
+    pub scoring: super::prune::ScoringArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -27,8 +29,9 @@ struct Row {
 pub fn run(a: Args) -> Result<()> {
     let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let net = &m.network;
-    let q = super::prune::parse_quota(&a.quota, net)?;
     let (target, _) = a.amount.target(net.prunable_count())?;
+    let ctx = a.scoring.context(net, a.model.seed)?;
+    let q = super::prune::parse_quota(&a.quota, net, target, &ctx)?;
     let counts = crate::quota::kept_counts(net, &q, target)?;
     let rows: Vec<Row> = net
         .layers

@@ -1,0 +1,176 @@
+//! Pruning by data-driven and flow scores: SNIP, GraSP (one shot, global or
+//! per layer), SynFlow and iterative SNIP (rounds with the exponential
+//! schedule `density_k = density^(k / rounds)`).
+//!
+//! ```no_run
+//! use maskforge::scored::{Scorer, Context, prune_scored};
+//! let net = maskforge::zoo::build("vgg16", 0).unwrap();
+//! let ctx = Context { rounds: 100, ..Context::default() };
+//! let (masks, densities) = prune_scored(&net, Scorer::Synflow, maskforge::magnitude::Scope::Global, None, 14_716, &ctx, &mut |_, _| {}).unwrap();
+//! ```
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+
+use crate::error::{Error, Result};
+use crate::executor::Executor;
+use crate::magnitude::{keep_top, keep_top_per_layer, keep_top_signed, Scope};
+use crate::mask::MaskSet;
+use crate::network::Network;
+use crate::snip::Calibration;
+
+/// A score-based method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Scorer {
+    Snip,
+    Grasp,
+    Synflow,
+    SnipIt,
+}
+
+impl Scorer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scorer::Snip => "snip",
+            Scorer::Grasp => "grasp",
+            Scorer::Synflow => "synflow",
+            Scorer::SnipIt => "snip-it",
+        }
+    }
+
+    pub fn needs_data(self) -> bool {
+        !matches!(self, Scorer::Synflow)
+    }
+
+    pub fn iterative(self) -> bool {
+        matches!(self, Scorer::Synflow | Scorer::SnipIt)
+    }
+}
+
+/// Scores already computed, by scorer.
+pub type ScoreCache = Arc<std::sync::Mutex<Vec<(Scorer, Arc<Vec<Vec<f64>>>)>>>;
+
+/// What score-based pruning needs beyond the network.
+#[derive(Clone)]
+pub struct Context {
+    pub calibration: Option<Arc<Calibration>>,
+    pub device: Device,
+    /// Rounds of the iterative methods (SynFlow: 100, SNIP-it: 5 by default).
+    pub rounds: usize,
+    /// One-shot scores, computed once per run and scorer (effective pruning
+    /// asks for masks at many targets).
+    pub cache: ScoreCache,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Self {
+            calibration: None,
+            device: Device::Cpu,
+            rounds: 0,
+            cache: Arc::default(),
+        }
+    }
+}
+
+fn calibration(ctx: &Context, s: Scorer) -> Result<&Calibration> {
+    ctx.calibration.as_deref().ok_or_else(|| {
+        Error::input(format!(
+            "--method {}: needs calibration data; give --data FILE (safetensors x/y, IDX, CSV) or --data synthetic:N",
+            s.name()
+        ))
+    })
+}
+
+/// Keep `target` weights by `scores`, globally or with per-layer `counts`.
+fn select(
+    scores: &[Vec<f64>],
+    signed: bool,
+    target: usize,
+    counts: Option<&[usize]>,
+) -> Vec<crate::bitset::BitSet> {
+    match (counts, signed) {
+        (None, false) => keep_top(scores, target),
+        (None, true) => keep_top_signed(scores, target),
+        (Some(c), false) => keep_top_per_layer(scores, c),
+        (Some(c), true) => scores
+            .iter()
+            .zip(c)
+            .map(|(s, &k)| keep_top_signed(std::slice::from_ref(s), k).remove(0))
+            .collect(),
+    }
+}
+
+/// Prune to `target` kept weights; `counts` (per-layer quota) applies to
+/// the one-shot methods with `Scope::Layer`. Returns the masks and, for the
+/// iterative methods, the density after each round.
+pub fn prune_scored(
+    net: &Network,
+    scorer: Scorer,
+    scope: Scope,
+    counts: Option<&[usize]>,
+    target: usize,
+    ctx: &Context,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(MaskSet, Vec<f64>)> {
+    let counts = if scope == Scope::Layer { counts } else { None };
+    let total = net.prunable_count() as f64;
+    match scorer {
+        Scorer::Snip | Scorer::Grasp => {
+            let cached = ctx
+                .cache
+                .lock()
+                .ok()
+                .and_then(|c| c.iter().find(|(k, _)| *k == scorer).map(|(_, s)| s.clone()));
+            let s = match cached {
+                Some(s) => s,
+                None => {
+                    let cal = calibration(ctx, scorer)?;
+                    let ex = Executor::new(net, &ctx.device, DType::F32)?;
+                    let dense = MaskSet::dense(net);
+                    let s = Arc::new(if scorer == Scorer::Snip {
+                        crate::snip::scores(&ex, &dense, cal)?
+                    } else {
+                        crate::grasp::scores(&ex, &dense, cal)?
+                    });
+                    progress(1, 1);
+                    if let Ok(mut c) = ctx.cache.lock() {
+                        c.push((scorer, s.clone()));
+                    }
+                    s
+                }
+            };
+            let m = MaskSet {
+                layers: select(&s, scorer == Scorer::Grasp, target, counts),
+            };
+            Ok((m, vec![]))
+        }
+        Scorer::Synflow => {
+            let rounds = if ctx.rounds == 0 { 100 } else { ctx.rounds };
+            crate::synflow::prune(net, target, rounds, &mut *progress)
+        }
+        Scorer::SnipIt => {
+            let cal = calibration(ctx, scorer)?;
+            let rounds = if ctx.rounds == 0 { 5 } else { ctx.rounds };
+            let ex = Executor::new(net, &ctx.device, DType::F32)?;
+            let density = target as f64 / total;
+            let mut m = MaskSet::dense(net);
+            let mut history = Vec::new();
+            for k in 1..=rounds {
+                let s = crate::snip::scores(&ex, &m, cal)?;
+                let keep = if k == rounds {
+                    target
+                } else {
+                    (total * density.powf(k as f64 / rounds as f64)).round() as usize
+                };
+                m = MaskSet {
+                    layers: keep_top(&s, keep),
+                };
+                history.push(m.count_ones() as f64 / total);
+                progress(k, rounds);
+            }
+            Ok((m, history))
+        }
+    }
+}
