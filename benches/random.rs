@@ -47,5 +47,38 @@ fn writer(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, writer);
+/// One scorer round: SNIP on LeNet-300-100 with 100 samples, and one
+/// SynFlow round (forward and backward of the linearised net) on ResNet-20.
+fn scorers(c: &mut Criterion) {
+    use candle_core::{DType, Device, Tensor};
+    use maskforge::executor::Executor;
+    use maskforge::mask::MaskSet;
+    let mut g = c.benchmark_group("scorer");
+    g.sample_size(10);
+    let net = zoo::build("lenet300", 0).unwrap();
+    let ex = Executor::new(&net, &Device::Cpu, DType::F32).unwrap();
+    let x = Tensor::zeros((100, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
+    let y = Tensor::from_vec(
+        (0..100u32).map(|i| i % 10).collect::<Vec<_>>(),
+        100,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let cal = maskforge::snip::Calibration {
+        batches: vec![(x, y)],
+    };
+    let dense = MaskSet::dense(&net);
+    g.bench_function("snip-round/lenet300/100", |b| {
+        b.iter(|| maskforge::snip::scores(&ex, &dense, &cal).unwrap())
+    });
+    let net = zoo::build("resnet20", 0).unwrap();
+    let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
+    let dense = MaskSet::dense(&net);
+    g.bench_function("synflow-round/resnet20", |b| {
+        b.iter(|| maskforge::synflow::scores(&ex, &net, &dense).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, writer, scorers);
 criterion_main!(benches);

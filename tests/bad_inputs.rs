@@ -974,3 +974,60 @@ fn disk_full_write_leaves_nothing() {
     assert!(!out_file.exists());
     assert_eq!(stray_temps(dir.path()), Vec::<String>::new());
 }
+
+/// Calibration data that does not fit the model: labels beyond its outputs,
+/// inputs of the wrong size, a missing file, and no data at all.
+#[test]
+fn bad_calibration_data_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("digits.csv");
+    // LeNet-300-100 reads 784 pixels and has 10 outputs: label 12 is out of range.
+    let row = |label: u32| format!("{}{label}\n", "0,".repeat(784));
+    std::fs::write(&csv, row(3) + &row(12)).unwrap();
+    prune_fails(
+        dir.path(),
+        &[
+            "zoo:lenet300",
+            "--method",
+            "snip",
+            "--compression",
+            "10",
+            "--data",
+            s(&csv),
+        ],
+        &["label 12", "10 outputs"],
+    );
+    let small = dir.path().join("small.csv");
+    std::fs::write(&small, "1,2,3,0\n4,5,6,1\n").unwrap();
+    prune_fails(
+        dir.path(),
+        &[
+            "zoo:lenet300",
+            "--method",
+            "snip",
+            "--compression",
+            "10",
+            "--data",
+            s(&small),
+        ],
+        &["small.csv", "784"],
+    );
+    prune_fails(
+        dir.path(),
+        &[
+            "zoo:lenet300",
+            "--method",
+            "grasp",
+            "--compression",
+            "10",
+            "--data",
+            "/nonexistent/x.csv",
+        ],
+        &["x.csv"],
+    );
+    prune_fails(
+        dir.path(),
+        &["zoo:lenet300", "--method", "snip", "--compression", "10"],
+        &["--data"],
+    );
+}
