@@ -64,4 +64,5 @@ run "quotas igq 100x" "$bin" quotas "$idx" --quota igq --compression 100
 run "prune rpi igq 100x" "$bin" prune "$idx" --method rpi --quota igq --compression 100 -o "$dir/rpi.safetensors.index.json"
 run "prune mica igq 100x" "$bin" prune "$idx" --method mica --quota igq --compression 100 -o "$dir/mica.safetensors.index.json"
 run "prune mica igq 10x" "$bin" prune "$idx" --method mica --quota igq --compression 10 -o "$dir/mica10.safetensors.index.json"
+run "prune magnitude global 100x" "$bin" prune "$idx" --method magnitude --compression 100 -o "$dir/mag.safetensors.index.json"
 grep -E "^total|compression" "$dir/out.txt" | tail -2 || true

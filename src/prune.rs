@@ -125,9 +125,13 @@ fn run_at(
 ) -> Result<PruneOutcome> {
     use crate::magnitude::{keep_top, scores, Scope};
     if let Method::Ranked(r, Scope::Global) = spec.method {
-        let raw = MaskSet {
-            layers: keep_top(&scores(net, r, None)?, kept),
+        let layers = match r {
+            crate::magnitude::Ranking::Magnitude => {
+                crate::magnitude::magnitude_global_streaming(net, kept)?
+            }
+            _ => keep_top(&scores(net, r, None)?, kept),
         };
+        let raw = MaskSet { layers };
         let counts = raw.layers.iter().map(|b| b.count_ones()).collect();
         return Ok(outcome(net, raw, counts, vec![]));
     }

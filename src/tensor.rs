@@ -245,6 +245,13 @@ impl ConstTensor {
         }
     }
 
+    /// Let a memory-mapped tensor's pages go (it will not be read again soon).
+    pub fn release(&self) {
+        if let Data::Bytes { buf, range, .. } = &self.data {
+            buf.release(range.clone());
+        }
+    }
+
     /// Feed the stored bytes to a hasher (memory-mapped pages are released
     /// afterwards). Decoded data is hashed as little-endian f32 or i64.
     pub fn hash_bytes(&self, h: &mut impl sha2::Digest) {
