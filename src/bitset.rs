@@ -29,6 +29,26 @@ const SPREAD: [u64; 256] = {
     t
 };
 
+/// Indices of the set bits of word `wi` holding `w`.
+fn word_ones(wi: usize, mut w: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if w == 0 {
+            return None;
+        }
+        let t = w.trailing_zeros() as usize;
+        w &= w - 1;
+        Some(wi * 64 + t)
+    })
+}
+
+/// Indices of the set bits of a little-endian word slice.
+pub fn ones_of_words(words: &[u64]) -> impl Iterator<Item = usize> + '_ {
+    words
+        .iter()
+        .enumerate()
+        .flat_map(|(wi, &w)| word_ones(wi, w))
+}
+
 /// A fixed-length sequence of bits stored in 64-bit words.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct BitSet {
@@ -184,17 +204,7 @@ impl BitSet {
 
     /// Indices of the set bits, in increasing order.
     pub fn ones(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(wi, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let t = w.trailing_zeros() as usize;
-                w &= w - 1;
-                Some(wi * 64 + t)
-            })
-        })
+        ones_of_words(&self.words)
     }
 
     /// Indices of the set bits in `start..end`, in increasing order.
@@ -209,14 +219,7 @@ impl BitSet {
             if wi + 1 == w1 && end & 63 != 0 {
                 w &= (1u64 << (end & 63)) - 1;
             }
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let t = w.trailing_zeros() as usize;
-                w &= w - 1;
-                Some(wi * 64 + t)
-            })
+            word_ones(wi, w)
         })
     }
 

@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 
-use crate::bitset::BitSet;
+use crate::bitset::{ones_of_words as ones_of, BitSet};
 use crate::liveness::{Geometry, Plane, PosSet};
 use crate::mask::MaskSet;
 use crate::network::op::{Conv2d, Op, Pool};
@@ -361,20 +361,6 @@ fn for_each_kernel(
             }
         }
     }
-}
-
-fn ones_of(words: &[u64]) -> impl Iterator<Item = usize> + '_ {
-    words.iter().enumerate().flat_map(|(wi, &w)| {
-        let mut w = w;
-        std::iter::from_fn(move || {
-            if w == 0 {
-                return None;
-            }
-            let t = w.trailing_zeros() as usize;
-            w &= w - 1;
-            Some(wi * 64 + t)
-        })
-    })
 }
 
 fn conv_geometry(conv: &Conv2d, in_shape_hw: [usize; 2]) -> Geometry {

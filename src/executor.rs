@@ -52,16 +52,8 @@ pub struct Executor<'a> {
 impl<'a> Executor<'a> {
     pub fn new(net: &'a Network, device: &Device, dtype: DType) -> Result<Self> {
         let mut weights = Vec::with_capacity(net.layers.len());
-        for l in &net.layers {
-            let t = net
-                .params
-                .get(&l.name)
-                .ok_or_else(|| Error::internal(format!("weight '{}' missing", l.name)))?;
-            let v = t.to_f32()?;
-            let canon: Vec<f32> = match &l.stored_index {
-                None => v,
-                Some(ix) => ix.iter().map(|&i| v[i as usize]).collect(),
-            };
+        for (li, l) in net.layers.iter().enumerate() {
+            let canon = net.canonical_weights(li)?;
             let t = Tensor::from_vec(canon, l.shape.clone(), device)?.to_dtype(dtype)?;
             weights.push(Var::from_tensor(&t)?);
         }
@@ -116,6 +108,28 @@ impl<'a> Executor<'a> {
 
     /// Run a batch `x` (`[N, ...input shape]`); returns the first output.
     pub fn forward(&self, x: &Tensor, masks: Option<&MaskSet>, mode: Mode) -> Result<Tensor> {
+        self.run_to(x, masks, mode, self.net.outputs[0])
+    }
+
+    /// The forward pass up to the logits: a trailing Softmax is skipped, as
+    /// the losses apply their own.
+    pub fn logits(&self, x: &Tensor, masks: Option<&MaskSet>, mode: Mode) -> Result<Tensor> {
+        let out = self.net.outputs[0];
+        let target = match self.net.nodes.iter().find(|n| n.output == out) {
+            Some(n) if matches!(n.op, Op::Softmax(_) | Op::LogSoftmax(_)) => n.inputs[0],
+            _ => out,
+        };
+        self.run_to(x, masks, mode, target)
+    }
+
+    /// Evaluate nodes in order until `target` is computed.
+    fn run_to(
+        &self,
+        x: &Tensor,
+        masks: Option<&MaskSet>,
+        mode: Mode,
+        target: crate::network::ValueId,
+    ) -> Result<Tensor> {
         let net = self.net;
         let linear = mode == Mode::Linear;
         let layer_of = net.layer_of_node();
@@ -223,33 +237,15 @@ impl<'a> Executor<'a> {
                 Op::Softmax(axis) => candle_nn::ops::softmax(&x0, axis + 1)?,
                 Op::LogSoftmax(axis) => candle_nn::ops::log_softmax(&x0, axis + 1)?,
             };
+            let done = node.output == target;
             vals[node.output] = Some(y);
+            if done {
+                break;
+            }
         }
-        vals[net.outputs[0]]
+        vals[target]
             .clone()
             .ok_or_else(|| Error::internal("executor: no output"))
-    }
-
-    /// The forward pass up to the logits: a trailing Softmax is skipped, as
-    /// the losses apply their own.
-    pub fn logits(&self, x: &Tensor, masks: Option<&MaskSet>, mode: Mode) -> Result<Tensor> {
-        let net = self.net;
-        let last = net.nodes.iter().find(|n| n.output == net.outputs[0]);
-        match last {
-            Some(n) if matches!(n.op, Op::Softmax(_) | Op::LogSoftmax(_)) => {
-                let mut trimmed = net.clone();
-                trimmed.outputs = vec![n.inputs[0]];
-                let ex = Executor {
-                    net: &trimmed,
-                    device: self.device.clone(),
-                    dtype: self.dtype,
-                    weights: self.weights.clone(),
-                    params: self.params.clone(),
-                };
-                ex.forward(x, masks, mode)
-            }
-            _ => self.forward(x, masks, mode),
-        }
     }
 }
 

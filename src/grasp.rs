@@ -6,13 +6,16 @@
 //! `(grad(w + e g) - grad(w - e g)) / (2 e)`, with `e` scaled to the weights'
 //! and the gradient's norms.
 //!
-//! ```no_run
-//! # use maskforge::{zoo, executor::Executor, grasp, mask::MaskSet, snip::Calibration};
-//! # use candle_core::{Device, DType};
-//! let net = zoo::build("lenet300", 0).unwrap();
-//! let ex = Executor::new(&net, &Device::Cpu, DType::F32).unwrap();
-//! # let cal: Calibration = unimplemented!();
+//! ```
+//! use maskforge::{zoo, executor::Executor, grasp, mask::MaskSet, snip::Calibration};
+//! use candle_core::{Device, DType, Tensor};
+//! let net = zoo::build("mlp:4-3-2", 0).unwrap();
+//! let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
+//! let x = Tensor::ones((2, 4), DType::F64, &Device::Cpu).unwrap();
+//! let y = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+//! let cal = Calibration { batches: vec![(x, y)] };
 //! let s = grasp::scores(&ex, &MaskSet::dense(&net), &cal).unwrap();
+//! assert_eq!(s[0].len(), 12);
 //! ```
 
 use candle_core::Tensor;

@@ -43,23 +43,16 @@ pub enum Ranking {
 
 /// Canonical-order weights of every layer as f64.
 pub fn layer_weights(net: &Network) -> Result<Vec<Vec<f64>>> {
-    net.layers
-        .iter()
-        .map(|l| {
-            let t = net
-                .params
-                .get(&l.name)
-                .ok_or_else(|| Error::internal(format!("weight '{}' missing", l.name)))?;
-            if t.has_non_finite() {
+    (0..net.layers.len())
+        .map(|li| {
+            let v = net.canonical_weights(li)?;
+            if v.iter().any(|x| !x.is_finite()) {
                 return Err(Error::input(format!(
                     "weight '{}' has NaN or infinite values: a magnitude ranking of it is meaningless",
-                    l.name
+                    net.layers[li].name
                 )));
             }
-            let v = t.to_f32()?;
-            Ok((0..l.numel())
-                .map(|c| v[l.stored_index.as_ref().map_or(c, |ix| ix[c] as usize)] as f64)
-                .collect())
+            Ok(v.into_iter().map(f64::from).collect())
         })
         .collect()
 }

@@ -30,6 +30,17 @@ pub enum MaskDType {
     F32,
 }
 
+/// How a mask file is encoded: the `--mask-dtype` and `--naming` options.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct MaskFormat {
+    /// Element type of the mask tensors.
+    #[arg(long, value_enum, default_value = "bool")]
+    pub mask_dtype: MaskDType,
+    /// Key masks by the weight's name, or as `<prefix>.weight_mask`.
+    #[arg(long, value_enum, default_value = "source")]
+    pub naming: Naming,
+}
+
 /// How mask tensors are keyed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Naming {
@@ -138,25 +149,14 @@ pub fn write(
     inputs: &[&Path],
     net: &Network,
     masks: &MaskSet,
-    dtype: MaskDType,
-    naming: Naming,
-    metadata: &BTreeMap<String, String>,
-) -> Result<()> {
-    write_with_sharding(path, inputs, net, masks, dtype, naming, metadata, None)
-}
-
-/// [`write`] with the input checkpoint's sharding to mirror.
-#[allow(clippy::too_many_arguments)]
-pub fn write_with_sharding(
-    path: &Path,
-    inputs: &[&Path],
-    net: &Network,
-    masks: &MaskSet,
-    dtype: MaskDType,
-    naming: Naming,
+    format: MaskFormat,
     metadata: &BTreeMap<String, String>,
     sharding: Option<&Sharding>,
 ) -> Result<()> {
+    let MaskFormat {
+        mask_dtype: dtype,
+        naming,
+    } = format;
     masks.check_fits(net)?;
     let name = path.to_string_lossy();
     let Some(stem) = name

@@ -136,12 +136,7 @@ fn residual_partners(net: &Network, v: ValueId, fw: &Forward) -> Vec<bool> {
 
 /// Where a value's channels come from: prunable layers with the share of the
 /// value's channels they feed (walking back through non-prunable ops).
-fn producers(net: &Network, v: ValueId, share: f64, out: &mut Vec<(usize, f64)>) {
-    let layer_of = net.layer_of_node();
-    producers_inner(net, &layer_of, v, share, out);
-}
-
-fn producers_inner(
+fn producers(
     net: &Network,
     layer_of: &[Option<usize>],
     v: ValueId,
@@ -161,12 +156,12 @@ fn producers_inner(
             let total = net.values[v].shape[0] as f64;
             for &x in &node.inputs {
                 let part = net.values[x].shape[0] as f64 / total;
-                producers_inner(net, layer_of, x, share * part, out);
+                producers(net, layer_of, x, share * part, out);
             }
         }
         _ => {
             for &x in &node.inputs {
-                producers_inner(net, layer_of, x, share, out);
+                producers(net, layer_of, x, share, out);
             }
         }
     }
@@ -206,6 +201,7 @@ fn block_size(net: &Network, li: usize) -> usize {
 /// Algorithm 1 on the DAG: the number of output nodes each layer should use.
 fn node_analysis(net: &Network, counts: &[usize], choice: MicaChoice, seed: u64) -> Vec<usize> {
     let n = net.layers.len();
+    let layer_of = net.layer_of_node();
     let mut required: Vec<Option<usize>> = vec![None; n];
     let mut ideal = vec![0usize; n];
     let mut order: Vec<usize> = (0..n).collect();
@@ -240,7 +236,7 @@ fn node_analysis(net: &Network, counts: &[usize], choice: MicaChoice, seed: u64)
         let c_in = net.values[input].shape[0];
         let r = r.clamp(1, c_in.max(1));
         let mut ps = Vec::new();
-        producers(net, input, 1.0, &mut ps);
+        producers(net, &layer_of, input, 1.0, &mut ps);
         for (p, share) in ps {
             let want = ((r as f64 * share).ceil() as usize).max(1);
             required[p] = Some(required[p].map_or(want, |x| x.max(want)));

@@ -28,21 +28,9 @@ use crate::network::Network;
 
 /// Canonical-order |w| * mask values of layer `li` as f64.
 fn masked_abs(net: &Network, li: usize, mask: &BitSet) -> Result<Vec<f64>> {
-    let l = &net.layers[li];
-    let t = net
-        .params
-        .get(&l.name)
-        .ok_or_else(|| Error::internal(format!("weight '{}' missing", l.name)))?;
-    let v = t.to_f32()?;
-    Ok((0..l.numel())
-        .map(|c| {
-            let s = l.stored_index.as_ref().map_or(c, |ix| ix[c] as usize);
-            if mask.get(c) {
-                v[s].abs() as f64
-            } else {
-                0.0
-            }
-        })
+    let v = net.canonical_weights(li)?;
+    Ok((0..v.len())
+        .map(|c| if mask.get(c) { v[c].abs() as f64 } else { 0.0 })
         .collect())
 }
 

@@ -15,7 +15,7 @@
 //! let spec = PruneSpec { method: Method::Rpi, quota: Quota::Igq, target_kept: 2662, seed: 0, effective: false };
 //! let out = prune(&net, &spec).unwrap();
 //! assert_eq!(out.raw.count_ones(), 2662);
-//! assert!(out.effective.is_subset_of(&out.raw));
+//! assert!(out.effective().is_subset_of(&out.raw));
 //! ```
 
 use crate::effective::analyse;
@@ -64,8 +64,6 @@ pub struct PruneSpec {
 pub struct PruneOutcome {
     /// Masks as placed (`--keep-inactive`).
     pub raw: MaskSet,
-    /// Their effective masks.
-    pub effective: MaskSet,
     /// The liveness analysis of `raw` (for reports without a second pass).
     pub analysis: crate::effective::Analysis,
     /// Per-layer quota counts the placement used.
@@ -74,6 +72,13 @@ pub struct PruneOutcome {
     pub note: Option<String>,
     /// Iterative methods: the density after each round.
     pub history: Vec<f64>,
+}
+
+impl PruneOutcome {
+    /// The effective masks of `raw` (its active weights).
+    pub fn effective(&self) -> &MaskSet {
+        &self.analysis.active
+    }
 }
 
 /// Place masks with exactly `counts[l]` weights per layer.
@@ -108,7 +113,6 @@ fn outcome(net: &Network, raw: MaskSet, counts: Vec<usize>, history: Vec<f64>) -
     let analysis = analyse(net, &raw);
     PruneOutcome {
         counts,
-        effective: analysis.active.clone(),
         analysis,
         raw,
         note: None,
@@ -167,7 +171,6 @@ fn run_at(
     };
     Ok(PruneOutcome {
         raw,
-        effective: analysis.active.clone(),
         analysis,
         counts,
         note: None,
@@ -213,7 +216,7 @@ pub fn prune_with(
     }
     let target = spec.target_kept;
     let first = run_at(net, spec, target, ctx, progress)?;
-    if first.effective.count_ones() >= target {
+    if first.effective().count_ones() >= target {
         return Ok(first);
     }
     // Smallest K whose active count reaches the target; a K the quota cannot
@@ -224,7 +227,7 @@ pub fn prune_with(
         let mid = lo + (hi - lo) / 2;
         let reached = match run_at(net, spec, mid, ctx, &mut |_, _| {}) {
             Ok(out) => {
-                let r = out.effective.count_ones() >= target;
+                let r = out.effective().count_ones() >= target;
                 if r {
                     best = Some(out);
                 }
@@ -245,7 +248,7 @@ pub fn prune_with(
             let mut out = first;
             out.note = Some(format!(
                 "an effective count of {target} cannot be reached with this quota; closest achievable: {} active",
-                out.effective.count_ones()
+                out.effective().count_ones()
             ));
             Ok(out)
         }

@@ -4,13 +4,17 @@
 //! BatchNorm in eval mode. Pruned weights have zero gradient (the mask
 //! multiplies the weight in the forward pass), so they score 0 and stay pruned.
 //!
-//! ```no_run
-//! # use maskforge::{zoo, executor::Executor, snip, mask::MaskSet};
-//! # use candle_core::{Device, DType};
-//! let net = zoo::build("lenet300", 0).unwrap();
+//! ```
+//! use maskforge::{zoo, executor::Executor, snip, mask::MaskSet};
+//! use candle_core::{Device, DType, Tensor};
+//! let net = zoo::build("mlp:4-3-2", 0).unwrap();
 //! let ex = Executor::new(&net, &Device::Cpu, DType::F32).unwrap();
-//! # let cal: snip::Calibration = unimplemented!();
+//! let x = Tensor::ones((2, 4), DType::F32, &Device::Cpu).unwrap();
+//! let y = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+//! let cal = snip::Calibration { batches: vec![(x, y)] };
 //! let scores = snip::scores(&ex, &MaskSet::dense(&net), &cal).unwrap();
+//! let total: f64 = scores.iter().flatten().sum();
+//! assert!((total - 1.0).abs() < 1e-9);
 //! ```
 
 use candle_core::Tensor;

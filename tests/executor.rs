@@ -31,37 +31,7 @@ fn max_rel(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn ort_agrees(model: &std::path::Path, x: &[f32], shape: &[usize], y: &[f32]) {
-    let dir = tempfile::tempdir().unwrap();
-    let (xb, yb) = (dir.path().join("x.bin"), dir.path().join("y.bin"));
-    std::fs::write(
-        &xb,
-        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    std::fs::write(
-        &yb,
-        y.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let out = Command::new("python3")
-        .arg(root().join("scripts/ort_check.py"))
-        .args([
-            model.to_str().unwrap(),
-            xb.to_str().unwrap(),
-            &dims.join("x"),
-            yb.to_str().unwrap(),
-            "1e-4",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}{}",
-        model.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::ort_check(model, x, shape, Some(y));
 }
 
 #[test]

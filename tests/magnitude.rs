@@ -199,7 +199,7 @@ fn effective_magnitude_pruning_hits_the_target() {
             effective: true,
         };
         let out = maskforge::prune::prune(&net, &spec).unwrap();
-        let achieved = out.effective.count_ones() as f64;
+        let achieved = out.effective().count_ones() as f64;
         assert!(
             (achieved - 266.0).abs() / 266.0 <= 0.01,
             "{method:?}: {achieved}"

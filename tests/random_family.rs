@@ -83,7 +83,7 @@ fn effective_pruning_hits_the_target() {
         let total = net.prunable_count();
         let k = target_from_compression(total, c).unwrap();
         let out = prune(&net, &spec(Method::Rpi, Quota::Igq, k, true)).unwrap();
-        let achieved = total as f64 / out.effective.count_ones() as f64;
+        let achieved = total as f64 / out.effective().count_ones() as f64;
         assert!(
             (achieved - c).abs() / c <= 0.01,
             "{model} {c}: effective compression {achieved}"

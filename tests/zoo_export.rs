@@ -1,6 +1,8 @@
 //! `zoo export` writes valid ONNX that onnxruntime and candle-onnx's evaluator
 //! run to the same outputs, and that maskforge reads back to the same network.
 
+mod common;
+
 use std::collections::HashMap;
 use std::process::Command;
 
@@ -80,39 +82,7 @@ fn exported_zoo_models_agree_in_onnxruntime_and_candle_onnx() {
             Vec::new()
         };
 
-        let xb = dir.path().join("x.bin");
-        let yb = dir.path().join("y.bin");
-        std::fs::write(
-            &xb,
-            x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-        )
-        .unwrap();
-        std::fs::write(
-            &yb,
-            y.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-        )
-        .unwrap();
-        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        let out = Command::new("python3")
-            .arg(root().join("scripts/ort_check.py"))
-            .args([
-                file.to_str().unwrap(),
-                xb.to_str().unwrap(),
-                &dims.join("x"),
-                if y.is_empty() {
-                    "-"
-                } else {
-                    yb.to_str().unwrap()
-                },
-                "1e-4",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: onnxruntime disagrees with candle-onnx: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let reference = (!y.is_empty()).then_some(y.as_slice());
+        common::ort_check(&file, &x, &shape, reference);
     }
 }

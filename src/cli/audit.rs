@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::audit::{audit, AuditReport};
 use crate::error::Result;
 use crate::mask::MaskSet;
-use crate::maskfile::{self, MaskDType, Naming};
+use crate::maskfile::{self, MaskFormat};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -19,10 +19,8 @@ pub struct Args {
     /// Write the effective mask here (CONVENTIONS format).
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "bool")]
-    pub mask_dtype: MaskDType,
-    #[arg(long, value_enum, default_value = "source")]
-    pub naming: Naming,
+    #[command(flatten)]
+    pub format: MaskFormat,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -43,13 +41,12 @@ pub fn run(a: Args) -> Result<()> {
             inputs.push(p);
         }
         let meta = metadata(&report, &m.sha256, a.masks.is_some());
-        maskfile::write_with_sharding(
+        maskfile::write(
             out,
             &inputs,
             net,
             &report.effective,
-            a.mask_dtype,
-            a.naming,
+            a.format,
             &meta,
             m.sharding.as_ref(),
         )?;

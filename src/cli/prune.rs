@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::audit::audit_with;
 use crate::error::{Error, Result};
 use crate::magnitude::{Ranking, Scope};
-use crate::maskfile::{self, MaskDType, Naming};
+use crate::maskfile::{self, MaskFormat};
 use crate::network::Network;
 use crate::prune::{prune_with, Method, MicaChoice, PruneSpec};
 use crate::quota::{self, Quota};
@@ -47,10 +47,8 @@ pub struct Args {
     /// Per-layer report as JSON.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "bool")]
-    pub mask_dtype: MaskDType,
-    #[arg(long, value_enum, default_value = "source")]
-    pub naming: Naming,
+    #[command(flatten)]
+    pub format: MaskFormat,
     #[arg(long)]
     pub json: bool,
 }
@@ -295,7 +293,7 @@ pub fn run(a: Args) -> Result<()> {
     let written = if a.keep_inactive {
         &out.raw
     } else {
-        &out.effective
+        out.effective()
     };
     let mut inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
     if let Some(f) = a.quota.strip_prefix("masks:") {
@@ -316,13 +314,12 @@ pub fn run(a: Args) -> Result<()> {
         r.effective_compression.to_string(),
     );
     meta.insert("model_sha256".into(), m.sha256.clone());
-    maskfile::write_with_sharding(
+    maskfile::write(
         &a.output,
         &inputs,
         net,
         written,
-        a.mask_dtype,
-        a.naming,
+        a.format,
         &meta,
         m.sharding.as_ref(),
     )?;

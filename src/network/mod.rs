@@ -175,6 +175,21 @@ impl Network {
         self.layers.iter().position(|l| l.name == name)
     }
 
+    /// The weight of layer `li` in canonical layout (`[out, in/groups, kh, kw]`
+    /// or `[out, in]`), as f32, whatever order the source stored it in.
+    pub fn canonical_weights(&self, li: usize) -> crate::error::Result<Vec<f32>> {
+        let l = &self.layers[li];
+        let t = self
+            .params
+            .get(&l.name)
+            .ok_or_else(|| crate::error::Error::internal(format!("weight '{}' missing", l.name)))?;
+        let v = t.to_f32()?;
+        Ok(match &l.stored_index {
+            None => v,
+            Some(ix) => ix.iter().map(|&i| v[i as usize]).collect(),
+        })
+    }
+
     /// For each value, the nodes that read it.
     pub fn consumers(&self) -> Vec<Vec<NodeId>> {
         let mut c = vec![Vec::new(); self.values.len()];

@@ -37,6 +37,15 @@ impl Const {
         self.shape.iter().product()
     }
 
+    /// The stored tensor behind this view, as a prunable weight's source.
+    pub fn stored_weight(&self) -> crate::network::builder::StoredWeight {
+        crate::network::builder::StoredWeight {
+            name: self.stored_name.clone(),
+            tensor: self.stored.clone(),
+            index: self.index.clone(),
+        }
+    }
+
     /// The view's values as a fresh tensor.
     pub fn materialize(&self) -> Result<ConstTensor> {
         match &self.index {

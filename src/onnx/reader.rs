@@ -13,7 +13,6 @@ use candle_onnx::onnx::{type_proto, AttributeProto, GraphProto, NodeProto};
 use super::consts::{arith, cast, resolve_reshape, Const};
 use super::tensor::{decode, dtype_of};
 use crate::error::{Error, Result};
-use crate::network::builder::StoredWeight;
 use crate::network::op::{Activation, Norm, Pool, PoolKind, Window};
 use crate::network::{Network, NetworkBuilder, ValueId};
 use crate::tensor::{ConstTensor, DType};
@@ -774,11 +773,7 @@ impl Reader<'_> {
         let groups = attr_i(n, "group", 1).max(1) as usize;
         let bias = self.bias(n, 2)?;
         let canon = w.shape.clone();
-        let sw = StoredWeight {
-            name: w.stored_name.clone(),
-            tensor: w.stored.clone(),
-            index: w.index.clone(),
-        };
+        let sw = w.stored_weight();
         let v = self.b.conv_stored(
             label,
             x,
@@ -810,11 +805,7 @@ impl Reader<'_> {
         }
         // Canonical layout is [out, in]; an [in, out] view is transposed.
         let view = if out_in { w } else { w.transposed(&[1, 0])? };
-        let sw = StoredWeight {
-            name: view.stored_name.clone(),
-            tensor: view.stored.clone(),
-            index: view.index.clone(),
-        };
+        let sw = view.stored_weight();
         let v = self.b.dense_stored(
             label,
             x,

@@ -117,15 +117,7 @@ impl Out {
             .get(name)
             .ok_or_else(|| Error::internal(format!("parameter '{name}' missing")))?;
         let (shape, values) = match canonical {
-            Some(li) => {
-                let l = &net.layers[li];
-                let v = t.to_f32()?;
-                let vals = match &l.stored_index {
-                    None => v,
-                    Some(ix) => ix.iter().map(|&i| v[i as usize]).collect(),
-                };
-                (l.shape.clone(), vals)
-            }
+            Some(li) => (net.layers[li].shape.clone(), net.canonical_weights(li)?),
             None => (t.shape.clone(), t.to_f32()?),
         };
         self.inits.push(encode_f32(name, &shape, &values));

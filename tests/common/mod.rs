@@ -33,3 +33,40 @@ pub fn light_models_dir() -> std::path::PathBuf {
     let dir = String::from_utf8(out.stdout).unwrap().trim().to_string();
     std::path::PathBuf::from(dir)
 }
+
+/// Run `model` in onnxruntime on `x` (`shape`) and require its output to
+/// equal `reference` within 1e-4 relative error; with no reference, require
+/// only that it runs to finite, non-constant outputs (scripts/ort_check.py).
+pub fn ort_check(model: &std::path::Path, x: &[f32], shape: &[usize], reference: Option<&[f32]>) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let (xb, yb) = (dir.path().join("x.bin"), dir.path().join("y.bin"));
+    let bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+    std::fs::write(&xb, bytes(x)).unwrap();
+    if let Some(y) = reference {
+        std::fs::write(&yb, bytes(y)).unwrap();
+    }
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let out = std::process::Command::new("python3")
+        .arg(root.join("scripts/ort_check.py"))
+        .args([
+            model.to_str().unwrap(),
+            xb.to_str().unwrap(),
+            &dims.join("x"),
+            if reference.is_some() {
+                yb.to_str().unwrap()
+            } else {
+                "-"
+            },
+            "1e-4",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: onnxruntime disagrees: {}{}",
+        model.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
