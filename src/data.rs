@@ -10,7 +10,10 @@
 //!
 //! ```
 //! use maskforge::data::Dataset;
-//! let d = Dataset::load("synthetic:20", &[1, 28, 28], 10, 0).unwrap();
+//! let mut d = Dataset::load("synthetic:20", &[1, 28, 28], 10, 0).unwrap();
+//! let first = d.x[0];
+//! d.normalize(&[0.5], &[0.25]).unwrap();
+//! assert!((d.x[0] - (first - 0.5) / 0.25).abs() < 1e-6);
 //! assert_eq!(d.len(), 20);
 //! let s = d.per_class(1, 0);
 //! assert!(s.len() <= 10);
@@ -109,6 +112,27 @@ impl Dataset {
             x,
             y,
         })
+    }
+
+    /// Standardise the inputs, `x = (x - mean) / std`, after any pixel
+    /// scaling: one value for every input, or one per channel (the first
+    /// dimension of the per-sample shape), as the model's training did.
+    pub fn normalize(&mut self, mean: &[f32], std: &[f32]) -> Result<()> {
+        let channels = self.shape.first().copied().unwrap_or(1);
+        let fits = |v: &[f32]| v.len() == 1 || v.len() == channels;
+        if !fits(mean) || !fits(std) || std.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
+            return Err(Error::input(format!(
+                "--mean/--std: give one value or one per channel ({channels}), with std > 0"
+            )));
+        }
+        let per: usize = self.shape.iter().product();
+        let plane = per / channels.max(1);
+        for (i, v) in self.x.iter_mut().enumerate() {
+            let c = (i % per) / plane.max(1);
+            let (m, s) = (mean[c.min(mean.len() - 1)], std[c.min(std.len() - 1)]);
+            *v = (*v - m) / s;
+        }
+        Ok(())
     }
 
     /// A seeded sample of up to `k` examples per class (indices).
@@ -258,4 +282,53 @@ fn read_safetensors(p: &Path) -> Result<(Vec<f32>, Vec<u32>)> {
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((x, y))
+}
+
+/// `--mean`/`--std`: input standardisation shared by the commands that read data.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Normalization {
+    /// Subtract from every input (after scaling pixels to [0, 1]); one value or one per channel, comma-separated.
+    #[arg(long, requires = "std")]
+    pub mean: Option<String>,
+    /// Divide every input by this; one value or one per channel.
+    #[arg(long, requires = "mean")]
+    pub std: Option<String>,
+}
+
+impl Normalization {
+    /// Apply to `d` when given.
+    pub fn apply(&self, d: &mut Dataset) -> Result<()> {
+        let (Some(m), Some(s)) = (&self.mean, &self.std) else {
+            return Ok(());
+        };
+        let parse = |flag: &str, v: &str| {
+            v.split(',')
+                .map(|x| x.trim().parse::<f32>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|_| {
+                    Error::input(format!(
+                        "--{flag} {v}: expected numbers like 0.1307 or 0.5,0.5,0.5"
+                    ))
+                })
+        };
+        d.normalize(&parse("mean", m)?, &parse("std", s)?)
+    }
+}
+
+#[cfg(test)]
+mod normalize_tests {
+    use super::*;
+
+    #[test]
+    fn per_channel_statistics_apply_to_their_planes() {
+        let mut d = Dataset {
+            shape: vec![2, 1, 2],
+            x: vec![1.0, 3.0, 10.0, 20.0, /* sample 2 */ 5.0, 5.0, 0.0, 0.0],
+            y: vec![0, 1],
+        };
+        d.normalize(&[1.0, 10.0], &[2.0, 5.0]).unwrap();
+        assert_eq!(d.x, vec![0.0, 1.0, 0.0, 2.0, 2.0, 2.0, -2.0, -2.0]);
+        assert!(d.normalize(&[0.0, 0.0, 0.0], &[1.0]).is_err());
+        assert!(d.normalize(&[0.0], &[0.0]).is_err());
+    }
 }

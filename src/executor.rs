@@ -122,6 +122,18 @@ impl<'a> Executor<'a> {
         self.run_to(x, masks, mode, target)
     }
 
+    /// The batch's values of any intermediate `value` (e.g. the hidden
+    /// activations a neuron scorer reads).
+    pub fn value(
+        &self,
+        x: &Tensor,
+        masks: Option<&MaskSet>,
+        mode: Mode,
+        value: crate::network::ValueId,
+    ) -> Result<Tensor> {
+        self.run_to(x, masks, mode, value)
+    }
+
     /// Evaluate nodes in order until `target` is computed.
     fn run_to(
         &self,

@@ -15,7 +15,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
+use rand_distr::{Distribution, Normal, Uniform};
 use sha2::{Digest, Sha256};
 
 /// The 32-byte key of the stream for `(seed, purpose, name)`.
@@ -37,5 +37,13 @@ pub fn stream(key: [u8; 32]) -> ChaCha8Rng {
 pub fn normal_vec(key: [u8; 32], std: f32, n: usize) -> Vec<f32> {
     let mut rng = stream(key);
     let d = Normal::new(0.0f32, std.max(0.0)).expect("finite std");
+    (0..n).map(|_| d.sample(&mut rng)).collect()
+}
+
+/// `n` samples of `U(-bound, bound)` from the stream `key`.
+pub fn uniform_vec(key: [u8; 32], bound: f32, n: usize) -> Vec<f32> {
+    let mut rng = stream(key);
+    let b = bound.max(f32::MIN_POSITIVE);
+    let d = Uniform::new_inclusive(-b, b).expect("finite bound");
     (0..n).map(|_| d.sample(&mut rng)).collect()
 }

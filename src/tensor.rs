@@ -80,6 +80,9 @@ pub enum Data {
     /// Seeded normal samples `N(0, std^2)`, generated on demand from a
     /// ChaCha stream keyed by `seed` (see [`crate::rng`]).
     Normal { seed: [u8; 32], std: f32 },
+    /// Seeded uniform samples `U(-bound, bound)`, generated on demand like
+    /// [`Data::Normal`].
+    Uniform { seed: [u8; 32], bound: f32 },
 }
 
 /// A constant tensor with its shape.
@@ -159,7 +162,7 @@ impl ConstTensor {
             Data::F32(_) => DType::F32,
             Data::I64(_) => DType::I64,
             Data::Splat(_, d) => *d,
-            Data::Normal { .. } => DType::F32,
+            Data::Normal { .. } | Data::Uniform { .. } => DType::F32,
         }
     }
 
@@ -169,7 +172,9 @@ impl ConstTensor {
             Data::F32(v) => v[i] as f64,
             Data::I64(v) => v[i] as f64,
             Data::Splat(x, _) => *x,
-            Data::Normal { .. } => self.to_f32().map(|v| v[i] as f64).unwrap_or(f64::NAN),
+            Data::Normal { .. } | Data::Uniform { .. } => {
+                self.to_f32().map(|v| v[i] as f64).unwrap_or(f64::NAN)
+            }
             Data::Bytes { buf, range, dtype } => {
                 let b = &buf.bytes()[range.clone()];
                 decode_one(b, *dtype, i)
@@ -183,6 +188,7 @@ impl ConstTensor {
             Data::F32(v) => v.as_ref().clone(),
             Data::Splat(x, _) => vec![*x as f32; self.numel()],
             Data::Normal { seed, std } => crate::rng::normal_vec(*seed, *std, self.numel()),
+            Data::Uniform { seed, bound } => crate::rng::uniform_vec(*seed, *bound, self.numel()),
             Data::Bytes {
                 buf,
                 range,
@@ -215,7 +221,7 @@ impl ConstTensor {
                 }
             }
             Data::F32(v) => BitSet::from_fn(n, |i| v[i] != 0.0),
-            Data::Normal { .. } => {
+            Data::Normal { .. } | Data::Uniform { .. } => {
                 let v = self.to_f32().unwrap_or_default();
                 BitSet::from_fn(n, |i| v[i] != 0.0)
             }

@@ -2,6 +2,7 @@
 //! subcommands, each a thin layer over the library.
 
 mod audit;
+mod eval;
 mod inspect;
 mod prune;
 mod quotas;
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Direct vs effective sparsity per layer and in total.
     Audit(audit::Args),
+    /// Accuracy of the (masked) network on labelled data, without training.
+    Eval(eval::Args),
     /// The layer graph as maskforge sees it, and any unsupported op.
     Inspect(inspect::Args),
     /// Write a pruning mask (rpi, mica) for a quota and a compression.
@@ -57,6 +60,7 @@ pub struct ModelArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Audit(a) => audit::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Prune(a) => prune::run(a),
         Command::Quotas(a) => quotas::run(a),

@@ -17,7 +17,8 @@ use crate::quota::{self, Quota};
 pub struct Args {
     #[command(flatten)]
     pub model: super::ModelArgs,
-    /// Pruning method: rpi or mica.
+    /// Pruning method: rpi, mica, magnitude, lamp, snip, grasp, synflow,
+    /// snip-it; neuron methods ossum, neuron-norm, neuron-random.
     #[arg(long)]
     pub method: String,
     /// Layerwise quota: uniform, uniform+, erk, igq, smart, masks:FILE.
@@ -36,6 +37,13 @@ pub struct Args {
     pub scope: Scope,
     #[command(flatten)]
     pub scoring: ScoringArgs,
+    /// OSSuM: how class-wise scores combine (sum: Eq. 2, linear: Eq. 4, log: Eq. 5).
+    #[arg(long, value_enum, default_value = "sum")]
+    pub rank: crate::ossum::Rank,
+    /// OSSuM on deeper nets: earlier hidden layers by norm (OSSuM+Norm) or
+    /// by OSSuM against a random read-out (OSSuM+PAB, Algorithm 2).
+    #[arg(long, value_enum, default_value = "norm")]
+    pub deep: crate::ossum::Deep,
     #[arg(short = 'o', long)]
     pub output: PathBuf,
     /// Write the raw mask (inactive edges included) instead of the effective one.
@@ -60,7 +68,7 @@ pub struct ScoringArgs {
     /// Calibration data: x/y safetensors, IDX images (labels beside), CSV, or synthetic:N.
     #[arg(long)]
     pub data: Option<String>,
-    /// Calibration sample size per class.
+    /// Calibration sample size per class (0: every sample).
     #[arg(long, default_value_t = 10)]
     pub samples_per_class: usize,
     /// Calibration batch size.
@@ -72,6 +80,8 @@ pub struct ScoringArgs {
     /// Where gradients are computed.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub normalization: crate::data::Normalization,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -123,8 +133,12 @@ fn calibration(
 ) -> Result<crate::snip::Calibration> {
     let shape = net.values[net.inputs[0]].shape.clone();
     let classes = net.values[net.outputs[0]].numel();
-    let data = crate::data::Dataset::load(spec, &shape, classes, seed)?;
-    let idx = data.per_class(a.samples_per_class.max(1), seed);
+    let mut data = crate::data::Dataset::load(spec, &shape, classes, seed)?;
+    a.normalization.apply(&mut data)?;
+    let idx = match a.samples_per_class {
+        0 => (0..data.len()).collect(),
+        k => data.per_class(k, seed),
+    };
     let mut batches = Vec::new();
     for chunk in idx.chunks(a.batch_size.max(1)) {
         let (x, y) = data.batch(chunk);
@@ -138,7 +152,8 @@ fn calibration(
     Ok(crate::snip::Calibration { batches })
 }
 
-/// How much to prune: exactly one of the three.
+/// How much to prune: exactly one of these. For neuron methods the ratios
+/// count the neurons of each hidden layer, not weights.
 #[derive(clap::Args, Debug)]
 #[group(required = true, multiple = false)]
 pub struct Amount {
@@ -151,12 +166,24 @@ pub struct Amount {
     /// 1 - density in [0, 1).
     #[arg(long)]
     pub sparsity: Option<f64>,
+    /// Neuron methods: neurons to keep per hidden layer, e.g. 100,50.
+    #[arg(long)]
+    pub widths: Option<String>,
 }
 
 impl Amount {
     /// Target kept count and the compression it stands for.
     pub fn target(&self, total: usize) -> Result<(usize, f64)> {
-        let compression = match (&self.compression, self.density, self.sparsity) {
+        let compression = self.compression()?;
+        Ok((
+            quota::target_from_compression(total, compression)?,
+            compression,
+        ))
+    }
+
+    /// The compression asked for (total / kept).
+    pub fn compression(&self) -> Result<f64> {
+        Ok(match (&self.compression, self.density, self.sparsity) {
             (Some(c), _, _) => {
                 quota::parse_ratio(c).map_err(|e| Error::input(format!("--compression: {e}")))?
             }
@@ -168,12 +195,36 @@ impl Amount {
             (_, _, Some(s)) => {
                 return Err(Error::input(format!("--sparsity {s} is outside [0, 1)")))
             }
+            _ if self.widths.is_some() => {
+                return Err(Error::input(
+                    "--widths applies to the neuron methods (ossum, neuron-norm, neuron-random)",
+                ))
+            }
             _ => return Err(Error::input("give --compression, --density or --sparsity")),
-        };
-        Ok((
-            quota::target_from_compression(total, compression)?,
-            compression,
-        ))
+        })
+    }
+
+    /// Neurons to keep in each hidden layer.
+    pub fn neuron_counts(
+        &self,
+        net: &Network,
+        groups: &[crate::neuron::NeuronGroup],
+    ) -> Result<(Vec<usize>, f64)> {
+        if let Some(w) = &self.widths {
+            let widths = w
+                .split(',')
+                .map(|x| x.trim().parse::<usize>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|_| Error::input(format!("--widths {w}: expected widths like 100,50")))?;
+            let counts = crate::neuron::counts_for_widths(net, groups, &widths)?;
+            let total: usize = groups.iter().map(|g| g.width).sum();
+            return Ok((
+                counts.clone(),
+                total as f64 / counts.iter().sum::<usize>() as f64,
+            ));
+        }
+        let c = self.compression()?;
+        Ok((crate::neuron::counts_for_fraction(groups, 1.0 / c)?, c))
     }
 }
 
@@ -190,12 +241,24 @@ pub fn parse_method(s: &str, choice: MicaChoice, scope: Scope) -> Result<Method>
         "grasp" => Ok(Method::Scored(Scorer::Grasp, scope)),
         "synflow" => Ok(Method::Scored(Scorer::Synflow, Scope::Global)),
         "snip-it" => Ok(Method::Scored(Scorer::SnipIt, Scope::Global)),
-        "ossum" => Err(Error::input(
-            "--method ossum: neuron methods are not implemented yet",
-        )),
         other => Err(Error::input(format!(
-            "--method {other}: expected rpi, mica, magnitude, lamp, snip, grasp, synflow or snip-it"
+            "--method {other}: expected rpi, mica, magnitude, lamp, snip, grasp, synflow, snip-it, ossum, neuron-norm or neuron-random"
         ))),
+    }
+}
+
+/// The neuron method `s` names, if it is one.
+pub fn parse_neuron_method(
+    s: &str,
+    rank: crate::ossum::Rank,
+    deep: crate::ossum::Deep,
+) -> Option<crate::ossum::NeuronMethod> {
+    use crate::ossum::NeuronMethod;
+    match s {
+        "ossum" => Some(NeuronMethod::Ossum { rank, deep }),
+        "neuron-norm" => Some(NeuronMethod::Norm),
+        "neuron-random" => Some(NeuronMethod::Random),
+        _ => None,
     }
 }
 
@@ -249,6 +312,18 @@ struct LayerReport {
     active: usize,
 }
 
+/// Neuron methods: the kept neurons of one hidden layer.
+#[derive(Serialize)]
+struct NeuronReport {
+    /// The producing layer's weight.
+    layer: String,
+    width: usize,
+    kept: usize,
+    /// The score the layer was ranked by (ossum, ossum-pab, norm, random).
+    scored_by: String,
+    kept_indices: Vec<usize>,
+}
+
 #[derive(Serialize)]
 struct Report {
     model: String,
@@ -267,11 +342,29 @@ struct Report {
     /// Iterative methods: density after each round.
     round_densities: Vec<f64>,
     layers: Vec<LayerReport>,
+    /// Neuron methods: kept neurons per hidden layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    neurons: Option<Vec<NeuronReport>>,
+}
+
+/// What a method produced, before it is written and reported.
+struct Produced {
+    out: crate::prune::PruneOutcome,
+    target_compression: f64,
+    quota: String,
+    neurons: Option<Vec<NeuronReport>>,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
-    let net = &m.network;
+    let produced = match parse_neuron_method(&a.method, a.rank, a.deep) {
+        Some(nm) => prune_neurons(&a, &m.network, nm)?,
+        None => prune_weights(&a, &m.network)?,
+    };
+    emit(&a, &m, produced)
+}
+
+fn prune_weights(a: &Args, net: &Network) -> Result<Produced> {
     let method = parse_method(&a.method, a.mica_choice, a.scope)?;
     let (target_kept, target_compression) = a.amount.target(net.prunable_count())?;
     let ctx = a.scoring.context(net, a.model.seed)?;
@@ -289,6 +382,71 @@ pub fn run(a: Args) -> Result<()> {
         bar.set_position(k as u64);
     })?;
     bar.finish_and_clear();
+    Ok(Produced {
+        out,
+        target_compression,
+        quota: a.quota.clone(),
+        neurons: None,
+    })
+}
+
+fn prune_neurons(a: &Args, net: &Network, method: crate::ossum::NeuronMethod) -> Result<Produced> {
+    if a.effective {
+        return Err(Error::input(format!(
+            "--effective with {}: neuron methods prune whole neurons; give the neurons to keep (--sparsity, --density, --compression or --widths)",
+            a.method
+        )));
+    }
+    let groups = crate::neuron::groups(net);
+    if groups.is_empty() {
+        return Err(Error::input(format!(
+            "--method {}: {} has no hidden layer whose neurons can be pruned (a layer qualifies when its output reaches one other layer through activations, norms, pools or a flatten)",
+            a.method, net.name
+        )));
+    }
+    let (counts, target_compression) = a.amount.neuron_counts(net, &groups)?;
+    let ctx = a.scoring.context(net, a.model.seed)?;
+    let r = crate::ossum::prune_neurons(
+        net,
+        &groups,
+        method,
+        &counts,
+        ctx.calibration.as_deref(),
+        &ctx.device,
+        a.model.seed,
+    )?;
+    let neurons = r
+        .groups
+        .iter()
+        .zip(&r.kept)
+        .zip(&r.scored_by)
+        .map(|((g, keep), by)| NeuronReport {
+            layer: net.layers[g.producer].name.clone(),
+            width: g.width,
+            kept: keep.iter().filter(|&&k| k).count(),
+            scored_by: by.to_string(),
+            kept_indices: (0..g.width).filter(|&j| keep[j]).collect(),
+        })
+        .collect();
+    let analysis = crate::effective::analyse(net, &r.masks);
+    let counts = r.masks.layers.iter().map(|b| b.count_ones()).collect();
+    Ok(Produced {
+        out: crate::prune::PruneOutcome {
+            raw: r.masks,
+            analysis,
+            counts,
+            note: None,
+            history: Vec::new(),
+        },
+        target_compression,
+        quota: "neurons".into(),
+        neurons: Some(neurons),
+    })
+}
+
+fn emit(a: &Args, m: &crate::model::Loaded, p: Produced) -> Result<()> {
+    let net = &m.network;
+    let out = &p.out;
     let r = audit_with(net, &out.raw, out.analysis.clone());
     let written = if a.keep_inactive {
         &out.raw
@@ -302,8 +460,11 @@ pub fn run(a: Args) -> Result<()> {
     let mut meta = BTreeMap::new();
     meta.insert("maskforge_version".into(), env!("CARGO_PKG_VERSION").into());
     meta.insert("method".into(), a.method.clone());
-    meta.insert("quota".into(), a.quota.clone());
-    meta.insert("target_compression".into(), target_compression.to_string());
+    meta.insert("quota".into(), p.quota.clone());
+    meta.insert(
+        "target_compression".into(),
+        p.target_compression.to_string(),
+    );
     meta.insert("seed".into(), a.model.seed.to_string());
     meta.insert(
         "direct_compression".into(),
@@ -314,6 +475,18 @@ pub fn run(a: Args) -> Result<()> {
         r.effective_compression.to_string(),
     );
     meta.insert("model_sha256".into(), m.sha256.clone());
+    if let Some(ns) = &p.neurons {
+        meta.insert("target_unit".into(), "neurons".into());
+        if a.method == "ossum" {
+            meta.insert("ossum_rank".into(), format!("{:?}", a.rank).to_lowercase());
+            meta.insert("ossum_deep".into(), format!("{:?}", a.deep).to_lowercase());
+        }
+        let kept: Vec<String> = ns
+            .iter()
+            .map(|n| format!("{}:{}", n.layer, n.kept))
+            .collect();
+        meta.insert("kept_neurons".into(), kept.join(","));
+    }
     maskfile::write(
         &a.output,
         &inputs,
@@ -323,7 +496,7 @@ pub fn run(a: Args) -> Result<()> {
         &meta,
         m.sharding.as_ref(),
     )?;
-    if let Some(p) = &a.apply {
+    if let Some(path) = &a.apply {
         let onnx_src = m
             .files
             .first()
@@ -333,15 +506,15 @@ pub fn run(a: Args) -> Result<()> {
         } else {
             None
         };
-        crate::apply::write(p, &inputs, net, written, onnx_src.map(|x| x.as_path()))?;
+        crate::apply::write(path, &inputs, net, written, onnx_src.map(|x| x.as_path()))?;
     }
     let report = Report {
         model: net.name.clone(),
         method: a.method.clone(),
-        quota: a.quota.clone(),
+        quota: p.quota.clone(),
         seed: a.model.seed,
         effective_target: a.effective,
-        target_compression,
+        target_compression: p.target_compression,
         total: r.total,
         kept: r.kept,
         active: r.active,
@@ -362,17 +535,37 @@ pub fn run(a: Args) -> Result<()> {
                 active: l.active,
             })
             .collect(),
+        neurons: p.neurons,
     };
-    if let Some(p) = &a.report {
+    if let Some(path) = &a.report {
         let s =
             serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;
-        crate::io::write_atomic(p, &inputs, |w| std::io::Write::write_all(w, s.as_bytes()))?;
+        crate::io::write_atomic(path, &inputs, |w| {
+            std::io::Write::write_all(w, s.as_bytes())
+        })?;
     }
     if let Some(n) = &out.note {
         eprintln!("note: {n}");
     }
     if a.json {
         return super::print_json(&report);
+    }
+    print_table(a, &report);
+    Ok(())
+}
+
+fn print_table(a: &Args, report: &Report) {
+    if let Some(ns) = &report.neurons {
+        println!(
+            "{:<40} {:>8} {:>8} {:>10}",
+            "hidden layer", "neurons", "kept", "scored by"
+        );
+        for n in ns {
+            println!(
+                "{:<40} {:>8} {:>8} {:>10}",
+                n.layer, n.width, n.kept, n.scored_by
+            );
+        }
     }
     println!(
         "{:<40} {:>12} {:>10} {:>10} {:>10}",
@@ -387,7 +580,7 @@ pub fn run(a: Args) -> Result<()> {
     println!(
         "{} {} on {}: kept {} of {} (direct {}x), active {} (effective {}x); wrote {}",
         a.method,
-        a.quota,
+        report.quota,
         report.model,
         report.kept,
         report.total,
@@ -396,5 +589,4 @@ pub fn run(a: Args) -> Result<()> {
         super::fmt_ratio(report.effective_compression),
         a.output.display()
     );
-    Ok(())
 }

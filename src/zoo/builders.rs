@@ -18,6 +18,19 @@ fn kaiming(seed: u64, name: &str, shape: Vec<usize>) -> ConstTensor {
     }
 }
 
+/// Uniform weight `U(-r, r)` with `r = 1 / sqrt(fan_in)`, the OSSuM paper's
+/// initialisation (its Appendix A.1).
+fn uniform(seed: u64, name: &str, shape: Vec<usize>) -> ConstTensor {
+    let fan_in: usize = shape[1..].iter().product();
+    ConstTensor {
+        shape,
+        data: Data::Uniform {
+            seed: stream_key(seed, "uniform", name),
+            bound: 1.0 / (fan_in as f32).sqrt(),
+        },
+    }
+}
+
 fn zeros(n: usize) -> ConstTensor {
     ConstTensor::splat(vec![n], 0.0, DType::F32)
 }
@@ -82,10 +95,20 @@ impl Zoo {
     }
 
     fn dense(&mut self, prefix: &str, x: ValueId, out: usize) -> Result<ValueId> {
+        self.dense_with(prefix, x, out, kaiming)
+    }
+
+    fn dense_with(
+        &mut self,
+        prefix: &str,
+        x: ValueId,
+        out: usize,
+        init: fn(u64, &str, Vec<usize>) -> ConstTensor,
+    ) -> Result<ValueId> {
         let n_in = self.b.shape(x)[0];
         let wname = format!("{prefix}.weight");
         let bname = format!("{prefix}.bias");
-        let w = kaiming(self.seed, &wname, vec![out, n_in]);
+        let w = init(self.seed, &wname, vec![out, n_in]);
         self.b
             .dense(prefix, x, &wname, w, Some((bname.as_str(), zeros(out))))
     }
@@ -117,7 +140,24 @@ impl Zoo {
     }
 }
 
-pub fn mlp(name: &str, widths: &[usize], seed: u64) -> Result<Network> {
+/// Activation and initialisation of a zoo MLP.
+#[derive(Clone, Copy, Debug)]
+pub struct MlpStyle {
+    pub activation: Activation,
+    /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` instead of Kaiming-normal.
+    pub uniform: bool,
+}
+
+impl Default for MlpStyle {
+    fn default() -> Self {
+        Self {
+            activation: Activation::Relu,
+            uniform: false,
+        }
+    }
+}
+
+pub fn mlp(name: &str, widths: &[usize], style: MlpStyle, seed: u64) -> Result<Network> {
     let mut z = Zoo::new(name, seed);
     // LeNet-300-100 reads 28x28 images; custom MLPs read flat vectors.
     let mut x = if name == "lenet300" {
@@ -128,12 +168,26 @@ pub fn mlp(name: &str, widths: &[usize], seed: u64) -> Result<Network> {
     };
     let last = widths.len() - 1;
     for (i, &w) in widths[1..].iter().enumerate() {
-        x = z.dense(&format!("fc{}", i + 1), x, w)?;
+        let prefix = format!("fc{}", i + 1);
+        x = if style.uniform {
+            z.dense_with(&prefix, x, w, uniform)?
+        } else {
+            z.dense(&prefix, x, w)?
+        };
         if i + 1 < last {
-            x = z.relu(&format!("relu{}", i + 1), x);
+            let act = format!("{}{}", activation_name(style.activation), i + 1);
+            x = z.b.activation(&act, x, style.activation);
         }
     }
     z.finish(x)
+}
+
+fn activation_name(a: Activation) -> &'static str {
+    match a {
+        Activation::Tanh => "tanh",
+        Activation::Sigmoid => "sigmoid",
+        _ => "relu",
+    }
 }
 
 pub fn lenet5(seed: u64) -> Result<Network> {

@@ -52,29 +52,58 @@ pub const MODELS: &[(&str, &str)] = &[
         "ResNet-50, ImageNet 224x224 (torchvision layout)",
     ),
     (
-        "mlp:A-B-...-Z",
-        "custom ReLU MLP with the given layer widths",
+        "mlp:A-B-...-Z[:ACT][:INIT]",
+        "custom MLP with the given widths; ACT relu (default), tanh or sigmoid; INIT kaiming (default) or uniform",
     ),
 ];
+
+/// Widths and style of `mlp:784-1000-10[:tanh][:uniform]`.
+fn parse_mlp(spec: &str) -> Result<(Vec<usize>, builders::MlpStyle)> {
+    let mut parts = spec.split(':');
+    let widths = parts
+        .next()
+        .unwrap_or("")
+        .split('-')
+        .map(|w| w.trim().parse::<usize>().ok().filter(|&w| w > 0))
+        .collect::<Option<Vec<_>>>()
+        .filter(|w| w.len() >= 2)
+        .ok_or_else(|| {
+            Error::input(format!(
+                "zoo:mlp:{spec}: expected positive layer widths like mlp:784-300-100-10"
+            ))
+        })?;
+    let mut style = builders::MlpStyle::default();
+    for p in parts {
+        match p {
+            "relu" => style.activation = crate::network::op::Activation::Relu,
+            "tanh" => style.activation = crate::network::op::Activation::Tanh,
+            "sigmoid" => style.activation = crate::network::op::Activation::Sigmoid,
+            "kaiming" => style.uniform = false,
+            "uniform" => style.uniform = true,
+            other => {
+                return Err(Error::input(format!(
+                    "zoo:mlp:{spec}: unknown option '{other}' (activations relu, tanh, sigmoid; inits kaiming, uniform)"
+                )))
+            }
+        }
+    }
+    Ok((widths, style))
+}
 
 /// Build a zoo model by name (`vgg16`, `mlp:784-300-100-10`, ...).
 pub fn build(name: &str, seed: u64) -> Result<Network> {
     let name = name.strip_prefix("zoo:").unwrap_or(name);
     if let Some(spec) = name.strip_prefix("mlp:") {
-        let widths = spec
-            .split('-')
-            .map(|w| w.trim().parse::<usize>().ok().filter(|&w| w > 0))
-            .collect::<Option<Vec<_>>>()
-            .filter(|w| w.len() >= 2)
-            .ok_or_else(|| {
-                Error::input(format!(
-                    "zoo:mlp:{spec}: expected positive layer widths like mlp:784-300-100-10"
-                ))
-            })?;
-        return builders::mlp(name, &widths, seed);
+        let (widths, style) = parse_mlp(spec)?;
+        return builders::mlp(name, &widths, style, seed);
     }
     match name {
-        "lenet300" => builders::mlp("lenet300", &[784, 300, 100, 10], seed),
+        "lenet300" => builders::mlp(
+            "lenet300",
+            &[784, 300, 100, 10],
+            builders::MlpStyle::default(),
+            seed,
+        ),
         "lenet5" => builders::lenet5(seed),
         "vgg11" => builders::vgg(11, seed),
         "vgg16" => builders::vgg(16, seed),
