@@ -292,7 +292,7 @@ fn plot_err(e: impl std::fmt::Display) -> Error {
 }
 
 /// Register the embedded font as plotters' `sans-serif` (once per process).
-fn ensure_font() -> Result<()> {
+pub fn ensure_font() -> Result<()> {
     static OK: OnceLock<bool> = OnceLock::new();
     let ok = *OK.get_or_init(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, ttf_noto_sans::REGULAR).is_ok()
