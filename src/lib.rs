@@ -44,4 +44,5 @@ pub mod stfile;
 pub mod sweep;
 pub mod synflow;
 pub mod tensor;
+pub mod zero;
 pub mod zoo;
