@@ -23,6 +23,7 @@ pub mod effective;
 pub mod error;
 pub mod executor;
 pub mod grasp;
+pub mod init;
 pub mod io;
 pub mod liveness;
 pub mod magnitude;

@@ -2,6 +2,7 @@
 //! subcommands, each a thin layer over the library.
 
 mod audit;
+mod init;
 mod inspect;
 mod prune;
 mod quotas;
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Direct vs effective sparsity per layer and in total.
     Audit(audit::Args),
+    /// Write the prunable weights re-initialised (ZerO or Kaiming) as .safetensors or .onnx.
+    Init(init::Args),
     /// The layer graph as maskforge sees it, and any unsupported op.
     Inspect(inspect::Args),
     /// Write a pruning mask (rpi, mica) for a quota and a compression.
@@ -57,6 +60,7 @@ pub struct ModelArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Audit(a) => audit::run(a),
+        Command::Init(a) => init::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Prune(a) => prune::run(a),
         Command::Quotas(a) => quotas::run(a),
