@@ -88,17 +88,17 @@ pub fn reinitialise(net: &Network, scheme: Scheme) -> Result<Reinit> {
             ConstTensor::from_f32_as(source.shape.clone(), source.dtype(), &values)?,
         );
         rewritten.push(l.name.clone());
-        let bias = bias_of(net, li);
         layers.push(LayerInit {
             name: l.name.clone(),
             kind: l.kind,
             shape: l.shape.clone(),
             groups,
             applied,
-            bias: bias.clone(),
+            bias: bias_of(net, li),
         });
     }
     for b in layers.iter().filter_map(|l| l.bias.as_deref()) {
+        // Two layers may share one stored bias: zero it once.
         if rewritten.iter().any(|r| r == b) {
             continue;
         }
