@@ -97,19 +97,39 @@ fn safetensors_bytes(net: &Network) -> Result<Vec<u8>> {
     Ok(crate::stfile::serialize(entries, &Default::default()))
 }
 
-/// The source ONNX with each weight replaced by its masked values: an
-/// initializer is rewritten in place; a weight produced by a `Constant` or
-/// `ConstantOfShape` node becomes an initializer of the same name.
+/// The source ONNX with each weight replaced by its masked values.
 fn patched_onnx(src: &Path, net: &Network, masks: &MaskSet) -> Result<Vec<u8>> {
+    let tensors = masked_weights(net, masks)?
+        .into_iter()
+        .map(|(name, shape, v)| crate::onnx::encode_f32(&name, &shape, &v))
+        .collect();
+    patch_onnx(src, tensors, "--apply")
+}
+
+/// The ONNX file `src` with each stored tensor named in `tensors` replaced:
+/// an initializer is rewritten in place (keeping its dims, which may differ
+/// from the view maskforge read through a Reshape); a tensor produced by a
+/// `Constant` or `ConstantOfShape` node becomes an initializer of the same
+/// name. `what` prefixes errors (the option that asked for the file).
+pub fn patch_onnx(src: &Path, tensors: Vec<TensorProto>, what: &str) -> Result<Vec<u8>> {
     let mut model = crate::onnx::decode_file(src)?;
     let ir_version = model.ir_version;
     let graph = model
         .graph
         .as_mut()
         .ok_or_else(|| Error::input("ONNX model without a graph"))?;
-    for (name, shape, v) in masked_weights(net, masks)? {
-        let t: TensorProto = crate::onnx::encode_f32(&name, &shape, &v);
+    for mut t in tensors {
+        let name = t.name.clone();
         if let Some(init) = graph.initializer.iter_mut().find(|i| i.name == name) {
+            let numel = |d: &[i64]| d.iter().product::<i64>();
+            if numel(&init.dims) != numel(&t.dims) {
+                return Err(Error::input(format!(
+                    "{what}: cannot rewrite '{name}': it holds {} elements, maskforge read {}",
+                    numel(&init.dims),
+                    numel(&t.dims)
+                )));
+            }
+            t.dims = init.dims.clone();
             *init = t;
             continue;
         }
@@ -122,17 +142,18 @@ fn patched_onnx(src: &Path, net: &Network, masks: &MaskSet) -> Result<Vec<u8>> {
                 ) =>
             {
                 graph.node.remove(p);
-                graph.initializer.push(t);
                 // Before IR version 4 every initializer must also be a graph input.
                 if ir_version < 4 && !graph.input.iter().any(|i| i.name == name) {
+                    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
                     graph
                         .input
                         .push(crate::onnx::writer::tensor_value_info(&name, &shape));
                 }
+                graph.initializer.push(t);
             }
             _ => {
                 return Err(Error::input(format!(
-                    "--apply: weight '{name}' is neither an initializer nor a Constant output"
+                    "{what}: weight '{name}' is neither an initializer nor a Constant output"
                 )))
             }
         }

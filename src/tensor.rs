@@ -156,6 +156,23 @@ impl ConstTensor {
         self.shape.iter().product()
     }
 
+    /// A tensor of the float type `dtype` holding `values` (rounded to nearest
+    /// even when `dtype` is narrower than f32).
+    pub fn from_f32_as(shape: Vec<usize>, dtype: DType, values: &[f32]) -> Result<Self> {
+        let bytes = encode_floats(dtype, values)?;
+        Self::from_bytes(shape, dtype, Arc::new(bytes), 0, "encoded tensor")
+    }
+
+    /// The elements as little-endian bytes of the tensor's own dtype: the
+    /// stored bytes when there are any, else the values encoded.
+    pub fn le_bytes(&self) -> Result<Vec<u8>> {
+        match &self.data {
+            Data::Bytes { buf, range, .. } => Ok(buf.bytes()[range.clone()].to_vec()),
+            Data::I64(v) => Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            _ => encode_floats(self.dtype(), &self.to_f32()?),
+        }
+    }
+
     pub fn dtype(&self) -> DType {
         match &self.data {
             Data::Bytes { dtype, .. } => *dtype,
@@ -292,6 +309,30 @@ impl ConstTensor {
     }
 }
 
+/// `values` as little-endian elements of the float type `dtype`.
+pub fn encode_floats(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
+    Ok(match dtype {
+        DType::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        DType::F64 => values
+            .iter()
+            .flat_map(|&x| (x as f64).to_le_bytes())
+            .collect(),
+        DType::F16 => values
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect(),
+        DType::BF16 => values
+            .iter()
+            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+            .collect(),
+        other => {
+            return Err(Error::internal(format!(
+                "cannot encode floats as {other:?}"
+            )))
+        }
+    })
+}
+
 fn decode_one(b: &[u8], dtype: DType, i: usize) -> f64 {
     let s = dtype.size();
     let c = &b[i * s..(i + 1) * s];
@@ -352,6 +393,27 @@ mod tests {
         let buf: SharedBytes = Arc::new(bytes);
         let t = ConstTensor::from_bytes(vec![4], DType::F32, buf, 0, "t").unwrap();
         assert_eq!(t.nonzero_mask().ones().collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn floats_encode_in_each_dtype_and_round_to_nearest_even() {
+        // 1 + 2^-11 lies halfway between the f16 neighbours 1 and 1 + 2^-10:
+        // ties go to the even mantissa, 1.0 (0x3c00).
+        let tie = 1.0 + 2f32.powi(-11);
+        let t = ConstTensor::from_f32_as(vec![3], DType::F16, &[tie, -2.0, 0.5]).unwrap();
+        assert_eq!(
+            t.le_bytes().unwrap(),
+            vec![0x00, 0x3c, 0x00, 0xc0, 0x00, 0x38]
+        );
+        assert_eq!(t.to_f32().unwrap(), vec![1.0, -2.0, 0.5]);
+        let b = ConstTensor::from_f32_as(vec![1], DType::BF16, &[-2.0]).unwrap();
+        assert_eq!(b.le_bytes().unwrap(), vec![0x00, 0xc0]);
+        let d = ConstTensor::from_f32_as(vec![1], DType::F64, &[0.1]).unwrap();
+        assert_eq!(
+            d.le_bytes().unwrap(),
+            (0.1f32 as f64).to_le_bytes().to_vec()
+        );
+        assert!(encode_floats(DType::I64, &[1.0]).is_err());
     }
 
     #[test]

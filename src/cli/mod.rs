@@ -3,6 +3,7 @@
 
 mod audit;
 mod eval;
+mod init;
 mod inspect;
 mod prune;
 mod quotas;
@@ -30,6 +31,8 @@ pub enum Command {
     Audit(audit::Args),
     /// Accuracy of the (masked) network on labelled data, without training.
     Eval(eval::Args),
+    /// Write the prunable weights re-initialised (ZerO or Kaiming) as .safetensors or .onnx.
+    Init(init::Args),
     /// The layer graph as maskforge sees it, and any unsupported op.
     Inspect(inspect::Args),
     /// Write a pruning mask (rpi, mica) for a quota and a compression.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Audit(a) => audit::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Init(a) => init::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Prune(a) => prune::run(a),
         Command::Quotas(a) => quotas::run(a),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use super::init::InitArg;
 use crate::error::Result;
 
 #[derive(Subcommand, Debug)]
@@ -21,15 +22,10 @@ pub enum ZooCommand {
         output: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Initialisation of the weights.
+        /// Initialisation of the weights: kaiming (seeded) or zero (ZerO).
         #[arg(long, value_enum, default_value = "kaiming")]
-        init: Init,
+        init: InitArg,
     },
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Init {
-    Kaiming,
 }
 
 pub fn run(c: ZooCommand) -> Result<()> {
@@ -51,9 +47,13 @@ pub fn run(c: ZooCommand) -> Result<()> {
             name,
             output,
             seed,
-            init: Init::Kaiming,
+            init,
         } => {
-            let net = crate::zoo::build(&name, seed)?;
+            let mut net = crate::zoo::build(&name, seed)?;
+            // The zoo's own weights already are the seeded Kaiming ones.
+            if init == InitArg::Zero {
+                net = crate::init::reinitialise(&net, init.scheme(seed))?.network;
+            }
             let bytes = crate::onnx::writer::encode(&crate::onnx::writer::to_proto(&net)?);
             crate::io::write_atomic(&output, &[], |w| std::io::Write::write_all(w, &bytes))?;
             eprintln!(

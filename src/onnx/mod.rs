@@ -20,7 +20,7 @@ use prost::Message;
 
 pub use candle_onnx::onnx::ModelProto;
 pub use reader::Unsupported;
-pub use tensor::encode_f32;
+pub use tensor::{encode, encode_f32};
 
 use crate::error::{Error, Result};
 use crate::network::Network;

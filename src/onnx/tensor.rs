@@ -159,6 +159,28 @@ pub fn encode_f32(name: &str, shape: &[usize], values: &[f32]) -> TensorProto {
     }
 }
 
+/// Encode a tensor in its own element type (raw little-endian data).
+pub fn encode(name: &str, t: &ConstTensor) -> Result<TensorProto> {
+    let data_type = match t.dtype() {
+        DType::F32 => Pdt::Float,
+        DType::F64 => Pdt::Double,
+        DType::F16 => Pdt::Float16,
+        DType::BF16 => Pdt::Bfloat16,
+        DType::I64 => Pdt::Int64,
+        DType::I32 => Pdt::Int32,
+        DType::I8 => Pdt::Int8,
+        DType::U8 => Pdt::Uint8,
+        DType::Bool => Pdt::Bool,
+    };
+    Ok(TensorProto {
+        name: name.to_string(),
+        dims: t.shape.iter().map(|&d| d as i64).collect(),
+        data_type: data_type as i32,
+        raw_data: t.le_bytes()?,
+        ..Default::default()
+    })
+}
+
 pub fn encode_i64(name: &str, values: &[i64]) -> TensorProto {
     TensorProto {
         name: name.to_string(),

@@ -7,7 +7,7 @@ use crate::rng::stream_key;
 use crate::tensor::{ConstTensor, DType, Data};
 
 /// Kaiming-normal weight of `shape` (fan-in = product of all dims but the first).
-fn kaiming(seed: u64, name: &str, shape: Vec<usize>) -> ConstTensor {
+pub(crate) fn kaiming(seed: u64, name: &str, shape: Vec<usize>) -> ConstTensor {
     let fan_in: usize = shape[1..].iter().product();
     ConstTensor {
         shape,

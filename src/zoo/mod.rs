@@ -17,6 +17,8 @@
 
 mod builders;
 
+pub(crate) use builders::kaiming;
+
 use crate::error::{Error, Result};
 use crate::network::Network;
 

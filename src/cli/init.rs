@@ -1,0 +1,127 @@
+//! `maskforge init`: write a model's prunable weights re-initialised (ZerO or
+//! seeded Kaiming-normal) as `.safetensors` or `.onnx`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::init::{reinitialise, Applied, LayerInit, Scheme};
+use crate::zero::Rule;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: super::ModelArgs,
+    /// zero: ZerO (identity, partial identity, Hadamard); kaiming: seeded
+    /// Kaiming-normal from per-layer streams, as the zoo.
+    #[arg(long, value_enum)]
+    pub scheme: InitArg,
+    /// weights.safetensors or model.onnx.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An initialisation named on the command line (`init --scheme`, `zoo export --init`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitArg {
+    Kaiming,
+    Zero,
+}
+
+impl InitArg {
+    pub fn scheme(self, seed: u64) -> Scheme {
+        match self {
+            InitArg::Kaiming => Scheme::Kaiming { seed },
+            InitArg::Zero => Scheme::Zero,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            InitArg::Kaiming => "kaiming",
+            InitArg::Zero => "zero",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    model: &'a str,
+    scheme: &'static str,
+    /// The seed of the Kaiming streams (none for ZerO, which is deterministic).
+    seed: Option<u64>,
+    output: String,
+    weights: usize,
+    biases_zeroed: usize,
+    layers: &'a [LayerInit],
+}
+
+pub fn run(a: Args) -> Result<()> {
+    crate::init::Format::of(&a.output)?;
+    let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let scheme = a.scheme.scheme(a.model.seed);
+    let r = reinitialise(&m.network, scheme)?;
+    let inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
+    // As `prune --apply`: only a model read from an ONNX file keeps its graph.
+    let onnx_source = m
+        .files
+        .first()
+        .filter(|_| a.model.model.to_ascii_lowercase().ends_with(".onnx"));
+    crate::init::write(&a.output, &inputs, &r, onnx_source.map(|p| p.as_path()))?;
+    let summary = Summary {
+        model: &a.model.model,
+        scheme: a.scheme.name(),
+        seed: matches!(scheme, Scheme::Kaiming { .. }).then_some(a.model.seed),
+        output: a.output.display().to_string(),
+        weights: m.network.prunable_count(),
+        biases_zeroed: r.layers.iter().filter(|l| l.bias.is_some()).count(),
+        layers: &r.layers,
+    };
+    if a.json {
+        return super::print_json(&summary);
+    }
+    print_table(&summary);
+    Ok(())
+}
+
+fn rule_text(a: &Applied) -> (String, String) {
+    match a {
+        Applied::Zero(Rule::Identity) => ("identity".into(), "1".into()),
+        Applied::Zero(Rule::PartialIdentity) => ("partial-identity".into(), "1".into()),
+        Applied::Zero(Rule::Hadamard { m, scale }) => {
+            (format!("hadamard H_{m}"), scale.to_string())
+        }
+        Applied::Kaiming { rule, std } => (rule.to_string(), format!("std {std}")),
+    }
+}
+
+fn print_table(s: &Summary) {
+    println!(
+        "{:<40} {:<6} {:<20} {:>6} {:<18} {:>12}",
+        "layer", "kind", "shape", "groups", "rule", "scale"
+    );
+    for l in s.layers {
+        let (rule, scale) = rule_text(&l.applied);
+        println!(
+            "{:<40} {:<6} {:<20} {:>6} {:<18} {:>12}",
+            l.name,
+            format!("{:?}", l.kind),
+            format!("{:?}", l.shape),
+            l.groups,
+            rule,
+            scale
+        );
+    }
+    println!(
+        "{} init of {}: {} layers ({} weights), {} biases set to 0; wrote {}",
+        s.scheme,
+        s.model,
+        s.layers.len(),
+        s.weights,
+        s.biases_zeroed,
+        s.output
+    );
+}
