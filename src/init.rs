@@ -1,5 +1,6 @@
 //! Re-initialising a model's prunable weights (`maskforge init`,
-//! `zoo export --init`): ZerO ([`crate::zero`]) or seeded Kaiming-normal.
+//! `zoo export --init`): ZerO ([`crate::zero`], in either
+//! [`Orientation`](crate::zero::Orientation)) or seeded Kaiming-normal.
 //!
 //! Every prunable weight gets new values in its stored name, layout and
 //! dtype; the bias of every prunable layer is set to zero (ZerO initialises
@@ -10,13 +11,17 @@
 //! reproduces the zoo's own weights for seed `S`.
 //!
 //! ```
-//! use maskforge::{init::{reinitialise, Scheme}, zoo};
+//! use maskforge::{init::{reinitialise, Scheme}, zero::Orientation, zoo};
 //! let net = zoo::build("mlp:2-3", 0).unwrap();
-//! let r = reinitialise(&net, Scheme::Zero).unwrap();
-//! let w = r.network.params.get("fc1.weight").unwrap().to_f32().unwrap();
-//! // 2 -> 3 grows: m = 2, c = 2^{-1/2}, rows 0..3 and columns 0..2 of H_2.
+//! let fc1 = |o| {
+//!     let r = reinitialise(&net, Scheme::Zero(o)).unwrap();
+//!     r.network.params.get("fc1.weight").unwrap().to_f32().unwrap()
+//! };
+//! // 2 -> 3 grows. Default (shrinking) orientation: the partial identity.
+//! assert_eq!(fc1(Orientation::Shrinking), vec![1., 0., 0., 1., 0., 0.]);
+//! // ZerO's code: m = 2, c = 2^{-1/2}, rows 0..3 and columns 0..2 of H_2.
 //! let c = 0.5f32.sqrt();
-//! assert_eq!(w, vec![c, c, c, -c, c, c]);
+//! assert_eq!(fc1(Orientation::Growing), vec![c, c, c, -c, c, c]);
 //! ```
 
 use std::path::Path;
@@ -26,16 +31,15 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::network::{Layer, LayerKind, Network, Op};
 use crate::tensor::{ConstTensor, DType, Data};
-use crate::zero;
+use crate::zero::{self, Orientation};
 
 /// Which initialisation to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
-    Zero,
+    /// ZerO, with the Hadamard on the layers `Orientation` names.
+    Zero(Orientation),
     /// Kaiming-normal (fan-in, ReLU gain) from per-layer streams of `seed`.
-    Kaiming {
-        seed: u64,
-    },
+    Kaiming { seed: u64 },
 }
 
 /// What one layer received.
@@ -141,14 +145,14 @@ fn bias_of(net: &Network, li: usize) -> Option<String> {
 /// The layer's new weight in canonical layout, and the rule used.
 fn canonical_values(l: &Layer, groups: usize, scheme: Scheme) -> Result<(Vec<f32>, Applied)> {
     Ok(match scheme {
-        Scheme::Zero => match l.kind {
+        Scheme::Zero(or) => match l.kind {
             LayerKind::Dense => (
-                zero::matrix(l.shape[0], l.shape[1]),
-                Applied::Zero(zero::rule(l.shape[0], l.shape[1])),
+                zero::matrix(l.shape[0], l.shape[1], or),
+                Applied::Zero(zero::rule(l.shape[0], l.shape[1], or)),
             ),
             LayerKind::Conv => (
-                zero::conv_kernel(l.shape[0], l.shape[1], [l.shape[2], l.shape[3]], groups),
-                Applied::Zero(zero::conv_rule(l.shape[0], l.shape[1], groups)),
+                zero::conv_kernel(l.shape[0], l.shape[1], [l.shape[2], l.shape[3]], groups, or),
+                Applied::Zero(zero::conv_rule(l.shape[0], l.shape[1], groups, or)),
             ),
         },
         Scheme::Kaiming { seed } => {

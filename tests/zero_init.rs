@@ -1,6 +1,8 @@
 //! ZerO initialisation end to end: `maskforge init` and `zoo export --init
-//! zero` write exactly the matrices of Algorithm 1 (identity, partial
-//! identity, `2^{-(m-1)/2}·H_m` truncated), in the source's names, layout and
+//! zero|zero-growing` write exactly the matrices of Algorithm 1 (identity,
+//! partial identity, `2^{-(m-1)/2}·H_m` truncated; the Hadamard on shrinking
+//! layers for `zero`, the pipeline paper's reading, on growing ones for
+//! `zero-growing`, the ZerO authors' code), in the source's names, layout and
 //! dtype, and the written ONNX files run in onnxruntime to the outputs those
 //! matrices imply. Expected values are built here independently of
 //! `maskforge::zero` (Hadamard matrices as Kronecker powers of `[[1,1],[1,-1]]`).
@@ -106,10 +108,17 @@ fn kronecker_hadamard_is_orthogonal() {
 }
 
 #[test]
-fn lenet300_zero_weights_are_partial_identities() {
+fn lenet300_zero_growing_weights_are_partial_identities() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.safetensors");
-    ok(&["init", "zoo:lenet300", "--scheme", "zero", "-o", s(&out)]);
+    ok(&[
+        "init",
+        "zoo:lenet300",
+        "--scheme",
+        "zero-growing",
+        "-o",
+        s(&out),
+    ]);
     let bytes = std::fs::read(&out).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut names = st.names();
@@ -125,7 +134,8 @@ fn lenet300_zero_weights_are_partial_identities() {
             "fc3.weight"
         ]
     );
-    // 784 -> 300 -> 100 -> 10 all shrink: (I_out, 0), weights stored [out, in].
+    // 784 -> 300 -> 100 -> 10 all shrink, so ZerO's code gives (I_out, 0),
+    // weights stored [out, in].
     for (name, o, i) in [
         ("fc1.weight", 300, 784),
         ("fc2.weight", 100, 300),
@@ -141,16 +151,16 @@ fn lenet300_zero_weights_are_partial_identities() {
 }
 
 #[test]
-fn growing_layers_get_the_scaled_truncated_hadamard() {
+fn zero_growing_puts_the_scaled_truncated_hadamard_on_growing_layers() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("g.safetensors");
-    // 3 -> 5 (m = 3, c = 1/2, H_3 is 8x8 truncated), 5 -> 8 (m = 3, c = 1/2),
+    // Growing orientation. 3 -> 5 (m = 3, c = 1/2, H_3 is 8x8 truncated), 5 -> 8 (m = 3, c = 1/2),
     // 8 -> 8 (identity), 8 -> 2 (partial identity), 2 -> 4 (m = 2, c = 2^{-1/2}).
     let json = ok(&[
         "init",
         "zoo:mlp:3-5-8-8-2-4",
         "--scheme",
-        "zero",
+        "zero-growing",
         "-o",
         s(&out),
         "--json",
@@ -196,7 +206,7 @@ fn growing_layers_get_the_scaled_truncated_hadamard() {
     let want: Vec<(String, Option<u64>)> = want.iter().map(|(r, m)| (r.to_string(), *m)).collect();
     assert_eq!(rules, want);
     assert_eq!(v["layers"][0]["scale"].as_f64(), Some(0.5));
-    assert_eq!(v["scheme"], "zero");
+    assert_eq!(v["scheme"], "zero-growing");
     assert_eq!(v["biases_zeroed"], 5);
 }
 
@@ -204,10 +214,17 @@ fn growing_layers_get_the_scaled_truncated_hadamard() {
 fn lenet5_convs_carry_the_channel_matrix_at_the_kernel_centre_only() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c.safetensors");
-    ok(&["init", "zoo:lenet5", "--scheme", "zero", "-o", s(&out)]);
+    ok(&[
+        "init",
+        "zoo:lenet5",
+        "--scheme",
+        "zero-growing",
+        "-o",
+        s(&out),
+    ]);
     let bytes = std::fs::read(&out).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    // conv1: 1 -> 6 channels (m = 3, c = 1/2), conv2: 6 -> 16 (m = 4, c = 2^{-3/2}); 5x5.
+    // Growing orientation. conv1: 1 -> 6 channels (m = 3, c = 1/2), conv2: 6 -> 16 (m = 4, c = 2^{-3/2}); 5x5.
     for (name, o, i, m) in [("conv1.weight", 6, 1, 3), ("conv2.weight", 16, 6, 4)] {
         let (shape, v) = f32s(&st, name);
         assert_eq!(shape, vec![o, i, 5, 5]);
@@ -277,7 +294,8 @@ fn grouped_depthwise_and_even_kernel_convs() {
         .unwrap();
     b.output(y);
     let net = b.finish().unwrap();
-    let r = maskforge::init::reinitialise(&net, maskforge::init::Scheme::Zero).unwrap();
+    let growing = maskforge::init::Scheme::Zero(maskforge::zero::Orientation::Growing);
+    let r = maskforge::init::reinitialise(&net, growing).unwrap();
     let get = |n: &str| r.network.params.get(n).unwrap().to_f32().unwrap();
 
     let c = std::f32::consts::FRAC_1_SQRT_2;
@@ -445,8 +463,8 @@ fn onnx_matmul_weights_are_rewritten_in_their_stored_layout_and_run() {
     let src = dir.path().join("mm.onnx");
     matmul_mlp(&src);
     let out = dir.path().join("mm-zero.onnx");
-    ok(&["init", s(&src), "--scheme", "zero", "-o", s(&out)]);
-    // W1: canonical [6, 4] grows (m = 3, c = 1/2), stored transposed [4, 6].
+    ok(&["init", s(&src), "--scheme", "zero-growing", "-o", s(&out)]);
+    // Growing orientation. W1: canonical [6, 4] grows (m = 3, c = 1/2), stored transposed [4, 6].
     let w1 = scaled_hadamard_block(3, 6, 4);
     assert_eq!(
         onnx_initializer(&out, "W1"),
@@ -479,7 +497,14 @@ fn onnx_matmul_weights_are_rewritten_in_their_stored_layout_and_run() {
     let proto = maskforge::onnx::writer::to_proto(&b.finish().unwrap()).unwrap();
     std::fs::write(&biased, maskforge::onnx::writer::encode(&proto)).unwrap();
     let unbiased = dir.path().join("unbiased.onnx");
-    ok(&["init", s(&biased), "--scheme", "zero", "-o", s(&unbiased)]);
+    ok(&[
+        "init",
+        s(&biased),
+        "--scheme",
+        "zero-growing",
+        "-o",
+        s(&unbiased),
+    ]);
     assert_eq!(onnx_initializer(&biased, "fc.bias").1, vec![7.0, -7.0]);
     assert_eq!(
         onnx_initializer(&unbiased, "fc.bias"),
@@ -506,28 +531,29 @@ fn onnx_matmul_weights_are_rewritten_in_their_stored_layout_and_run() {
     assert_eq!(f32s(&st, "W1"), (vec![4, 6], transpose(&canon, 6, 4)));
 }
 
-/// LeNet-300-100 under ZerO computes `relu(x)[0..10]`: every layer passes its
-/// first outputs through, biases are zero, and the head has no ReLU after it.
-fn lenet300_zero_output(x: &[f32]) -> Vec<f32> {
+/// LeNet-300-100 under `zero-growing` computes `relu(x)[0..10]`: every layer
+/// shrinks, so passes its first outputs through, biases are zero, and the
+/// head has no ReLU after it.
+fn lenet300_zero_growing_output(x: &[f32]) -> Vec<f32> {
     x.chunks(784)
         .flat_map(|s| s[..10].iter().map(|v| v.max(0.0)))
         .collect()
 }
 
 #[test]
-fn zero_onnx_files_run_in_onnxruntime_to_the_outputs_algorithm_1_implies() {
+fn zero_growing_onnx_files_run_in_onnxruntime_to_the_outputs_algorithm_1_implies() {
     ort_setup();
     let dir = tempfile::tempdir().unwrap();
     let x = inputs(2 * 784, 11);
 
-    // zoo export --init zero.
+    // zoo export --init zero-growing.
     let exported = dir.path().join("lenet300-zero.onnx");
     ok(&[
         "zoo",
         "export",
         "lenet300",
         "--init",
-        "zero",
+        "zero-growing",
         "-o",
         s(&exported),
     ]);
@@ -535,7 +561,7 @@ fn zero_onnx_files_run_in_onnxruntime_to_the_outputs_algorithm_1_implies() {
         &exported,
         &x,
         &[2, 1, 28, 28],
-        Some(&lenet300_zero_output(&x)),
+        Some(&lenet300_zero_growing_output(&x)),
     );
 
     // init of an ONNX model to .onnx: the same graph with new initializers.
@@ -550,12 +576,19 @@ fn zero_onnx_files_run_in_onnxruntime_to_the_outputs_algorithm_1_implies() {
         s(&kaiming),
     ]);
     let patched = dir.path().join("lenet300-init.onnx");
-    ok(&["init", s(&kaiming), "--scheme", "zero", "-o", s(&patched)]);
+    ok(&[
+        "init",
+        s(&kaiming),
+        "--scheme",
+        "zero-growing",
+        "-o",
+        s(&patched),
+    ]);
     common::ort_check(
         &patched,
         &x,
         &[2, 1, 28, 28],
-        Some(&lenet300_zero_output(&x)),
+        Some(&lenet300_zero_growing_output(&x)),
     );
     let (a, b) = (
         maskforge::onnx::decode_file(&kaiming)
@@ -573,11 +606,12 @@ fn zero_onnx_files_run_in_onnxruntime_to_the_outputs_algorithm_1_implies() {
     let l5 = dir.path().join("lenet5.onnx");
     ok(&["zoo", "export", "lenet5", "-o", s(&l5)]);
     let l5z = dir.path().join("lenet5-zero.onnx");
-    ok(&["init", s(&l5), "--scheme", "zero", "-o", s(&l5z)]);
+    ok(&["init", s(&l5), "--scheme", "zero-growing", "-o", s(&l5z)]);
     common::ort_check(&l5z, &inputs(2 * 784, 12), &[2, 1, 28, 28], None);
     let net = maskforge::onnx::read(&l5z).unwrap();
     let zoo = maskforge::zoo::build("lenet5", 0).unwrap();
-    let fresh = maskforge::init::reinitialise(&zoo, maskforge::init::Scheme::Zero).unwrap();
+    let growing = maskforge::init::Scheme::Zero(maskforge::zero::Orientation::Growing);
+    let fresh = maskforge::init::reinitialise(&zoo, growing).unwrap();
     for l in &net.layers {
         assert_eq!(
             net.params.get(&l.name).unwrap().to_f32().unwrap(),
@@ -627,13 +661,13 @@ fn half_precision_checkpoints_keep_their_dtype() {
         "--arch",
         "zoo:mlp:2-4-4",
         "--scheme",
-        "zero",
+        "zero-growing",
         "-o",
         s(&out),
     ]);
     let bytes = std::fs::read(&out).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    // fc1 grows 2 -> 4: 2^{-1/2} rounds to the f16 0x39a8 (0.70703125).
+    // Growing orientation. fc1 grows 2 -> 4: 2^{-1/2} rounds to the f16 0x39a8 (0.70703125).
     let (p, n) = (0x39a8u16, 0xb9a8u16);
     assert_eq!(f16_bits(&st, "fc1.weight"), vec![p, p, p, n, p, p, p, n]);
     let one = 0x3c00u16;

@@ -7,14 +7,13 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::init::{reinitialise, Applied, LayerInit, Scheme};
-use crate::zero::Rule;
+use crate::zero::{Orientation, Rule};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     pub model: super::ModelArgs,
-    /// zero: ZerO (identity, partial identity, Hadamard); kaiming: seeded
-    /// Kaiming-normal from per-layer streams, as the zoo.
+    /// The initialisation to write.
     #[arg(long, value_enum)]
     pub scheme: InitArg,
     /// weights.safetensors or model.onnx.
@@ -27,15 +26,20 @@ pub struct Args {
 /// An initialisation named on the command line (`init --scheme`, `zoo export --init`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum InitArg {
+    /// Seeded Kaiming-normal from per-layer streams, as the zoo.
     Kaiming,
+    /// ZerO, Hadamard on shrinking layers (the pipeline paper's Algorithm 1).
     Zero,
+    /// ZerO, Hadamard on growing layers (the ZerO authors' code).
+    ZeroGrowing,
 }
 
 impl InitArg {
     pub fn scheme(self, seed: u64) -> Scheme {
         match self {
             InitArg::Kaiming => Scheme::Kaiming { seed },
-            InitArg::Zero => Scheme::Zero,
+            InitArg::Zero => Scheme::Zero(Orientation::Shrinking),
+            InitArg::ZeroGrowing => Scheme::Zero(Orientation::Growing),
         }
     }
 
@@ -43,6 +47,7 @@ impl InitArg {
         match self {
             InitArg::Kaiming => "kaiming",
             InitArg::Zero => "zero",
+            InitArg::ZeroGrowing => "zero-growing",
         }
     }
 }

@@ -6,6 +6,7 @@ use clap::Subcommand;
 
 use super::init::InitArg;
 use crate::error::Result;
+use crate::init::Scheme;
 
 #[derive(Subcommand, Debug)]
 pub enum ZooCommand {
@@ -22,7 +23,7 @@ pub enum ZooCommand {
         output: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Initialisation of the weights: kaiming (seeded) or zero (ZerO).
+        /// Initialisation of the weights.
         #[arg(long, value_enum, default_value = "kaiming")]
         init: InitArg,
     },
@@ -51,8 +52,9 @@ pub fn run(c: ZooCommand) -> Result<()> {
         } => {
             let mut net = crate::zoo::build(&name, seed)?;
             // The zoo's own weights already are the seeded Kaiming ones.
-            if init == InitArg::Zero {
-                net = crate::init::reinitialise(&net, init.scheme(seed))?.network;
+            let scheme = init.scheme(seed);
+            if matches!(scheme, Scheme::Zero(_)) {
+                net = crate::init::reinitialise(&net, scheme)?.network;
             }
             let bytes = crate::onnx::writer::encode(&crate::onnx::writer::to_proto(&net)?);
             crate::io::write_atomic(&output, &[], |w| std::io::Write::write_all(w, &bytes))?;
