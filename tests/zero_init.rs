@@ -210,6 +210,144 @@ fn zero_growing_puts_the_scaled_truncated_hadamard_on_growing_layers() {
     assert_eq!(v["biases_zeroed"], 5);
 }
 
+/// `c = 2^{-(m-1)/2}` for the `m` of LeNet-300-100's layers, by hand.
+const C10: f32 = 0.0625 * std::f32::consts::FRAC_1_SQRT_2; // 2^{-4.5}
+const C9: f32 = 0.0625; // 2^{-4}
+const C7: f32 = 0.125; // 2^{-3}
+
+#[test]
+fn lenet300_default_zero_gives_scaled_hadamard_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.safetensors");
+    let json = ok(&[
+        "init",
+        "zoo:lenet300",
+        "--scheme",
+        "zero",
+        "-o",
+        s(&out),
+        "--json",
+    ]);
+    let bytes = std::fs::read(&out).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    // Every layer shrinks: W[o][i] = c·H_m[o][i] with m = ceil(log2 in):
+    // 784 -> 300: m = 10, 300 -> 100: m = 9, 100 -> 10: m = 7.
+    for (name, o, i, m, c) in [
+        ("fc1.weight", 300, 784, 10, C10),
+        ("fc2.weight", 100, 300, 9, C9),
+        ("fc3.weight", 10, 100, 7, C7),
+    ] {
+        let (shape, v) = f32s(&st, name);
+        assert_eq!(shape, vec![o, i], "{name}");
+        assert_eq!(v, scaled_hadamard_block(m, o, i), "{name}");
+        // The scale by hand: row 0 of H_m is all ones, row 1 alternates.
+        assert_eq!((v[0], v[i], v[i + 1]), (c, c, -c), "{name}");
+    }
+    for (name, o) in [("fc1.bias", 300), ("fc2.bias", 100), ("fc3.bias", 10)] {
+        assert_eq!(f32s(&st, name), (vec![o], vec![0.0; o]), "{name}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["scheme"], "zero");
+    for (l, (m, c)) in v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([(10, C10), (9, C9), (7, C7)])
+    {
+        assert_eq!(l["rule"], "hadamard", "{l}");
+        assert_eq!(l["m"].as_u64(), Some(m), "{l}");
+        assert_eq!(l["scale"].as_f64().map(|x| x as f32), Some(c), "{l}");
+    }
+}
+
+#[test]
+fn default_zero_puts_the_hadamard_on_shrinking_layers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d.safetensors");
+    // 3 -> 5 and 5 -> 8 grow (partial identity), 8 -> 8 (identity), 8 -> 2
+    // shrinks (m = ceil(log2 8) = 3 from the input width, c = 1/2), 2 -> 4
+    // grows (partial identity).
+    let json = ok(&[
+        "init",
+        "zoo:mlp:3-5-8-8-2-4",
+        "--scheme",
+        "zero",
+        "-o",
+        s(&out),
+        "--json",
+    ]);
+    let bytes = std::fs::read(&out).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(f32s(&st, "fc1.weight"), (vec![5, 3], eye(5, 3)));
+    assert_eq!(f32s(&st, "fc2.weight"), (vec![8, 5], eye(8, 5)));
+    assert_eq!(f32s(&st, "fc3.weight"), (vec![8, 8], eye(8, 8)));
+    let h = 0.5f32;
+    #[rustfmt::skip]
+    let fc4 = vec![
+        h,  h, h,  h, h,  h, h,  h,
+        h, -h, h, -h, h, -h, h, -h,
+    ];
+    assert_eq!(f32s(&st, "fc4.weight"), (vec![2, 8], fc4));
+    assert_eq!(f32s(&st, "fc5.weight"), (vec![4, 2], eye(4, 2)));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rules: Vec<(&str, Option<u64>)> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["rule"].as_str().unwrap(), l["m"].as_u64()))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("partial-identity", None),
+            ("partial-identity", None),
+            ("identity", None),
+            ("hadamard", Some(3)),
+            ("partial-identity", None),
+        ]
+    );
+    assert_eq!(v["layers"][3]["scale"].as_f64(), Some(0.5));
+    assert_eq!(v["scheme"], "zero");
+}
+
+#[test]
+fn lenet5_default_zero_convs_grow_by_partial_identity_and_the_head_is_hadamard() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.safetensors");
+    ok(&["init", "zoo:lenet5", "--scheme", "zero", "-o", s(&out)]);
+    let bytes = std::fs::read(&out).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    // conv1 1 -> 6 and conv2 6 -> 16 grow: the partial identity at the
+    // centre tap (2, 2) of the 5x5 kernel, zeros elsewhere.
+    for (name, o, i) in [("conv1.weight", 6, 1), ("conv2.weight", 16, 6)] {
+        let (shape, v) = f32s(&st, name);
+        assert_eq!(shape, vec![o, i, 5, 5]);
+        for oc in 0..o {
+            for ic in 0..i {
+                for tap in 0..25 {
+                    let want = if tap == 12 && oc == ic { 1.0 } else { 0.0 };
+                    assert_eq!(
+                        v[(oc * i + ic) * 25 + tap],
+                        want,
+                        "{name}[{oc}][{ic}] {tap}"
+                    );
+                }
+            }
+        }
+    }
+    // The dense head shrinks: 400 -> 120 (m = 9), 120 -> 84 (m = 7), 84 -> 10 (m = 7).
+    for (name, o, i, m) in [
+        ("fc1.weight", 120, 400, 9),
+        ("fc2.weight", 84, 120, 7),
+        ("fc3.weight", 10, 84, 7),
+    ] {
+        assert_eq!(
+            f32s(&st, name),
+            (vec![o, i], scaled_hadamard_block(m, o, i))
+        );
+    }
+}
+
 #[test]
 fn lenet5_convs_carry_the_channel_matrix_at_the_kernel_centre_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -620,6 +758,86 @@ fn zero_growing_onnx_files_run_in_onnxruntime_to_the_outputs_algorithm_1_implies
             l.name
         );
     }
+}
+
+/// `y = W x` (optionally ReLU'd) per sample, `W` `[out, in]` row-major.
+fn dense(w: &[f32], out: usize, inp: usize, x: &[f32], relu: bool) -> Vec<f32> {
+    x.chunks(inp)
+        .flat_map(|xs| {
+            (0..out).map(move |o| {
+                let y: f32 = (0..inp).map(|i| w[o * inp + i] * xs[i]).sum();
+                if relu {
+                    y.max(0.0)
+                } else {
+                    y
+                }
+            })
+        })
+        .collect()
+}
+
+/// LeNet-300-100 under the default `zero`: three c·H_m blocks, zero biases,
+/// ReLU after the hidden layers, by plain matrix products.
+fn lenet300_zero_output(x: &[f32]) -> Vec<f32> {
+    let h1 = dense(&scaled_hadamard_block(10, 300, 784), 300, 784, x, true);
+    let h2 = dense(&scaled_hadamard_block(9, 100, 300), 100, 300, &h1, true);
+    dense(&scaled_hadamard_block(7, 10, 100), 10, 100, &h2, false)
+}
+
+#[test]
+fn default_zero_onnx_files_run_in_onnxruntime_to_plain_matrix_products() {
+    ort_setup();
+    let dir = tempfile::tempdir().unwrap();
+    let x = inputs(2 * 784, 13);
+    let want = lenet300_zero_output(&x);
+    assert_ne!(want, lenet300_zero_growing_output(&x));
+
+    // zoo export --init zero.
+    let exported = dir.path().join("lenet300-zero.onnx");
+    ok(&[
+        "zoo",
+        "export",
+        "lenet300",
+        "--init",
+        "zero",
+        "-o",
+        s(&exported),
+    ]);
+    common::ort_check(&exported, &x, &[2, 1, 28, 28], Some(&want));
+
+    // init of an ONNX model to .onnx.
+    let kaiming = dir.path().join("lenet300.onnx");
+    ok(&["zoo", "export", "lenet300", "-o", s(&kaiming)]);
+    let patched = dir.path().join("lenet300-init.onnx");
+    ok(&["init", s(&kaiming), "--scheme", "zero", "-o", s(&patched)]);
+    common::ort_check(&patched, &x, &[2, 1, 28, 28], Some(&want));
+
+    // MatMul weights stored [in, out]: W1 (4 -> 6) grows, partial identity;
+    // W2 (6 -> 3) shrinks, m = ceil(log2 6) = 3, c = 1/2. The pipeline paper's
+    // [in, out] kernel is exactly what the file stores: W2[i][o] = c·H_3[i][o].
+    let src = dir.path().join("mm.onnx");
+    matmul_mlp(&src);
+    let out = dir.path().join("mm-zero.onnx");
+    ok(&["init", s(&src), "--scheme", "zero", "-o", s(&out)]);
+    let w2 = scaled_hadamard_block(3, 3, 6);
+    assert_eq!(
+        onnx_initializer(&out, "W1"),
+        (vec![4, 6], transpose(&eye(6, 4), 6, 4))
+    );
+    assert_eq!(
+        onnx_initializer(&out, "W2"),
+        (vec![6, 3], transpose(&w2, 3, 6))
+    );
+    let h = kron_hadamard(3);
+    let (_, stored) = onnx_initializer(&out, "W2");
+    for i in 0..6 {
+        for o in 0..3 {
+            assert_eq!(stored[i * 3 + o], 0.5 * h[i * 8 + o], "W2[{i}][{o}]");
+        }
+    }
+    let xm = inputs(2 * 4, 5);
+    let a = dense(&eye(6, 4), 6, 4, &xm, true);
+    common::ort_check(&out, &xm, &[2, 4], Some(&dense(&w2, 3, 6, &a, false)));
 }
 
 fn f16_bits(st: &SafeTensors, name: &str) -> Vec<u16> {
