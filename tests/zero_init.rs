@@ -91,6 +91,27 @@ fn f32s(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
     (t.shape().to_vec(), v)
 }
 
+/// `maskforge init MODEL --scheme SCHEME -o DIR/w.safetensors --json`: the
+/// written file's bytes and the printed summary.
+fn init_json(dir: &Path, model: &str, scheme: &str) -> (Vec<u8>, serde_json::Value) {
+    let out = dir.join("w.safetensors");
+    let json = ok(&["init", model, "--scheme", scheme, "-o", s(&out), "--json"]);
+    (
+        std::fs::read(&out).unwrap(),
+        serde_json::from_str(&json).unwrap(),
+    )
+}
+
+/// Each layer's `(rule, m)` in an `init --json` summary.
+fn rules(v: &serde_json::Value) -> Vec<(&str, Option<u64>)> {
+    v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["rule"].as_str().unwrap(), l["m"].as_u64()))
+        .collect()
+}
+
 #[test]
 fn kronecker_hadamard_is_orthogonal() {
     // The reference itself: H_m H_m^T = 2^m I.
@@ -153,19 +174,10 @@ fn lenet300_zero_growing_weights_are_partial_identities() {
 #[test]
 fn zero_growing_puts_the_scaled_truncated_hadamard_on_growing_layers() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("g.safetensors");
-    // Growing orientation. 3 -> 5 (m = 3, c = 1/2, H_3 is 8x8 truncated), 5 -> 8 (m = 3, c = 1/2),
-    // 8 -> 8 (identity), 8 -> 2 (partial identity), 2 -> 4 (m = 2, c = 2^{-1/2}).
-    let json = ok(&[
-        "init",
-        "zoo:mlp:3-5-8-8-2-4",
-        "--scheme",
-        "zero-growing",
-        "-o",
-        s(&out),
-        "--json",
-    ]);
-    let bytes = std::fs::read(&out).unwrap();
+    // Growing orientation. 3 -> 5 (m = 3, c = 1/2, H_3 is 8x8 truncated),
+    // 5 -> 8 (m = 3, c = 1/2), 8 -> 8 (identity), 8 -> 2 (partial
+    // identity), 2 -> 4 (m = 2, c = 2^{-1/2}).
+    let (bytes, v) = init_json(dir.path(), "zoo:mlp:3-5-8-8-2-4", "zero-growing");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let half = 0.5f32;
     #[rustfmt::skip]
@@ -189,22 +201,16 @@ fn zero_growing_puts_the_scaled_truncated_hadamard_on_growing_layers() {
         (vec![4, 2], vec![r, r, r, -r, r, r, r, -r])
     );
     // The summary names each layer's rule.
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let rules: Vec<(String, Option<u64>)> = v["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| (l["rule"].as_str().unwrap().to_string(), l["m"].as_u64()))
-        .collect();
-    let want = [
-        ("hadamard", Some(3)),
-        ("hadamard", Some(3)),
-        ("identity", None),
-        ("partial-identity", None),
-        ("hadamard", Some(2)),
-    ];
-    let want: Vec<(String, Option<u64>)> = want.iter().map(|(r, m)| (r.to_string(), *m)).collect();
-    assert_eq!(rules, want);
+    assert_eq!(
+        rules(&v),
+        [
+            ("hadamard", Some(3)),
+            ("hadamard", Some(3)),
+            ("identity", None),
+            ("partial-identity", None),
+            ("hadamard", Some(2)),
+        ]
+    );
     assert_eq!(v["layers"][0]["scale"].as_f64(), Some(0.5));
     assert_eq!(v["scheme"], "zero-growing");
     assert_eq!(v["biases_zeroed"], 5);
@@ -218,17 +224,7 @@ const C7: f32 = 0.125; // 2^{-3}
 #[test]
 fn lenet300_default_zero_gives_scaled_hadamard_blocks() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("x.safetensors");
-    let json = ok(&[
-        "init",
-        "zoo:lenet300",
-        "--scheme",
-        "zero",
-        "-o",
-        s(&out),
-        "--json",
-    ]);
-    let bytes = std::fs::read(&out).unwrap();
+    let (bytes, v) = init_json(dir.path(), "zoo:lenet300", "zero");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     // Every layer shrinks: W[o][i] = c·H_m[o][i] with m = ceil(log2 in):
     // 784 -> 300: m = 10, 300 -> 100: m = 9, 100 -> 10: m = 7.
@@ -246,7 +242,6 @@ fn lenet300_default_zero_gives_scaled_hadamard_blocks() {
     for (name, o) in [("fc1.bias", 300), ("fc2.bias", 100), ("fc3.bias", 10)] {
         assert_eq!(f32s(&st, name), (vec![o], vec![0.0; o]), "{name}");
     }
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["scheme"], "zero");
     for (l, (m, c)) in v["layers"]
         .as_array()
@@ -263,20 +258,10 @@ fn lenet300_default_zero_gives_scaled_hadamard_blocks() {
 #[test]
 fn default_zero_puts_the_hadamard_on_shrinking_layers_only() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("d.safetensors");
     // 3 -> 5 and 5 -> 8 grow (partial identity), 8 -> 8 (identity), 8 -> 2
     // shrinks (m = ceil(log2 8) = 3 from the input width, c = 1/2), 2 -> 4
     // grows (partial identity).
-    let json = ok(&[
-        "init",
-        "zoo:mlp:3-5-8-8-2-4",
-        "--scheme",
-        "zero",
-        "-o",
-        s(&out),
-        "--json",
-    ]);
-    let bytes = std::fs::read(&out).unwrap();
+    let (bytes, v) = init_json(dir.path(), "zoo:mlp:3-5-8-8-2-4", "zero");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(f32s(&st, "fc1.weight"), (vec![5, 3], eye(5, 3)));
     assert_eq!(f32s(&st, "fc2.weight"), (vec![8, 5], eye(8, 5)));
@@ -289,15 +274,8 @@ fn default_zero_puts_the_hadamard_on_shrinking_layers_only() {
     ];
     assert_eq!(f32s(&st, "fc4.weight"), (vec![2, 8], fc4));
     assert_eq!(f32s(&st, "fc5.weight"), (vec![4, 2], eye(4, 2)));
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let rules: Vec<(&str, Option<u64>)> = v["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| (l["rule"].as_str().unwrap(), l["m"].as_u64()))
-        .collect();
     assert_eq!(
-        rules,
+        rules(&v),
         [
             ("partial-identity", None),
             ("partial-identity", None),
