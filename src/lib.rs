@@ -33,6 +33,7 @@ pub mod model;
 pub mod network;
 pub mod onnx;
 pub mod pathnorm;
+pub mod paths;
 pub mod plot;
 pub mod prune;
 pub mod quota;
