@@ -238,11 +238,16 @@ fn conv_counts(
             wo,
             |k| live[g * ipg + k / taps] && tap_reads[k % taps],
             |k, ps, buf| {
+                // `ps` covers whole output rows: copy row by row.
                 let src = &x.data[(g * ipg + k / taps) * plane..][..plane];
                 let (yt, xt) = (&ys[(k % taps) / kw], &xs[(k % taps) % kw]);
-                for (b, p) in buf.iter_mut().zip(ps) {
-                    if let (Some(qy), Some(qx)) = (yt[p / wo], xt[p % wo]) {
-                        *b = src[qy * w + qx];
+                for (row, y) in buf.chunks_mut(wo).zip(ps.start / wo..) {
+                    let Some(qy) = yt[y] else { continue };
+                    let line = &src[qy * w..(qy + 1) * w];
+                    for (b, qx) in row.iter_mut().zip(xt) {
+                        if let Some(qx) = qx {
+                            *b = line[*qx];
+                        }
                     }
                 }
             },
@@ -252,10 +257,16 @@ fn conv_counts(
     Ok(out)
 }
 
+/// `out[o] = sum of x[i] over the kept weights (o, i)`. A fully kept row
+/// (every row of a dense layer) reuses one total, summed in the same order.
 fn dense_counts(n_out: usize, n_in: usize, mask: &BitSet, x: &[f64]) -> Vec<f64> {
+    let total: f64 = x.iter().sum();
     (0..n_out)
         .map(|o| {
             let start = o * n_in;
+            if mask.count_ones_in(start, start + n_in) == n_in {
+                return total;
+            }
             mask.ones_in(start, start + n_in)
                 .map(|b| x[b - start])
                 .sum()
