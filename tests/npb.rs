@@ -673,3 +673,103 @@ fn a_fully_pruned_zoo_layer_gives_zero_paths() {
     // JSON has no -inf: it becomes null.
     assert_eq!(serde_json::to_string(&p.log10).unwrap(), "null");
 }
+
+// ---------------------------------------------------------------------------
+// The command line: audit and sweep report the figures.
+
+fn maskforge(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_maskforge"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn audit_reports_paths_and_nodes() {
+    // Dense LeNet-300-100: 784 * 300 * 100 * 10 paths, 410 effective nodes.
+    let out = maskforge(&["audit", "zoo:lenet300", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = (784.0f64 * 300.0 * 100.0 * 10.0).log10();
+    assert!(
+        close(v["log10_effective_paths"].as_f64().unwrap(), want, 1e-12),
+        "{v}"
+    );
+    assert_eq!(v["effective_nodes"], 410);
+    assert_eq!(v["total_nodes"], 410);
+    assert_eq!(v["paths_underflowed"], 0);
+    // Per layer the effective nodes are the functional ones.
+    assert_eq!(v["layers"][1]["nodes"]["functional"], 100);
+    let table = maskforge(&["audit", "zoo:lenet300"]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("node-path balancing: 10^8.371 effective paths, 410 of 410 nodes effective"),
+        "{table}"
+    );
+
+    // Pruned so far that nothing is left: null paths, no effective node.
+    let dir = tempfile::tempdir().unwrap();
+    let masks = dir.path().join("cut.safetensors");
+    let masks = masks.to_str().unwrap();
+    maskforge(&[
+        "prune",
+        "zoo:lenet300",
+        "--method",
+        "rpi",
+        "--quota",
+        "uniform",
+        "--compression",
+        "1e5",
+        "-o",
+        masks,
+    ]);
+    let out = maskforge(&["audit", "zoo:lenet300", "--masks", masks, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["log10_effective_paths"].is_null(), "{v}");
+    assert_eq!(v["effective_nodes"], 0);
+    let table = maskforge(&["audit", "zoo:lenet300", "--masks", masks]);
+    assert!(String::from_utf8(table.stdout)
+        .unwrap()
+        .contains("node-path balancing: no effective path, 0 of 410 nodes effective"));
+}
+
+#[test]
+fn sweep_csv_has_the_npb_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("s.csv");
+    maskforge(&[
+        "sweep",
+        "zoo:lenet5",
+        "--methods",
+        "rpi",
+        "--quotas",
+        "igq",
+        "--compressions",
+        "10,1e4",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(
+        header[12], "error",
+        "the original columns keep their places"
+    );
+    assert_eq!(&header[13..], ["log10_effective_paths", "effective_nodes"]);
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    let paths: Vec<f64> = rows.iter().map(|r| r[13].parse().unwrap()).collect();
+    let nodes: Vec<usize> = rows.iter().map(|r| r[14].parse().unwrap()).collect();
+    // 10x keeps paths and every node; 10^4x (6 weights) has fewer of both.
+    assert!(paths[0].is_finite() && paths[0] > paths[1], "{paths:?}");
+    assert_eq!(nodes[0], 236);
+    assert!(nodes[1] < nodes[0]);
+}

@@ -289,7 +289,7 @@ pub fn run(a: Args) -> Result<()> {
         bar.set_position(k as u64);
     })?;
     bar.finish_and_clear();
-    let r = audit_with(net, &out.raw, out.analysis.clone());
+    let r = audit_with(net, &out.raw, out.analysis.clone())?;
     let written = if a.keep_inactive {
         &out.raw
     } else {
