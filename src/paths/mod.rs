@@ -43,7 +43,7 @@
 //! ([`scaled::Scaled`]): exact rescaling, alignment of scales at Adds and
 //! Concats, and the final sum taken in log space. The result carries f64
 //! rounding only (relative error of order 1e-15 per operation). Convolutions
-//! are one masked matrix product each ([`product::masked_product`]).
+//! are one masked matrix product each ([`product::Product`]).
 //!
 //! ```
 //! use maskforge::{zoo, mask::MaskSet, paths::effective_paths};
@@ -230,12 +230,14 @@ fn conv_counts(
     let mut out = vec![0.0; conv.out_channels * ho * wo];
     for g in 0..conv.groups {
         let block = &mut out[g * opg * ho * wo..(g + 1) * opg * ho * wo];
-        product::masked_product(
+        let product = product::Product {
             mask,
-            ipg * taps,
-            g * opg..(g + 1) * opg,
-            ho * wo,
-            wo,
+            row_len: ipg * taps,
+            rows: g * opg..(g + 1) * opg,
+            p_len: ho * wo,
+            step: wo,
+        };
+        product.compute(
             |k| live[g * ipg + k / taps] && tap_reads[k % taps],
             |k, ps, buf| {
                 // `ps` covers whole output rows: copy row by row.
