@@ -102,6 +102,13 @@ pub fn effective_paths(net: &Network, masks: &MaskSet) -> Result<PathCount> {
         vals[i] = Some(Scaled::ones(net.value(i).numel()));
     }
     for (ni, node) in net.nodes.iter().enumerate() {
+        let x = node.inputs[0];
+        if passes_through(&node.op) && uses[x] == 1 && !net.outputs.contains(&x) {
+            // The last reader of `x` changes no count: hand the data over.
+            uses[x] = 0;
+            vals[node.output] = vals[x].take();
+            continue;
+        }
         let ins: Vec<&Scaled> = node
             .inputs
             .iter()
@@ -127,6 +134,19 @@ pub fn effective_paths(net: &Network, masks: &MaskSet) -> Result<PathCount> {
         log10: log2 * std::f64::consts::LOG10_2,
         underflowed: lost.0,
     })
+}
+
+/// Ops whose output element `i` has exactly the paths of input element `i`.
+fn passes_through(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Norm(_)
+            | Op::Activation(_)
+            | Op::Identity
+            | Op::Softmax(_)
+            | Op::LogSoftmax(_)
+            | Op::Reshape
+    )
 }
 
 /// The path counts of one node's output.
@@ -157,7 +177,10 @@ fn step(
         | Op::Identity
         | Op::Softmax(_)
         | Op::LogSoftmax(_)
-        | Op::Reshape => return Ok(x.clone()),
+        | Op::Reshape => {
+            debug_assert!(passes_through(&node.op));
+            return Ok(x.clone());
+        }
         Op::Transpose(perm) => permute(&x.data, in_shape, perm),
         Op::Add => {
             let (parts, exp2) = Scaled::align(ins, lost);

@@ -35,8 +35,8 @@ use candle_core::{Device, Tensor};
 use crate::bitset::BitSet;
 use crate::error::Result;
 
-/// Most elements of one matrix built at a time (32 MB of f64).
-pub const CHUNK: usize = 1 << 22;
+/// Most elements of one matrix built at a time (8 MB of f64).
+pub const CHUNK: usize = 1 << 20;
 
 /// How many times faster the GEMM is per multiply-add than the direct loop
 /// per element touched: the crossover measured on random ResNet-50 masks
@@ -154,16 +154,14 @@ impl Product<'_> {
         let width = chunk_width(kk, p_len, self.step, chunk);
         let rows_per = (chunk / kk.max(width)).max(1);
         let dev = Device::Cpu;
-        let mut cols = Vec::new();
         for p0 in (0..p_len).step_by(width) {
             let p1 = (p0 + width).min(p_len);
             let w = p1 - p0;
-            cols.clear();
-            cols.resize(kk * w, 0.0);
+            let mut cols = vec![0.0; kk * w];
             for (j, &k) in used.iter().enumerate() {
                 fill(k, p0..p1, &mut cols[j * w..(j + 1) * w]);
             }
-            let b = Tensor::from_slice(&cols, (kk, w), &dev)?;
+            let b = Tensor::from_vec(cols, (kk, w), &dev)?;
             for (ci, part) in patterns.bits.chunks(rows_per).enumerate() {
                 let mut a = vec![0.0f64; part.len() * kk];
                 for (r, ones) in part.iter().enumerate() {
