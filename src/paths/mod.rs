@@ -60,10 +60,12 @@
 pub mod product;
 pub mod scaled;
 
+use std::ops::Range;
+
 use crate::bitset::BitSet;
 use crate::error::Result;
 use crate::mask::MaskSet;
-use crate::network::op::{Conv2d, Op, Pool};
+use crate::network::op::{Conv2d, Op, Pool, Window};
 use crate::network::{Network, Node};
 
 use scaled::{Scaled, Underflow};
@@ -212,18 +214,79 @@ fn step(
     Ok(Scaled::new(data, x.exp2, lost))
 }
 
-/// Per tap row (or column) of a window, the input coordinate each output
-/// coordinate reads, `None` in the padding.
-fn sources(
-    w: &crate::network::op::Window,
-    axis: usize,
-    k: usize,
-    out: usize,
-    n: usize,
-) -> Vec<Vec<Option<usize>>> {
-    (0..k)
-        .map(|t| (0..out).map(|o| w.source(axis, o, t, n)).collect())
-        .collect()
+/// Where each tap of a sliding window (a conv kernel or a pool) reads: per
+/// kernel row the input row of each output row, per kernel column the input
+/// column of each output column, `None` in the padding.
+struct Taps {
+    ys: Vec<Vec<Option<usize>>>,
+    xs: Vec<Vec<Option<usize>>>,
+    /// Input width and output width.
+    w: usize,
+    wo: usize,
+}
+
+impl Taps {
+    fn new(window: &Window, kernel: [usize; 2], in_hw: [usize; 2], out_hw: [usize; 2]) -> Self {
+        let axis = |a: usize| -> Vec<Vec<Option<usize>>> {
+            (0..kernel[a])
+                .map(|k| {
+                    (0..out_hw[a])
+                        .map(|o| window.source(a, o, k, in_hw[a]))
+                        .collect()
+                })
+                .collect()
+        };
+        Taps {
+            ys: axis(0),
+            xs: axis(1),
+            w: in_hw[1],
+            wo: out_hw[1],
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.ys.len() * self.xs.len()
+    }
+
+    /// Output positions of one channel.
+    fn outputs(&self) -> usize {
+        self.ys[0].len() * self.wo
+    }
+
+    /// True when tap `t` reads a real input position for some output.
+    fn reads_data(&self, t: usize) -> bool {
+        let kw = self.xs.len();
+        self.ys[t / kw].iter().any(Option::is_some) && self.xs[t % kw].iter().any(Option::is_some)
+    }
+
+    /// Write into `buf` what tap `t` reads from `plane` for the output
+    /// positions `ps` (whole output rows); padding leaves `buf` untouched.
+    fn gather(&self, plane: &[f64], t: usize, ps: Range<usize>, buf: &mut [f64]) {
+        let kw = self.xs.len();
+        let (yt, xt) = (&self.ys[t / kw], &self.xs[t % kw]);
+        for (row, y) in buf.chunks_mut(self.wo).zip(ps.start / self.wo..) {
+            let Some(qy) = yt[y] else { continue };
+            let line = &plane[qy * self.w..(qy + 1) * self.w];
+            for (b, qx) in row.iter_mut().zip(xt) {
+                if let Some(qx) = qx {
+                    *b = line[*qx];
+                }
+            }
+        }
+    }
+
+    /// `out[p] += sum over taps of what the tap reads from plane` (every
+    /// real position of each window is one edge).
+    fn add_window_sums(&self, plane: &[f64], out: &mut [f64]) {
+        let mut col = vec![0.0; out.len()];
+        for t in 0..self.count() {
+            col.fill(0.0);
+            self.gather(plane, t, 0..out.len(), &mut col);
+            for (o, c) in out.iter_mut().zip(&col) {
+                *o += c;
+            }
+        }
+    }
 }
 
 fn conv_counts(
@@ -233,53 +296,65 @@ fn conv_counts(
     in_shape: &[usize],
     out_shape: &[usize],
 ) -> Result<Vec<f64>> {
-    let (h, w) = (in_shape[1], in_shape[2]);
-    let (ho, wo) = (out_shape[1], out_shape[2]);
-    let [kh, kw] = conv.kernel;
-    let taps = conv.taps();
+    let plane = in_shape[1] * in_shape[2];
+    let p_len = out_shape[1] * out_shape[2];
+    let taps = Taps::new(
+        &conv.window,
+        conv.kernel,
+        [in_shape[1], in_shape[2]],
+        [out_shape[1], out_shape[2]],
+    );
+    let n_taps = taps.count();
     let (ipg, opg) = (conv.in_per_group(), conv.out_per_group());
-    let ys = sources(&conv.window, 0, kh, ho, h);
-    let xs = sources(&conv.window, 1, kw, wo, w);
-    // A tap that reads only padding carries no path.
-    let tap_reads: Vec<bool> = (0..taps)
-        .map(|t| ys[t / kw].iter().any(Option::is_some) && xs[t % kw].iter().any(Option::is_some))
-        .collect();
-    let plane = h * w;
     let live: Vec<bool> = x
         .data
         .chunks(plane)
         .map(|c| c.iter().any(|&v| v != 0.0))
         .collect();
-    let mut out = vec![0.0; conv.out_channels * ho * wo];
+    let block_bits = opg * ipg * n_taps;
+    let mut out = vec![0.0; conv.out_channels * p_len];
     for g in 0..conv.groups {
-        let block = &mut out[g * opg * ho * wo..(g + 1) * opg * ho * wo];
+        let inputs = &x.data[g * ipg * plane..(g + 1) * ipg * plane];
+        let block = &mut out[g * opg * p_len..(g + 1) * opg * p_len];
+        if mask.count_ones_in(g * block_bits, (g + 1) * block_bits) == block_bits {
+            fully_kept_group(&taps, inputs, plane, block);
+            continue;
+        }
         let product = product::Product {
             mask,
-            row_len: ipg * taps,
+            row_len: ipg * n_taps,
             rows: g * opg..(g + 1) * opg,
-            p_len: ho * wo,
-            step: wo,
+            p_len,
+            step: taps.wo,
         };
         product.compute(
-            |k| live[g * ipg + k / taps] && tap_reads[k % taps],
+            |k| live[g * ipg + k / n_taps] && taps.reads_data(k % n_taps),
             |k, ps, buf| {
-                // `ps` covers whole output rows: copy row by row.
-                let src = &x.data[(g * ipg + k / taps) * plane..][..plane];
-                let (yt, xt) = (&ys[(k % taps) / kw], &xs[(k % taps) % kw]);
-                for (row, y) in buf.chunks_mut(wo).zip(ps.start / wo..) {
-                    let Some(qy) = yt[y] else { continue };
-                    let line = &src[qy * w..(qy + 1) * w];
-                    for (b, qx) in row.iter_mut().zip(xt) {
-                        if let Some(qx) = qx {
-                            *b = line[*qx];
-                        }
-                    }
-                }
+                let c = k / n_taps;
+                taps.gather(&inputs[c * plane..(c + 1) * plane], k % n_taps, ps, buf)
             },
             block,
         )?;
     }
     Ok(out)
+}
+
+/// A group with every weight kept: each output channel reads every tap of
+/// every input channel, so all of them are the window sums of one plane, the
+/// sum of the input channels (sum first, shift once: the cost of one input
+/// channel instead of all of them).
+fn fully_kept_group(taps: &Taps, inputs: &[f64], plane: usize, block: &mut [f64]) {
+    let mut sum = vec![0.0; plane];
+    for channel in inputs.chunks(plane) {
+        for (s, v) in sum.iter_mut().zip(channel) {
+            *s += v;
+        }
+    }
+    let mut row = vec![0.0; taps.outputs()];
+    taps.add_window_sums(&sum, &mut row);
+    for dst in block.chunks_mut(row.len()) {
+        dst.copy_from_slice(&row);
+    }
 }
 
 /// `out[o] = sum of x[i] over the kept weights (o, i)`. A fully kept row
@@ -301,26 +376,16 @@ fn dense_counts(n_out: usize, n_in: usize, mask: &BitSet, x: &[f64]) -> Vec<f64>
 
 /// Every real position of each window feeds the window's output.
 fn pool_counts(pool: &Pool, x: &[f64], in_shape: &[usize], out_shape: &[usize]) -> Vec<f64> {
-    let (c, h, w) = (in_shape[0], in_shape[1], in_shape[2]);
-    let (ho, wo) = (out_shape[1], out_shape[2]);
-    let ys = sources(&pool.window, 0, pool.kernel[0], ho, h);
-    let xs = sources(&pool.window, 1, pool.kernel[1], wo, w);
-    let mut out = vec![0.0; c * ho * wo];
-    for ch in 0..c {
-        let src = &x[ch * h * w..(ch + 1) * h * w];
-        let dst = &mut out[ch * ho * wo..(ch + 1) * ho * wo];
-        for yt in &ys {
-            for xt in &xs {
-                for (oy, qy) in yt.iter().enumerate() {
-                    let Some(qy) = qy else { continue };
-                    for (ox, qx) in xt.iter().enumerate() {
-                        if let Some(qx) = qx {
-                            dst[oy * wo + ox] += src[qy * w + qx];
-                        }
-                    }
-                }
-            }
-        }
+    let (plane, p_len) = (in_shape[1] * in_shape[2], out_shape[1] * out_shape[2]);
+    let taps = Taps::new(
+        &pool.window,
+        pool.kernel,
+        [in_shape[1], in_shape[2]],
+        [out_shape[1], out_shape[2]],
+    );
+    let mut out = vec![0.0; in_shape[0] * p_len];
+    for (src, dst) in x.chunks(plane).zip(out.chunks_mut(p_len)) {
+        taps.add_window_sums(src, dst);
     }
     out
 }
@@ -395,22 +460,16 @@ fn concat(
     axis: usize,
     out_shape: &[usize],
 ) -> Vec<f64> {
-    let n: usize = out_shape.iter().product();
-    let ws = strides(out_shape);
-    let mut out = vec![0.0; n];
-    let mut offset = 0;
-    for (part, &shape) in parts.iter().zip(shapes) {
-        let ps = strides(shape);
-        for (e, v) in part.as_ref().iter().enumerate() {
-            let dst: usize = (0..shape.len())
-                .map(|d| {
-                    let i = (e / ps[d]) % shape[d];
-                    (if d == axis { i + offset } else { i }) * ws[d]
-                })
-                .sum();
-            out[dst] = *v;
+    // Row-major: for each index of the dims before `axis`, every part
+    // contributes one contiguous block in turn.
+    let outer: usize = out_shape[..axis].iter().product();
+    let inner: usize = out_shape[axis + 1..].iter().product();
+    let mut out = Vec::with_capacity(out_shape.iter().product());
+    for o in 0..outer {
+        for (part, shape) in parts.iter().zip(shapes) {
+            let len = shape[axis] * inner;
+            out.extend_from_slice(&part.as_ref()[o * len..(o + 1) * len]);
         }
-        offset += shape[axis];
     }
     out
 }
