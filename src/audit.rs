@@ -11,7 +11,7 @@
 //! assert_eq!(r.kept, r.active);
 //! assert_eq!(r.effective_compression, 1.0);
 //! assert_eq!(r.effective_nodes, r.total_nodes);
-//! assert!(r.log10_effective_paths > 20.0);
+//! assert!(r.paths.unwrap().log10_effective_paths > 20.0);
 //! ```
 
 use serde::Serialize;
@@ -56,14 +56,32 @@ pub struct AuditReport {
     pub effective_nodes: usize,
     /// Output units of the prunable layers, summed.
     pub total_nodes: usize,
+    /// NPB effective paths, at the top level of the JSON; `None` when the
+    /// caller skipped them ([`Paths::Skip`]).
+    #[serde(flatten)]
+    pub paths: Option<PathFigures>,
+    #[serde(skip)]
+    pub effective: MaskSet,
+}
+
+/// The effective-path figures of an audit.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct PathFigures {
     /// NPB: log10 of the number of input -> output paths through kept
     /// weights; `-inf` (`null` in JSON) when the network is cut.
     pub log10_effective_paths: f64,
     /// Path counts that lost precision below f64's range (see
     /// [`crate::paths::PathCount`]); when nonzero the path figure may be low.
     pub paths_underflowed: usize,
-    #[serde(skip)]
-    pub effective: MaskSet,
+}
+
+/// Whether an audit counts the effective paths: a forward pass over the
+/// network, several times the cost of the rest of the audit, so a caller
+/// that does not report them skips it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paths {
+    Count,
+    Skip,
 }
 
 fn ratio(a: usize, b: usize) -> f64 {
@@ -74,16 +92,30 @@ fn ratio(a: usize, b: usize) -> f64 {
     }
 }
 
-/// Audit `masks` on `net`.
+/// Audit `masks` on `net`, effective paths included.
 pub fn audit(net: &Network, masks: &MaskSet) -> Result<AuditReport> {
-    audit_with(net, masks, analyse(net, masks))
+    audit_with(net, masks, analyse(net, masks), Paths::Count)
 }
 
 /// Audit from an analysis already computed for `masks` (no second pass).
-pub fn audit_with(net: &Network, masks: &MaskSet, a: Analysis) -> Result<AuditReport> {
+pub fn audit_with(
+    net: &Network,
+    masks: &MaskSet,
+    a: Analysis,
+    paths: Paths,
+) -> Result<AuditReport> {
     // Inactive weights lie on no path: counting on the active masks gives
     // the same number and skips dead work.
-    let paths = effective_paths(net, &a.active)?;
+    let paths = match paths {
+        Paths::Count => {
+            let p = effective_paths(net, &a.active)?;
+            Some(PathFigures {
+                log10_effective_paths: p.log10,
+                paths_underflowed: p.underflowed,
+            })
+        }
+        Paths::Skip => None,
+    };
     let nodes = node_counts(net, &a);
     let layers: Vec<LayerAudit> = net
         .layers
@@ -124,8 +156,7 @@ pub fn audit_with(net: &Network, masks: &MaskSet, a: Analysis) -> Result<AuditRe
         },
         effective_nodes: functional,
         total_nodes: nodes.iter().map(|n| n.total).sum(),
-        log10_effective_paths: paths.log10,
-        paths_underflowed: paths.underflowed,
+        paths,
         effective: a.active,
     })
 }

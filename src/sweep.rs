@@ -31,7 +31,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::audit::audit_with;
+use crate::audit::{audit_with, Paths};
 use crate::error::{Error, Result};
 use crate::network::Network;
 use crate::prune::{prune, Method, MicaChoice, PruneSpec};
@@ -268,7 +268,7 @@ pub fn run(
                             };
                             prune(net, &spec)
                         })
-                        .and_then(|o| audit_with(net, &o.raw, o.analysis));
+                        .and_then(|o| audit_with(net, &o.raw, o.analysis, Paths::Count));
                     let mut row = SweepRow {
                         model: model_name.to_string(),
                         method: method_name(method).to_string(),
@@ -298,7 +298,7 @@ pub fn run(
                             row.functional_node_ratio = Some(r.functional_node_ratio);
                             row.kept = Some(r.kept);
                             row.active = Some(r.active);
-                            row.log10_effective_paths = Some(r.log10_effective_paths);
+                            row.log10_effective_paths = r.paths.map(|p| p.log10_effective_paths);
                             row.effective_nodes = Some(r.effective_nodes);
                         }
                         Err(Error::Input(msg)) => row.error = Some(msg),
@@ -662,11 +662,12 @@ pub(crate) mod tests {
                 };
                 let masks = prune(&net, &spec).unwrap().raw;
                 let a = crate::audit::audit(&net, &masks).unwrap();
-                assert_eq!(r.log10_effective_paths, Some(a.log10_effective_paths));
+                let log10 = a.paths.unwrap().log10_effective_paths;
+                assert_eq!(r.log10_effective_paths, Some(log10));
                 assert_eq!(r.effective_nodes, Some(a.effective_nodes));
                 // Every LeNet-5 path crosses a prunable layer: paths are
                 // left exactly when some weight is active.
-                assert_eq!(a.log10_effective_paths.is_finite(), active > 0, "{r:?}");
+                assert_eq!(log10.is_finite(), active > 0, "{r:?}");
                 assert_eq!(a.effective_nodes > 0, active > 0, "{r:?}");
             } else {
                 // SmartRatios keeps 30 % of LeNet-5's dense layers: infeasible here.

@@ -112,17 +112,19 @@ fn print_table(r: &AuditReport) {
         super::fmt_ratio(r.effective_compression),
         r.functional_node_ratio
     );
-    println!(
-        "node-path balancing: {}, {} of {} nodes effective (per layer: functional)",
-        fmt_paths(r.log10_effective_paths),
-        r.effective_nodes,
-        r.total_nodes
-    );
-    if r.paths_underflowed > 0 {
+    if let Some(p) = &r.paths {
         println!(
-            "warning: {} path counts fell below f64's range; the path figure may be low",
-            r.paths_underflowed
+            "node-path balancing: {}, {} of {} nodes effective (per layer: functional)",
+            fmt_paths(p.log10_effective_paths),
+            r.effective_nodes,
+            r.total_nodes
         );
+        if p.paths_underflowed > 0 {
+            println!(
+                "warning: {} path counts fell below f64's range; the path figure may be low",
+                p.paths_underflowed
+            );
+        }
     }
     if !r.layers_without_active_weights.is_empty() {
         println!(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::audit::audit_with;
+use crate::audit::{audit_with, Paths};
 use crate::error::{Error, Result};
 use crate::magnitude::{Ranking, Scope};
 use crate::maskfile::{self, MaskFormat};
@@ -289,7 +289,8 @@ pub fn run(a: Args) -> Result<()> {
         bar.set_position(k as u64);
     })?;
     bar.finish_and_clear();
-    let r = audit_with(net, &out.raw, out.analysis.clone())?;
+    // The report has no path figures: skip the path count.
+    let r = audit_with(net, &out.raw, out.analysis.clone(), Paths::Skip)?;
     let written = if a.keep_inactive {
         &out.raw
     } else {
