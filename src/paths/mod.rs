@@ -32,18 +32,21 @@
 //!
 //! Where the NPB code differs, we follow the graph definition: it sets biases
 //! to one too (so it also counts paths that start at a bias), keeps max-pools
-//! as maxima (one window position instead of all), multiplies average pools
-//! by the kernel size or the sum of its sides (the window sum only for 2x2
-//! windows) and global average pools by `h * w` (the window sum, as here),
-//! and removes BatchNorm (as here).
+//! as maxima (one window position instead of all), multiplies average-pool
+//! modules by the kernel size when it is an int and by the sum of its sides
+//! when it is a tuple (the window sum only for a `(2, 2)` tuple), and global
+//! average pools by `h * w` (the window sum, as here); it removes BatchNorm
+//! (as here).
 //!
 //! # Numerics
 //! Counts grow like the product of the layer widths and overflow f64 on deep
 //! networks, so every value keeps f64 counts with one power-of-two scale
 //! ([`scaled::Scaled`]): exact rescaling, alignment of scales at Adds and
 //! Concats, and the final sum taken in log space. The result carries f64
-//! rounding only (relative error of order 1e-15 per operation). Convolutions
-//! are one masked matrix product each ([`product::Product`]).
+//! rounding only (relative error of order 1e-15 per operation). A
+//! convolution is a masked product per group ([`product::Product`]: a GEMM,
+//! or a sum of columns for sparse rows), or, when the group keeps every
+//! weight, the window sums of its summed input channels.
 //!
 //! ```
 //! use maskforge::{zoo, mask::MaskSet, paths::effective_paths};
