@@ -575,6 +575,29 @@ mod tests {
     }
 
     #[test]
+    fn counts_too_far_below_their_tensor_are_flagged() {
+        // concat(x, deep(x)): 4 elements with one path each next to 100
+        // elements with 4 * 100^159 each, more than 2^1022 times as many.
+        let mut b = NetworkBuilder::new("spread");
+        let x = b.input("x", vec![4]).unwrap();
+        let mut h = x;
+        for i in 0..160 {
+            let n_in = b.shape(h)[0];
+            let w = ConstTensor::f32(vec![100, n_in], vec![1.0; 100 * n_in]);
+            h = b
+                .dense(&format!("fc{i}"), h, &format!("fc{i}.weight"), w, None)
+                .unwrap();
+        }
+        let y = b.concat("cat", &[x, h], 0).unwrap();
+        b.output(y);
+        let net = b.finish().unwrap();
+        let p = effective_paths(&net, &MaskSet::dense(&net)).unwrap();
+        assert_eq!(p.underflowed, 4);
+        // The four lost paths are invisible next to 4 * 100^160.
+        close(p.log10, 4f64.log10() + 320.0);
+    }
+
+    #[test]
     fn layout_helpers() {
         // [2, 3] transposed.
         assert_eq!(
