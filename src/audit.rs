@@ -1,18 +1,26 @@
-//! The sparsity audit: direct vs effective counts per layer and in total.
+//! The sparsity audit: direct vs effective counts per layer and in total,
+//! and the two node-path balancing figures (Pham et al.,
+//! papers/npb-node-path-balancing-abstract.txt): effective paths
+//! ([`crate::paths`]) and effective nodes (the functional nodes of
+//! [`crate::effective::node_counts`], summed over the layers).
 //!
 //! ```
 //! use maskforge::{zoo, mask::MaskSet, audit::audit};
 //! let net = zoo::build("resnet20", 0).unwrap();
-//! let r = audit(&net, &MaskSet::dense(&net));
+//! let r = audit(&net, &MaskSet::dense(&net)).unwrap();
 //! assert_eq!(r.kept, r.active);
 //! assert_eq!(r.effective_compression, 1.0);
+//! assert_eq!(r.effective_nodes, r.total_nodes);
+//! assert!(r.paths.unwrap().log10_effective_paths > 20.0);
 //! ```
 
 use serde::Serialize;
 
 use crate::effective::{analyse, node_counts, Analysis, NodeCounts};
+use crate::error::Result;
 use crate::mask::MaskSet;
 use crate::network::{LayerKind, Network};
+use crate::paths::effective_paths;
 
 /// One prunable layer's figures.
 #[derive(Clone, Debug, Serialize)]
@@ -42,8 +50,38 @@ pub struct AuditReport {
     pub functional_node_ratio: f64,
     /// Layers with no active weight (the network is cut there).
     pub layers_without_active_weights: Vec<String>,
+    /// NPB: output units (channels, neurons) of the prunable layers that lie
+    /// on some effective path, summed over the layers; per layer it is
+    /// `nodes.functional`.
+    pub effective_nodes: usize,
+    /// Output units of the prunable layers, summed.
+    pub total_nodes: usize,
+    /// NPB effective paths, at the top level of the JSON; `None` when the
+    /// caller skipped them ([`Paths::Skip`]).
+    #[serde(flatten)]
+    pub paths: Option<PathFigures>,
     #[serde(skip)]
     pub effective: MaskSet,
+}
+
+/// The effective-path figures of an audit.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct PathFigures {
+    /// NPB: log10 of the number of input -> output paths through kept
+    /// weights; `-inf` (`null` in JSON) when the network is cut.
+    pub log10_effective_paths: f64,
+    /// Path counts that lost precision below f64's range (see
+    /// [`crate::paths::PathCount`]); when nonzero the path figure may be low.
+    pub paths_underflowed: usize,
+}
+
+/// Whether an audit counts the effective paths: a forward pass over the
+/// network, several times the cost of the rest of the audit, so a caller
+/// that does not report them skips it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paths {
+    Count,
+    Skip,
 }
 
 fn ratio(a: usize, b: usize) -> f64 {
@@ -54,13 +92,30 @@ fn ratio(a: usize, b: usize) -> f64 {
     }
 }
 
-/// Audit `masks` on `net`.
-pub fn audit(net: &Network, masks: &MaskSet) -> AuditReport {
-    audit_with(net, masks, analyse(net, masks))
+/// Audit `masks` on `net`, effective paths included.
+pub fn audit(net: &Network, masks: &MaskSet) -> Result<AuditReport> {
+    audit_with(net, masks, analyse(net, masks), Paths::Count)
 }
 
 /// Audit from an analysis already computed for `masks` (no second pass).
-pub fn audit_with(net: &Network, masks: &MaskSet, a: Analysis) -> AuditReport {
+pub fn audit_with(
+    net: &Network,
+    masks: &MaskSet,
+    a: Analysis,
+    paths: Paths,
+) -> Result<AuditReport> {
+    // Inactive weights lie on no path: counting on the active masks gives
+    // the same number and skips dead work.
+    let paths = match paths {
+        Paths::Count => {
+            let p = effective_paths(net, &a.active)?;
+            Some(PathFigures {
+                log10_effective_paths: p.log10,
+                paths_underflowed: p.underflowed,
+            })
+        }
+        Paths::Skip => None,
+    };
     let nodes = node_counts(net, &a);
     let layers: Vec<LayerAudit> = net
         .layers
@@ -81,7 +136,7 @@ pub fn audit_with(net: &Network, masks: &MaskSet, a: Analysis) -> AuditReport {
     let active = layers.iter().map(|l| l.active).sum();
     let reached: usize = nodes.iter().map(|n| n.reached).sum();
     let functional: usize = nodes.iter().map(|n| n.functional).sum();
-    AuditReport {
+    Ok(AuditReport {
         model: net.name.clone(),
         layers_without_active_weights: layers
             .iter()
@@ -99,6 +154,9 @@ pub fn audit_with(net: &Network, masks: &MaskSet, a: Analysis) -> AuditReport {
         } else {
             functional as f64 / reached as f64
         },
+        effective_nodes: functional,
+        total_nodes: nodes.iter().map(|n| n.total).sum(),
+        paths,
         effective: a.active,
-    }
+    })
 }

@@ -894,7 +894,9 @@ pub struct NodeCounts {
 
 /// Node counts per layer: a unit (output channel or neuron) is *reached* when
 /// some position of it is forward-live, *functional* when one position is
-/// both forward- and backward-live.
+/// both forward- and backward-live. Functional is therefore "on some
+/// input -> output path through kept weights": the *effective node* of
+/// node-path balancing (papers/npb-node-path-balancing-abstract.txt).
 pub fn node_counts(net: &Network, a: &Analysis) -> Vec<NodeCounts> {
     net.layers
         .iter()

@@ -37,6 +37,7 @@ pub mod neuron;
 pub mod onnx;
 pub mod ossum;
 pub mod pathnorm;
+pub mod paths;
 pub mod plot;
 pub mod prune;
 pub mod quota;

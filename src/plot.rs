@@ -1,10 +1,12 @@
-//! Charts of a compression sweep (`maskforge sweep --plot`): one file, three
+//! Charts of a compression sweep (`maskforge sweep --plot`): one file, four
 //! panels side by side, over the pre-defined compression (log x):
 //!
 //! 1. functional-edge ratio, active / kept (MiCA Fig. 4);
 //! 2. effective vs pre-defined compression, log-log, with the line y = x
 //!    (no inactive weight);
-//! 3. functional-node ratio (MiCA Fig. 9).
+//! 3. functional-node ratio (MiCA Fig. 9);
+//! 4. log10 of the number of effective paths (node-path balancing,
+//!    papers/npb-node-path-balancing-abstract.txt).
 //!
 //! One line per (method, quota), the mean over seeds ([`sweep::series`]);
 //! rows with an error are left out, and so are infinite figures (a cut
@@ -61,8 +63,8 @@ impl Format {
     }
 }
 
-/// Width of the whole figure, in pixels.
-const WIDTH: u32 = 1800;
+/// Width of the whole figure, in pixels (600 per panel).
+const WIDTH: u32 = 2400;
 /// Height of the title strip.
 const TITLE_H: u32 = 44;
 /// Height of the row of panels.
@@ -447,7 +449,7 @@ impl Figure {
         )
         .map_err(plot_err)?;
         let (panels, legend) = rest.split_vertically(PANEL_H);
-        let panels = panels.split_evenly((1, 3));
+        let panels = panels.split_evenly((1, 4));
         let lin = 0.0..1.02;
         self.panel(
             &panels[0],
@@ -477,6 +479,19 @@ impl Figure {
             "functional-node ratio",
             RangedCoordf64::from(lin),
             |m| m.functional_node_ratio,
+            false,
+        )?;
+        let paths_y = linear_range(
+            self.curves
+                .iter()
+                .flat_map(|c| c.points.iter().map(|p| p.1.log10_effective_paths)),
+        );
+        self.panel(
+            &panels[3],
+            "Effective paths (node-path balancing)",
+            "log10 effective paths",
+            RangedCoordf64::from(paths_y),
+            |m| m.log10_effective_paths,
             false,
         )?;
         self.legend(&legend)
@@ -633,6 +648,24 @@ fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
     }
 }
 
+/// The range of the finite `values` with 5 % room at both ends (0..1 when
+/// there is none, ±1 around a single value).
+fn linear_range(values: impl Iterator<Item = f64>) -> Range<f64> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() {
+        return 0.0..1.0;
+    }
+    if hi - lo < 1e-9 {
+        return (lo - 1.0)..(hi + 1.0);
+    }
+    let pad = 0.05 * (hi - lo);
+    (lo - pad)..(hi + pad)
+}
+
 /// A tick label: `1`, `10`, `100`, `1000`, then `1e4`, `1e5`, …; other values
 /// with three significant digits.
 fn fmt_tick(v: f64) -> String {
@@ -714,6 +747,7 @@ mod tests {
             "Functional-edge ratio (MiCA Fig. 4)",
             "Effective vs pre-defined compression",
             "Functional-node ratio (MiCA Fig. 9)",
+            "Effective paths (node-path balancing)",
             "rpi / igq",
             "mica / erk",
         ] {
@@ -796,6 +830,14 @@ mod tests {
             assert!(std::fs::metadata(&p).unwrap().len() > 1000);
         }
         assert!(render(&rows(), &dir.path().join("s.jpg"), &[]).is_err());
+    }
+
+    #[test]
+    fn linear_ranges_skip_non_finite_values() {
+        let r = linear_range([10.0, f64::NEG_INFINITY, 30.0].into_iter());
+        assert!((r.start - 9.0).abs() < 1e-12 && (r.end - 31.0).abs() < 1e-12);
+        assert_eq!(linear_range([5.0].into_iter()), 4.0..6.0);
+        assert_eq!(linear_range([f64::NEG_INFINITY].into_iter()), 0.0..1.0);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::audit::audit_with;
+use crate::audit::{audit_with, Paths};
 use crate::error::{Error, Result};
 use crate::network::Network;
 use crate::prune::{prune, Method, MicaChoice, PruneSpec};
@@ -222,6 +222,11 @@ pub struct SweepRow {
     pub total: usize,
     /// Why the run failed (an input error: e.g. the quota is infeasible).
     pub error: Option<String>,
+    /// NPB: log10 of the number of effective input -> output paths of the
+    /// raw masks; `-inf` when none is left (`null` in JSON).
+    pub log10_effective_paths: Option<f64>,
+    /// NPB: output units of the prunable layers on some effective path.
+    pub effective_nodes: Option<usize>,
 }
 
 impl SweepRow {
@@ -250,16 +255,20 @@ pub fn run(
             for &c in &cfg.compressions {
                 let target = quota::target_from_compression(total, c);
                 for seed in 0..cfg.seeds {
-                    let outcome = target.as_ref().map_err(clone_error).and_then(|&t| {
-                        let spec = PruneSpec {
-                            method,
-                            quota: q.quota.clone(),
-                            target_kept: t,
-                            seed,
-                            effective: false,
-                        };
-                        prune(net, &spec)
-                    });
+                    let outcome = target
+                        .as_ref()
+                        .map_err(clone_error)
+                        .and_then(|&t| {
+                            let spec = PruneSpec {
+                                method,
+                                quota: q.quota.clone(),
+                                target_kept: t,
+                                seed,
+                                effective: false,
+                            };
+                            prune(net, &spec)
+                        })
+                        .and_then(|o| audit_with(net, &o.raw, o.analysis, Paths::Count));
                     let mut row = SweepRow {
                         model: model_name.to_string(),
                         method: method_name(method).to_string(),
@@ -274,10 +283,11 @@ pub fn run(
                         active: None,
                         total,
                         error: None,
+                        log10_effective_paths: None,
+                        effective_nodes: None,
                     };
                     match outcome {
-                        Ok(o) => {
-                            let r = audit_with(net, &o.raw, o.analysis);
+                        Ok(r) => {
                             row.direct_compression = Some(r.direct_compression);
                             row.effective_compression = Some(r.effective_compression);
                             row.functional_edge_ratio = Some(if r.kept == 0 {
@@ -288,6 +298,8 @@ pub fn run(
                             row.functional_node_ratio = Some(r.functional_node_ratio);
                             row.kept = Some(r.kept);
                             row.active = Some(r.active);
+                            row.log10_effective_paths = r.paths.map(|p| p.log10_effective_paths);
+                            row.effective_nodes = Some(r.effective_nodes);
                         }
                         Err(Error::Input(msg)) => row.error = Some(msg),
                         Err(e) => {
@@ -313,12 +325,15 @@ fn clone_error(e: &Error) -> Error {
     }
 }
 
-/// The CSV header (the contract's column order).
+/// The CSV header (the contract's column order; columns added later go at
+/// the end, so positions never change).
 pub const CSV_HEADER: &str = "model,method,quota,seed,target_compression,direct_compression,\
-effective_compression,functional_edge_ratio,functional_node_ratio,kept,active,total,error";
+effective_compression,functional_edge_ratio,functional_node_ratio,kept,active,total,error,\
+log10_effective_paths,effective_nodes";
 
 /// Rows as CSV (RFC 4180 quoting, `\n` line ends). Missing figures are empty
-/// fields; infinite ones are `inf`. Floats are written in full precision.
+/// fields; infinite ones are `inf` (`-inf` for the log10 path count of a cut
+/// network). Floats are written in full precision.
 pub fn to_csv(rows: &[SweepRow]) -> String {
     fn f(x: Option<f64>) -> String {
         match x {
@@ -348,6 +363,8 @@ pub fn to_csv(rows: &[SweepRow]) -> String {
             n(r.active),
             r.total.to_string(),
             csv_field(r.error.as_deref().unwrap_or("")),
+            f(r.log10_effective_paths),
+            n(r.effective_nodes),
         ];
         out.push_str(&fields.join(","));
         out.push('\n');
@@ -379,6 +396,10 @@ pub struct Means {
     pub effective_compression: f64,
     pub functional_edge_ratio: f64,
     pub functional_node_ratio: f64,
+    /// The mean of the log10 path counts (their geometric mean); `-inf` when
+    /// a seed left no path.
+    pub log10_effective_paths: f64,
+    pub effective_nodes: f64,
 }
 
 /// One pre-defined compression of a series.
@@ -444,20 +465,26 @@ pub fn series(rows: &[SweepRow]) -> Vec<Series> {
             r.effective_compression,
             r.functional_edge_ratio,
             r.functional_node_ratio,
+            r.log10_effective_paths,
+            r.effective_nodes,
         );
         match (r.is_ok(), figures) {
-            (true, (Some(d), Some(e), Some(fe), Some(fnode))) => {
+            (true, (Some(d), Some(e), Some(fe), Some(fnode), Some(paths), Some(nodes))) => {
                 // Running sums; divided once all rows are in.
                 let m = p.mean.get_or_insert(Means {
                     direct_compression: 0.0,
                     effective_compression: 0.0,
                     functional_edge_ratio: 0.0,
                     functional_node_ratio: 0.0,
+                    log10_effective_paths: 0.0,
+                    effective_nodes: 0.0,
                 });
                 m.direct_compression += d;
                 m.effective_compression += e;
                 m.functional_edge_ratio += fe;
                 m.functional_node_ratio += fnode;
+                m.log10_effective_paths += paths;
+                m.effective_nodes += nodes as f64;
                 p.ok += 1;
             }
             _ => p.failed += 1,
@@ -471,6 +498,8 @@ pub fn series(rows: &[SweepRow]) -> Vec<Series> {
                 m.effective_compression /= k;
                 m.functional_edge_ratio /= k;
                 m.functional_node_ratio /= k;
+                m.log10_effective_paths /= k;
+                m.effective_nodes /= k;
             }
         }
         s.points
@@ -505,6 +534,8 @@ pub(crate) mod tests {
             active: ok.then_some(active),
             total,
             error: (!ok).then(|| "quota erk is infeasible at 1000x, \"layer fc1\"".into()),
+            log10_effective_paths: ok.then(|| 20.0 - c.log10()),
+            effective_nodes: ok.then_some(400),
         }
     }
 
@@ -615,6 +646,29 @@ pub(crate) mod tests {
                 if r.method == "mica" {
                     assert_eq!(active, kept);
                 }
+                // The NPB figures are those of an audit of the same masks.
+                let spec = PruneSpec {
+                    method: parse_method(&r.method).unwrap(),
+                    quota: cfg
+                        .quotas
+                        .iter()
+                        .find(|q| q.name == r.quota)
+                        .unwrap()
+                        .quota
+                        .clone(),
+                    target_kept: kept,
+                    seed: r.seed,
+                    effective: false,
+                };
+                let masks = prune(&net, &spec).unwrap().raw;
+                let a = crate::audit::audit(&net, &masks).unwrap();
+                let log10 = a.paths.unwrap().log10_effective_paths;
+                assert_eq!(r.log10_effective_paths, Some(log10));
+                assert_eq!(r.effective_nodes, Some(a.effective_nodes));
+                // Every LeNet-5 path crosses a prunable layer: paths are
+                // left exactly when some weight is active.
+                assert_eq!(log10.is_finite(), active > 0, "{r:?}");
+                assert_eq!(a.effective_nodes > 0, active > 0, "{r:?}");
             } else {
                 // SmartRatios keeps 30 % of LeNet-5's dense layers: infeasible here.
                 assert!(r.error.is_some() && r.kept.is_none(), "{r:?}");
@@ -632,20 +686,22 @@ pub(crate) mod tests {
         let csv = to_csv(&rows);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 1 + rows.len());
+        // The original columns keep their positions; NPB columns follow.
         assert_eq!(
             lines[0],
             "model,method,quota,seed,target_compression,direct_compression,effective_compression,\
-functional_edge_ratio,functional_node_ratio,kept,active,total,error"
+functional_edge_ratio,functional_node_ratio,kept,active,total,error,\
+log10_effective_paths,effective_nodes"
         );
         assert_eq!(
             lines[1],
-            "zoo:test,rpi,erk,0,10,10,11.11111111111111,0.9,0.8,100,90,1000,"
+            "zoo:test,rpi,erk,0,10,10,11.11111111111111,0.9,0.8,100,90,1000,,19,400"
         );
         // The failed run: empty figures, quoted error with its comma and quotes.
         assert_eq!(
             lines[3],
             "zoo:test,mica,igq,0,1000,,,,,,,1000,\
-\"quota erk is infeasible at 1000x, \"\"layer fc1\"\"\""
+\"quota erk is infeasible at 1000x, \"\"layer fc1\"\"\",,"
         );
         assert!(csv.ends_with('\n'));
     }
@@ -655,6 +711,10 @@ functional_edge_ratio,functional_node_ratio,kept,active,total,error"
         let mut r = row("rpi", "erk", 0, 10.0, true);
         r.effective_compression = Some(f64::INFINITY);
         assert!(to_csv(&[r]).lines().nth(1).unwrap().contains(",inf,"));
+        // A cut network has no path: -inf, not an empty (failed) field.
+        let mut r = row("rpi", "erk", 0, 10.0, true);
+        r.log10_effective_paths = Some(f64::NEG_INFINITY);
+        assert!(to_csv(&[r]).lines().nth(1).unwrap().ends_with(",-inf,400"));
     }
 
     #[test]
@@ -667,6 +727,8 @@ functional_edge_ratio,functional_node_ratio,kept,active,total,error"
             row("mica", "erk", 0, 10.0, false),
         ];
         rows[2].functional_node_ratio = Some(0.6);
+        rows[2].log10_effective_paths = Some(17.0);
+        rows[2].effective_nodes = Some(300);
         let s = series(&rows);
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].method.as_str(), s[0].quota.as_str()), ("rpi", "erk"));
@@ -675,6 +737,8 @@ functional_edge_ratio,functional_node_ratio,kept,active,total,error"
         let at10 = &s[0].points[0];
         assert_eq!((at10.ok, at10.failed), (2, 1));
         assert!(close(at10.mean.unwrap().functional_node_ratio, 0.7));
+        assert!(close(at10.mean.unwrap().log10_effective_paths, 18.0));
+        assert!(close(at10.mean.unwrap().effective_nodes, 350.0));
         assert_eq!(s[1].points[0].mean, None);
         assert_eq!(s[1].points[0].failed, 1);
     }

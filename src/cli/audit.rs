@@ -34,7 +34,7 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(s)) => s.clone(),
         (None, None) => MaskSet::from_weights(net)?,
     };
-    let report = audit(net, &masks);
+    let report = audit(net, &masks)?;
     if let Some(out) = &a.output {
         let mut inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
         if let Some(p) = &a.masks {
@@ -112,10 +112,33 @@ fn print_table(r: &AuditReport) {
         super::fmt_ratio(r.effective_compression),
         r.functional_node_ratio
     );
+    if let Some(p) = &r.paths {
+        println!(
+            "node-path balancing: {}, {} of {} nodes effective (per layer: functional)",
+            fmt_paths(p.log10_effective_paths),
+            r.effective_nodes,
+            r.total_nodes
+        );
+        if p.paths_underflowed > 0 {
+            println!(
+                "warning: {} path counts fell below f64's range; the path figure may be low",
+                p.paths_underflowed
+            );
+        }
+    }
     if !r.layers_without_active_weights.is_empty() {
         println!(
             "layers with no active weight (network disconnected): {}",
             r.layers_without_active_weights.join(", ")
         );
+    }
+}
+
+/// `10^56.744 effective paths`, or `no effective path` when the count is 0.
+fn fmt_paths(log10: f64) -> String {
+    if log10.is_finite() {
+        format!("10^{log10:.3} effective paths")
+    } else {
+        "no effective path".into()
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::audit::audit_with;
+use crate::audit::{audit_with, Paths};
 use crate::error::{Error, Result};
 use crate::magnitude::{Ranking, Scope};
 use crate::maskfile::{self, MaskFormat};
@@ -447,7 +447,8 @@ fn prune_neurons(a: &Args, net: &Network, method: crate::ossum::NeuronMethod) ->
 fn emit(a: &Args, m: &crate::model::Loaded, p: Produced) -> Result<()> {
     let net = &m.network;
     let out = &p.out;
-    let r = audit_with(net, &out.raw, out.analysis.clone());
+    // The report has no path figures: skip the path count.
+    let r = audit_with(net, &out.raw, out.analysis.clone(), Paths::Skip)?;
     let written = if a.keep_inactive {
         &out.raw
     } else {

@@ -117,15 +117,24 @@ fn print_table(rows: &[SweepRow]) {
         println!("model: {} ({} prunable weights)", r.model, r.total);
     }
     println!(
-        "{:<10} {:<10} {:>12} {:>12} {:>12} {:>10} {:>10} {:>7}",
-        "method", "quota", "target", "direct", "effective", "edge", "node", "ok"
+        "{:<10} {:<10} {:>12} {:>12} {:>12} {:>10} {:>10} {:>11} {:>9} {:>7}",
+        "method",
+        "quota",
+        "target",
+        "direct",
+        "effective",
+        "edge",
+        "node",
+        "log10 paths",
+        "eff.nodes",
+        "ok"
     );
     for s in sweep::series(rows) {
         for p in &s.points {
             let runs = format!("{}/{}", p.ok, p.ok + p.failed);
             match &p.mean {
                 Some(m) => println!(
-                    "{:<10} {:<10} {:>12} {:>12} {:>12} {:>10.4} {:>10.4} {:>7}",
+                    "{:<10} {:<10} {:>12} {:>12} {:>12} {:>10.4} {:>10.4} {:>11.3} {:>9.1} {:>7}",
                     s.method,
                     s.quota,
                     super::fmt_ratio(p.target_compression),
@@ -133,13 +142,17 @@ fn print_table(rows: &[SweepRow]) {
                     super::fmt_ratio(m.effective_compression),
                     m.functional_edge_ratio,
                     m.functional_node_ratio,
+                    m.log10_effective_paths,
+                    m.effective_nodes,
                     runs
                 ),
                 None => println!(
-                    "{:<10} {:<10} {:>12} {:>12} {:>12} {:>10} {:>10} {:>7}",
+                    "{:<10} {:<10} {:>12} {:>12} {:>12} {:>10} {:>10} {:>11} {:>9} {:>7}",
                     s.method,
                     s.quota,
                     super::fmt_ratio(p.target_compression),
+                    "-",
+                    "-",
                     "-",
                     "-",
                     "-",
