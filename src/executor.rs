@@ -25,7 +25,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use crate::error::{Error, Result};
 use crate::mask::MaskSet;
-use crate::network::op::{Activation, Norm, Op, Pool, PoolKind, Window};
+use crate::network::op::{Activation, Norm, Op, Pool, PoolKind};
 use crate::network::Network;
 
 /// How to run the network.
@@ -145,7 +145,7 @@ impl<'a> Executor<'a> {
             let y = match &node.op {
                 Op::Conv { conv, bias, .. } => {
                     let w = self.weight(layer_of[ni].unwrap(), masks, linear)?;
-                    let y = conv2d(&x0, &w, conv.window, conv.groups)?;
+                    let y = crate::conv::conv2d(&x0, &w, conv.window, conv.groups)?;
                     match bias {
                         Some(b) => {
                             y.broadcast_add(&self.param(b, linear)?.reshape((1, (), 1, 1))?)?
@@ -249,16 +249,6 @@ impl<'a> Executor<'a> {
     }
 }
 
-fn same(a: [usize; 2], what: &str) -> Result<usize> {
-    if a[0] == a[1] {
-        Ok(a[0])
-    } else {
-        Err(Error::input(format!(
-            "executor: non-square {what} {a:?} is not supported"
-        )))
-    }
-}
-
 fn pad(x: &Tensor, pads: [usize; 4], value: f64) -> Result<Tensor> {
     if pads == [0; 4] {
         return Ok(x.clone());
@@ -291,17 +281,6 @@ fn pad(x: &Tensor, pads: [usize; 4], value: f64) -> Result<Tensor> {
         parts.push(full((n, c, h2, pads[3]))?);
     }
     Ok(Tensor::cat(&parts, 3)?)
-}
-
-fn conv2d(x: &Tensor, w: &Tensor, win: Window, groups: usize) -> Result<Tensor> {
-    let s = same(win.stride, "stride")?;
-    let d = same(win.dilation, "dilation")?;
-    let sym =
-        win.pads[0] == win.pads[1] && win.pads[1] == win.pads[2] && win.pads[2] == win.pads[3];
-    if sym {
-        return Ok(x.conv2d(w, win.pads[0], s, d, groups)?);
-    }
-    Ok(pad(x, win.pads, 0.0)?.conv2d(w, 0, s, d, groups)?)
 }
 
 /// Window positions `(ky, kx)` of a pool as strided views of the padded input.

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod bitset;
 pub mod checkpoint;
 pub mod cli;
+pub mod conv;
 pub mod data;
 pub mod effective;
 pub mod error;
