@@ -227,7 +227,7 @@ fn im2col<T: WithDType>(g: &Geometry, x: &[T], cols: &mut [T], ld: usize, col0: 
                     let d = &mut dst[oy * ow..][..ow];
                     d[..xlo].fill(T::zero());
                     d[xhi..].fill(T::zero());
-                    if sw == 1 {
+                    if sw == 1 && xlo < xhi {
                         let a = (xlo as isize + xoff) as usize;
                         d[xlo..xhi].copy_from_slice(&src[a..a + (xhi - xlo)]);
                     } else {
@@ -256,7 +256,7 @@ fn col2im<T: WithDType>(g: &Geometry, cols: &[T], ld: usize, col0: usize, dx: &m
                     let iy = ((oy * sh) as isize + yoff) as usize;
                     let dst = &mut plane[iy * g.w..][..g.w];
                     let s = &src[oy * ow..][..ow];
-                    if sw == 1 {
+                    if sw == 1 && xlo < xhi {
                         let a = (xlo as isize + xoff) as usize;
                         for (d, &v) in dst[a..a + (xhi - xlo)].iter_mut().zip(&s[xlo..xhi]) {
                             *d += v;
@@ -819,18 +819,21 @@ mod tests {
     fn col2im_is_the_adjoint_of_im2col() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for (h, w, k, s, d, pads) in [
-            (5, 7, 3, 1, 1, [1, 1, 1, 1]),
-            (6, 5, 3, 2, 1, [0, 1, 2, 0]),
-            (7, 7, 2, 3, 2, [2, 0, 1, 3]),
-            (4, 9, 1, 2, 1, [0, 0, 0, 0]),
+        for (h, w, kh, kw, stride, dilation, pads) in [
+            (5, 7, 3, 4, [1, 2], [1, 1], [1, 1, 1, 1]),
+            (6, 5, 3, 4, [2, 3], [1, 1], [0, 1, 2, 0]),
+            (7, 7, 2, 3, [3, 4], [2, 1], [2, 0, 1, 3]),
+            (4, 9, 1, 2, [2, 3], [1, 1], [0, 0, 0, 0]),
+            (6, 6, 3, 3, [1, 1], [2, 2], [2, 1, 0, 2]),
+            // A kernel column that reads only padding (no valid output).
+            (2, 1, 1, 2, [1, 1], [1, 2], [0, 2, 0, 0]),
         ] {
             let win = Window {
-                stride: [s, s + 1],
+                stride,
                 pads,
-                dilation: [d, 1],
+                dilation,
             };
-            let g = Geometry::new(&[1, 2, h, w], &[3, 2, k, k + 1], win, 1).unwrap();
+            let g = Geometry::new(&[1, 2, h, w], &[3, 2, kh, kw], win, 1).unwrap();
             let x: Vec<f64> = (0..2 * h * w).map(|_| rng.random::<f64>() - 0.5).collect();
             let ld = g.p() + 3;
             let mut cols = vec![f64::NAN; g.k() * ld];
