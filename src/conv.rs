@@ -48,12 +48,94 @@ use crate::network::op::Window;
 /// with respect to both. f32 and f64 on the CPU use this module's op; other
 /// devices and dtypes candle's conv2d.
 pub fn conv2d(x: &Tensor, w: &Tensor, win: Window, groups: usize) -> Result<Tensor> {
+    conv2d_with(x, w, win, groups, &Epilogue::default())
+}
+
+/// Per-output-channel work done inside the op, after the convolution:
+/// `y = relu?(conv(x, w) * scale[o] + shift[o])` — a conv's bias, an
+/// inference-mode BatchNorm after it and a ReLU after that.
+///
+/// Fused because candle's elementwise ops are costly here: a broadcast
+/// product or sum with a per-channel constant computes and keeps (until the
+/// backward pass ends) an activation-sized gradient for the constant too,
+/// and a ReLU's backward makes four activation-sized temporaries; with VGG's
+/// conv-bias-BatchNorm-ReLU blocks that was most of the memory (and page
+/// faults) of a SNIP pass. `scale` and `shift` are constants: no gradient
+/// flows to them. The ReLU passes gradient where its output is positive
+/// (PyTorch's rule).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Epilogue {
+    /// Per output channel; none means 1.
+    pub scale: Option<Vec<f64>>,
+    /// Per output channel; none means 0.
+    pub shift: Option<Vec<f64>>,
+    pub relu: bool,
+}
+
+impl Epilogue {
+    fn check(&self, channels: usize) -> Result<()> {
+        for v in [&self.scale, &self.shift].into_iter().flatten() {
+            if v.len() != channels {
+                return Err(Error::internal(format!(
+                    "conv epilogue: {} values for {channels} output channels",
+                    v.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the backward pass must rescale or mask the output gradient.
+    fn changes_gradient(&self) -> bool {
+        self.scale.is_some() || self.relu
+    }
+
+    /// `(scale, shift)` per channel in `T`, for the kernels.
+    fn values<T: WithDType>(&self, channels: usize) -> (Vec<T>, Vec<T>) {
+        let get = |v: &Option<Vec<f64>>, default: f64| match v {
+            Some(v) => v.iter().map(|&x| T::from_f64(x)).collect(),
+            None => vec![T::from_f64(default); channels],
+        };
+        (get(&self.scale, 1.0), get(&self.shift, 0.0))
+    }
+
+    /// The epilogue with candle ops (the stock path).
+    fn apply(&self, y: &Tensor) -> Result<Tensor> {
+        let per_channel = |v: &[f64]| -> Result<Tensor> {
+            Ok(Tensor::new(v, y.device())?
+                .to_dtype(y.dtype())?
+                .reshape((1, (), 1, 1))?)
+        };
+        let mut y = y.clone();
+        if let Some(s) = &self.scale {
+            y = y.broadcast_mul(&per_channel(s)?)?;
+        }
+        if let Some(b) = &self.shift {
+            y = y.broadcast_add(&per_channel(b)?)?;
+        }
+        Ok(if self.relu { y.relu()? } else { y })
+    }
+}
+
+/// [`conv2d`] followed by `epi`.
+pub fn conv2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    win: Window,
+    groups: usize,
+    epi: &Epilogue,
+) -> Result<Tensor> {
+    epi.check(w.dim(0)?)?;
     let cpu = matches!(x.device(), Device::Cpu);
     let float = matches!(x.dtype(), DType::F32 | DType::F64) && w.dtype() == x.dtype();
     if !(cpu && float) {
-        return stock_conv2d(x, w, win, groups);
+        return epi.apply(&stock_conv2d(x, w, win, groups)?);
     }
-    let op = Conv { win, groups };
+    let op = Conv {
+        win,
+        groups,
+        epi: Arc::new(epi.clone()),
+    };
     Ok(x.contiguous()?
         .apply_op2_arc(&w.contiguous()?, Arc::new(Box::new(op)))?)
 }
@@ -386,8 +468,22 @@ fn gather<'a, T: WithDType>(
     &wide[..o * b * p]
 }
 
-/// Forward: per block and group, `Y_g = W_g . im2col(X_g)`.
-fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+/// Forward: per block and group, `Y_g = W_g . im2col(X_g)`, then the
+/// epilogue on each output row while it is in cache.
+fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], epi: &Epilogue) -> Vec<T> {
+    let (scale, shift) = epi.values::<T>(g.o);
+    let identity = *epi == Epilogue::default();
+    let finish = |row: &mut [T], ch: usize| {
+        let (a, b) = (scale[ch], shift[ch]);
+        for v in row.iter_mut() {
+            let z = *v * a + b;
+            *v = if epi.relu && z <= T::zero() {
+                T::zero()
+            } else {
+                z
+            };
+        }
+    };
     let (block, parallel) = g.plan();
     let (o, p, k, og, cg) = (g.o, g.p(), g.k(), g.og(), g.cg());
     let par = parallelism(parallel);
@@ -425,10 +521,14 @@ fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
             };
             gemm(dst, ld, false, lhs, rhs, par);
         }
-        if b > 1 {
-            for si in 0..b {
-                for ch in 0..o {
-                    yb[(si * o + ch) * p..][..p].copy_from_slice(&s.wide[ch * ld + si * p..][..p]);
+        for si in 0..b {
+            for ch in 0..o {
+                let row = &mut yb[(si * o + ch) * p..][..p];
+                if b > 1 {
+                    row.copy_from_slice(&s.wide[ch * ld + si * p..][..p]);
+                }
+                if !identity {
+                    finish(row, ch);
                 }
             }
         }
@@ -611,10 +711,11 @@ fn dispatch(
 }
 
 /// The differentiable op: `(x, w) -> y`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Conv {
     win: Window,
     groups: usize,
+    epi: Arc<Epilogue>,
 }
 
 impl CustomOp2 for Conv {
@@ -635,8 +736,8 @@ impl CustomOp2 for Conv {
             l1,
             s2,
             l2,
-            |x, w| forward(&g, x, w),
-            |x, w| forward(&g, x, w),
+            |x, w| forward(&g, x, w, &self.epi),
+            |x, w| forward(&g, x, w, &self.epi),
         )?;
         Ok((y, Shape::from((g.n, g.o, g.oh, g.ow))))
     }
@@ -645,17 +746,20 @@ impl CustomOp2 for Conv {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
+        let mut dy = dy.contiguous()?;
+        if self.epi.changes_gradient() {
+            dy = dy.apply_op2_no_bwd(y, &EpilogueGrad(self.epi.clone()))?;
+        }
         // A data input (the first conv) needs no gradient: skip its col2im.
         let dx = if x.track_op() {
             let (_, _, h, wd) = x.dims4()?;
             Some(dy.apply_op2_no_bwd(
                 w,
                 &InputGrad {
-                    conv: *self,
+                    conv: self.clone(),
                     h,
                     w: wd,
                 },
@@ -668,7 +772,7 @@ impl CustomOp2 for Conv {
             Some(x.apply_op2_no_bwd(
                 &dy,
                 &WeightGrad {
-                    conv: *self,
+                    conv: self.clone(),
                     kh,
                     kw,
                 },
@@ -677,6 +781,57 @@ impl CustomOp2 for Conv {
             None
         };
         Ok((dx, dw))
+    }
+}
+
+/// `(dy, y) -> dz`, the gradient before the epilogue: `dy * scale[o]`,
+/// zero where the ReLU output `y` is not positive.
+struct EpilogueGrad(Arc<Epilogue>);
+
+impl CustomOp2 for EpilogueGrad {
+    fn name(&self) -> &'static str {
+        "maskforge-conv2d-epilogue-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (&[_, o, oh, ow], true) = (l1.dims(), l1.dims() == l2.dims()) else {
+            candle_core::bail!("conv2d epilogue grad: gradient and output shapes differ")
+        };
+        let p = oh * ow;
+        fn run<T: WithDType>(epi: &Epilogue, o: usize, p: usize, dy: &[T], y: &[T]) -> Vec<T> {
+            let (scale, _) = epi.values::<T>(o);
+            let mut dz = vec![T::zero(); dy.len()];
+            // One row per (sample, channel).
+            dz.par_chunks_mut(p.max(1))
+                .zip(dy.par_chunks(p.max(1)).zip(y.par_chunks(p.max(1))))
+                .enumerate()
+                .for_each(|(r, (dz, (dy, y)))| {
+                    let a = scale[r % o];
+                    for ((d, &g), &v) in dz.iter_mut().zip(dy).zip(y) {
+                        *d = if epi.relu && v <= T::zero() {
+                            T::zero()
+                        } else {
+                            g * a
+                        };
+                    }
+                });
+            dz
+        }
+        let dz = dispatch(
+            s1,
+            l1,
+            s2,
+            l2,
+            |dy, y| run(&self.0, o, p, dy, y),
+            |dy, y| run(&self.0, o, p, dy, y),
+        )?;
+        Ok((dz, l1.shape().clone()))
     }
 }
 

@@ -9,6 +9,11 @@
 //! backward pass for overlapping windows. With [`Mode::Linear`] the network is
 //! SynFlow's: every parameter replaced by its absolute value.
 //!
+//! Convolutions run as [`crate::conv`]'s op, which also does the conv's
+//! bias and, where each is the sole reader of the value before it, the
+//! BatchNorm (eval and linear modes: a per-channel affine map) and the ReLU
+//! that follow: one autograd node per VGG block instead of seven.
+//!
 //! ```
 //! use maskforge::{zoo, executor::{Executor, Mode}};
 //! use candle_core::{Device, DType, Tensor};
@@ -47,6 +52,51 @@ pub struct Executor<'a> {
     /// Canonical-layout weights, one per prunable layer.
     pub weights: Vec<Var>,
     params: HashMap<String, Tensor>,
+    /// Per Conv node: the BatchNorm and ReLU nodes its op may absorb.
+    fusions: Vec<Fusion>,
+}
+
+/// The nodes after a convolution that [`crate::conv::Epilogue`] can do
+/// inside the conv op: a BatchNorm reading only the conv's output, then a
+/// ReLU reading only the BatchNorm's (or the conv's) output.
+#[derive(Clone, Copy, Debug, Default)]
+struct Fusion {
+    bn: Option<usize>,
+    relu: Option<usize>,
+}
+
+impl Fusion {
+    fn plan(net: &Network) -> Vec<Fusion> {
+        let mut uses = vec![0usize; net.values.len()];
+        let mut reader = vec![None; net.values.len()];
+        for (ni, node) in net.nodes.iter().enumerate() {
+            for &v in &node.inputs {
+                uses[v] += 1;
+                reader[v] = Some(ni);
+            }
+        }
+        for &v in &net.outputs {
+            uses[v] += 1;
+        }
+        // The node reading `v`, if it is the only use of `v` and `ok` accepts it.
+        let sole = |v: usize, ok: &dyn Fn(&Op) -> bool| {
+            reader[v].filter(|&r| uses[v] == 1 && ok(&net.nodes[r].op))
+        };
+        net.nodes
+            .iter()
+            .map(|node| {
+                if !matches!(node.op, Op::Conv { .. }) {
+                    return Fusion::default();
+                }
+                let bn = sole(node.output, &|op| {
+                    matches!(op, Op::Norm(Norm::BatchNorm { .. }))
+                });
+                let last = bn.map_or(node.output, |b| net.nodes[b].output);
+                let relu = sole(last, &|op| matches!(op, Op::Activation(Activation::Relu)));
+                Fusion { bn, relu }
+            })
+            .collect()
+    }
 }
 
 impl<'a> Executor<'a> {
@@ -71,6 +121,7 @@ impl<'a> Executor<'a> {
             dtype,
             weights,
             params,
+            fusions: Fusion::plan(net),
         })
     }
 
@@ -106,6 +157,74 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// A parameter as f64 values on the host.
+    fn host(&self, name: &str, linear: bool) -> Result<Vec<f64>> {
+        Ok(self
+            .param(name, linear)?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1()?)
+    }
+
+    /// The epilogue of Conv node `ni` (its bias, and the BatchNorm and ReLU
+    /// it absorbs in this mode unless `target` is read in between), with
+    /// the absorbed nodes and the value the op produces.
+    fn epilogue(
+        &self,
+        ni: usize,
+        bias: Option<&String>,
+        mode: Mode,
+        target: crate::network::ValueId,
+    ) -> Result<(crate::conv::Epilogue, Vec<usize>, crate::network::ValueId)> {
+        let linear = mode == Mode::Linear;
+        let nodes = &self.net.nodes;
+        let mut epi = crate::conv::Epilogue {
+            shift: bias.map(|b| self.host(b, linear)).transpose()?,
+            ..Default::default()
+        };
+        let mut absorbed = Vec::new();
+        let mut out = nodes[ni].output;
+        let f = self.fusions[ni];
+        // Batch statistics (train mode) are not a per-channel constant.
+        let bn = f.bn.filter(|_| mode != Mode::Train && out != target);
+        if let Some(b) = bn {
+            let Op::Norm(Norm::BatchNorm {
+                scale,
+                bias,
+                mean,
+                var,
+                eps,
+            }) = &nodes[b].op
+            else {
+                return Err(Error::internal("executor: fused node is not a BatchNorm"));
+            };
+            let (g, beta) = (self.host(scale, linear)?, self.host(bias, linear)?);
+            let (m, v) = (self.host(mean, linear)?, self.host(var, linear)?);
+            // (y + c - m) / sqrt(v + eps) * g + beta = y * a + ((c - m) * a + beta)
+            let a: Vec<f64> = (0..g.len())
+                .map(|i| g[i] / (v[i] + *eps as f64).sqrt())
+                .collect();
+            let c = epi.shift.take().unwrap_or_else(|| vec![0.0; a.len()]);
+            epi.shift = Some(
+                (0..a.len())
+                    .map(|i| (c[i] - m[i]) * a[i] + beta[i])
+                    .collect(),
+            );
+            epi.scale = Some(a);
+            absorbed.push(b);
+            out = nodes[b].output;
+        }
+        if let Some(r) = f
+            .relu
+            .filter(|_| out != target && (f.bn.is_none() || bn.is_some()))
+        {
+            epi.relu = true;
+            absorbed.push(r);
+            out = nodes[r].output;
+        }
+        Ok((epi, absorbed, out))
+    }
+
     /// Run a batch `x` (`[N, ...input shape]`); returns the first output.
     pub fn forward(&self, x: &Tensor, masks: Option<&MaskSet>, mode: Mode) -> Result<Tensor> {
         self.run_to(x, masks, mode, self.net.outputs[0])
@@ -135,7 +254,13 @@ impl<'a> Executor<'a> {
         let layer_of = net.layer_of_node();
         let mut vals: Vec<Option<Tensor>> = vec![None; net.values.len()];
         vals[net.inputs[0]] = Some(x.to_dtype(self.dtype)?);
+        // Nodes a conv op has already computed (its epilogue).
+        let mut absorbed = vec![false; net.nodes.len()];
         for (ni, node) in net.nodes.iter().enumerate() {
+            if absorbed[ni] {
+                continue;
+            }
+            let mut out = node.output;
             let get = |k: usize| -> Result<Tensor> {
                 vals[node.inputs[k]]
                     .clone()
@@ -145,13 +270,12 @@ impl<'a> Executor<'a> {
             let y = match &node.op {
                 Op::Conv { conv, bias, .. } => {
                     let w = self.weight(layer_of[ni].unwrap(), masks, linear)?;
-                    let y = crate::conv::conv2d(&x0, &w, conv.window, conv.groups)?;
-                    match bias {
-                        Some(b) => {
-                            y.broadcast_add(&self.param(b, linear)?.reshape((1, (), 1, 1))?)?
-                        }
-                        None => y,
+                    let (epi, nodes, last) = self.epilogue(ni, bias.as_ref(), mode, target)?;
+                    for n in nodes {
+                        absorbed[n] = true;
                     }
+                    out = last;
+                    crate::conv::conv2d_with(&x0, &w, conv.window, conv.groups, &epi)?
                 }
                 Op::Dense { bias, .. } => {
                     let w = self.weight(layer_of[ni].unwrap(), masks, linear)?;
@@ -237,9 +361,8 @@ impl<'a> Executor<'a> {
                 Op::Softmax(axis) => candle_nn::ops::softmax(&x0, axis + 1)?,
                 Op::LogSoftmax(axis) => candle_nn::ops::log_softmax(&x0, axis + 1)?,
             };
-            let done = node.output == target;
-            vals[node.output] = Some(y);
-            if done {
+            vals[out] = Some(y);
+            if out == target {
                 break;
             }
         }

@@ -1,12 +1,13 @@
-//! The im2col conv op (`maskforge::conv`) against a direct seven-loop
-//! convolution and its hand-derived gradients, candle's own conv2d and
+//! The im2col conv op (`maskforge::conv`), with and without its fused
+//! per-channel epilogue, against a direct seven-loop convolution and its
+//! hand-derived gradients, candle's own conv2d and
 //! autograd, and central finite differences (f64), across batch sizes,
 //! kernel shapes, strides, dilations, asymmetric paddings and groups, with
 //! 1, 2 and 3 worker threads (the op blocks samples by thread count, so
 //! each count takes other block sizes and the serial and parallel paths).
 
 use candle_core::{DType, Device, Tensor, Var};
-use maskforge::conv::{conv2d, stock_conv2d};
+use maskforge::conv::{conv2d, conv2d_with, stock_conv2d, Epilogue};
 use maskforge::network::op::Window;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -76,13 +77,28 @@ fn each_term(k: &Case, mut f: impl FnMut(usize, usize, usize)) {
     }
 }
 
-/// The direct convolution and, for `L = sum(y * r)`, `dL/dx` and `dL/dw`.
-fn reference(k: &Case, x: &[f64], w: &[f64], r: &[f64]) -> [Vec<f64>; 3] {
-    let (mut y, mut dx, mut dw) = (vec![0.0; k.y_len()], vec![0.0; x.len()], vec![0.0; w.len()]);
+/// The direct convolution followed by `epi` and, for `L = sum(y * r)`,
+/// `dL/dx` and `dL/dw`.
+fn reference(k: &Case, x: &[f64], w: &[f64], r: &[f64], epi: &Epilogue) -> [Vec<f64>; 3] {
+    let mut z = vec![0.0; k.y_len()];
+    each_term(k, |yi, xi, wi| z[yi] += x[xi] * w[wi]);
+    let (oh, ow) = k.out();
+    let ch = |yi: usize| (yi / (oh * ow)) % k.o;
+    let scale = |yi: usize| epi.scale.as_ref().map_or(1.0, |s| s[ch(yi)]);
+    let shift = |yi: usize| epi.shift.as_ref().map_or(0.0, |s| s[ch(yi)]);
+    let mut y = vec![0.0; k.y_len()];
+    // dL/dz: the output gradient through the ReLU and the scale.
+    let mut dz = vec![0.0; k.y_len()];
+    for i in 0..y.len() {
+        let v = z[i] * scale(i) + shift(i);
+        let pass = !epi.relu || v > 0.0;
+        y[i] = if pass { v } else { 0.0 };
+        dz[i] = if pass { r[i] * scale(i) } else { 0.0 };
+    }
+    let (mut dx, mut dw) = (vec![0.0; x.len()], vec![0.0; w.len()]);
     each_term(k, |yi, xi, wi| {
-        y[yi] += x[xi] * w[wi];
-        dx[xi] += w[wi] * r[yi];
-        dw[wi] += x[xi] * r[yi];
+        dx[xi] += w[wi] * dz[yi];
+        dw[wi] += x[xi] * dz[yi];
     });
     [y, dx, dw]
 }
@@ -92,7 +108,14 @@ fn random(len: usize, rng: &mut impl Rng) -> Vec<f64> {
 }
 
 /// Our op's output and gradients of `sum(y * r)`, in a pool of `threads`.
-fn ours(k: &Case, x: &[f64], w: &[f64], r: &[f64], threads: usize) -> [Vec<f64>; 3] {
+fn ours(
+    k: &Case,
+    x: &[f64],
+    w: &[f64],
+    r: &[f64],
+    epi: &Epilogue,
+    threads: usize,
+) -> [Vec<f64>; 3] {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -101,7 +124,7 @@ fn ours(k: &Case, x: &[f64], w: &[f64], r: &[f64], threads: usize) -> [Vec<f64>;
         let dev = Device::Cpu;
         let xv = Var::from_vec(x.to_vec(), (k.n, k.c, k.h, k.w), &dev).unwrap();
         let wv = Var::from_vec(w.to_vec(), (k.o, k.c / k.groups, k.kh, k.kw), &dev).unwrap();
-        let y = conv2d(xv.as_tensor(), wv.as_tensor(), k.win, k.groups).unwrap();
+        let y = conv2d_with(xv.as_tensor(), wv.as_tensor(), k.win, k.groups, epi).unwrap();
         let rt = Tensor::from_vec(r.to_vec(), y.dims(), &dev).unwrap();
         let grads = (&y * &rt).unwrap().sum_all().unwrap().backward().unwrap();
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
@@ -151,17 +174,23 @@ fn case_strategy() -> impl Strategy<Value = Case> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Forward and both gradients equal the direct loops' exactly (up to
     /// summation order), for every index: an off-by-one in im2col, col2im
-    /// or a block's gather would move some term.
+    /// or a block's gather would move some term. Half the cases carry a
+    /// random epilogue (scale, shift, ReLU).
     #[test]
-    fn op_matches_the_direct_convolution(k in case_strategy(), seed in 0u64..1000, threads in 1usize..=3) {
+    fn op_matches_the_direct_convolution(k in case_strategy(), seed in 0u64..1000, threads in 1usize..=3, fused in 0u8..4) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let (x, w, r) = (random(k.x_len(), &mut rng), random(k.w_len(), &mut rng), random(k.y_len(), &mut rng));
-        let expect = reference(&k, &x, &w, &r);
-        let got = ours(&k, &x, &w, &r, threads);
+        let epi = Epilogue {
+            scale: (fused & 1 == 1).then(|| random(k.o, &mut rng)),
+            shift: (fused & 1 == 1).then(|| random(k.o, &mut rng)),
+            relu: fused & 2 == 2,
+        };
+        let expect = reference(&k, &x, &w, &r, &epi);
+        let got = ours(&k, &x, &w, &r, &epi, threads);
         for (i, what) in ["y", "dx", "dw"].iter().enumerate() {
             assert_close(&got[i], &expect[i], 1e-12, what, &k);
         }
@@ -297,9 +326,10 @@ fn op_gradients_match_finite_differences() {
             random(k.w_len(), &mut rng),
             random(k.y_len(), &mut rng),
         );
-        let [_, dx, dw] = ours(&k, &x, &w, &r, 2);
+        let none = Epilogue::default();
+        let [_, dx, dw] = ours(&k, &x, &w, &r, &none, 2);
         let loss = |x: &[f64], w: &[f64]| -> f64 {
-            let y = ours(&k, x, w, &r, 2)[0].clone();
+            let y = ours(&k, x, w, &r, &none, 2)[0].clone();
             y.iter().zip(&r).map(|(a, b)| a * b).sum()
         };
         let h = 1e-6;
@@ -370,6 +400,62 @@ fn op_skips_the_gradient_of_a_constant_input_and_takes_strided_operands() {
         .to_vec1()
         .unwrap();
     assert_eq!(a, b);
+}
+
+/// The fused epilogue against the same steps as candle ops after candle's
+/// conv2d (broadcast product, broadcast sum, ReLU): output and gradients.
+#[test]
+fn epilogue_matches_candle_ops_after_candle_conv2d() {
+    let dev = Device::Cpu;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    let (n, c, o, h) = (3, 4, 5, 6);
+    let x = Tensor::from_vec(random(n * c * h * h, &mut rng), (n, c, h, h), &dev).unwrap();
+    let w = Var::from_vec(random(o * c * 9, &mut rng), (o, c, 3, 3), &dev).unwrap();
+    let epi = Epilogue {
+        scale: Some(random(o, &mut rng)),
+        shift: Some(random(o, &mut rng)),
+        relu: true,
+    };
+    let win = Window::same(1, 1);
+    let per_channel = |v: &[f64]| Tensor::new(v, &dev).unwrap().reshape((1, o, 1, 1)).unwrap();
+    let ours = conv2d_with(&x, w.as_tensor(), win, 1, &epi).unwrap();
+    let stock = stock_conv2d(&x, w.as_tensor(), win, 1)
+        .unwrap()
+        .broadcast_mul(&per_channel(epi.scale.as_ref().unwrap()))
+        .unwrap()
+        .broadcast_add(&per_channel(epi.shift.as_ref().unwrap()))
+        .unwrap()
+        .relu()
+        .unwrap();
+    let r = Tensor::from_vec(random(ours.elem_count(), &mut rng), ours.dims(), &dev).unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let k = Case {
+        n,
+        c,
+        h,
+        w: h,
+        o,
+        groups: 1,
+        kh: 3,
+        kw: 3,
+        win,
+    };
+    assert_close(&flat(&ours), &flat(&stock), 1e-12, "y", &k);
+    assert!(flat(&ours).contains(&0.0), "the ReLU clips something");
+    let ga = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let gb = (&stock * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_close(
+        &flat(ga.get(w.as_tensor()).unwrap()),
+        &flat(gb.get(w.as_tensor()).unwrap()),
+        1e-12,
+        "dw",
+        &k,
+    );
 }
 
 #[test]
