@@ -662,18 +662,26 @@ fn weight_grad<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     } else {
         part(0)
     };
+    // Transposed in square tiles, tiles of rows in parallel: a plain
+    // row-by-row scatter strides `k` elements per write and took as long as
+    // the gemms for a batch of one (SynFlow).
+    const TILE: usize = 32;
     let mut dw = vec![T::zero(); g.o * k];
-    for gi in 0..g.groups {
-        let (src, dst) = (
-            &acc[gi * k * og..][..k * og],
-            &mut dw[gi * og * k..][..og * k],
-        );
-        for (kk, row) in src.chunks_exact(og).enumerate() {
-            for (o, &v) in row.iter().enumerate() {
-                dst[o * k + kk] = v;
+    dw.par_chunks_mut(TILE * k)
+        .enumerate()
+        .for_each(|(ti, rows)| {
+            for k0 in (0..k).step_by(TILE) {
+                let k1 = (k0 + TILE).min(k);
+                for (r, dst) in rows.chunks_exact_mut(k).enumerate() {
+                    let o = ti * TILE + r;
+                    let (gi, oo) = (o / og, o % og);
+                    let src = &acc[gi * k * og..][..k * og];
+                    for (kk, d) in dst.iter_mut().enumerate().take(k1).skip(k0) {
+                        *d = src[kk * og + oo];
+                    }
+                }
             }
-        }
-    }
+        });
     dw
 }
 
