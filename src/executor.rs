@@ -144,17 +144,8 @@ impl<'a> Executor<'a> {
 
     /// The masked weight of layer `li` as used in the forward pass.
     fn weight(&self, li: usize, masks: Option<&MaskSet>, linear: bool) -> Result<Tensor> {
-        let w = self.weights[li].as_tensor();
-        let w = if linear { w.abs()? } else { w.clone() };
-        match masks {
-            None => Ok(w),
-            Some(m) => {
-                let bits = &m.layers[li];
-                let mask: Vec<f32> = (0..bits.len()).map(|i| bits.get(i) as u8 as f32).collect();
-                let mask = Tensor::from_vec(mask, w.dims(), &self.device)?.to_dtype(self.dtype)?;
-                Ok(w.mul(&mask)?)
-            }
-        }
+        let mask = masks.map(|m| &m.layers[li]);
+        crate::masked::masked_weight(self.weights[li].as_tensor(), mask, linear)
     }
 
     /// A parameter as f64 values on the host.

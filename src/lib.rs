@@ -28,6 +28,7 @@ pub mod io;
 pub mod liveness;
 pub mod magnitude;
 pub mod mask;
+pub mod masked;
 pub mod maskfile;
 pub mod mica;
 pub mod model;
