@@ -63,8 +63,10 @@ fn stock(w: &Tensor, mask: Option<&BitSet>, abs: bool) -> Result<Tensor> {
 /// mask word.
 const CHUNK: usize = 1 << 16;
 
-/// `out[i] = f(i, a[i], b[i])` over chunks in parallel, with the mask bit
-/// of `i` (1 without a mask).
+/// `out[i] = f(a[i], b[i])` where mask bit `i` is set (everywhere without
+/// a mask), `zero` elsewhere; chunks in parallel, a mask word at a time
+/// (empty and full words take the fast paths: pruned layers are mostly
+/// empty words, dense ones full words).
 fn map<T: Copy + Send + Sync>(
     mask: Option<&BitSet>,
     a: &[T],
@@ -75,10 +77,18 @@ fn map<T: Copy + Send + Sync>(
     let mut out = vec![zero; a.len()];
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
         let base = c * CHUNK;
-        for (j, d) in dst.iter_mut().enumerate() {
-            let i = base + j;
-            let keep = mask.is_none_or(|m| m.words()[i / 64] >> (i % 64) & 1 == 1);
-            *d = if keep { f(a[i], b[i]) } else { zero };
+        for (wi, d) in dst.chunks_mut(64).enumerate() {
+            let start = base + wi * 64;
+            let (a, b) = (&a[start..start + d.len()], &b[start..start + d.len()]);
+            let word = mask.map_or(u64::MAX, |m| m.words()[start / 64]);
+            if word == 0 {
+                continue;
+            }
+            for (j, ((d, &x), &y)) in d.iter_mut().zip(a).zip(b).enumerate() {
+                if word >> j & 1 == 1 {
+                    *d = f(x, y);
+                }
+            }
         }
     });
     out
