@@ -4,9 +4,10 @@
 //! Weights are candle `Var`s in canonical layout, multiplied by the current
 //! mask in the forward pass (as Synaptic-Flow's masked layers do), so pruned
 //! weights get zero gradient. BatchNorm runs in eval mode (running
-//! statistics) or train mode (batch statistics). Pools are built from strided
-//! views and elementwise maxima/sums, because candle's own pools have no
-//! backward pass for overlapping windows. With [`Mode::Linear`] the network is
+//! statistics) or train mode (batch statistics). Max pools on the CPU are
+//! [`crate::maxpool`]'s op; other pools are built from strided views and
+//! elementwise maxima/sums, because candle's own pools have no backward pass
+//! for overlapping windows. With [`Mode::Linear`] the network is
 //! SynFlow's: every parameter replaced by its absolute value.
 //!
 //! Convolutions run as [`crate::conv`]'s op, which also does the conv's
@@ -428,7 +429,10 @@ fn windows(x: &Tensor, p: &Pool, fill: f64) -> Result<Vec<Tensor>> {
 }
 
 fn pool(x: &Tensor, p: &Pool) -> Result<Tensor> {
+    let cpu_float =
+        matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     match p.kind {
+        PoolKind::Max if cpu_float => crate::maxpool::max_pool2d(x, p.kernel, p.window, p.ceil),
         PoolKind::Max => {
             let ws = windows(x, p, f64::NEG_INFINITY)?;
             let mut acc = ws[0].clone();

@@ -30,6 +30,7 @@ pub mod magnitude;
 pub mod mask;
 pub mod masked;
 pub mod maskfile;
+pub mod maxpool;
 pub mod mica;
 pub mod model;
 pub mod network;
