@@ -4,10 +4,16 @@
 //! Weights are candle `Var`s in canonical layout, multiplied by the current
 //! mask in the forward pass (as Synaptic-Flow's masked layers do), so pruned
 //! weights get zero gradient. BatchNorm runs in eval mode (running
-//! statistics) or train mode (batch statistics). Pools are built from strided
-//! views and elementwise maxima/sums, because candle's own pools have no
-//! backward pass for overlapping windows. With [`Mode::Linear`] the network is
+//! statistics) or train mode (batch statistics). Max pools on the CPU are
+//! [`crate::maxpool`]'s op; other pools are built from strided views and
+//! elementwise maxima/sums, because candle's own pools have no backward pass
+//! for overlapping windows. With [`Mode::Linear`] the network is
 //! SynFlow's: every parameter replaced by its absolute value.
+//!
+//! Convolutions run as [`crate::conv`]'s op, which also does the conv's
+//! bias and, where each is the sole reader of the value before it, the
+//! BatchNorm (eval and linear modes: a per-channel affine map) and the ReLU
+//! that follow: one autograd node per VGG block instead of seven.
 //!
 //! ```
 //! use maskforge::{zoo, executor::{Executor, Mode}};
@@ -25,7 +31,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use crate::error::{Error, Result};
 use crate::mask::MaskSet;
-use crate::network::op::{Activation, Norm, Op, Pool, PoolKind, Window};
+use crate::network::op::{Activation, Norm, Op, Pool, PoolKind};
 use crate::network::Network;
 
 /// How to run the network.
@@ -47,6 +53,51 @@ pub struct Executor<'a> {
     /// Canonical-layout weights, one per prunable layer.
     pub weights: Vec<Var>,
     params: HashMap<String, Tensor>,
+    /// Per Conv node: the BatchNorm and ReLU nodes its op may absorb.
+    fusions: Vec<Fusion>,
+}
+
+/// The nodes after a convolution that [`crate::conv::Epilogue`] can do
+/// inside the conv op: a BatchNorm reading only the conv's output, then a
+/// ReLU reading only the BatchNorm's (or the conv's) output.
+#[derive(Clone, Copy, Debug, Default)]
+struct Fusion {
+    bn: Option<usize>,
+    relu: Option<usize>,
+}
+
+impl Fusion {
+    fn plan(net: &Network) -> Vec<Fusion> {
+        let mut uses = vec![0usize; net.values.len()];
+        let mut reader = vec![None; net.values.len()];
+        for (ni, node) in net.nodes.iter().enumerate() {
+            for &v in &node.inputs {
+                uses[v] += 1;
+                reader[v] = Some(ni);
+            }
+        }
+        for &v in &net.outputs {
+            uses[v] += 1;
+        }
+        // The node reading `v`, if it is the only use of `v` and `ok` accepts it.
+        let sole = |v: usize, ok: &dyn Fn(&Op) -> bool| {
+            reader[v].filter(|&r| uses[v] == 1 && ok(&net.nodes[r].op))
+        };
+        net.nodes
+            .iter()
+            .map(|node| {
+                if !matches!(node.op, Op::Conv { .. }) {
+                    return Fusion::default();
+                }
+                let bn = sole(node.output, &|op| {
+                    matches!(op, Op::Norm(Norm::BatchNorm { .. }))
+                });
+                let last = bn.map_or(node.output, |b| net.nodes[b].output);
+                let relu = sole(last, &|op| matches!(op, Op::Activation(Activation::Relu)));
+                Fusion { bn, relu }
+            })
+            .collect()
+    }
 }
 
 impl<'a> Executor<'a> {
@@ -71,6 +122,7 @@ impl<'a> Executor<'a> {
             dtype,
             weights,
             params,
+            fusions: Fusion::plan(net),
         })
     }
 
@@ -93,17 +145,76 @@ impl<'a> Executor<'a> {
 
     /// The masked weight of layer `li` as used in the forward pass.
     fn weight(&self, li: usize, masks: Option<&MaskSet>, linear: bool) -> Result<Tensor> {
-        let w = self.weights[li].as_tensor();
-        let w = if linear { w.abs()? } else { w.clone() };
-        match masks {
-            None => Ok(w),
-            Some(m) => {
-                let bits = &m.layers[li];
-                let mask: Vec<f32> = (0..bits.len()).map(|i| bits.get(i) as u8 as f32).collect();
-                let mask = Tensor::from_vec(mask, w.dims(), &self.device)?.to_dtype(self.dtype)?;
-                Ok(w.mul(&mask)?)
-            }
+        let mask = masks.map(|m| &m.layers[li]);
+        crate::masked::masked_weight(self.weights[li].as_tensor(), mask, linear)
+    }
+
+    /// A parameter as f64 values on the host.
+    fn host(&self, name: &str, linear: bool) -> Result<Vec<f64>> {
+        Ok(self
+            .param(name, linear)?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1()?)
+    }
+
+    /// The epilogue of Conv node `ni` (its bias, and the BatchNorm and ReLU
+    /// it absorbs in this mode unless `target` is read in between), with
+    /// the absorbed nodes and the value the op produces.
+    fn epilogue(
+        &self,
+        ni: usize,
+        bias: Option<&String>,
+        mode: Mode,
+        target: crate::network::ValueId,
+    ) -> Result<(crate::conv::Epilogue, Vec<usize>, crate::network::ValueId)> {
+        let linear = mode == Mode::Linear;
+        let nodes = &self.net.nodes;
+        let mut epi = crate::conv::Epilogue {
+            shift: bias.map(|b| self.host(b, linear)).transpose()?,
+            ..Default::default()
+        };
+        let mut absorbed = Vec::new();
+        let mut out = nodes[ni].output;
+        let f = self.fusions[ni];
+        // Batch statistics (train mode) are not a per-channel constant.
+        let bn = f.bn.filter(|_| mode != Mode::Train && out != target);
+        if let Some(b) = bn {
+            let Op::Norm(Norm::BatchNorm {
+                scale,
+                bias,
+                mean,
+                var,
+                eps,
+            }) = &nodes[b].op
+            else {
+                return Err(Error::internal("executor: fused node is not a BatchNorm"));
+            };
+            let (g, beta) = (self.host(scale, linear)?, self.host(bias, linear)?);
+            let (m, v) = (self.host(mean, linear)?, self.host(var, linear)?);
+            // (y + c - m) / sqrt(v + eps) * g + beta = y * a + ((c - m) * a + beta)
+            let a: Vec<f64> = (0..g.len())
+                .map(|i| g[i] / (v[i] + *eps as f64).sqrt())
+                .collect();
+            let c = epi.shift.take().unwrap_or_else(|| vec![0.0; a.len()]);
+            epi.shift = Some(
+                (0..a.len())
+                    .map(|i| (c[i] - m[i]) * a[i] + beta[i])
+                    .collect(),
+            );
+            epi.scale = Some(a);
+            absorbed.push(b);
+            out = nodes[b].output;
         }
+        if let Some(r) = f
+            .relu
+            .filter(|_| out != target && (f.bn.is_none() || bn.is_some()))
+        {
+            epi.relu = true;
+            absorbed.push(r);
+            out = nodes[r].output;
+        }
+        Ok((epi, absorbed, out))
     }
 
     /// Run a batch `x` (`[N, ...input shape]`); returns the first output.
@@ -147,7 +258,13 @@ impl<'a> Executor<'a> {
         let layer_of = net.layer_of_node();
         let mut vals: Vec<Option<Tensor>> = vec![None; net.values.len()];
         vals[net.inputs[0]] = Some(x.to_dtype(self.dtype)?);
+        // Nodes a conv op has already computed (its epilogue).
+        let mut absorbed = vec![false; net.nodes.len()];
         for (ni, node) in net.nodes.iter().enumerate() {
+            if absorbed[ni] {
+                continue;
+            }
+            let mut out = node.output;
             let get = |k: usize| -> Result<Tensor> {
                 vals[node.inputs[k]]
                     .clone()
@@ -157,13 +274,12 @@ impl<'a> Executor<'a> {
             let y = match &node.op {
                 Op::Conv { conv, bias, .. } => {
                     let w = self.weight(layer_of[ni].unwrap(), masks, linear)?;
-                    let y = conv2d(&x0, &w, conv.window, conv.groups)?;
-                    match bias {
-                        Some(b) => {
-                            y.broadcast_add(&self.param(b, linear)?.reshape((1, (), 1, 1))?)?
-                        }
-                        None => y,
+                    let (epi, nodes, last) = self.epilogue(ni, bias.as_ref(), mode, target)?;
+                    for n in nodes {
+                        absorbed[n] = true;
                     }
+                    out = last;
+                    crate::conv::conv2d_with(&x0, &w, conv.window, conv.groups, &epi)?
                 }
                 Op::Dense { bias, .. } => {
                     let w = self.weight(layer_of[ni].unwrap(), masks, linear)?;
@@ -249,25 +365,14 @@ impl<'a> Executor<'a> {
                 Op::Softmax(axis) => candle_nn::ops::softmax(&x0, axis + 1)?,
                 Op::LogSoftmax(axis) => candle_nn::ops::log_softmax(&x0, axis + 1)?,
             };
-            let done = node.output == target;
-            vals[node.output] = Some(y);
-            if done {
+            vals[out] = Some(y);
+            if out == target {
                 break;
             }
         }
         vals[target]
             .clone()
             .ok_or_else(|| Error::internal("executor: no output"))
-    }
-}
-
-fn same(a: [usize; 2], what: &str) -> Result<usize> {
-    if a[0] == a[1] {
-        Ok(a[0])
-    } else {
-        Err(Error::input(format!(
-            "executor: non-square {what} {a:?} is not supported"
-        )))
     }
 }
 
@@ -305,17 +410,6 @@ fn pad(x: &Tensor, pads: [usize; 4], value: f64) -> Result<Tensor> {
     Ok(Tensor::cat(&parts, 3)?)
 }
 
-fn conv2d(x: &Tensor, w: &Tensor, win: Window, groups: usize) -> Result<Tensor> {
-    let s = same(win.stride, "stride")?;
-    let d = same(win.dilation, "dilation")?;
-    let sym =
-        win.pads[0] == win.pads[1] && win.pads[1] == win.pads[2] && win.pads[2] == win.pads[3];
-    if sym {
-        return Ok(x.conv2d(w, win.pads[0], s, d, groups)?);
-    }
-    Ok(pad(x, win.pads, 0.0)?.conv2d(w, 0, s, d, groups)?)
-}
-
 /// Window positions `(ky, kx)` of a pool as strided views of the padded input.
 fn windows(x: &Tensor, p: &Pool, fill: f64) -> Result<Vec<Tensor>> {
     let (_, _, h, w) = x.dims4()?;
@@ -347,7 +441,10 @@ fn windows(x: &Tensor, p: &Pool, fill: f64) -> Result<Vec<Tensor>> {
 }
 
 fn pool(x: &Tensor, p: &Pool) -> Result<Tensor> {
+    let cpu_float =
+        matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     match p.kind {
+        PoolKind::Max if cpu_float => crate::maxpool::max_pool2d(x, p.kernel, p.window, p.ceil),
         PoolKind::Max => {
             let ws = windows(x, p, f64::NEG_INFINITY)?;
             let mut acc = ws[0].clone();

@@ -127,9 +127,28 @@ pub fn keep_top_signed(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
 }
 
 /// Keep the `k` highest scores over all layers (one threshold).
+///
+/// Scores at or below +0 are pruned whatever the threshold (it is clamped
+/// to 0) and rank below every positive score, so the threshold is selected
+/// among the positive scores only: SynFlow's later rounds, where most
+/// scores are 0, select among the few still kept.
 pub fn keep_top(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
-    let mut all: Vec<f64> = scores.iter().flatten().copied().collect();
-    let t = threshold(&mut all, k);
+    let n: usize = scores.iter().map(Vec::len).sum();
+    let mut positive: Vec<f64> = scores
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|x| x.total_cmp(&0.0).is_gt())
+        .collect();
+    let (prune, below) = (n.saturating_sub(k), n - positive.len());
+    // Pruning no more than the non-positive scores: the overall threshold
+    // is one of them, which the clamp turns into 0.
+    let t = if prune <= below {
+        None
+    } else {
+        let keep = positive.len() - (prune - below);
+        threshold(&mut positive, keep)
+    };
     scores.iter().map(|s| mask_above(s, t)).collect()
 }
 
@@ -261,6 +280,33 @@ mod tests {
         for k in [1, 100, 26_620, 200_000, 266_200] {
             let a = magnitude_global_streaming(&net, k).unwrap();
             assert_eq!(a, keep_top(&s, k), "k={k}");
+        }
+    }
+
+    /// The selection among positive scores gives the masks of a threshold
+    /// taken over all scores, with zeros, -0, negatives and ties about.
+    #[test]
+    fn keep_top_equals_the_threshold_over_all_scores() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        let pick = [0.0, -0.0, -1.5, 0.25, 0.25, 2.0];
+        let layers: Vec<Vec<f64>> = [40, 3, 90]
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| match rng.random_range(0..3) {
+                        0 => pick[rng.random_range(0..pick.len())],
+                        _ => rng.random::<f64>() - 0.3,
+                    })
+                    .collect()
+            })
+            .collect();
+        let total: usize = layers.iter().map(Vec::len).sum();
+        for k in 0..=total + 1 {
+            let mut all: Vec<f64> = layers.iter().flatten().copied().collect();
+            let t = threshold(&mut all, k);
+            let expect: Vec<BitSet> = layers.iter().map(|s| mask_above(s, t)).collect();
+            assert_eq!(keep_top(&layers, k), expect, "k={k}");
         }
     }
 

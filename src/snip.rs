@@ -17,7 +17,7 @@
 //! assert!((total - 1.0).abs() < 1e-9);
 //! ```
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::error::Result;
 use crate::executor::{Executor, Mode};
@@ -26,6 +26,28 @@ use crate::mask::MaskSet;
 /// Calibration batches: inputs `[n, ...]` and `u32` labels `[n]`.
 pub struct Calibration {
     pub batches: Vec<(Tensor, Tensor)>,
+}
+
+/// Adds a tensor's values to `acc`, widened to f64 on the host: a f64 copy
+/// on the device first would be one more weight-sized buffer per layer.
+fn add_into(acc: &mut [f64], t: &Tensor) -> Result<()> {
+    let t = t.flatten_all()?;
+    match t.dtype() {
+        DType::F32 => {
+            for (s, v) in acc.iter_mut().zip(t.to_vec1::<f32>()?) {
+                *s += v as f64;
+            }
+        }
+        _ => {
+            for (s, v) in acc
+                .iter_mut()
+                .zip(t.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+            {
+                *s += v;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sum over the batches of `dL/dw` for every layer (canonical order), with
@@ -47,13 +69,7 @@ pub fn loss_gradients(
         let grads = loss.backward()?;
         for (a, w) in acc.iter_mut().zip(&ex.weights) {
             if let Some(g) = grads.get(w.as_tensor()) {
-                let g: Vec<f64> = g
-                    .flatten_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_vec1()?;
-                for (s, v) in a.iter_mut().zip(g) {
-                    *s += v;
-                }
+                add_into(a, g)?;
             }
         }
     }
@@ -65,23 +81,24 @@ pub fn weight_values(ex: &Executor) -> Result<Vec<Vec<f64>>> {
     ex.weights
         .iter()
         .map(|w| {
-            Ok(w.as_tensor()
-                .flatten_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_vec1()?)
+            let mut v = vec![0.0; w.elem_count()];
+            add_into(&mut v, w.as_tensor())?;
+            Ok(v)
         })
         .collect()
 }
 
-/// SNIP scores `|g * w|` (normalised to sum 1, which changes no ranking).
+/// SNIP scores `|g * w|` (normalised to sum 1, which changes no ranking),
+/// computed in the gradients' buffers, one layer's weights read at a time.
 pub fn scores(ex: &Executor, masks: &MaskSet, cal: &Calibration) -> Result<Vec<Vec<f64>>> {
-    let g = loss_gradients(ex, masks, cal, 1.0)?;
-    let w = weight_values(ex)?;
-    let mut s: Vec<Vec<f64>> = g
-        .iter()
-        .zip(&w)
-        .map(|(g, w)| g.iter().zip(w).map(|(a, b)| (a * b).abs()).collect())
-        .collect();
+    let mut s = loss_gradients(ex, masks, cal, 1.0)?;
+    for (g, w) in s.iter_mut().zip(&ex.weights) {
+        let mut wv = vec![0.0; g.len()];
+        add_into(&mut wv, w.as_tensor())?;
+        for (a, b) in g.iter_mut().zip(wv) {
+            *a = (*a * b).abs();
+        }
+    }
     let total: f64 = s.iter().flatten().sum();
     if total > 0.0 {
         s.iter_mut().flatten().for_each(|v| *v /= total);

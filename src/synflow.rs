@@ -22,21 +22,33 @@ use crate::network::Network;
 
 /// SynFlow scores for `masks`.
 pub fn scores(ex: &Executor, net: &Network, masks: &MaskSet) -> Result<Vec<Vec<f64>>> {
+    scores_at(ex, net, masks, &crate::snip::weight_values(ex)?)
+}
+
+/// [`scores`] with the executor's weights already read out as `w` (they do
+/// not change between rounds).
+fn scores_at(
+    ex: &Executor,
+    net: &Network,
+    masks: &MaskSet,
+    w: &[Vec<f64>],
+) -> Result<Vec<Vec<f64>>> {
     let mut shape = vec![1];
     shape.extend(&net.values[net.inputs[0]].shape);
     let ones = Tensor::ones(shape, DType::F64, ex.device())?;
     let r = ex.logits(&ones, Some(masks), Mode::Linear)?.sum_all()?;
     let grads = r.backward()?;
-    let w = crate::snip::weight_values(ex)?;
     ex.weights
         .iter()
         .zip(w)
         .map(|(v, w)| {
-            let g: Vec<f64> = match grads.get(v.as_tensor()) {
-                Some(g) => g.flatten_all()?.to_vec1()?,
+            Ok(match grads.get(v.as_tensor()) {
+                Some(g) => {
+                    let g: Vec<f64> = g.flatten_all()?.to_vec1()?;
+                    g.iter().zip(w).map(|(a, b)| (a * b).abs()).collect()
+                }
                 None => vec![0.0; w.len()],
-            };
-            Ok(g.iter().zip(&w).map(|(a, b)| (a * b).abs()).collect())
+            })
         })
         .collect()
 }
@@ -55,8 +67,9 @@ pub fn prune(
     let density = target as f64 / total;
     let mut masks = MaskSet::dense(net);
     let mut history = Vec::with_capacity(rounds);
+    let w = crate::snip::weight_values(&ex)?;
     for k in 1..=rounds.max(1) {
-        let s = scores(&ex, net, &masks)?;
+        let s = scores_at(&ex, net, &masks, &w)?;
         let d = density.powf(k as f64 / rounds.max(1) as f64);
         let keep = if k == rounds.max(1) {
             target

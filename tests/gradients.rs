@@ -21,7 +21,8 @@ fn randw(shape: Vec<usize>, rng: &mut impl Rng) -> ConstTensor {
 fn nets() -> Vec<Network> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let mlp = maskforge::zoo::build("mlp:6-5-4-3", 1).unwrap();
-    // conv -> relu -> maxpool -> conv (residual add) -> global pool -> dense
+    // conv (bias) -> batchnorm -> relu -> maxpool -> conv (residual add)
+    // -> global pool -> dense; the executor runs the first three as one op.
     let mut b = NetworkBuilder::new("res");
     let x = b.input("x", vec![2, 6, 6]).unwrap();
     let c1 = b
@@ -30,12 +31,27 @@ fn nets() -> Vec<Network> {
             x,
             "w1",
             randw(vec![3, 2, 3, 3], &mut rng),
-            None,
+            Some(("b1", randw(vec![3], &mut rng))),
             Window::same(1, 1),
             1,
         )
         .unwrap();
-    let r = b.activation("r", c1, Activation::Relu);
+    // Signed scale, bias and mean, so that SynFlow's |parameter| matters.
+    let var = ConstTensor::f32(vec![3], vec![0.5, 1.0, 1.5]);
+    let bn = b
+        .batch_norm(
+            "bn",
+            c1,
+            [
+                ("bn.scale", randw(vec![3], &mut rng)),
+                ("bn.bias", randw(vec![3], &mut rng)),
+                ("bn.mean", randw(vec![3], &mut rng)),
+                ("bn.var", var),
+            ],
+            1e-5,
+        )
+        .unwrap();
+    let r = b.activation("r", bn, Activation::Relu);
     let p = b
         .pool(
             "p",
@@ -181,6 +197,37 @@ fn synflow_gradients_match_finite_differences() {
                 );
             }
         }
+    }
+}
+
+/// SynFlow's linearised forward (the conv op with BatchNorm and ReLU folded
+/// in, |parameters|) equals the plain forward of the network whose every
+/// parameter is replaced by its absolute value.
+#[test]
+fn linear_mode_is_the_forward_on_absolute_parameters() {
+    let net = nets().remove(1);
+    let mut abs = net.clone();
+    let names: Vec<String> = net.params.iter().map(|(n, _)| n.clone()).collect();
+    for name in names {
+        let t = net.params.get(&name).unwrap();
+        let v: Vec<f32> = t.to_f32().unwrap().iter().map(|x| x.abs()).collect();
+        abs.params
+            .insert(name, ConstTensor::f32(t.shape.clone(), v));
+    }
+    let x = calibration(&net, 3, 4).batches.remove(0).0;
+    let run = |n: &Network, mode: Mode| -> Vec<f64> {
+        let ex = Executor::new(n, &Device::Cpu, DType::F64).unwrap();
+        ex.logits(&x, None, mode)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (linear, plain) = (run(&net, Mode::Linear), run(&abs, Mode::Eval));
+    assert_ne!(run(&net, Mode::Eval), plain, "some parameter is negative");
+    for (a, b) in linear.iter().zip(&plain) {
+        assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{a} vs {b}");
     }
 }
 
