@@ -437,6 +437,28 @@ impl<T: WithDType> Scratch<T> {
     }
 }
 
+/// Run `run` over `out`'s blocks of `chunk` values (block index, block),
+/// each worker with its own scratch; blocks in parallel when `parallel`.
+fn for_each_block<T: WithDType>(
+    out: &mut [T],
+    chunk: usize,
+    g: &Geometry,
+    block: usize,
+    parallel: bool,
+    run: impl Fn(&mut Scratch<T>, (usize, &mut [T])) + Sync + Send,
+) {
+    if parallel {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each_init(|| Scratch::new(g, block), run);
+    } else {
+        let mut s = Scratch::new(g, block);
+        out.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|item| run(&mut s, item));
+    }
+}
+
 fn parallelism(blocks_parallel: bool) -> Parallelism {
     let threads = rayon::current_num_threads();
     if blocks_parallel || threads <= 1 {
@@ -534,16 +556,7 @@ fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], epi: &Epilogue) -> Vec<
         }
     };
     let chunk = block * o * p;
-    if parallel {
-        y.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each_init(|| Scratch::new(g, block), run);
-    } else {
-        let mut s = Scratch::new(g, block);
-        y.chunks_mut(chunk)
-            .enumerate()
-            .for_each(|item| run(&mut s, item));
-    }
+    for_each_block(&mut y, chunk, g, block, parallel, run);
     y
 }
 
@@ -584,16 +597,7 @@ fn input_grad<T: WithDType>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
         }
     };
     let chunk = block * per_sample;
-    if parallel {
-        dx.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each_init(|| Scratch::new(g, block), run);
-    } else {
-        let mut s = Scratch::new(g, block);
-        dx.chunks_mut(chunk)
-            .enumerate()
-            .for_each(|item| run(&mut s, item));
-    }
+    for_each_block(&mut dx, chunk, g, block, parallel, run);
     dx
 }
 
