@@ -15,7 +15,8 @@ use candle_core::Device;
 use maskforge::data::Dataset;
 use maskforge::eval::evaluate;
 use maskforge::neuron;
-use maskforge::ossum::{batches, prune_neurons, Deep, NeuronMethod, Rank};
+use maskforge::ossum::{prune_neurons, Deep, NeuronMethod, Rank};
+use maskforge::snip::Calibration;
 use plotters::prelude::*;
 
 const SPARSITIES: [f64; 10] = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995];
@@ -51,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         y,
     };
     let cpu = Device::Cpu;
-    let cal = batches(&data, &train, 500, &cpu)?;
+    let cal = Calibration::from_dataset(&data, &train, 500, &cpu)?;
     let mut csv = String::from("method,sparsity,kept_neurons,seed,test_accuracy\n");
     let mut acc = vec![vec![Vec::new(); SPARSITIES.len()]; methods().len()];
     for seed in 0..seeds {

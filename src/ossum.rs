@@ -36,7 +36,7 @@
 //! assert_eq!(combine(Rank::Sum, &s), vec![2.0, 2.0]);
 //! ```
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
 use crate::error::{Error, Result};
 use crate::executor::{Executor, Mode};
@@ -129,11 +129,7 @@ pub fn prune_neurons(
             NeuronMethod::Random => (random_scores(net, g, seed), "random"),
             NeuronMethod::Norm => (norm_scores(net, &masks, g)?, "norm"),
             NeuronMethod::Ossum { rank, deep } => {
-                let cal = calibration.ok_or_else(|| {
-                    Error::input(
-                        "--method ossum: needs calibration data; give --data FILE (safetensors x/y, IDX, CSV) or --data synthetic:N",
-                    )
-                })?;
+                let cal = calibration.ok_or_else(|| crate::scored::missing_data("ossum"))?;
                 let ex = ex.as_ref().expect("executor built for OSSuM");
                 if Some(gi) == readout {
                     let w = masked_weights(net, &masks, g.consumer)?;
@@ -316,26 +312,6 @@ fn readout_weights(net: &Network, g: &NeuronGroup, classes: usize, seed: u64) ->
         .into_iter()
         .map(f64::from)
         .collect()
-}
-
-/// Calibration batches from a dataset (all samples of `idx`, in batches).
-pub fn batches(
-    data: &crate::data::Dataset,
-    idx: &[usize],
-    batch_size: usize,
-    device: &Device,
-) -> Result<Calibration> {
-    let mut out = Vec::new();
-    for chunk in idx.chunks(batch_size.max(1)) {
-        let (x, y) = data.batch(chunk);
-        let mut s = vec![chunk.len()];
-        s.extend(&data.shape);
-        out.push((
-            Tensor::from_vec(x, s, device)?,
-            Tensor::from_vec(y, chunk.len(), device)?,
-        ));
-    }
-    Ok(Calibration { batches: out })
 }
 
 #[cfg(test)]

@@ -75,12 +75,16 @@ impl Default for Context {
 }
 
 fn calibration(ctx: &Context, s: Scorer) -> Result<&Calibration> {
-    ctx.calibration.as_deref().ok_or_else(|| {
-        Error::input(format!(
-            "--method {}: needs calibration data; give --data FILE (safetensors x/y, IDX, CSV) or --data synthetic:N",
-            s.name()
-        ))
-    })
+    ctx.calibration
+        .as_deref()
+        .ok_or_else(|| missing_data(s.name()))
+}
+
+/// The error of a data-driven `method` run without `--data`.
+pub fn missing_data(method: &str) -> Error {
+    Error::input(format!(
+        "--method {method}: needs calibration data; give --data FILE (safetensors x/y, IDX, CSV) or --data synthetic:N"
+    ))
 }
 
 /// Keep `target` weights by `scores`, globally or with per-layer `counts`.

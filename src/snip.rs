@@ -28,6 +28,28 @@ pub struct Calibration {
     pub batches: Vec<(Tensor, Tensor)>,
 }
 
+impl Calibration {
+    /// The samples `idx` of `data`, in batches of `batch_size`, on `device`.
+    pub fn from_dataset(
+        data: &crate::data::Dataset,
+        idx: &[usize],
+        batch_size: usize,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let mut batches = Vec::new();
+        for chunk in idx.chunks(batch_size.max(1)) {
+            let (x, y) = data.batch(chunk);
+            let mut shape = vec![chunk.len()];
+            shape.extend(&data.shape);
+            batches.push((
+                Tensor::from_vec(x, shape, device)?,
+                Tensor::from_vec(y, chunk.len(), device)?,
+            ));
+        }
+        Ok(Self { batches })
+    }
+}
+
 /// Adds a tensor's values to `acc`, widened to f64 on the host: a f64 copy
 /// on the device first would be one more weight-sized buffer per layer.
 fn add_into(acc: &mut [f64], t: &Tensor) -> Result<()> {

@@ -2,6 +2,8 @@
 //! paper's derivation, a physically smaller network, hand-computed
 //! accuracies, and OSSuM's own experiment on real digits.
 
+mod common;
+
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
@@ -11,25 +13,9 @@ use maskforge::executor::{Executor, Mode};
 use maskforge::network::{Network, NetworkBuilder};
 use maskforge::neuron::{self, structured_masks};
 use maskforge::ossum::{self, class_scores, combine, prune_neurons, NeuronMethod, Rank};
+use maskforge::snip::Calibration;
 use maskforge::tensor::ConstTensor;
 use maskforge::zoo;
-
-fn root() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn mnist() -> String {
-    let out = Command::new("bash")
-        .arg(root().join("scripts/fetch-mnist-csv.sh"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 fn bin(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_maskforge"))
@@ -48,10 +34,9 @@ fn ossum_scores_sum_to_the_linearised_loss_term_of_the_kept_subset() {
     let net = zoo::build("mlp:12-16-4:tanh:uniform", 3).unwrap();
     let data = Dataset::load("synthetic:40", &[12], 4, 1).unwrap();
     let idx: Vec<usize> = (0..data.len()).collect();
-    let cal = ossum::batches(&data, &idx, 16, &Device::Cpu).unwrap();
+    let cal = Calibration::from_dataset(&data, &idx, 16, &Device::Cpu).unwrap();
     let groups = neuron::groups(&net);
     assert_eq!(groups.len(), 1);
-    let g = &groups[0];
     // Per-class activation sums by hand (tanh of x W1^T, zero biases).
     let w1 = net.canonical_weights(0).unwrap();
     let w2: Vec<f64> = net
@@ -114,7 +99,6 @@ fn ossum_scores_sum_to_the_linearised_loss_term_of_the_kept_subset() {
             "{term} vs {by_scores}"
         );
     }
-    let _ = g;
 }
 
 /// A masked network with pruned neurons computes exactly what the smaller
@@ -231,7 +215,7 @@ fn eval_counts_hits_and_mean_cross_entropy_by_hand() {
 #[test]
 fn ossum_beats_random_and_norm_at_init_on_real_digits() {
     let net = zoo::build("mlp:784-1000-10:tanh:uniform", 0).unwrap();
-    let mut data = Dataset::load(&mnist(), &[784], 10, 0).unwrap();
+    let mut data = Dataset::load(&common::mnist_csv(), &[784], 10, 0).unwrap();
     data.normalize(&[0.13066], &[0.30810]).unwrap();
     let train: Vec<usize> = (0..data.len()).filter(|i| i % 5 != 4).collect();
     let test_idx: Vec<usize> = (0..data.len()).filter(|i| i % 5 == 4).collect();
@@ -241,7 +225,7 @@ fn ossum_beats_random_and_norm_at_init_on_real_digits() {
         x: tx,
         y: ty,
     };
-    let cal = ossum::batches(&data, &train, 500, &Device::Cpu).unwrap();
+    let cal = Calibration::from_dataset(&data, &train, 500, &Device::Cpu).unwrap();
     let groups = neuron::groups(&net);
     let acc = |method| {
         let out =

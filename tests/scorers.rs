@@ -1,26 +1,11 @@
 //! The score-based methods through the binary: real digits, and the
 //! behaviour the papers document.
 
+mod common;
+
 use std::process::Command;
 
 use maskforge::{maskfile, zoo};
-
-fn root() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn mnist() -> String {
-    let out = Command::new("bash")
-        .arg(root().join("scripts/fetch-mnist-csv.sh"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 fn run(args: &[&str]) -> serde_json::Value {
     let o = Command::new(env!("CARGO_BIN_EXE_maskforge"))
@@ -37,7 +22,7 @@ fn run(args: &[&str]) -> serde_json::Value {
 /// so SNIP prunes all of them; and the masks differ from plain magnitude.
 #[test]
 fn snip_and_grasp_on_real_digits() {
-    let data = mnist();
+    let data = common::mnist_csv();
     let dir = tempfile::tempdir().unwrap();
     let net = zoo::build("lenet300", 0).unwrap();
     let calib = maskforge::data::Dataset::load(&data, &[1, 28, 28], 10, 0).unwrap();
@@ -135,7 +120,7 @@ fn synflow_keeps_every_layer_and_snip_may_collapse() {
 
 #[test]
 fn ranking_quotas_feed_rpi_and_mica() {
-    let data = mnist();
+    let data = common::mnist_csv();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.safetensors");
     let snip = run(&[

@@ -135,21 +135,11 @@ fn calibration(
     let classes = net.values[net.outputs[0]].numel();
     let mut data = crate::data::Dataset::load(spec, &shape, classes, seed)?;
     a.normalization.apply(&mut data)?;
-    let idx = match a.samples_per_class {
+    let idx: Vec<usize> = match a.samples_per_class {
         0 => (0..data.len()).collect(),
         k => data.per_class(k, seed),
     };
-    let mut batches = Vec::new();
-    for chunk in idx.chunks(a.batch_size.max(1)) {
-        let (x, y) = data.batch(chunk);
-        let mut s = vec![chunk.len()];
-        s.extend(&shape);
-        batches.push((
-            candle_core::Tensor::from_vec(x, s, device)?,
-            candle_core::Tensor::from_vec(y, chunk.len(), device)?,
-        ));
-    }
-    Ok(crate::snip::Calibration { batches })
+    crate::snip::Calibration::from_dataset(&data, &idx, a.batch_size, device)
 }
 
 /// How much to prune: exactly one of these. For neuron methods the ratios
@@ -218,10 +208,8 @@ impl Amount {
                 .map_err(|_| Error::input(format!("--widths {w}: expected widths like 100,50")))?;
             let counts = crate::neuron::counts_for_widths(net, groups, &widths)?;
             let total: usize = groups.iter().map(|g| g.width).sum();
-            return Ok((
-                counts.clone(),
-                total as f64 / counts.iter().sum::<usize>() as f64,
-            ));
+            let ratio = total as f64 / counts.iter().sum::<usize>() as f64;
+            return Ok((counts, ratio));
         }
         let c = self.compression()?;
         Ok((crate::neuron::counts_for_fraction(groups, 1.0 / c)?, c))

