@@ -54,6 +54,13 @@ fn src(o: usize, k: usize, stride: usize, dil: usize, pad: usize, n: usize) -> O
     (q >= 0 && (q as usize) < n).then_some(q as usize)
 }
 
+/// The input position `(y, x)` output `o` reads through tap `k` of window
+/// `w` over a `[C, H, W]` input, or `None` in the padding.
+fn src2(w: &Window, o: [usize; 2], k: [usize; 2], xs: &[usize]) -> Option<(usize, usize)> {
+    let at = |a: usize| src(o[a], k[a], w.stride[a], w.dilation[a], w.pads[a], xs[a + 1]);
+    Some((at(0)?, at(1)?))
+}
+
 impl Unrolled {
     fn new(net: &Network, masks: &MaskSet) -> Self {
         let mut offset = Vec::new();
@@ -99,23 +106,9 @@ impl Unrolled {
                                     }
                                     for oy in 0..ys[1] {
                                         for ox in 0..ys[2] {
-                                            let qy = src(
-                                                oy,
-                                                ky,
-                                                w.stride[0],
-                                                w.dilation[0],
-                                                w.pads[0],
-                                                xs[1],
-                                            );
-                                            let qx = src(
-                                                ox,
-                                                kx,
-                                                w.stride[1],
-                                                w.dilation[1],
-                                                w.pads[1],
-                                                xs[2],
-                                            );
-                                            if let (Some(qy), Some(qx)) = (qy, qx) {
+                                            if let Some((qy, qx)) =
+                                                src2(&w, [oy, ox], [ky, kx], &xs)
+                                            {
                                                 edge(
                                                     (x, flatten(&[i, qy, qx], &xs)),
                                                     (y, flatten(&[o, oy, ox], &ys)),
@@ -145,23 +138,7 @@ impl Unrolled {
                             for ox in 0..ys[2] {
                                 for ky in 0..p.kernel[0] {
                                     for kx in 0..p.kernel[1] {
-                                        let qy = src(
-                                            oy,
-                                            ky,
-                                            w.stride[0],
-                                            w.dilation[0],
-                                            w.pads[0],
-                                            xs[1],
-                                        );
-                                        let qx = src(
-                                            ox,
-                                            kx,
-                                            w.stride[1],
-                                            w.dilation[1],
-                                            w.pads[1],
-                                            xs[2],
-                                        );
-                                        if let (Some(qy), Some(qx)) = (qy, qx) {
+                                        if let Some((qy, qx)) = src2(&w, [oy, ox], [ky, kx], &xs) {
                                             edge(
                                                 (x, flatten(&[c, qy, qx], &xs)),
                                                 (y, flatten(&[c, oy, ox], &ys)),
