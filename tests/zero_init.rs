@@ -131,16 +131,7 @@ fn kronecker_hadamard_is_orthogonal() {
 #[test]
 fn lenet300_zero_growing_weights_are_partial_identities() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("x.safetensors");
-    ok(&[
-        "init",
-        "zoo:lenet300",
-        "--scheme",
-        "zero-growing",
-        "-o",
-        s(&out),
-    ]);
-    let bytes = std::fs::read(&out).unwrap();
+    let (bytes, _) = init_json(dir.path(), "zoo:lenet300", "zero-growing");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut names = st.names();
     names.sort();
@@ -291,9 +282,7 @@ fn default_zero_puts_the_hadamard_on_shrinking_layers_only() {
 #[test]
 fn lenet5_default_zero_convs_grow_by_partial_identity_and_the_head_is_hadamard() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("c.safetensors");
-    ok(&["init", "zoo:lenet5", "--scheme", "zero", "-o", s(&out)]);
-    let bytes = std::fs::read(&out).unwrap();
+    let (bytes, _) = init_json(dir.path(), "zoo:lenet5", "zero");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     // conv1 1 -> 6 and conv2 6 -> 16 grow: the partial identity at the
     // centre tap (2, 2) of the 5x5 kernel, zeros elsewhere.
@@ -329,16 +318,7 @@ fn lenet5_default_zero_convs_grow_by_partial_identity_and_the_head_is_hadamard()
 #[test]
 fn lenet5_convs_carry_the_channel_matrix_at_the_kernel_centre_only() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("c.safetensors");
-    ok(&[
-        "init",
-        "zoo:lenet5",
-        "--scheme",
-        "zero-growing",
-        "-o",
-        s(&out),
-    ]);
-    let bytes = std::fs::read(&out).unwrap();
+    let (bytes, _) = init_json(dir.path(), "zoo:lenet5", "zero-growing");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     // Growing orientation. conv1: 1 -> 6 channels (m = 3, c = 1/2), conv2: 6 -> 16 (m = 4, c = 2^{-3/2}); 5x5.
     for (name, o, i, m) in [("conv1.weight", 6, 1, 3), ("conv2.weight", 16, 6, 4)] {
