@@ -412,36 +412,21 @@ fn norm_and_random_baselines() {
     for (rank, &j) in order.iter().enumerate() {
         assert_eq!(out.kept[0][j], rank < 6, "neuron {j} of norm rank {rank}");
     }
-    let r1 = prune_neurons(
-        &net,
-        &groups,
-        NeuronMethod::Random,
-        &[6],
-        None,
-        &Device::Cpu,
-        9,
-    )
-    .unwrap();
-    let r2 = prune_neurons(
-        &net,
-        &groups,
-        NeuronMethod::Random,
-        &[6],
-        None,
-        &Device::Cpu,
-        9,
-    )
-    .unwrap();
-    let r3 = prune_neurons(
-        &net,
-        &groups,
-        NeuronMethod::Random,
-        &[6],
-        None,
-        &Device::Cpu,
-        10,
-    )
-    .unwrap();
+    let random = |seed| {
+        prune_neurons(
+            &net,
+            &groups,
+            NeuronMethod::Random,
+            &[6],
+            None,
+            &Device::Cpu,
+            seed,
+        )
+        .unwrap()
+    };
+    let r1 = random(9);
+    let r2 = random(9);
+    let r3 = random(10);
     assert_eq!(r1.kept, r2.kept);
     assert_ne!(r1.kept, r3.kept);
     assert_eq!(r1.kept[0].iter().filter(|&&k| k).count(), 6);
