@@ -131,20 +131,22 @@ pub fn prune_neurons(
             NeuronMethod::Ossum { rank, deep } => {
                 let cal = calibration.ok_or_else(|| crate::scored::missing_data("ossum"))?;
                 let ex = ex.as_ref().expect("executor built for OSSuM");
-                if Some(gi) == readout {
-                    let w = masked_weights(net, &masks, g.consumer)?;
-                    let a = class_feature_sums(ex, &masks, cal, g.features, classes)?;
-                    let s = class_scores(&a, &w, classes, g.width, g.block);
-                    (combine(rank, &s), "ossum")
+                // The read-out the group's neurons are scored against: the
+                // network's own output layer, or Algorithm 2's random one.
+                let head = if Some(gi) == readout {
+                    Some((masked_weights(net, &masks, g.consumer)?, "ossum"))
                 } else if deep == Deep::Pab {
-                    let f = g.width * g.block;
-                    let w = readout_weights(net, g, classes, seed);
-                    let a = class_feature_sums(ex, &masks, cal, g.features, classes)?;
-                    debug_assert_eq!(a.len(), classes * f);
-                    let s = class_scores(&a, &w, classes, g.width, g.block);
-                    (combine(rank, &s), "ossum-pab")
+                    Some((readout_weights(net, g, classes, seed), "ossum-pab"))
                 } else {
-                    (norm_scores(net, &masks, g)?, "norm")
+                    None
+                };
+                match head {
+                    Some((w, by)) => {
+                        let a = class_feature_sums(ex, &masks, cal, g.features, classes)?;
+                        let s = class_scores(&a, &w, classes, g.width, g.block);
+                        (combine(rank, &s), by)
+                    }
+                    None => (norm_scores(net, &masks, g)?, "norm"),
                 }
             }
         };
