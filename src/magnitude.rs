@@ -20,6 +20,8 @@
 //! assert_eq!(keep_top(&[vec![0.5, 0.1, 0.9]], 2)[0].ones().collect::<Vec<_>>(), vec![0, 2]);
 //! ```
 
+use rayon::prelude::*;
+
 use crate::bitset::BitSet;
 use crate::error::{Error, Result};
 use crate::mask::MaskSet;
@@ -134,22 +136,68 @@ pub fn keep_top_signed(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
 /// scores are 0, select among the few still kept.
 pub fn keep_top(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
     let n: usize = scores.iter().map(Vec::len).sum();
-    let mut positive: Vec<f64> = scores
-        .iter()
-        .flatten()
-        .copied()
-        .filter(|x| x.total_cmp(&0.0).is_gt())
-        .collect();
-    let (prune, below) = (n.saturating_sub(k), n - positive.len());
+    let hist = PositiveHistogram::of(scores);
+    let (prune, below) = (n.saturating_sub(k), n - hist.total);
     // Pruning no more than the non-positive scores: the overall threshold
     // is one of them, which the clamp turns into 0.
-    let t = if prune <= below {
-        None
-    } else {
-        let keep = positive.len() - (prune - below);
-        threshold(&mut positive, keep)
-    };
-    scores.iter().map(|s| mask_above(s, t)).collect()
+    let t = (prune > below).then(|| hist.nth(scores, prune - below - 1));
+    scores.par_iter().map(|s| mask_above(s, t)).collect()
+}
+
+/// Counts of the positive scores by the top 16 bits of their IEEE
+/// representation (sign clear: the bit patterns sort as the values do),
+/// so that a rank is found by a selection inside one bucket instead of
+/// in a copy of every score (118 MB of f64 for VGG-16).
+struct PositiveHistogram {
+    counts: Vec<usize>,
+    total: usize,
+}
+
+impl PositiveHistogram {
+    const SHIFT: u32 = 47;
+
+    fn bucket(x: f64) -> Option<usize> {
+        let b = x.to_bits() as i64;
+        (b > 0).then_some((b >> Self::SHIFT) as usize)
+    }
+
+    fn of(scores: &[Vec<f64>]) -> Self {
+        let counts = scores
+            .par_iter()
+            .fold(
+                || vec![0usize; 1 << 16],
+                |mut h, s| {
+                    s.iter()
+                        .filter_map(|&x| Self::bucket(x))
+                        .for_each(|b| h[b] += 1);
+                    h
+                },
+            )
+            .reduce(
+                || vec![0usize; 1 << 16],
+                |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
+        let total = counts.iter().sum();
+        Self { counts, total }
+    }
+
+    /// The `rank`-th smallest (from 0) positive score; `rank < total`.
+    fn nth(&self, scores: &[Vec<f64>], rank: usize) -> f64 {
+        let (mut below, mut bucket) = (0, 0);
+        while below + self.counts[bucket] <= rank {
+            below += self.counts[bucket];
+            bucket += 1;
+        }
+        let mut inside: Vec<f64> = Vec::with_capacity(self.counts[bucket]);
+        for s in scores {
+            inside.extend(s.iter().filter(|&&x| Self::bucket(x) == Some(bucket)));
+        }
+        let (_, t, _) = inside.select_nth_unstable_by(rank - below, |a, b| a.total_cmp(b));
+        *t
+    }
 }
 
 /// Keep `counts[l]` highest scores within each layer.
