@@ -140,6 +140,31 @@ pub fn conv2d_with(
         .apply_op2_arc(&w.contiguous()?, Arc::new(Box::new(op)))?)
 }
 
+/// The gradients of `y = conv2d_with(x, w, win, groups, epi)` for the
+/// output gradient `dy`: `(dx, dw)`, `dx` only when `need_dx` (a data
+/// input needs none). The backward pass of this module's op, for a reverse
+/// pass that is not candle's ([`crate::backward`]); f32 and f64 on the CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward(
+    x: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+    win: Window,
+    groups: usize,
+    epi: &Epilogue,
+    need_dx: bool,
+) -> Result<(Option<Tensor>, Tensor)> {
+    let op = Conv {
+        win,
+        groups,
+        epi: Arc::new(epi.clone()),
+    };
+    let (dx, dw) = op.grads(&x.contiguous()?, &w.contiguous()?, y, dy, need_dx, true)?;
+    let dw = dw.ok_or_else(|| Error::internal("conv backward: no weight gradient"))?;
+    Ok((dx, dw))
+}
+
 /// candle's own conv2d: square strides and dilations only, asymmetric
 /// padding made explicit. The reference the tests and benches compare
 /// against, and the path for CUDA devices.
@@ -761,12 +786,28 @@ impl CustomOp2 for Conv {
         y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // A data input (the first conv) needs no gradient: skip its col2im.
+        self.grads(x, w, y, dy, x.track_op(), w.track_op())
+    }
+}
+
+impl Conv {
+    /// `(dx, dw)` of the output `y` for its gradient `dy`, each only when
+    /// asked for.
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        need_dx: bool,
+        need_dw: bool,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let mut dy = dy.contiguous()?;
         if self.epi.changes_gradient() {
             dy = dy.apply_op2_no_bwd(y, &EpilogueGrad(self.epi.clone()))?;
         }
-        // A data input (the first conv) needs no gradient: skip its col2im.
-        let dx = if x.track_op() {
+        let dx = if need_dx {
             let (_, _, h, wd) = x.dims4()?;
             Some(dy.apply_op2_no_bwd(
                 w,
@@ -779,7 +820,7 @@ impl CustomOp2 for Conv {
         } else {
             None
         };
-        let dw = if w.track_op() {
+        let dw = if need_dw {
             let (_, _, kh, kw) = w.dims4()?;
             Some(x.apply_op2_no_bwd(
                 &dy,

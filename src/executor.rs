@@ -28,11 +28,12 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::mask::MaskSet;
 use crate::network::op::{Activation, Norm, Op, Pool, PoolKind};
-use crate::network::Network;
+use crate::network::{Network, ValueId};
 
 /// How to run the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,11 +103,21 @@ impl Fusion {
 
 impl<'a> Executor<'a> {
     pub fn new(net: &'a Network, device: &Device, dtype: DType) -> Result<Self> {
+        // In parallel: a zoo model's weights are drawn here (VGG-16's 15 M
+        // normal samples took a tenth of a SNIP run on one thread).
+        let canon = (0..net.layers.len())
+            .into_par_iter()
+            .map(|li| net.canonical_weights(li))
+            .collect::<Result<Vec<_>>>()?;
         let mut weights = Vec::with_capacity(net.layers.len());
-        for (li, l) in net.layers.iter().enumerate() {
-            let canon = net.canonical_weights(li)?;
-            let t = Tensor::from_vec(canon, l.shape.clone(), device)?.to_dtype(dtype)?;
-            weights.push(Var::from_tensor(&t)?);
+        for (v, l) in canon.into_iter().zip(&net.layers) {
+            // Built as variables directly: `Var::from_tensor` copies.
+            let shape = l.shape.clone();
+            weights.push(match dtype {
+                DType::F32 => Var::from_vec(v, shape, device)?,
+                DType::F64 => Var::from_vec(v.into_iter().map(f64::from).collect(), shape, device)?,
+                _ => Var::from_tensor(&Tensor::from_vec(v, shape, device)?.to_dtype(dtype)?)?,
+            });
         }
         let mut params = HashMap::new();
         for (name, t) in net.params.iter() {
@@ -124,6 +135,11 @@ impl<'a> Executor<'a> {
             params,
             fusions: Fusion::plan(net),
         })
+    }
+
+    /// The network it runs.
+    pub fn network(&self) -> &'a Network {
+        self.net
     }
 
     pub fn device(&self) -> &Device {
@@ -144,9 +160,18 @@ impl<'a> Executor<'a> {
     }
 
     /// The masked weight of layer `li` as used in the forward pass.
-    fn weight(&self, li: usize, masks: Option<&MaskSet>, linear: bool) -> Result<Tensor> {
+    /// `detach`: without candle's autograd (for [`crate::backward`]).
+    fn weight(
+        &self,
+        li: usize,
+        masks: Option<&MaskSet>,
+        linear: bool,
+        detach: bool,
+    ) -> Result<Tensor> {
         let mask = masks.map(|m| &m.layers[li]);
-        crate::masked::masked_weight(self.weights[li].as_tensor(), mask, linear)
+        let w = self.weights[li].as_tensor();
+        let w = if detach { w.detach() } else { w.clone() };
+        crate::masked::masked_weight(&w, mask, linear)
     }
 
     /// A parameter as f64 values on the host.
@@ -166,8 +191,8 @@ impl<'a> Executor<'a> {
         ni: usize,
         bias: Option<&String>,
         mode: Mode,
-        target: crate::network::ValueId,
-    ) -> Result<(crate::conv::Epilogue, Vec<usize>, crate::network::ValueId)> {
+        target: ValueId,
+    ) -> Result<(crate::conv::Epilogue, Vec<usize>, ValueId)> {
         let linear = mode == Mode::Linear;
         let nodes = &self.net.nodes;
         let mut epi = crate::conv::Epilogue {
@@ -225,12 +250,7 @@ impl<'a> Executor<'a> {
     /// The forward pass up to the logits: a trailing Softmax is skipped, as
     /// the losses apply their own.
     pub fn logits(&self, x: &Tensor, masks: Option<&MaskSet>, mode: Mode) -> Result<Tensor> {
-        let out = self.net.outputs[0];
-        let target = match self.net.nodes.iter().find(|n| n.output == out) {
-            Some(n) if matches!(n.op, Op::Softmax(_) | Op::LogSoftmax(_)) => n.inputs[0],
-            _ => out,
-        };
-        self.run_to(x, masks, mode, target)
+        self.run_to(x, masks, mode, self.logits_value())
     }
 
     /// The batch's values of any intermediate `value` (e.g. the hidden
@@ -240,7 +260,7 @@ impl<'a> Executor<'a> {
         x: &Tensor,
         masks: Option<&MaskSet>,
         mode: Mode,
-        value: crate::network::ValueId,
+        value: ValueId,
     ) -> Result<Tensor> {
         self.run_to(x, masks, mode, value)
     }
@@ -251,10 +271,58 @@ impl<'a> Executor<'a> {
         x: &Tensor,
         masks: Option<&MaskSet>,
         mode: Mode,
-        target: crate::network::ValueId,
+        target: ValueId,
     ) -> Result<Tensor> {
+        let mut vals = self.run(x, masks, mode, target, None)?;
+        vals[target]
+            .take()
+            .ok_or_else(|| Error::internal("executor: no output"))
+    }
+
+    /// The forward pass a reverse pass ([`crate::backward`]) differentiates:
+    /// up to the logits, weights detached from candle's autograd (nothing
+    /// is recorded for it), every computed value kept, and the evaluated
+    /// nodes in order.
+    pub(crate) fn record(
+        &self,
+        x: &Tensor,
+        masks: Option<&MaskSet>,
+        mode: Mode,
+    ) -> Result<Recording> {
+        let target = self.logits_value();
+        let mut steps = Vec::new();
+        let values = self.run(x, masks, mode, target, Some(&mut steps))?;
+        Ok(Recording {
+            values,
+            steps,
+            target,
+        })
+    }
+
+    /// The value the logits are read from: the output, or the input of a
+    /// trailing Softmax (the losses apply their own).
+    fn logits_value(&self) -> ValueId {
+        let out = self.net.outputs[0];
+        match self.net.nodes.iter().find(|n| n.output == out) {
+            Some(n) if matches!(n.op, Op::Softmax(_) | Op::LogSoftmax(_)) => n.inputs[0],
+            _ => out,
+        }
+    }
+
+    /// Evaluate nodes in order until `target` is computed; returns every
+    /// value computed. With `steps`, weights are detached and each
+    /// evaluated node is recorded.
+    fn run(
+        &self,
+        x: &Tensor,
+        masks: Option<&MaskSet>,
+        mode: Mode,
+        target: ValueId,
+        mut steps: Option<&mut Vec<Step>>,
+    ) -> Result<Vec<Option<Tensor>>> {
         let net = self.net;
         let linear = mode == Mode::Linear;
+        let detach = steps.is_some();
         let layer_of = net.layer_of_node();
         let mut vals: Vec<Option<Tensor>> = vec![None; net.values.len()];
         vals[net.inputs[0]] = Some(x.to_dtype(self.dtype)?);
@@ -264,116 +332,171 @@ impl<'a> Executor<'a> {
             if absorbed[ni] {
                 continue;
             }
-            let mut out = node.output;
-            let get = |k: usize| -> Result<Tensor> {
-                vals[node.inputs[k]]
-                    .clone()
-                    .ok_or_else(|| Error::internal("executor: value used before it is computed"))
-            };
-            let x0 = get(0)?;
-            let y = match &node.op {
+            let ins = node
+                .inputs
+                .iter()
+                .map(|&v| {
+                    vals[v].clone().ok_or_else(|| {
+                        Error::internal("executor: value used before it is computed")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let (y, out, kind) = match &node.op {
                 Op::Conv { conv, bias, .. } => {
-                    let w = self.weight(layer_of[ni].unwrap(), masks, linear)?;
+                    let li = layer_of[ni].unwrap();
+                    let w = self.weight(li, masks, linear, detach)?;
                     let (epi, nodes, last) = self.epilogue(ni, bias.as_ref(), mode, target)?;
                     for n in nodes {
                         absorbed[n] = true;
                     }
-                    out = last;
-                    crate::conv::conv2d_with(&x0, &w, conv.window, conv.groups, &epi)?
+                    let y = crate::conv::conv2d_with(&ins[0], &w, conv.window, conv.groups, &epi)?;
+                    (y, last, StepKind::Conv { layer: li, w, epi })
                 }
                 Op::Dense { bias, .. } => {
-                    let w = self.weight(layer_of[ni].unwrap(), masks, linear)?;
-                    let y = x0.matmul(&w.t()?)?;
-                    match bias {
+                    let li = layer_of[ni].unwrap();
+                    let w = self.weight(li, masks, linear, detach)?;
+                    let y = ins[0].matmul(&w.t()?)?;
+                    let y = match bias {
                         Some(b) => y.broadcast_add(&self.param(b, linear)?)?,
                         None => y,
-                    }
-                }
-                Op::Norm(Norm::BatchNorm {
-                    scale,
-                    bias,
-                    mean,
-                    var,
-                    eps,
-                }) => {
-                    let c = x0.dim(1)?;
-                    let shape: Vec<usize> = std::iter::once(1)
-                        .chain(std::iter::once(c))
-                        .chain(std::iter::repeat_n(1, x0.rank() - 2))
-                        .collect();
-                    let r = |t: Tensor| t.reshape(shape.clone());
-                    let (m, v) = if mode == Mode::Train {
-                        let dims: Vec<usize> = (0..x0.rank()).filter(|&d| d != 1).collect();
-                        let m = x0.mean_keepdim(dims.clone())?;
-                        let v = x0.broadcast_sub(&m)?.sqr()?.mean_keepdim(dims)?;
-                        (m, v)
-                    } else {
-                        (r(self.param(mean, linear)?)?, r(self.param(var, linear)?)?)
                     };
-                    let g = r(self.param(scale, linear)?)?;
-                    let b = r(self.param(bias, linear)?)?;
-                    let inv = (v + *eps as f64)?.sqrt()?.recip()?;
-                    x0.broadcast_sub(&m)?
-                        .broadcast_mul(&inv)?
-                        .broadcast_mul(&g)?
-                        .broadcast_add(&b)?
+                    (y, node.output, StepKind::Dense { layer: li, w })
                 }
-                Op::Norm(Norm::Lrn {
-                    size,
-                    alpha,
-                    beta,
-                    bias,
-                }) => lrn(&x0, *size, *alpha, *beta, *bias)?,
-                Op::Norm(Norm::MulConst(p)) => x0.broadcast_mul(&self.param(p, linear)?)?,
-                Op::Norm(Norm::AddConst(p)) => x0.broadcast_add(&self.param(p, linear)?)?,
-                Op::Activation(a) => activation(&x0, *a)?,
-                Op::Pool(p) => pool(&x0, p)?,
-                Op::GlobalPool(k) => {
-                    let mut t = x0.clone();
-                    for d in (2..x0.rank()).rev() {
-                        t = match k {
-                            PoolKind::Avg => t.mean_keepdim(d)?,
-                            PoolKind::Max => t.max_keepdim(d)?,
-                        };
-                    }
-                    t
-                }
-                Op::Reshape => {
-                    let mut s = vec![x0.dim(0)?];
-                    s.extend(&net.values[node.output].shape);
-                    x0.reshape(s)?
-                }
-                Op::Transpose(p) => {
-                    let mut perm = vec![0];
-                    perm.extend(p.iter().map(|a| a + 1));
-                    x0.permute(perm)?.contiguous()?
-                }
-                Op::Add => {
-                    let mut acc = x0;
-                    for k in 1..node.inputs.len() {
-                        acc = acc.broadcast_add(&get(k)?)?;
-                    }
-                    acc
-                }
-                Op::Concat(axis) => {
-                    let parts = (0..node.inputs.len())
-                        .map(get)
-                        .collect::<Result<Vec<_>>>()?;
-                    Tensor::cat(&parts, axis + 1)?
-                }
-                Op::Identity => x0,
-                Op::Softmax(axis) => candle_nn::ops::softmax(&x0, axis + 1)?,
-                Op::LogSoftmax(axis) => candle_nn::ops::log_softmax(&x0, axis + 1)?,
+                _ => (
+                    self.eval_plain(ni, &ins, mode)?,
+                    node.output,
+                    StepKind::Plain,
+                ),
             };
             vals[out] = Some(y);
+            if let Some(steps) = steps.as_deref_mut() {
+                steps.push(Step {
+                    node: ni,
+                    out,
+                    kind,
+                });
+            }
             if out == target {
                 break;
             }
         }
-        vals[target]
-            .clone()
-            .ok_or_else(|| Error::internal("executor: no output"))
+        Ok(vals)
     }
+
+    /// Node `ni`, neither a conv nor a dense layer, on its inputs `ins`.
+    pub(crate) fn eval_plain(&self, ni: usize, ins: &[Tensor], mode: Mode) -> Result<Tensor> {
+        let net = self.net;
+        let linear = mode == Mode::Linear;
+        let node = &net.nodes[ni];
+        let x0 = ins[0].clone();
+        Ok(match &node.op {
+            Op::Conv { .. } | Op::Dense { .. } => {
+                return Err(Error::internal(
+                    "executor: a layer evaluated as a plain node",
+                ))
+            }
+            Op::Norm(Norm::BatchNorm {
+                scale,
+                bias,
+                mean,
+                var,
+                eps,
+            }) => {
+                let c = x0.dim(1)?;
+                let shape: Vec<usize> = std::iter::once(1)
+                    .chain(std::iter::once(c))
+                    .chain(std::iter::repeat_n(1, x0.rank() - 2))
+                    .collect();
+                let r = |t: Tensor| t.reshape(shape.clone());
+                let (m, v) = if mode == Mode::Train {
+                    let dims: Vec<usize> = (0..x0.rank()).filter(|&d| d != 1).collect();
+                    let m = x0.mean_keepdim(dims.clone())?;
+                    let v = x0.broadcast_sub(&m)?.sqr()?.mean_keepdim(dims)?;
+                    (m, v)
+                } else {
+                    (r(self.param(mean, linear)?)?, r(self.param(var, linear)?)?)
+                };
+                let g = r(self.param(scale, linear)?)?;
+                let b = r(self.param(bias, linear)?)?;
+                let inv = (v + *eps as f64)?.sqrt()?.recip()?;
+                x0.broadcast_sub(&m)?
+                    .broadcast_mul(&inv)?
+                    .broadcast_mul(&g)?
+                    .broadcast_add(&b)?
+            }
+            Op::Norm(Norm::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            }) => lrn(&x0, *size, *alpha, *beta, *bias)?,
+            Op::Norm(Norm::MulConst(p)) => x0.broadcast_mul(&self.param(p, linear)?)?,
+            Op::Norm(Norm::AddConst(p)) => x0.broadcast_add(&self.param(p, linear)?)?,
+            Op::Activation(a) => activation(&x0, *a)?,
+            Op::Pool(p) => pool(&x0, p)?,
+            Op::GlobalPool(k) => {
+                let mut t = x0.clone();
+                for d in (2..x0.rank()).rev() {
+                    t = match k {
+                        PoolKind::Avg => t.mean_keepdim(d)?,
+                        PoolKind::Max => t.max_keepdim(d)?,
+                    };
+                }
+                t
+            }
+            Op::Reshape => {
+                let mut s = vec![x0.dim(0)?];
+                s.extend(&net.values[node.output].shape);
+                x0.reshape(s)?
+            }
+            Op::Transpose(p) => {
+                let mut perm = vec![0];
+                perm.extend(p.iter().map(|a| a + 1));
+                x0.permute(perm)?.contiguous()?
+            }
+            Op::Add => {
+                let mut acc = x0;
+                for t in &ins[1..] {
+                    acc = acc.broadcast_add(t)?;
+                }
+                acc
+            }
+            Op::Concat(axis) => Tensor::cat(ins, axis + 1)?,
+            Op::Identity => x0,
+            Op::Softmax(axis) => candle_nn::ops::softmax(&x0, axis + 1)?,
+            Op::LogSoftmax(axis) => candle_nn::ops::log_softmax(&x0, axis + 1)?,
+        })
+    }
+}
+
+/// A forward pass kept for a reverse pass: every value computed (indexed
+/// by value id), the evaluated nodes in order, and the logits' value.
+pub(crate) struct Recording {
+    pub values: Vec<Option<Tensor>>,
+    pub steps: Vec<Step>,
+    pub target: ValueId,
+}
+
+/// One evaluated node and the value it produced (a conv's is the last
+/// node of its epilogue).
+pub(crate) struct Step {
+    pub node: usize,
+    pub out: ValueId,
+    pub kind: StepKind,
+}
+
+/// What the reverse pass needs of a step beyond its node.
+pub(crate) enum StepKind {
+    /// Layer `layer` with masked weight `w` and the epilogue its op ran.
+    Conv {
+        layer: usize,
+        w: Tensor,
+        epi: crate::conv::Epilogue,
+    },
+    /// Layer `layer` with masked weight `w`.
+    Dense { layer: usize, w: Tensor },
+    /// Any other node: [`Executor::eval_plain`].
+    Plain,
 }
 
 fn pad(x: &Tensor, pads: [usize; 4], value: f64) -> Result<Tensor> {

@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod backward;
 pub mod bitset;
 pub mod checkpoint;
 pub mod cli;

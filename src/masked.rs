@@ -46,6 +46,38 @@ pub fn masked_weight(w: &Tensor, mask: Option<&BitSet>, abs: bool) -> Result<Ten
     Ok(w.contiguous()?.apply_op1(op)?)
 }
 
+/// The gradient at `w` of [`masked_weight`]`(w, mask, abs)` for the
+/// output gradient `dy`: `dy * mask` (times `sign(w)` with `abs`), for a
+/// reverse pass that is not candle's ([`crate::backward`]).
+pub fn masked_weight_backward(
+    w: &Tensor,
+    mask: Option<&BitSet>,
+    abs: bool,
+    dy: &Tensor,
+) -> Result<Tensor> {
+    let mask = mask.filter(|m| m.count_ones() < m.len());
+    if mask.is_none() && !abs {
+        return Ok(dy.clone());
+    }
+    let cpu = matches!(w.device(), Device::Cpu);
+    if !(cpu && matches!(w.dtype(), DType::F32 | DType::F64)) {
+        let wv = candle_core::Var::from_tensor(w)?;
+        let y = stock(wv.as_tensor(), mask, abs)?;
+        let g = (y * dy.detach())?.sum_all()?.backward()?;
+        return g
+            .get(wv.as_tensor())
+            .cloned()
+            .ok_or_else(|| crate::error::Error::internal("masked weight: no gradient"));
+    }
+    let op = Masked {
+        mask: mask.map(|m| Arc::new(m.clone())),
+        abs,
+    };
+    Ok(dy
+        .contiguous()?
+        .apply_op2_no_bwd(&w.contiguous()?, &MaskedGrad(op))?)
+}
+
 /// The same with candle ops (other devices and dtypes).
 fn stock(w: &Tensor, mask: Option<&BitSet>, abs: bool) -> Result<Tensor> {
     let w = if abs { w.abs()? } else { w.clone() };

@@ -35,6 +35,22 @@ pub fn max_pool2d(x: &Tensor, kernel: [usize; 2], win: Window, ceil: bool) -> Re
     Ok(x.contiguous()?.apply_op1(MaxPool { kernel, win, ceil })?)
 }
 
+/// The gradient at `x` of [`max_pool2d`]`(x, ...)` for the output
+/// gradient `dy` (for a reverse pass that is not candle's:
+/// [`crate::backward`]).
+pub fn max_pool2d_backward(
+    x: &Tensor,
+    dy: &Tensor,
+    kernel: [usize; 2],
+    win: Window,
+    ceil: bool,
+) -> Result<Tensor> {
+    let op = MaxPool { kernel, win, ceil };
+    Ok(dy
+        .contiguous()?
+        .apply_op2_no_bwd(&x.contiguous()?, &MaxPoolGrad(op))?)
+}
+
 #[derive(Clone, Copy, Debug)]
 struct MaxPool {
     kernel: [usize; 2],

@@ -17,8 +17,10 @@
 //! assert!((total - 1.0).abs() < 1e-9);
 //! ```
 
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, DType, Storage, Tensor};
+use rayon::prelude::*;
 
+use crate::backward::{weight_gradients, Seed};
 use crate::error::Result;
 use crate::executor::{Executor, Mode};
 use crate::mask::MaskSet;
@@ -50,26 +52,34 @@ impl Calibration {
     }
 }
 
-/// Adds a tensor's values to `acc`, widened to f64 on the host: a f64 copy
-/// on the device first would be one more weight-sized buffer per layer.
-fn add_into(acc: &mut [f64], t: &Tensor) -> Result<()> {
-    let t = t.flatten_all()?;
-    match t.dtype() {
-        DType::F32 => {
-            for (s, v) in acc.iter_mut().zip(t.to_vec1::<f32>()?) {
-                *s += v as f64;
-            }
-        }
-        _ => {
-            for (s, v) in acc
-                .iter_mut()
-                .zip(t.to_dtype(DType::F64)?.to_vec1::<f64>()?)
-            {
-                *s += v;
-            }
+/// Runs `f` on a tensor's values widened to f64, read in place where
+/// they are contiguous f32 or f64 on the CPU (no host or f64 copy of a
+/// weight-sized tensor), else through a converted copy.
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&mut dyn Iterator<Item = f64>) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    if let (Storage::Cpu(cpu), Some((lo, hi))) = (&*storage, layout.contiguous_offsets()) {
+        match cpu {
+            CpuStorage::F32(v) => return Ok(f(&mut v[lo..hi].iter().map(|&x| x as f64))),
+            CpuStorage::F64(v) => return Ok(f(&mut v[lo..hi].iter().copied())),
+            _ => {}
         }
     }
-    Ok(())
+    drop(storage);
+    let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    Ok(f(&mut v.into_iter()))
+}
+
+/// Adds a tensor's values to `acc` (or, when `acc` is empty, sets it),
+/// widened to f64 on the host: a f64 copy on the device first would be one
+/// more weight-sized buffer per layer, and a zero-filled `acc` one more pass.
+fn add_into(acc: &mut Vec<f64>, t: &Tensor) -> Result<()> {
+    with_values(t, |v| {
+        if acc.is_empty() {
+            acc.extend(v);
+        } else {
+            acc.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+        }
+    })
 }
 
 /// Sum over the batches of `dL/dw` for every layer (canonical order), with
@@ -80,19 +90,22 @@ pub fn loss_gradients(
     cal: &Calibration,
     temperature: f64,
 ) -> Result<Vec<Vec<f64>>> {
-    let mut acc: Vec<Vec<f64>> = ex
-        .weights
-        .iter()
-        .map(|w| vec![0.0; w.elem_count()])
-        .collect();
+    let mut acc: Vec<Vec<f64>> = vec![Vec::new(); ex.weights.len()];
     for (x, y) in &cal.batches {
-        let logits = (ex.logits(x, Some(masks), Mode::Eval)? / temperature)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, y)?;
-        let grads = loss.backward()?;
-        for (a, w) in acc.iter_mut().zip(&ex.weights) {
-            if let Some(g) = grads.get(w.as_tensor()) {
-                add_into(a, g)?;
-            }
+        let seed = Seed::CrossEntropy {
+            labels: y,
+            temperature,
+        };
+        let grads = weight_gradients(ex, x, Some(masks), Mode::Eval, seed)?;
+        acc.par_iter_mut()
+            .zip(grads)
+            .filter_map(|(a, g)| Some((a, g?)))
+            .try_for_each(|(a, g)| add_into(a, &g))?;
+    }
+    // Layers no gradient reached (and an empty calibration set): zeros.
+    for (a, w) in acc.iter_mut().zip(&ex.weights) {
+        if a.is_empty() {
+            *a = vec![0.0; w.elem_count()];
         }
     }
     Ok(acc)
@@ -103,7 +116,7 @@ pub fn weight_values(ex: &Executor) -> Result<Vec<Vec<f64>>> {
     ex.weights
         .iter()
         .map(|w| {
-            let mut v = vec![0.0; w.elem_count()];
+            let mut v = Vec::new();
             add_into(&mut v, w.as_tensor())?;
             Ok(v)
         })
@@ -114,16 +127,17 @@ pub fn weight_values(ex: &Executor) -> Result<Vec<Vec<f64>>> {
 /// computed in the gradients' buffers, one layer's weights read at a time.
 pub fn scores(ex: &Executor, masks: &MaskSet, cal: &Calibration) -> Result<Vec<Vec<f64>>> {
     let mut s = loss_gradients(ex, masks, cal, 1.0)?;
-    for (g, w) in s.iter_mut().zip(&ex.weights) {
-        let mut wv = vec![0.0; g.len()];
-        add_into(&mut wv, w.as_tensor())?;
-        for (a, b) in g.iter_mut().zip(wv) {
-            *a = (*a * b).abs();
-        }
-    }
-    let total: f64 = s.iter().flatten().sum();
+    s.par_iter_mut()
+        .zip(ex.weights.par_iter())
+        .try_for_each(|(g, w)| {
+            with_values(w.as_tensor(), |w| {
+                g.iter_mut().zip(w).for_each(|(a, b)| *a = (*a * b).abs())
+            })
+        })?;
+    let total: f64 = s.iter().map(|l| l.iter().sum::<f64>()).sum();
     if total > 0.0 {
-        s.iter_mut().flatten().for_each(|v| *v /= total);
+        s.par_iter_mut()
+            .for_each(|l| l.iter_mut().for_each(|v| *v /= total));
     }
     Ok(s)
 }

@@ -15,6 +15,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::backward::{weight_gradients, Seed};
 use crate::error::Result;
 use crate::executor::{Executor, Mode};
 use crate::mask::MaskSet;
@@ -36,13 +37,12 @@ fn scores_at(
     let mut shape = vec![1];
     shape.extend(&net.values[net.inputs[0]].shape);
     let ones = Tensor::ones(shape, DType::F64, ex.device())?;
-    let r = ex.logits(&ones, Some(masks), Mode::Linear)?.sum_all()?;
-    let grads = r.backward()?;
-    ex.weights
+    let grads = weight_gradients(ex, &ones, Some(masks), Mode::Linear, Seed::Sum)?;
+    grads
         .iter()
         .zip(w)
-        .map(|(v, w)| {
-            Ok(match grads.get(v.as_tensor()) {
+        .map(|(g, w)| {
+            Ok(match g {
                 Some(g) => {
                     let g: Vec<f64> = g.flatten_all()?.to_vec1()?;
                     g.iter().zip(w).map(|(a, b)| (a * b).abs()).collect()
