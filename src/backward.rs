@@ -6,7 +6,7 @@
 //! a tensor of zeros and adds each contribution into a new tensor (three
 //! activation-sized buffers where one will do), and it keeps every
 //! activation and every gradient until the whole pass ends. Here the
-//! forward pass ([`Executor::record`]) keeps the values, and the reverse
+//! forward pass (`Executor::record`) keeps the values, and the reverse
 //! pass walks the evaluated nodes backwards, passing a gradient on as is
 //! when a value has one reader, adding only where values join, and
 //! dropping each value and its gradient as soon as its producer is done.
@@ -243,7 +243,7 @@ fn plain_gradients(
     if !need.iter().any(|&n| n) {
         return Ok(vec![None; ins.len()]);
     }
-    let cpu_float = matches!(y.dtype(), DType::F32 | DType::F64);
+    let float = matches!(y.dtype(), DType::F32 | DType::F64);
     let same_shapes = ins.iter().all(|t| t.shape() == y.shape());
     Ok(match &ex.network().nodes[ni].op {
         Op::Reshape | Op::Identity => vec![Some(dy.reshape(ins[0].shape())?)],
@@ -252,7 +252,7 @@ fn plain_gradients(
             let positive = y.gt(0.0)?.to_dtype(dy.dtype())?;
             vec![Some(dy.mul(&positive)?)]
         }
-        Op::Pool(p) if p.kind == PoolKind::Max && cpu_float => {
+        Op::Pool(p) if p.kind == PoolKind::Max && float => {
             vec![Some(crate::maxpool::max_pool2d_backward(
                 &ins[0], dy, p.kernel, p.window, p.ceil,
             )?)]

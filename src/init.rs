@@ -1,6 +1,6 @@
 //! Re-initialising a model's prunable weights (`maskforge init`,
 //! `zoo export --init`): ZerO ([`crate::zero`], in either
-//! [`Orientation`](crate::zero::Orientation)) or seeded Kaiming-normal.
+//! [`crate::zero::Orientation`]) or seeded Kaiming-normal.
 //!
 //! Every prunable weight gets new values in its stored name, layout and
 //! dtype; the bias of every prunable layer is set to zero (ZerO initialises

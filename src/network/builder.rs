@@ -100,7 +100,7 @@ impl NetworkBuilder {
         out
     }
 
-    /// Like [`push`](Self::push) but the output value gets its own name.
+    /// Like `push` but the output value gets its own name.
     pub fn push_named(
         &mut self,
         node: &str,
