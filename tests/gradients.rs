@@ -200,6 +200,65 @@ fn synflow_gradients_match_finite_differences() {
     }
 }
 
+/// Under a mask, every pruned weight scores exactly 0 for SNIP and SynFlow
+/// and -inf for GraSP (so no threshold keeps it: pruned weights stay
+/// pruned), while kept ones keep a score; SynFlow's kept scores still match
+/// finite differences of the masked linearised network.
+#[test]
+fn pruned_weights_score_zero_under_a_mask() {
+    for net in nets() {
+        let classes = net.values[net.outputs[0]].shape[0];
+        let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
+        let cal = calibration(&net, 5, classes);
+        let m = common::random_masks(&net, 0.5, 4);
+        let snip = maskforge::snip::scores(&ex, &m, &cal).unwrap();
+        let synflow = maskforge::synflow::scores(&ex, &net, &m).unwrap();
+        let grasp = maskforge::grasp::scores(&ex, &m, &cal).unwrap();
+        for l in 0..net.layers.len() {
+            for i in 0..net.layers[l].numel() {
+                if m.layers[l].get(i) {
+                    assert!(grasp[l][i].is_finite(), "{} kept GraSP score", net.name);
+                } else {
+                    assert_eq!(snip[l][i], 0.0, "{} SNIP layer {l} [{i}]", net.name);
+                    assert_eq!(synflow[l][i], 0.0, "{} SynFlow layer {l} [{i}]", net.name);
+                    assert_eq!(grasp[l][i], f64::NEG_INFINITY, "{} GraSP", net.name);
+                }
+            }
+        }
+        let kept_scores = |s: &[Vec<f64>]| s.iter().flatten().filter(|&&v| v > 0.0).count();
+        assert!(kept_scores(&snip) > m.count_ones() / 2, "{}", net.name);
+        let r = |ex: &Executor| {
+            let mut shape = vec![1];
+            shape.extend(&net.values[net.inputs[0]].shape);
+            let ones = Tensor::ones(shape, DType::F64, &Device::Cpu).unwrap();
+            ex.logits(&ones, Some(&m), Mode::Linear)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        for (l, bits) in m.layers.iter().enumerate() {
+            for i in bits.ones().take(2) {
+                let w0 = get(&ex, l, i);
+                let h = 1e-6 * (1.0 + w0.abs());
+                set(&ex, l, i, w0 + h);
+                let up = r(&ex);
+                set(&ex, l, i, w0 - h);
+                let down = r(&ex);
+                set(&ex, l, i, w0);
+                let fd = ((up - down) / (2.0 * h) * w0).abs();
+                let s = synflow[l][i];
+                assert!(
+                    (s - fd).abs() <= 1e-5 * (1.0 + fd),
+                    "{} layer {l}: {s} vs {fd}",
+                    net.name
+                );
+            }
+        }
+    }
+}
+
 /// SynFlow's linearised forward (the conv op with BatchNorm and ReLU folded
 /// in, |parameters|) equals the plain forward of the network whose every
 /// parameter is replaced by its absolute value.
