@@ -101,6 +101,7 @@ pub fn place(net: &Network, method: Method, counts: &[usize], seed: u64) -> Resu
                 crate::magnitude::Scope::Layer,
                 Some(counts),
                 total,
+                crate::scored::Cut::Direct,
                 &ctx,
                 &mut |_, _| {},
             )?;
@@ -150,6 +151,11 @@ fn run_at(
             scope,
             counts.as_deref(),
             kept,
+            if spec.effective && scorer.iterative() {
+                crate::scored::Cut::Effective
+            } else {
+                crate::scored::Cut::Direct
+            },
             ctx,
             progress,
         )?;
@@ -196,14 +202,6 @@ pub fn prune_with(
     ctx: &crate::scored::Context,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PruneOutcome> {
-    if let Method::Scored(scorer, _) = spec.method {
-        if spec.effective && scorer.iterative() {
-            return Err(Error::input(format!(
-                "--effective with {}: the bisection would repeat every round at each step; use a one-shot method",
-                scorer.name()
-            )));
-        }
-    }
     let total = net.prunable_count();
     if spec.target_kept == 0 || spec.target_kept > total {
         return Err(Error::input(format!(
@@ -211,10 +209,17 @@ pub fn prune_with(
             spec.target_kept
         )));
     }
+    let iterative = matches!(spec.method, Method::Scored(s, _) if s.iterative());
     if !spec.effective {
         return run_at(net, spec, spec.target_kept, ctx, progress);
     }
     let target = spec.target_kept;
+    if iterative {
+        // The last round already cut for the effective target.
+        let mut out = run_at(net, spec, target, ctx, progress)?;
+        out.note = unreachable(target, &out);
+        return Ok(out);
+    }
     let first = run_at(net, spec, target, ctx, progress)?;
     if first.effective().count_ones() >= target {
         return Ok(first);
@@ -246,11 +251,92 @@ pub fn prune_with(
         Some(out) => Ok(out),
         None => {
             let mut out = first;
-            out.note = Some(format!(
-                "an effective count of {target} cannot be reached with this quota; closest achievable: {} active",
-                out.effective().count_ones()
-            ));
+            out.note = unreachable(target, &out);
             Ok(out)
+        }
+    }
+}
+
+/// The note of an effective target `out` falls short of, if it does.
+fn unreachable(target: usize, out: &PruneOutcome) -> Option<String> {
+    let active = out.effective().count_ones();
+    (active < target).then(|| {
+        format!(
+            "an effective count of {target} cannot be reached with this method and quota; closest achievable: {active} active"
+        )
+    })
+}
+
+/// Effective pruning on a ranking (Sec. 5 of the effective-sparsity paper,
+/// "effective ranking-based pruning"): the fewest top-ranked weights
+/// (`keep_top`, the ties rule included) of which at least `target` are
+/// active, by bisection over their number; every positively scored weight
+/// when even those leave fewer active. Active counts grow with the kept
+/// set (a larger cut keeps a superset), so the bisection is exact.
+pub fn effective_top(net: &Network, scores: &[Vec<f64>], target: usize) -> MaskSet {
+    let cut = |k: usize| MaskSet {
+        layers: crate::magnitude::keep_top(scores, k),
+    };
+    let positive = scores.iter().flatten().filter(|&&s| s > 0.0).count();
+    let (mut lo, mut hi) = (target.min(positive), positive);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if crate::effective::effective_masks(net, &cut(mid)).count_ones() >= target {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    cut(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Against trying every cut: the smallest top-k reaching the target,
+    /// on an MLP whose random scores leave many top-ranked weights inactive.
+    #[test]
+    fn effective_top_is_the_smallest_cut_reaching_the_target() {
+        let net = crate::zoo::build("mlp:12-9-7-5", 0).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for trial in 0..20 {
+            let scores: Vec<Vec<f64>> = net
+                .layers
+                .iter()
+                .map(|l| {
+                    (0..l.numel())
+                        .map(|_| {
+                            // Some zeros and ties, as real rankings have.
+                            let r: f64 = rng.random();
+                            if r < 0.2 {
+                                0.0
+                            } else {
+                                (r * 50.0).round()
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let active = |k: usize| {
+                crate::effective::effective_masks(
+                    &net,
+                    &MaskSet {
+                        layers: crate::magnitude::keep_top(&scores, k),
+                    },
+                )
+                .count_ones()
+            };
+            let positive = scores.iter().flatten().filter(|&&s| s > 0.0).count();
+            for target in [1, 5, 20, 60, positive] {
+                let got = effective_top(&net, &scores, target);
+                let k = (target.min(positive)..=positive)
+                    .find(|&k| active(k) >= target)
+                    .unwrap_or(positive);
+                let want = crate::magnitude::keep_top(&scores, k);
+                assert_eq!(got.layers, want, "trial {trial} target {target}");
+            }
         }
     }
 }

@@ -3,10 +3,10 @@
 //! schedule `density_k = density^(k / rounds)`).
 //!
 //! ```no_run
-//! use maskforge::scored::{Scorer, Context, prune_scored};
+//! use maskforge::scored::{Cut, Scorer, Context, prune_scored};
 //! let net = maskforge::zoo::build("vgg16", 0).unwrap();
 //! let ctx = Context { rounds: 100, ..Context::default() };
-//! let (masks, densities) = prune_scored(&net, Scorer::Synflow, maskforge::magnitude::Scope::Global, None, 14_716, &ctx, &mut |_, _| {}).unwrap();
+//! let (masks, densities) = prune_scored(&net, Scorer::Synflow, maskforge::magnitude::Scope::Global, None, 14_716, Cut::Direct, &ctx, &mut |_, _| {}).unwrap();
 //! ```
 
 use std::sync::Arc;
@@ -106,18 +106,41 @@ fn select(
     }
 }
 
+/// How the last round of an iterative method cuts its ranking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// Keep the target number of weights.
+    Direct,
+    /// Keep the fewest top-ranked weights of which the target number are
+    /// active (effective pruning, Sec. 5 of the effective-sparsity paper):
+    /// [`crate::prune::effective_top`].
+    Effective,
+}
+
 /// Prune to `target` kept weights; `counts` (per-layer quota) applies to
-/// the one-shot methods with `Scope::Layer`. Returns the masks and, for the
-/// iterative methods, the density after each round.
+/// the one-shot methods with `Scope::Layer`; `cut` to the last round of the
+/// iterative ones (one-shot methods reach effective targets by bisection
+/// over whole runs, [`crate::prune::prune_with`]). Returns the masks and,
+/// for the iterative methods, the density after each round.
+#[allow(clippy::too_many_arguments)]
 pub fn prune_scored(
     net: &Network,
     scorer: Scorer,
     scope: Scope,
     counts: Option<&[usize]>,
     target: usize,
+    cut: Cut,
     ctx: &Context,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(MaskSet, Vec<f64>)> {
+    let mut last = |s: &[Vec<f64>]| -> Result<MaskSet> {
+        Ok(match cut {
+            Cut::Direct => MaskSet {
+                layers: keep_top(s, target),
+            },
+            Cut::Effective => crate::prune::effective_top(net, s, target),
+        })
+    };
     let counts = if scope == Scope::Layer { counts } else { None };
     let total = net.prunable_count() as f64;
     match scorer {
@@ -152,7 +175,7 @@ pub fn prune_scored(
         }
         Scorer::Synflow => {
             let rounds = if ctx.rounds == 0 { 100 } else { ctx.rounds };
-            crate::synflow::prune(net, target, rounds, &mut *progress)
+            crate::synflow::prune_with_cut(net, target, rounds, &mut *progress, &mut last)
         }
         Scorer::SnipIt => {
             let cal = calibration(ctx, scorer)?;
@@ -163,13 +186,13 @@ pub fn prune_scored(
             let mut history = Vec::new();
             for k in 1..=rounds {
                 let s = crate::snip::scores(&ex, &m, cal)?;
-                let keep = if k == rounds {
-                    target
+                m = if k == rounds {
+                    last(&s)?
                 } else {
-                    (total * density.powf(k as f64 / rounds as f64)).round() as usize
-                };
-                m = MaskSet {
-                    layers: keep_top(&s, keep),
+                    let keep = (total * density.powf(k as f64 / rounds as f64)).round() as usize;
+                    MaskSet {
+                        layers: keep_top(&s, keep),
+                    }
                 };
                 history.push(m.count_ones() as f64 / total);
                 progress(k, rounds);

@@ -60,7 +60,23 @@ pub fn prune(
     net: &Network,
     target: usize,
     rounds: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<(MaskSet, Vec<f64>)> {
+    prune_with_cut(net, target, rounds, progress, &mut |s| {
+        Ok(MaskSet {
+            layers: crate::magnitude::keep_top(s, target),
+        })
+    })
+}
+
+/// [`prune`], the last round's scores turned into masks by `cut` (effective
+/// pruning keeps as many as reach `target` active weights).
+pub fn prune_with_cut(
+    net: &Network,
+    target: usize,
+    rounds: usize,
     mut progress: impl FnMut(usize, usize),
+    cut: &mut dyn FnMut(&[Vec<f64>]) -> Result<MaskSet>,
 ) -> Result<(MaskSet, Vec<f64>)> {
     let ex = Executor::new(net, &Device::Cpu, DType::F64)?;
     let total = net.prunable_count() as f64;
@@ -70,14 +86,13 @@ pub fn prune(
     let w = crate::snip::weight_values(&ex)?;
     for k in 1..=rounds.max(1) {
         let s = scores_at(&ex, net, &masks, &w)?;
-        let d = density.powf(k as f64 / rounds.max(1) as f64);
-        let keep = if k == rounds.max(1) {
-            target
+        masks = if k == rounds.max(1) {
+            cut(&s)?
         } else {
-            (total * d).round() as usize
-        };
-        masks = MaskSet {
-            layers: crate::magnitude::keep_top(&s, keep),
+            let d = density.powf(k as f64 / rounds.max(1) as f64);
+            MaskSet {
+                layers: crate::magnitude::keep_top(&s, (total * d).round() as usize),
+            }
         };
         history.push(masks.count_ones() as f64 / total);
         progress(k, rounds);

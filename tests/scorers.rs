@@ -118,6 +118,45 @@ fn synflow_keeps_every_layer_and_snip_may_collapse() {
     assert!(r2["kept"].as_u64().unwrap() > 0);
 }
 
+/// SynFlow with --effective: its last round keeps as many top-ranked
+/// weights as give exactly the target of active ones, so the mask written
+/// (active weights) has direct = effective = the target, every layer kept.
+#[test]
+fn synflow_reaches_an_effective_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sf.safetensors");
+    let r = run(&[
+        "prune",
+        "zoo:vgg16",
+        "--method",
+        "synflow",
+        "--compression",
+        "1000",
+        "--effective",
+        "--rounds",
+        "20",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let target = (14_715_584f64 / 1000.0).round() as u64;
+    assert_eq!(r["active"].as_u64().unwrap(), target);
+    assert!(
+        r["kept"].as_u64().unwrap() > target,
+        "some kept weights are inactive"
+    );
+    let net = zoo::build("vgg16", 0).unwrap();
+    let written = maskfile::read(&net, &out).unwrap();
+    assert_eq!(written.count_ones() as u64, target);
+    assert_eq!(
+        maskforge::effective::effective_masks(&net, &written).count_ones() as u64,
+        target,
+        "the written mask has an inactive weight"
+    );
+    for l in &written.layers {
+        assert!(l.count_ones() > 0);
+    }
+}
+
 #[test]
 fn ranking_quotas_feed_rpi_and_mica() {
     let data = common::mnist_csv();

@@ -280,6 +280,7 @@ pub fn parse_quota(
             Scope::Global,
             None,
             target,
+            crate::scored::Cut::Direct,
             ctx,
             &mut |_, _| {},
         )?;
