@@ -15,6 +15,10 @@
 //! BatchNorm (eval and linear modes: a per-channel affine map) and the ReLU
 //! that follow: one autograd node per VGG block instead of seven.
 //!
+//! The forward pass runs either under candle's autograd (the weights are
+//! tracked `Var`s) or recorded for [`crate::backward`]'s own reverse pass:
+//! weights detached, every value kept, the evaluated nodes listed in order.
+//!
 //! ```
 //! use maskforge::{zoo, executor::{Executor, Mode}};
 //! use candle_core::{Device, DType, Tensor};
