@@ -116,6 +116,25 @@ fn synflow_keeps_every_layer_and_snip_may_collapse() {
         out2.to_str().unwrap(),
     ]);
     assert!(r2["kept"].as_u64().unwrap() > 0);
+    // SNIP's documented failure at this compression: whole layers emptied,
+    // named in the report; SynFlow's report names none.
+    let emptied: Vec<&str> = r2["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kept"].as_u64() == Some(0))
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert!(!emptied.is_empty(), "SNIP at 10^4 kept every layer");
+    let collapsed: Vec<&str> = r2["collapsed_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(collapsed, emptied);
+    assert_eq!(r2["active"].as_u64(), Some(0));
+    assert!(r["collapsed_layers"].as_array().unwrap().is_empty());
 }
 
 /// SynFlow with --effective: its last round keeps as many top-ranked

@@ -328,6 +328,9 @@ struct Report {
     effective_compression: f64,
     functional_node_ratio: f64,
     note: Option<String>,
+    /// Layers that keep no weight at all (layer collapse: no path is left
+    /// through them, so every kept weight is inactive).
+    collapsed_layers: Vec<String>,
     /// Iterative methods: density after each round.
     round_densities: Vec<f64>,
     layers: Vec<LayerReport>,
@@ -512,6 +515,12 @@ fn emit(a: &Args, m: &crate::model::Loaded, p: Produced) -> Result<()> {
         effective_compression: r.effective_compression,
         functional_node_ratio: r.functional_node_ratio,
         note: out.note.clone(),
+        collapsed_layers: r
+            .layers
+            .iter()
+            .filter(|l| l.kept == 0)
+            .map(|l| l.name.clone())
+            .collect(),
         round_densities: out.history.clone(),
         layers: r
             .layers
@@ -536,6 +545,14 @@ fn emit(a: &Args, m: &crate::model::Loaded, p: Produced) -> Result<()> {
     }
     if let Some(n) = &out.note {
         eprintln!("note: {n}");
+    }
+    if !report.collapsed_layers.is_empty() {
+        eprintln!(
+            "warning: layer collapse: {} of {} layers keep no weight ({}), so no input-to-output path is left",
+            report.collapsed_layers.len(),
+            report.layers.len(),
+            report.collapsed_layers.join(", ")
+        );
     }
     if a.json {
         return super::print_json(&report);
