@@ -20,7 +20,8 @@
 //! reshapes and same-shape sums pass it through; every other node is
 //! differentiated on its own by candle (its forward re-run on copies of its
 //! inputs), so each op the executor runs is covered. Devices other than the
-//! CPU use candle's autograd for the whole pass.
+//! CPU, and dtypes other than f32 and f64, use candle's autograd for the
+//! whole pass.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -102,7 +103,9 @@ pub fn weight_gradients(
     mode: Mode,
     seed: Seed,
 ) -> Result<Vec<Option<Tensor>>> {
-    if !matches!(ex.device(), Device::Cpu) {
+    // The ops' own backward functions take f32 and f64 on the CPU.
+    let ours = matches!(ex.device(), Device::Cpu) && matches!(ex.dtype(), DType::F32 | DType::F64);
+    if !ours {
         return candle_gradients(ex, x, masks, mode, seed);
     }
     let rec = ex.record(x, masks, mode)?;

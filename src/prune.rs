@@ -277,7 +277,12 @@ pub fn effective_top(net: &Network, scores: &[Vec<f64>], target: usize) -> MaskS
     let cut = |k: usize| MaskSet {
         layers: crate::magnitude::keep_top(scores, k),
     };
-    let positive = scores.iter().flatten().filter(|&&s| s > 0.0).count();
+    // Positive as keep_top ranks them (a +NaN counts, sorting above all).
+    let positive = scores
+        .iter()
+        .flatten()
+        .filter(|&&s| s.total_cmp(&0.0).is_gt())
+        .count();
     let (mut lo, mut hi) = (target.min(positive), positive);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
