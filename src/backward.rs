@@ -246,7 +246,6 @@ fn plain_gradients(
     if !need.iter().any(|&n| n) {
         return Ok(vec![None; ins.len()]);
     }
-    let float = matches!(y.dtype(), DType::F32 | DType::F64);
     let same_shapes = ins.iter().all(|t| t.shape() == y.shape());
     Ok(match &ex.network().nodes[ni].op {
         Op::Reshape | Op::Identity => vec![Some(dy.reshape(ins[0].shape())?)],
@@ -255,7 +254,7 @@ fn plain_gradients(
             let positive = y.gt(0.0)?.to_dtype(dy.dtype())?;
             vec![Some(dy.mul(&positive)?)]
         }
-        Op::Pool(p) if p.kind == PoolKind::Max && float => {
+        Op::Pool(p) if p.kind == PoolKind::Max => {
             vec![Some(crate::maxpool::max_pool2d_backward(
                 &ins[0], dy, p.kernel, p.window, p.ceil,
             )?)]

@@ -135,13 +135,39 @@ pub fn keep_top_signed(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
 /// among the positive scores only: SynFlow's later rounds, where most
 /// scores are 0, select among the few still kept.
 pub fn keep_top(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
-    let n: usize = scores.iter().map(Vec::len).sum();
-    let hist = PositiveHistogram::of(scores);
-    let (prune, below) = (n.saturating_sub(k), n - hist.total);
-    // Pruning no more than the non-positive scores: the overall threshold
-    // is one of them, which the clamp turns into 0.
-    let t = (prune > below).then(|| hist.nth(scores, prune - below - 1));
-    scores.par_iter().map(|s| mask_above(s, t)).collect()
+    TopRanking::new(scores).keep(k)
+}
+
+/// A ranking ready to be cut at any count: [`keep_top`] for several `k`
+/// over the same scores (effective pruning's bisection) counts them once.
+pub struct TopRanking<'a> {
+    scores: &'a [Vec<f64>],
+    hist: PositiveHistogram,
+    len: usize,
+}
+
+impl<'a> TopRanking<'a> {
+    pub fn new(scores: &'a [Vec<f64>]) -> Self {
+        Self {
+            scores,
+            hist: PositiveHistogram::of(scores),
+            len: scores.iter().map(Vec::len).sum(),
+        }
+    }
+
+    /// How many scores are positive (the most any cut keeps).
+    pub fn positive(&self) -> usize {
+        self.hist.total
+    }
+
+    /// [`keep_top`]`(scores, k)`.
+    pub fn keep(&self, k: usize) -> Vec<BitSet> {
+        let (prune, below) = (self.len.saturating_sub(k), self.len - self.hist.total);
+        // Pruning no more than the non-positive scores: the overall threshold
+        // is one of them, which the clamp turns into 0.
+        let t = (prune > below).then(|| self.hist.nth(self.scores, prune - below - 1));
+        self.scores.par_iter().map(|s| mask_above(s, t)).collect()
+    }
 }
 
 /// Counts of the positive scores by the top 16 bits of their IEEE
@@ -186,11 +212,7 @@ impl PositiveHistogram {
 
     /// The `rank`-th smallest (from 0) positive score; `rank < total`.
     fn nth(&self, scores: &[Vec<f64>], rank: usize) -> f64 {
-        let (mut below, mut bucket) = (0, 0);
-        while below + self.counts[bucket] <= rank {
-            below += self.counts[bucket];
-            bucket += 1;
-        }
+        let (bucket, below) = bucket_of_rank(&self.counts, rank);
         let mut inside: Vec<f64> = Vec::with_capacity(self.counts[bucket]);
         for s in scores {
             inside.extend(s.iter().filter(|&&x| Self::bucket(x) == Some(bucket)));
@@ -198,6 +220,17 @@ impl PositiveHistogram {
         let (_, t, _) = inside.select_nth_unstable_by(rank - below, |a, b| a.total_cmp(b));
         *t
     }
+}
+
+/// The bucket of a histogram holding the value of ascending `rank` (from
+/// 0), and how many values lie in the buckets below it.
+fn bucket_of_rank(counts: &[usize], rank: usize) -> (usize, usize) {
+    let (mut below, mut bucket) = (0, 0);
+    while below + counts[bucket] <= rank {
+        below += counts[bucket];
+        bucket += 1;
+    }
+    (bucket, below)
 }
 
 /// Keep `counts[l]` highest scores within each layer.
@@ -247,11 +280,7 @@ pub fn magnitude_global_streaming(net: &Network, k: usize) -> Result<Vec<BitSet>
     let threshold = if prune == 0 {
         0.0
     } else {
-        let (mut below, mut bucket) = (0usize, 0usize);
-        while below + hist[bucket] < prune {
-            below += hist[bucket];
-            bucket += 1;
-        }
+        let (bucket, below) = bucket_of_rank(&hist, prune - 1);
         let mut inside: Vec<f32> = Vec::with_capacity(hist[bucket]);
         for l in &net.layers {
             inside.extend(

@@ -31,6 +31,17 @@ pub struct Loaded {
     pub sharding: Option<crate::maskfile::Sharding>,
 }
 
+impl Loaded {
+    /// The masks a command works on: those of the mask file `file` when
+    /// one is given, else those stored in the checkpoint, if any.
+    pub fn masks(&self, file: Option<&Path>) -> Result<Option<MaskSet>> {
+        Ok(match file {
+            Some(p) => Some(crate::maskfile::read(&self.network, p)?),
+            None => self.stored_masks.clone(),
+        })
+    }
+}
+
 fn hash_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path)
         .map_err(|e| Error::input(format!("{}: cannot open: {e}", path.display())))?;

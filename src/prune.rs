@@ -274,15 +274,11 @@ fn unreachable(target: usize, out: &PruneOutcome) -> Option<String> {
 /// when even those leave fewer active. Active counts grow with the kept
 /// set (a larger cut keeps a superset), so the bisection is exact.
 pub fn effective_top(net: &Network, scores: &[Vec<f64>], target: usize) -> MaskSet {
+    let ranking = crate::magnitude::TopRanking::new(scores);
     let cut = |k: usize| MaskSet {
-        layers: crate::magnitude::keep_top(scores, k),
+        layers: ranking.keep(k),
     };
-    // Positive as keep_top ranks them (a +NaN counts, sorting above all).
-    let positive = scores
-        .iter()
-        .flatten()
-        .filter(|&&s| s.total_cmp(&0.0).is_gt())
-        .count();
+    let positive = ranking.positive();
     let (mut lo, mut hi) = (target.min(positive), positive);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;

@@ -142,7 +142,6 @@ pub fn prune_scored(
         })
     };
     let counts = if scope == Scope::Layer { counts } else { None };
-    let total = net.prunable_count() as f64;
     match scorer {
         Scorer::Snip | Scorer::Grasp => {
             let cached = ctx
@@ -175,29 +174,62 @@ pub fn prune_scored(
         }
         Scorer::Synflow => {
             let rounds = if ctx.rounds == 0 { 100 } else { ctx.rounds };
-            crate::synflow::prune_with_cut(net, target, rounds, &mut *progress, &mut last)
+            let flow = crate::synflow::Flow::new(net)?;
+            iterate(
+                net,
+                target,
+                rounds,
+                &mut |m| flow.scores(m),
+                &mut last,
+                progress,
+            )
         }
         Scorer::SnipIt => {
             let cal = calibration(ctx, scorer)?;
             let rounds = if ctx.rounds == 0 { 5 } else { ctx.rounds };
             let ex = Executor::new(net, &ctx.device, DType::F32)?;
-            let density = target as f64 / total;
-            let mut m = MaskSet::dense(net);
-            let mut history = Vec::new();
-            for k in 1..=rounds {
-                let s = crate::snip::scores(&ex, &m, cal)?;
-                m = if k == rounds {
-                    last(&s)?
-                } else {
-                    let keep = (total * density.powf(k as f64 / rounds as f64)).round() as usize;
-                    MaskSet {
-                        layers: keep_top(&s, keep),
-                    }
-                };
-                history.push(m.count_ones() as f64 / total);
-                progress(k, rounds);
-            }
-            Ok((m, history))
+            iterate(
+                net,
+                target,
+                rounds,
+                &mut |m| crate::snip::scores(&ex, m, cal),
+                &mut last,
+                progress,
+            )
         }
     }
+}
+
+/// The rounds of the iterative methods (SynFlow, SNIP-it): round `k` of
+/// `rounds` re-scores the current masks with `score` and keeps the top
+/// `total * density^(k / rounds)` (the exponential schedule); the last
+/// round's scores go to `cut`. Returns the masks and the density after
+/// each round; `progress(round, rounds)` after each.
+pub fn iterate(
+    net: &Network,
+    target: usize,
+    rounds: usize,
+    score: &mut dyn FnMut(&MaskSet) -> Result<Vec<Vec<f64>>>,
+    cut: &mut dyn FnMut(&[Vec<f64>]) -> Result<MaskSet>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(MaskSet, Vec<f64>)> {
+    let rounds = rounds.max(1);
+    let total = net.prunable_count() as f64;
+    let density = target as f64 / total;
+    let mut masks = MaskSet::dense(net);
+    let mut history = Vec::with_capacity(rounds);
+    for k in 1..=rounds {
+        let s = score(&masks)?;
+        masks = if k == rounds {
+            cut(&s)?
+        } else {
+            let keep = (total * density.powf(k as f64 / rounds as f64)).round() as usize;
+            MaskSet {
+                layers: keep_top(&s, keep),
+            }
+        };
+        history.push(masks.count_ones() as f64 / total);
+        progress(k, rounds);
+    }
+    Ok((masks, history))
 }

@@ -53,6 +53,26 @@ fn scores_at(
         .collect()
 }
 
+/// SynFlow's scorer for one network: its f64 executor, and the weights
+/// read out once (they do not change between rounds).
+pub struct Flow<'a> {
+    ex: Executor<'a>,
+    w: Vec<Vec<f64>>,
+}
+
+impl<'a> Flow<'a> {
+    pub fn new(net: &'a Network) -> Result<Self> {
+        let ex = Executor::new(net, &Device::Cpu, DType::F64)?;
+        let w = crate::snip::weight_values(&ex)?;
+        Ok(Self { ex, w })
+    }
+
+    /// SynFlow scores for `masks`.
+    pub fn scores(&self, masks: &MaskSet) -> Result<Vec<Vec<f64>>> {
+        scores_at(&self.ex, self.ex.network(), masks, &self.w)
+    }
+}
+
 /// Iterative SynFlow down to `target` kept weights; returns the masks and
 /// the density after each round. `progress(round, rounds)` is called after
 /// each round.
@@ -60,42 +80,19 @@ pub fn prune(
     net: &Network,
     target: usize,
     rounds: usize,
-    progress: impl FnMut(usize, usize),
-) -> Result<(MaskSet, Vec<f64>)> {
-    prune_with_cut(net, target, rounds, progress, &mut |s| {
-        Ok(MaskSet {
-            layers: crate::magnitude::keep_top(s, target),
-        })
-    })
-}
-
-/// [`prune`], the last round's scores turned into masks by `cut` (effective
-/// pruning keeps as many as reach `target` active weights).
-pub fn prune_with_cut(
-    net: &Network,
-    target: usize,
-    rounds: usize,
     mut progress: impl FnMut(usize, usize),
-    cut: &mut dyn FnMut(&[Vec<f64>]) -> Result<MaskSet>,
 ) -> Result<(MaskSet, Vec<f64>)> {
-    let ex = Executor::new(net, &Device::Cpu, DType::F64)?;
-    let total = net.prunable_count() as f64;
-    let density = target as f64 / total;
-    let mut masks = MaskSet::dense(net);
-    let mut history = Vec::with_capacity(rounds);
-    let w = crate::snip::weight_values(&ex)?;
-    for k in 1..=rounds.max(1) {
-        let s = scores_at(&ex, net, &masks, &w)?;
-        masks = if k == rounds.max(1) {
-            cut(&s)?
-        } else {
-            let d = density.powf(k as f64 / rounds.max(1) as f64);
-            MaskSet {
-                layers: crate::magnitude::keep_top(&s, (total * d).round() as usize),
-            }
-        };
-        history.push(masks.count_ones() as f64 / total);
-        progress(k, rounds);
-    }
-    Ok((masks, history))
+    let flow = Flow::new(net)?;
+    crate::scored::iterate(
+        net,
+        target,
+        rounds,
+        &mut |m| flow.scores(m),
+        &mut |s| {
+            Ok(MaskSet {
+                layers: crate::magnitude::keep_top(s, target),
+            })
+        },
+        &mut progress,
+    )
 }

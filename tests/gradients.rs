@@ -161,34 +161,40 @@ fn loss_gradients_match_finite_differences() {
     }
 }
 
+/// SynFlow's score of weight `i` of layer `l` by central differences of
+/// `R = sum(f_linear(1))` under `m`: d/dw of R(|w|) is sign(w) dR/d|w|, so
+/// the score `|dR/d|w| * w|` is `|dR/dw * w|`.
+fn synflow_by_differences(ex: &Executor, net: &Network, m: &MaskSet, l: usize, i: usize) -> f64 {
+    let r = || {
+        let mut shape = vec![1];
+        shape.extend(&net.values[net.inputs[0]].shape);
+        let ones = Tensor::ones(shape, DType::F64, &Device::Cpu).unwrap();
+        ex.logits(&ones, Some(m), Mode::Linear)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let w0 = get(ex, l, i);
+    let h = 1e-6 * (1.0 + w0.abs());
+    set(ex, l, i, w0 + h);
+    let up = r();
+    set(ex, l, i, w0 - h);
+    let down = r();
+    set(ex, l, i, w0);
+    ((up - down) / (2.0 * h) * w0).abs()
+}
+
 #[test]
 fn synflow_gradients_match_finite_differences() {
     for net in nets() {
         let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
         let m = MaskSet::dense(&net);
         let s = maskforge::synflow::scores(&ex, &net, &m).unwrap();
-        let r = |ex: &Executor| {
-            let mut shape = vec![1];
-            shape.extend(&net.values[net.inputs[0]].shape);
-            let ones = Tensor::ones(shape, DType::F64, &Device::Cpu).unwrap();
-            ex.logits(&ones, Some(&m), Mode::Linear)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
         for (l, layer) in net.layers.iter().enumerate() {
             for i in [0, layer.numel() / 2] {
-                let w0 = get(&ex, l, i);
-                let h = 1e-6 * (1.0 + w0.abs());
-                set(&ex, l, i, w0 + h);
-                let up = r(&ex);
-                set(&ex, l, i, w0 - h);
-                let down = r(&ex);
-                set(&ex, l, i, w0);
-                // d/dw of R(|w|) is sign(w) dR/d|w|; the score is |dR/d|w| * w|.
-                let fd = ((up - down) / (2.0 * h) * w0).abs();
+                let fd = synflow_by_differences(&ex, &net, &m, l, i);
                 assert!(
                     (s[l][i] - fd).abs() <= 1e-5 * (1.0 + fd),
                     "{} layer {l}: {} vs {fd}",
@@ -227,27 +233,9 @@ fn pruned_weights_score_zero_under_a_mask() {
         }
         let kept_scores = |s: &[Vec<f64>]| s.iter().flatten().filter(|&&v| v > 0.0).count();
         assert!(kept_scores(&snip) > m.count_ones() / 2, "{}", net.name);
-        let r = |ex: &Executor| {
-            let mut shape = vec![1];
-            shape.extend(&net.values[net.inputs[0]].shape);
-            let ones = Tensor::ones(shape, DType::F64, &Device::Cpu).unwrap();
-            ex.logits(&ones, Some(&m), Mode::Linear)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
         for (l, bits) in m.layers.iter().enumerate() {
             for i in bits.ones().take(2) {
-                let w0 = get(&ex, l, i);
-                let h = 1e-6 * (1.0 + w0.abs());
-                set(&ex, l, i, w0 + h);
-                let up = r(&ex);
-                set(&ex, l, i, w0 - h);
-                let down = r(&ex);
-                set(&ex, l, i, w0);
-                let fd = ((up - down) / (2.0 * h) * w0).abs();
+                let fd = synflow_by_differences(&ex, &net, &m, l, i);
                 let s = synflow[l][i];
                 assert!(
                     (s - fd).abs() <= 1e-5 * (1.0 + fd),

@@ -66,14 +66,10 @@ fn snip_and_grasp_on_real_digits() {
     assert_ne!(masks[0], masks[1]);
 }
 
-/// SynFlow at 10^3 on VGG-16 keeps every layer and leaves (almost) no
-/// inactive edge; SNIP at 10^4 on synthetic data is allowed to cut layers
-/// (reported, no crash). Fewer SynFlow rounds than the default keep the test short.
-#[test]
-fn synflow_keeps_every_layer_and_snip_may_collapse() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("sf.safetensors");
-    let r = run(&[
+/// SynFlow at 10^3 on VGG-16 in 20 rounds (fewer than the default keep the
+/// tests short), masks to `out`; the report.
+fn synflow_vgg16_1000(out: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "prune",
         "zoo:vgg16",
         "--method",
@@ -84,7 +80,19 @@ fn synflow_keeps_every_layer_and_snip_may_collapse() {
         "20",
         "-o",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend(extra);
+    run(&args)
+}
+
+/// SynFlow at 10^3 on VGG-16 keeps every layer and leaves (almost) no
+/// inactive edge; SNIP at 10^4 on synthetic data is allowed to cut layers
+/// (reported, no crash). Fewer SynFlow rounds than the default keep the test short.
+#[test]
+fn synflow_keeps_every_layer_and_snip_may_collapse() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sf.safetensors");
+    let r = synflow_vgg16_1000(&out, &[]);
     let kept = r["kept"].as_u64().unwrap() as f64;
     let active = r["active"].as_u64().unwrap() as f64;
     assert!(
@@ -144,19 +152,7 @@ fn synflow_keeps_every_layer_and_snip_may_collapse() {
 fn synflow_reaches_an_effective_target() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sf.safetensors");
-    let r = run(&[
-        "prune",
-        "zoo:vgg16",
-        "--method",
-        "synflow",
-        "--compression",
-        "1000",
-        "--effective",
-        "--rounds",
-        "20",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let r = synflow_vgg16_1000(&out, &["--effective"]);
     let target = (14_715_584f64 / 1000.0).round() as u64;
     assert_eq!(r["active"].as_u64().unwrap(), target);
     assert!(

@@ -451,6 +451,16 @@ fn kaiming_scheme_reproduces_the_zoo_weights_of_that_seed() {
 }
 
 /// x [N, 4] -> MatMul W1 (stored [in, out] = [4, 6]) -> Relu -> MatMul W2 ([6, 3]).
+/// [`matmul_mlp`] written into `dir` and initialised with `scheme`; the
+/// output file.
+fn init_matmul_mlp(dir: &Path, scheme: &str) -> std::path::PathBuf {
+    let src = dir.join("mm.onnx");
+    matmul_mlp(&src);
+    let out = dir.join("mm-zero.onnx");
+    ok(&["init", s(&src), "--scheme", scheme, "-o", s(&out)]);
+    out
+}
+
 fn matmul_mlp(path: &Path) {
     use tensor_shape_proto::{dimension::Value, Dimension};
     let vi = |name: &str, width: i64| ValueInfoProto {
@@ -556,10 +566,7 @@ fn inputs(n: usize, seed: u64) -> Vec<f32> {
 fn onnx_matmul_weights_are_rewritten_in_their_stored_layout_and_run() {
     ort_setup();
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("mm.onnx");
-    matmul_mlp(&src);
-    let out = dir.path().join("mm-zero.onnx");
-    ok(&["init", s(&src), "--scheme", "zero-growing", "-o", s(&out)]);
+    let out = init_matmul_mlp(dir.path(), "zero-growing");
     // Growing orientation. W1: canonical [6, 4] grows (m = 3, c = 1/2), stored transposed [4, 6].
     let w1 = scaled_hadamard_block(3, 6, 4);
     assert_eq!(
@@ -612,7 +619,7 @@ fn onnx_matmul_weights_are_rewritten_in_their_stored_layout_and_run() {
     let k = dir.path().join("mm-kaiming.safetensors");
     ok(&[
         "init",
-        s(&src),
+        s(&dir.path().join("mm.onnx")),
         "--scheme",
         "kaiming",
         "--seed",
@@ -773,10 +780,7 @@ fn default_zero_onnx_files_run_in_onnxruntime_to_plain_matrix_products() {
     // MatMul weights stored [in, out]: W1 (4 -> 6) grows, partial identity;
     // W2 (6 -> 3) shrinks, m = ceil(log2 6) = 3, c = 1/2. The pipeline paper's
     // [in, out] kernel is exactly what the file stores: W2[i][o] = c·H_3[i][o].
-    let src = dir.path().join("mm.onnx");
-    matmul_mlp(&src);
-    let out = dir.path().join("mm-zero.onnx");
-    ok(&["init", s(&src), "--scheme", "zero", "-o", s(&out)]);
+    let out = init_matmul_mlp(dir.path(), "zero");
     let w2 = scaled_hadamard_block(3, 3, 6);
     assert_eq!(
         onnx_initializer(&out, "W1"),

@@ -29,10 +29,9 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let net = &m.network;
-    let masks = match (&a.masks, &m.stored_masks) {
-        (Some(p), _) => maskfile::read(net, p)?,
-        (None, Some(s)) => s.clone(),
-        (None, None) => MaskSet::from_weights(net)?,
+    let masks = match m.masks(a.masks.as_deref())? {
+        Some(masks) => masks,
+        None => MaskSet::from_weights(net)?,
     };
     let report = audit(net, &masks)?;
     if let Some(out) = &a.output {

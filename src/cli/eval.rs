@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::eval::evaluate;
-use crate::maskfile;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,10 +29,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let net = &m.network;
-    let masks = match (&a.masks, &m.stored_masks) {
-        (Some(p), _) => Some(maskfile::read(net, p)?),
-        (None, s) => s.clone(),
-    };
+    let masks = m.masks(a.masks.as_deref())?;
     let shape = net.values[net.inputs[0]].shape.clone();
     let classes = net.values[net.outputs[0]].numel();
     let mut data = Dataset::load(&a.data, &shape, classes, a.model.seed)?;

@@ -187,31 +187,18 @@ fn step(
             return Ok(x.clone());
         }
         Op::Transpose(perm) => permute(&x.data, in_shape, perm),
-        Op::Add => {
+        Op::Add | Op::Concat(_) => {
             let (parts, exp2) = Scaled::align(ins, lost);
             let shapes: Vec<&[usize]> = node
                 .inputs
                 .iter()
                 .map(|&v| net.value(v).shape.as_slice())
                 .collect();
-            return Ok(Scaled::new(
-                broadcast_sum(&parts, &shapes, out_shape),
-                exp2,
-                lost,
-            ));
-        }
-        Op::Concat(axis) => {
-            let (parts, exp2) = Scaled::align(ins, lost);
-            let shapes: Vec<&[usize]> = node
-                .inputs
-                .iter()
-                .map(|&v| net.value(v).shape.as_slice())
-                .collect();
-            return Ok(Scaled::new(
-                concat(&parts, &shapes, *axis, out_shape),
-                exp2,
-                lost,
-            ));
+            let joined = match &node.op {
+                Op::Concat(axis) => concat(&parts, &shapes, *axis, out_shape),
+                _ => broadcast_sum(&parts, &shapes, out_shape),
+            };
+            return Ok(Scaled::new(joined, exp2, lost));
         }
     };
     Ok(Scaled::new(data, x.exp2, lost))
