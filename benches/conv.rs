@@ -5,8 +5,8 @@
 
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
-use maskforge::conv::{conv2d, stock_conv2d};
-use maskforge::network::op::Window;
+use maskforge::autodiff::ops::conv::{conv2d, stock_conv2d};
+use maskforge::graph::op::Window;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("conv-fwd-bwd");

@@ -3,10 +3,10 @@
 //! VGG-16, at a dense and two sparse random masks.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use maskforge::bitset::BitSet;
+use maskforge::graph::Network;
+use maskforge::mask::bitset::BitSet;
 use maskforge::mask::MaskSet;
-use maskforge::network::Network;
-use maskforge::{effective, pathnorm, zoo};
+use maskforge::{analysis::effective, analysis::oracle, zoo};
 use rand::{Rng, SeedableRng};
 
 fn random_masks(net: &Network, density: f64) -> MaskSet {
@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| effective::effective_masks(&net, &m))
             });
             g.bench_function(format!("pathnorm/{model}/d={density}"), |b| {
-                b.iter(|| pathnorm::effective_masks(&net, &m).unwrap())
+                b.iter(|| oracle::effective_masks(&net, &m).unwrap())
             });
         }
     }

@@ -3,9 +3,9 @@
 //! 1000x with IGQ; the IGQ quota itself; and the mask-file writer.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use maskforge::prune::MicaChoice;
-use maskforge::quota::{kept_counts, target_from_compression, Quota};
-use maskforge::{mica, rpi, zoo};
+use maskforge::methods::prune::MicaChoice;
+use maskforge::methods::quota::{kept_counts, target_from_compression, Quota};
+use maskforge::{methods::random::mica, methods::random::rpi, zoo};
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("placement");
@@ -35,11 +35,11 @@ fn writer(c: &mut Criterion) {
     let meta = std::collections::BTreeMap::new();
     c.bench_function("maskfile/vgg16/bool", |b| {
         b.iter(|| {
-            maskforge::maskfile::to_bytes(
+            maskforge::io::maskfile::to_bytes(
                 &net,
                 &m,
-                maskforge::maskfile::MaskDType::Bool,
-                maskforge::maskfile::Naming::Source,
+                maskforge::io::maskfile::MaskDType::Bool,
+                maskforge::io::maskfile::Naming::Source,
                 &meta,
             )
             .unwrap()
@@ -51,7 +51,7 @@ fn writer(c: &mut Criterion) {
 /// SynFlow round (forward and backward of the linearised net) on ResNet-20.
 fn scorers(c: &mut Criterion) {
     use candle_core::{DType, Device, Tensor};
-    use maskforge::executor::Executor;
+    use maskforge::autodiff::executor::Executor;
     use maskforge::mask::MaskSet;
     let mut g = c.benchmark_group("scorer");
     g.sample_size(10);
@@ -64,18 +64,18 @@ fn scorers(c: &mut Criterion) {
         &Device::Cpu,
     )
     .unwrap();
-    let cal = maskforge::snip::Calibration {
+    let cal = maskforge::methods::scored::snip::Calibration {
         batches: vec![(x, y)],
     };
     let dense = MaskSet::dense(&net);
     g.bench_function("snip-round/lenet300/100", |b| {
-        b.iter(|| maskforge::snip::scores(&ex, &dense, &cal).unwrap())
+        b.iter(|| maskforge::methods::scored::snip::scores(&ex, &dense, &cal).unwrap())
     });
     let net = zoo::build("resnet20", 0).unwrap();
     let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
     let dense = MaskSet::dense(&net);
     g.bench_function("synflow-round/resnet20", |b| {
-        b.iter(|| maskforge::synflow::scores(&ex, &net, &dense).unwrap())
+        b.iter(|| maskforge::methods::scored::synflow::scores(&ex, &net, &dense).unwrap())
     });
     g.finish();
 }

@@ -12,11 +12,11 @@
 //! `cargo run --release --example ossum_mnist -- DATA.csv.gz OUT [SEEDS]`
 
 use candle_core::Device;
-use maskforge::data::Dataset;
-use maskforge::eval::evaluate;
-use maskforge::neuron;
-use maskforge::ossum::{prune_neurons, Deep, NeuronMethod, Rank};
-use maskforge::snip::Calibration;
+use maskforge::io::data::Dataset;
+use maskforge::methods::neuron;
+use maskforge::methods::neuron::ossum::{prune_neurons, Deep, NeuronMethod, Rank};
+use maskforge::methods::scored::snip::Calibration;
+use maskforge::report::eval::evaluate;
 use plotters::prelude::*;
 
 const SPARSITIES: [f64; 10] = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995];
@@ -101,7 +101,7 @@ fn print_table(acc: &[Vec<Vec<f64>>], seeds: u64) {
 }
 
 fn plot(acc: &[Vec<Vec<f64>>], path: &str) -> Result<(), Box<dyn std::error::Error>> {
-    maskforge::plot::ensure_font()?;
+    maskforge::report::plot::ensure_font()?;
     let root = SVGBackend::new(path, (760, 460)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)

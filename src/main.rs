@@ -11,7 +11,7 @@ fn main() {
             std::process::exit(code);
         }
     };
-    maskforge::io::install_interrupt_cleanup();
+    maskforge::io::fs::install_interrupt_cleanup();
     keep_freed_memory();
     if let Err(e) = maskforge::cli::run(cli) {
         // One line: a cause, never a backtrace.

@@ -1,4 +1,4 @@
-//! The reverse pass of `maskforge::backward` against candle's autograd over
+//! The reverse pass of `maskforge::autodiff::backward` against candle's autograd over
 //! the same forward pass: the zoo models and real ONNX graphs (concat,
 //! LRN, standalone BatchNorm and ReLU, average pools, transposes: the ops
 //! it differentiates node by node through candle), with masks, in every
@@ -7,10 +7,10 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use maskforge::backward::{weight_gradients, Seed};
-use maskforge::executor::{Executor, Mode};
+use maskforge::autodiff::backward::{weight_gradients, Seed};
+use maskforge::autodiff::executor::{Executor, Mode};
+use maskforge::graph::Network;
 use maskforge::mask::MaskSet;
-use maskforge::network::Network;
 use rand::{Rng, SeedableRng};
 
 fn input(net: &Network, n: usize, seed: u64) -> Tensor {
@@ -101,7 +101,7 @@ fn real_graphs_match_candles_autograd() {
         "light_bvlc_alexnet",
         "light_shufflenet",
     ] {
-        let net = maskforge::onnx::read(&light.join(format!("{m}.onnx"))).unwrap();
+        let net = maskforge::io::onnx::read(&light.join(format!("{m}.onnx"))).unwrap();
         let masks = common::random_masks(&net, 0.7, 2);
         compare(&net, Some(&masks), Mode::Eval, false, m);
     }
@@ -112,9 +112,9 @@ fn real_graphs_match_candles_autograd() {
 /// layer's weights and bias 0, its weights get no gradient at all.
 #[test]
 fn relu_at_zero_passes_no_gradient() {
-    use maskforge::network::op::Activation;
-    use maskforge::network::NetworkBuilder;
-    use maskforge::tensor::ConstTensor;
+    use maskforge::graph::op::Activation;
+    use maskforge::graph::tensor::ConstTensor;
+    use maskforge::graph::NetworkBuilder;
     let mut b = NetworkBuilder::new("relu0");
     let x = b.input("x", vec![2]).unwrap();
     let h = b

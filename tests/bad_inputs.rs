@@ -210,7 +210,7 @@ fn text_file_is_not_onnx() {
 fn fancy_model(dir: &Path) -> PathBuf {
     let src = dir.join("lenet300.onnx");
     export("lenet300", &src);
-    let mut m = maskforge::onnx::decode_file(&src).unwrap();
+    let mut m = maskforge::io::onnx::decode_file(&src).unwrap();
     let g = m.graph.as_mut().unwrap();
     let relu = g
         .node
@@ -219,7 +219,7 @@ fn fancy_model(dir: &Path) -> PathBuf {
         .expect("lenet300 export has a Relu node");
     relu.op_type = "FancyOp".into();
     let p = dir.join("fancy.onnx");
-    std::fs::write(&p, maskforge::onnx::writer::encode(&m)).unwrap();
+    std::fs::write(&p, maskforge::io::onnx::writer::encode(&m)).unwrap();
     std::fs::remove_file(&src).unwrap();
     p
 }
@@ -251,7 +251,7 @@ fn custom_domain_op_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("lenet300.onnx");
     export("lenet300", &src);
-    let mut m = maskforge::onnx::decode_file(&src).unwrap();
+    let mut m = maskforge::io::onnx::decode_file(&src).unwrap();
     let node = m
         .graph
         .as_mut()
@@ -262,7 +262,7 @@ fn custom_domain_op_is_named() {
         .unwrap();
     node.domain = "com.example.fancy".into();
     let p = dir.path().join("custom.onnx");
-    std::fs::write(&p, maskforge::onnx::writer::encode(&m)).unwrap();
+    std::fs::write(&p, maskforge::io::onnx::writer::encode(&m)).unwrap();
     audit_fails(dir.path(), &[s(&p)], &[s(&p), "Gemm", "com.example.fancy"]);
 }
 
@@ -688,7 +688,7 @@ fn onnx_initializer_with_short_data_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("lenet300.onnx");
     export("lenet300", &src);
-    let mut m = maskforge::onnx::decode_file(&src).unwrap();
+    let mut m = maskforge::io::onnx::decode_file(&src).unwrap();
     let init = m
         .graph
         .as_mut()
@@ -700,7 +700,7 @@ fn onnx_initializer_with_short_data_names_it() {
     assert_eq!(init.raw_data.len(), 100 * 300 * 4);
     init.raw_data.truncate(1000);
     let p = dir.path().join("short.onnx");
-    std::fs::write(&p, maskforge::onnx::writer::encode(&m)).unwrap();
+    std::fs::write(&p, maskforge::io::onnx::writer::encode(&m)).unwrap();
     audit_fails(dir.path(), &[s(&p)], &[s(&p), "'fc2.weight'"]);
 }
 
@@ -709,7 +709,7 @@ fn external_data_model(dir: &Path) -> (PathBuf, PathBuf) {
     use candle_onnx::onnx::StringStringEntryProto;
     let src = dir.join("src.onnx");
     export("lenet300", &src);
-    let mut m = maskforge::onnx::decode_file(&src).unwrap();
+    let mut m = maskforge::io::onnx::decode_file(&src).unwrap();
     std::fs::remove_file(&src).unwrap();
     let init = m
         .graph
@@ -733,7 +733,7 @@ fn external_data_model(dir: &Path) -> (PathBuf, PathBuf) {
         entry("length", data.len().to_string()),
     ];
     let p = dir.join("ext.onnx");
-    std::fs::write(&p, maskforge::onnx::writer::encode(&m)).unwrap();
+    std::fs::write(&p, maskforge::io::onnx::writer::encode(&m)).unwrap();
     (p, bin)
 }
 
@@ -828,13 +828,13 @@ fn prune_fails(dir: &Path, args: &[&str], needles: &[&str]) -> String {
 }
 
 /// An exported lenet300 whose graph is edited by `edit`.
-fn edited_model(dir: &Path, edit: impl FnOnce(&mut maskforge::onnx::ModelProto)) -> PathBuf {
+fn edited_model(dir: &Path, edit: impl FnOnce(&mut maskforge::io::onnx::ModelProto)) -> PathBuf {
     let src = dir.join("src.onnx");
     export("lenet300", &src);
-    let mut m = maskforge::onnx::decode_file(&src).unwrap();
+    let mut m = maskforge::io::onnx::decode_file(&src).unwrap();
     edit(&mut m);
     let p = dir.join("edited.onnx");
-    std::fs::write(&p, maskforge::onnx::writer::encode(&m)).unwrap();
+    std::fs::write(&p, maskforge::io::onnx::writer::encode(&m)).unwrap();
     p
 }
 

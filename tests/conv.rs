@@ -1,4 +1,4 @@
-//! The im2col conv op (`maskforge::conv`), with and without its fused
+//! The im2col conv op (`maskforge::autodiff::ops::conv`), with and without its fused
 //! per-channel epilogue, against a direct seven-loop convolution and its
 //! hand-derived gradients, candle's own conv2d and
 //! autograd, and central finite differences (f64), across batch sizes,
@@ -7,8 +7,8 @@
 //! each count takes other block sizes and the serial and parallel paths).
 
 use candle_core::{DType, Device, Tensor, Var};
-use maskforge::conv::{conv2d, conv2d_with, stock_conv2d, Epilogue};
-use maskforge::network::op::Window;
+use maskforge::autodiff::ops::conv::{conv2d, conv2d_with, stock_conv2d, Epilogue};
+use maskforge::graph::op::Window;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 

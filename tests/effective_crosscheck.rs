@@ -3,8 +3,8 @@
 
 mod common;
 
-use maskforge::effective::effective_masks;
-use maskforge::{pathnorm, zoo};
+use maskforge::analysis::effective::effective_masks;
+use maskforge::{analysis::oracle, zoo};
 use proptest::prelude::*;
 
 /// Exact agreement on random masks of every zoo model, from mild to extreme sparsity.
@@ -26,7 +26,7 @@ fn graph_method_equals_float_definition_on_every_zoo_model() {
         for (i, &d) in densities.iter().enumerate() {
             let m = common::random_masks(&net, d, 100 + i as u64);
             let graph = effective_masks(&net, &m);
-            let float = pathnorm::effective_masks(&net, &m).unwrap();
+            let float = oracle::effective_masks(&net, &m).unwrap();
             for (li, l) in net.layers.iter().enumerate() {
                 assert_eq!(
                     graph.layers[li].count_ones(),

@@ -1,12 +1,12 @@
 //! Effective masks of small networks whose answer is worked out by hand.
 
-use maskforge::bitset::BitSet;
-use maskforge::effective::effective_masks;
+use maskforge::analysis::effective::effective_masks;
+use maskforge::analysis::oracle;
+use maskforge::graph::op::{Activation, PoolKind, Window};
+use maskforge::graph::tensor::ConstTensor;
+use maskforge::graph::{Network, NetworkBuilder};
+use maskforge::mask::bitset::BitSet;
 use maskforge::mask::MaskSet;
-use maskforge::network::op::{Activation, PoolKind, Window};
-use maskforge::network::{Network, NetworkBuilder};
-use maskforge::pathnorm;
-use maskforge::tensor::ConstTensor;
 
 fn w(shape: Vec<usize>) -> ConstTensor {
     let n = shape.iter().product();
@@ -26,7 +26,7 @@ fn check(net: &Network, masks: &MaskSet, expected: &MaskSet) {
     let graph = effective_masks(net, masks);
     assert_eq!(&graph, expected, "graph method");
     assert_eq!(
-        &pathnorm::effective_masks(net, masks).unwrap(),
+        &oracle::effective_masks(net, masks).unwrap(),
         expected,
         "float method"
     );
@@ -286,7 +286,7 @@ fn max_pool_and_global_pool_spread_liveness_over_their_windows() {
         .pool(
             "p",
             c,
-            maskforge::network::op::Pool {
+            maskforge::graph::op::Pool {
                 kind: PoolKind::Max,
                 kernel: [2, 2],
                 window: Window::same(1, 0),

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use maskforge::executor::{Executor, Mode};
+use maskforge::autodiff::executor::{Executor, Mode};
+use maskforge::graph::tensor::ConstTensor;
 use maskforge::mask::MaskSet;
-use maskforge::tensor::ConstTensor;
 use rand::{Rng, SeedableRng};
 
 fn root() -> &'static std::path::Path {
@@ -53,8 +53,9 @@ fn zoo_models_match_candle_onnx_and_onnxruntime() {
     ] {
         let net = maskforge::zoo::build(name, 3).unwrap();
         let file = dir.path().join(format!("{}.onnx", name.replace(':', "_")));
-        let bytes =
-            maskforge::onnx::writer::encode(&maskforge::onnx::writer::to_proto(&net).unwrap());
+        let bytes = maskforge::io::onnx::writer::encode(
+            &maskforge::io::onnx::writer::to_proto(&net).unwrap(),
+        );
         std::fs::write(&file, bytes).unwrap();
         let mut shape = vec![2];
         shape.extend(&net.values[net.inputs[0]].shape);
@@ -69,7 +70,7 @@ fn zoo_models_match_candle_onnx_and_onnxruntime() {
             .unwrap();
         if !name.starts_with("resnet18") {
             // candle-onnx 0.11 has no padded MaxPool (ResNet-18's stem).
-            let model = maskforge::onnx::decode_file(&file).unwrap();
+            let model = maskforge::io::onnx::decode_file(&file).unwrap();
             let g = model.graph.as_ref().unwrap();
             let mut inputs = HashMap::new();
             inputs.insert(g.input[0].name.clone(), xt.clone());
@@ -95,7 +96,7 @@ fn zoo_models_match_candle_onnx_and_onnxruntime() {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let zeroed = maskforge::apply::masked_network(&net, &m).unwrap();
+        let zeroed = maskforge::io::apply::masked_network(&net, &m).unwrap();
         let ez = Executor::new(&zeroed, &Device::Cpu, DType::F32).unwrap();
         let yz: Vec<f32> = ez
             .forward(&xt, None, Mode::Eval)
@@ -128,7 +129,7 @@ fn real_graphs_match_onnxruntime() {
         "light_inception_v1",
     ] {
         let src = light.join(format!("{m}.onnx"));
-        let mut net = maskforge::onnx::read(&src).unwrap();
+        let mut net = maskforge::io::onnx::read(&src).unwrap();
         // Random weights in place of the constant 0.02 (std by fan-in), so
         // the comparison means something; written into a copy of the graph.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
@@ -142,7 +143,7 @@ fn real_graphs_match_onnxruntime() {
                 .insert(&l.name, ConstTensor::f32(l.stored_shape.clone(), v));
         }
         let file = dir.path().join(format!("{m}.onnx"));
-        maskforge::apply::write(&file, &[], &net, &MaskSet::dense(&net), Some(&src)).unwrap();
+        maskforge::io::apply::write(&file, &[], &net, &MaskSet::dense(&net), Some(&src)).unwrap();
         let mut shape = vec![1];
         shape.extend(&net.values[net.inputs[0]].shape);
         let (x, xt) = random_input(&shape, 2);

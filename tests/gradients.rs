@@ -5,12 +5,12 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use maskforge::executor::{Executor, Mode};
+use maskforge::autodiff::executor::{Executor, Mode};
+use maskforge::graph::op::{Activation, PoolKind, Window};
+use maskforge::graph::tensor::ConstTensor;
+use maskforge::graph::{Network, NetworkBuilder};
 use maskforge::mask::MaskSet;
-use maskforge::network::op::{Activation, PoolKind, Window};
-use maskforge::network::{Network, NetworkBuilder};
-use maskforge::snip::{loss_gradients, Calibration};
-use maskforge::tensor::ConstTensor;
+use maskforge::methods::scored::snip::{loss_gradients, Calibration};
 use rand::{Rng, SeedableRng};
 
 fn randw(shape: Vec<usize>, rng: &mut impl Rng) -> ConstTensor {
@@ -56,7 +56,7 @@ fn nets() -> Vec<Network> {
         .pool(
             "p",
             r,
-            maskforge::network::op::Pool {
+            maskforge::graph::op::Pool {
                 kind: PoolKind::Max,
                 kernel: [3, 3],
                 window: Window::same(2, 1),
@@ -191,7 +191,7 @@ fn synflow_gradients_match_finite_differences() {
     for net in nets() {
         let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
         let m = MaskSet::dense(&net);
-        let s = maskforge::synflow::scores(&ex, &net, &m).unwrap();
+        let s = maskforge::methods::scored::synflow::scores(&ex, &net, &m).unwrap();
         for (l, layer) in net.layers.iter().enumerate() {
             for i in [0, layer.numel() / 2] {
                 let fd = synflow_by_differences(&ex, &net, &m, l, i);
@@ -217,9 +217,9 @@ fn pruned_weights_score_zero_under_a_mask() {
         let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
         let cal = calibration(&net, 5, classes);
         let m = common::random_masks(&net, 0.5, 4);
-        let snip = maskforge::snip::scores(&ex, &m, &cal).unwrap();
-        let synflow = maskforge::synflow::scores(&ex, &net, &m).unwrap();
-        let grasp = maskforge::grasp::scores(&ex, &m, &cal).unwrap();
+        let snip = maskforge::methods::scored::snip::scores(&ex, &m, &cal).unwrap();
+        let synflow = maskforge::methods::scored::synflow::scores(&ex, &net, &m).unwrap();
+        let grasp = maskforge::methods::scored::grasp::scores(&ex, &m, &cal).unwrap();
         for l in 0..net.layers.len() {
             for i in 0..net.layers[l].numel() {
                 if m.layers[l].get(i) {
@@ -294,7 +294,7 @@ fn grasp_hessian_gradient_matches_the_analytic_hessian() {
     let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
     let cal = calibration(&net, n, k);
     let m = MaskSet::dense(&net);
-    let (hg, w) = maskforge::grasp::hessian_gradient(&ex, &m, &cal, temp).unwrap();
+    let (hg, w) = maskforge::methods::scored::grasp::hessian_gradient(&ex, &m, &cal, temp).unwrap();
     let g = loss_gradients(&ex, &m, &cal, temp).unwrap();
     // Analytic H g.
     let xs: Vec<f64> = cal.batches[0].0.flatten_all().unwrap().to_vec1().unwrap();

@@ -6,8 +6,8 @@ mod common;
 
 use std::process::Command;
 
-use maskforge::effective::effective_masks;
-use maskforge::pathnorm;
+use maskforge::analysis::effective::effective_masks;
+use maskforge::analysis::oracle;
 
 const MODELS: &[&str] = &[
     "light_bvlc_alexnet",
@@ -62,10 +62,10 @@ fn position_level_exactness_on_real_graphs() {
         ("light_squeezenet", 0.02),
         ("light_shufflenet", 0.05),
     ] {
-        let net = maskforge::onnx::read(&dir.join(format!("{m}.onnx"))).unwrap();
+        let net = maskforge::io::onnx::read(&dir.join(format!("{m}.onnx"))).unwrap();
         let masks = common::random_masks(&net, density, 7);
         let graph = effective_masks(&net, &masks);
-        let float = pathnorm::effective_masks(&net, &masks).unwrap();
+        let float = oracle::effective_masks(&net, &masks).unwrap();
         assert_eq!(graph, float, "{m}");
         assert!(
             graph.count_ones() < masks.count_ones(),
@@ -79,15 +79,16 @@ fn position_level_exactness_on_real_graphs() {
 /// weights functional as RPI with the same quota counts.
 #[test]
 fn random_family_runs_on_every_light_model() {
-    use maskforge::prune::MicaChoice;
-    use maskforge::quota::{kept_counts, target_from_compression, Quota};
+    use maskforge::methods::prune::MicaChoice;
+    use maskforge::methods::quota::{kept_counts, target_from_compression, Quota};
     let dir = common::light_models_dir();
     for m in MODELS {
-        let net = maskforge::onnx::read(&dir.join(format!("{m}.onnx"))).unwrap();
+        let net = maskforge::io::onnx::read(&dir.join(format!("{m}.onnx"))).unwrap();
         let k = target_from_compression(net.prunable_count(), 100.0).unwrap();
         let counts = kept_counts(&net, &Quota::Igq, k).unwrap();
-        let mica = maskforge::mica::mica(&net, &counts, MicaChoice::Rand, 0).unwrap();
-        let rpi = maskforge::rpi::rpi(&net, &counts, 0);
+        let mica =
+            maskforge::methods::random::mica::mica(&net, &counts, MicaChoice::Rand, 0).unwrap();
+        let rpi = maskforge::methods::random::rpi::rpi(&net, &counts, 0);
         for (l, (a, b)) in mica.layers.iter().zip(&rpi.layers).enumerate() {
             assert_eq!(
                 (a.count_ones(), b.count_ones()),

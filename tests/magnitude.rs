@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use maskforge::bitset::BitSet;
-use maskforge::{maskfile, zoo};
+use maskforge::mask::bitset::BitSet;
+use maskforge::{io::maskfile, zoo};
 
 fn maskforge(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_maskforge"))
@@ -24,7 +24,7 @@ fn prune(dir: &std::path::Path, args: &[&str]) -> maskforge::mask::MaskSet {
     maskfile::read(&net, &out).unwrap()
 }
 
-fn weights(net: &maskforge::network::Network) -> Vec<Vec<f32>> {
+fn weights(net: &maskforge::graph::Network) -> Vec<Vec<f32>> {
     net.layers
         .iter()
         .map(|l| net.params.get(&l.name).unwrap().to_f32().unwrap())
@@ -77,9 +77,9 @@ fn per_layer_magnitude_follows_the_quota() {
         ],
     );
     let total = 266_200usize;
-    let counts = maskforge::quota::kept_counts(
+    let counts = maskforge::methods::quota::kept_counts(
         &net,
-        &maskforge::quota::Quota::Uniform,
+        &maskforge::methods::quota::Quota::Uniform,
         (total as f64 / 20.0).round() as usize,
     )
     .unwrap();
@@ -131,7 +131,7 @@ fn pruned_weights_stay_pruned_and_nan_is_refused() {
     let write = |p: &std::path::Path, t: &[(String, Vec<usize>, Vec<f32>)]| {
         let entries = t
             .iter()
-            .map(|(n, s, v)| maskforge::stfile::Entry {
+            .map(|(n, s, v)| maskforge::io::stfile::Entry {
                 name: n.clone(),
                 dtype: "F32",
                 shape: s.clone(),
@@ -140,7 +140,7 @@ fn pruned_weights_stay_pruned_and_nan_is_refused() {
             .collect();
         std::fs::write(
             p,
-            maskforge::stfile::serialize(entries, &Default::default()),
+            maskforge::io::stfile::serialize(entries, &Default::default()),
         )
         .unwrap();
     };
@@ -188,17 +188,20 @@ fn pruned_weights_stay_pruned_and_nan_is_refused() {
 fn effective_magnitude_pruning_hits_the_target() {
     let net = zoo::build("lenet300", 0).unwrap();
     for method in [
-        maskforge::magnitude::Ranking::Magnitude,
-        maskforge::magnitude::Ranking::Lamp,
+        maskforge::methods::magnitude::Ranking::Magnitude,
+        maskforge::methods::magnitude::Ranking::Lamp,
     ] {
-        let spec = maskforge::prune::PruneSpec {
-            method: maskforge::prune::Method::Ranked(method, maskforge::magnitude::Scope::Global),
-            quota: maskforge::quota::Quota::Uniform,
+        let spec = maskforge::methods::prune::PruneSpec {
+            method: maskforge::methods::prune::Method::Ranked(
+                method,
+                maskforge::methods::magnitude::Scope::Global,
+            ),
+            quota: maskforge::methods::quota::Quota::Uniform,
             target_kept: 266,
             seed: 0,
             effective: true,
         };
-        let out = maskforge::prune::prune(&net, &spec).unwrap();
+        let out = maskforge::methods::prune::prune(&net, &spec).unwrap();
         let achieved = out.effective().count_ones() as f64;
         assert!(
             (achieved - 266.0).abs() / 266.0 <= 0.01,

@@ -1,11 +1,11 @@
-//! The max-pool op (`maskforge::maxpool`) against a direct reference (max
+//! The max-pool op (`maskforge::autodiff::ops::maxpool`) against a direct reference (max
 //! over the window positions inside the input; gradient to the first
 //! maximum, PyTorch's rule) on values drawn from a few levels so that ties
 //! are common, and against central finite differences on tie-free values.
 
 use candle_core::{Device, Tensor, Var};
-use maskforge::maxpool::max_pool2d;
-use maskforge::network::op::Window;
+use maskforge::autodiff::ops::maxpool::max_pool2d;
+use maskforge::graph::op::Window;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 

@@ -7,14 +7,16 @@ mod common;
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use maskforge::data::Dataset;
-use maskforge::eval::evaluate;
-use maskforge::executor::{Executor, Mode};
-use maskforge::network::{Network, NetworkBuilder};
-use maskforge::neuron::{self, structured_masks};
-use maskforge::ossum::{self, class_scores, combine, prune_neurons, NeuronMethod, Rank};
-use maskforge::snip::Calibration;
-use maskforge::tensor::ConstTensor;
+use maskforge::autodiff::executor::{Executor, Mode};
+use maskforge::graph::tensor::ConstTensor;
+use maskforge::graph::{Network, NetworkBuilder};
+use maskforge::io::data::Dataset;
+use maskforge::methods::neuron::ossum::{
+    self, class_scores, combine, prune_neurons, NeuronMethod, Rank,
+};
+use maskforge::methods::neuron::{self, structured_masks};
+use maskforge::methods::scored::snip::Calibration;
+use maskforge::report::eval::evaluate;
 use maskforge::zoo;
 
 fn bin(args: &[&str]) -> std::process::Output {
@@ -164,11 +166,7 @@ fn smaller(net: &Network, keep: &[Vec<bool>]) -> Network {
             )
             .unwrap();
         if li + 1 < net.layers.len() {
-            x = b.activation(
-                &format!("t{li}"),
-                x,
-                maskforge::network::op::Activation::Tanh,
-            );
+            x = b.activation(&format!("t{li}"), x, maskforge::graph::op::Activation::Tanh);
         }
         prev = rows;
     }
@@ -285,7 +283,7 @@ fn cli_ossum_reports_kept_neurons_and_writes_structured_masks() {
     assert_eq!(ns[1]["kept_indices"].as_array().unwrap().len(), 2);
     // Mask file: fc1 keeps exactly the reported rows.
     let net = zoo::build("mlp:20-12-6-3:tanh:uniform", 0).unwrap();
-    let masks = maskforge::maskfile::read(&net, &m).unwrap();
+    let masks = maskforge::io::maskfile::read(&net, &m).unwrap();
     let rows: Vec<usize> = ns[0]["kept_indices"]
         .as_array()
         .unwrap()

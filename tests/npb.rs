@@ -7,13 +7,13 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use maskforge::bitset::BitSet;
-use maskforge::effective::{analyse, effective_masks, node_counts};
+use maskforge::analysis::effective::{analyse, effective_masks, node_counts};
+use maskforge::analysis::paths::effective_paths;
+use maskforge::graph::op::{Activation, Op, Pool, PoolKind, Window};
+use maskforge::graph::tensor::ConstTensor;
+use maskforge::graph::{Network, NetworkBuilder, ValueId};
+use maskforge::mask::bitset::BitSet;
 use maskforge::mask::MaskSet;
-use maskforge::network::op::{Activation, Op, Pool, PoolKind, Window};
-use maskforge::network::{Network, NetworkBuilder, ValueId};
-use maskforge::paths::effective_paths;
-use maskforge::tensor::ConstTensor;
 use maskforge::zoo;
 
 // ---------------------------------------------------------------------------

@@ -5,10 +5,10 @@ mod common;
 
 use std::process::Command;
 
-use maskforge::effective::effective_masks;
-use maskforge::prune::{prune, Method, MicaChoice, PruneSpec};
-use maskforge::quota::{kept_counts, target_from_compression, Quota};
-use maskforge::{mica, zoo};
+use maskforge::analysis::effective::effective_masks;
+use maskforge::methods::prune::{prune, Method, MicaChoice, PruneSpec};
+use maskforge::methods::quota::{kept_counts, target_from_compression, Quota};
+use maskforge::{methods::random::mica, zoo};
 
 fn spec(method: Method, quota: Quota, kept: usize, effective: bool) -> PruneSpec {
     PruneSpec {
@@ -58,7 +58,7 @@ fn mica_edges_are_exact_and_functional() {
                         step as f64 / 2.0
                     );
                 }
-                let rpi = maskforge::rpi::rpi(&net, &counts, 1);
+                let rpi = maskforge::methods::random::rpi::rpi(&net, &counts, 1);
                 let rpi_ratio =
                     effective_masks(&net, &rpi).count_ones() as f64 / rpi.count_ones() as f64;
                 assert!(
@@ -95,9 +95,9 @@ fn effective_pruning_hits_the_target() {
 
 #[test]
 fn mica_handles_concat_and_depthwise_graphs() {
-    use maskforge::network::op::{PoolKind, Window};
-    use maskforge::network::NetworkBuilder;
-    use maskforge::tensor::ConstTensor;
+    use maskforge::graph::op::{PoolKind, Window};
+    use maskforge::graph::tensor::ConstTensor;
+    use maskforge::graph::NetworkBuilder;
     let w = |s: Vec<usize>| {
         let n = s.iter().product();
         ConstTensor::f32(s, vec![0.1; n])
@@ -162,7 +162,7 @@ fn mica_handles_concat_and_depthwise_graphs() {
             assert_eq!(bits.count_ones(), e);
         }
         let eff = effective_masks(&net, &m);
-        let rpi = maskforge::rpi::rpi(&net, &counts, 0);
+        let rpi = maskforge::methods::random::rpi::rpi(&net, &counts, 0);
         assert!(
             eff.count_ones() >= effective_masks(&net, &rpi).count_ones(),
             "compression {c}"

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use maskforge::{maskfile, zoo};
+use maskforge::{io::maskfile, zoo};
 
 fn run(args: &[&str]) -> serde_json::Value {
     let o = Command::new(env!("CARGO_BIN_EXE_maskforge"))
@@ -25,7 +25,7 @@ fn snip_and_grasp_on_real_digits() {
     let data = common::mnist_csv();
     let dir = tempfile::tempdir().unwrap();
     let net = zoo::build("lenet300", 0).unwrap();
-    let calib = maskforge::data::Dataset::load(&data, &[1, 28, 28], 10, 0).unwrap();
+    let calib = maskforge::io::data::Dataset::load(&data, &[1, 28, 28], 10, 0).unwrap();
     let idx = calib.per_class(10, 0);
     assert_eq!(idx.len(), 100, "10 per class");
     let (x, _) = calib.batch(&idx);
@@ -163,7 +163,7 @@ fn synflow_reaches_an_effective_target() {
     let written = maskfile::read(&net, &out).unwrap();
     assert_eq!(written.count_ones() as u64, target);
     assert_eq!(
-        maskforge::effective::effective_masks(&net, &written).count_ones() as u64,
+        maskforge::analysis::effective::effective_masks(&net, &written).count_ones() as u64,
         target,
         "the written mask has an inactive weight"
     );

@@ -5,7 +5,7 @@
 //! `zero-growing`, the ZerO authors' code), in the source's names, layout and
 //! dtype, and the written ONNX files run in onnxruntime to the outputs those
 //! matrices imply. Expected values are built here independently of
-//! `maskforge::zero` (Hadamard matrices as Kronecker powers of `[[1,1],[1,-1]]`).
+//! `maskforge::init::zero` (Hadamard matrices as Kronecker powers of `[[1,1],[1,-1]]`).
 
 mod common;
 
@@ -16,9 +16,9 @@ use candle_onnx::onnx::{
     tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
-use maskforge::network::op::Window;
-use maskforge::network::NetworkBuilder;
-use maskforge::tensor::ConstTensor;
+use maskforge::graph::op::Window;
+use maskforge::graph::tensor::ConstTensor;
+use maskforge::graph::NetworkBuilder;
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 
@@ -125,7 +125,7 @@ fn kronecker_hadamard_is_orthogonal() {
             }
         }
     }
-    assert_eq!(maskforge::zero::hadamard(3), kron_hadamard(3));
+    assert_eq!(maskforge::init::zero::hadamard(3), kron_hadamard(3));
 }
 
 #[test]
@@ -390,7 +390,7 @@ fn grouped_depthwise_and_even_kernel_convs() {
         .unwrap();
     b.output(y);
     let net = b.finish().unwrap();
-    let growing = maskforge::init::Scheme::Zero(maskforge::zero::Orientation::Growing);
+    let growing = maskforge::init::Scheme::Zero(maskforge::init::zero::Orientation::Growing);
     let r = maskforge::init::reinitialise(&net, growing).unwrap();
     let get = |n: &str| r.network.params.get(n).unwrap().to_f32().unwrap();
 
@@ -502,8 +502,8 @@ fn matmul_mlp(path: &Path) {
             node("MatMul", &["a", "W2"], "y"),
         ],
         initializer: vec![
-            maskforge::onnx::encode_f32("W1", &[4, 6], &w1),
-            maskforge::onnx::encode_f32("W2", &[6, 3], &w2),
+            maskforge::io::onnx::encode_f32("W1", &[4, 6], &w1),
+            maskforge::io::onnx::encode_f32("W2", &[6, 3], &w2),
         ],
         input: vec![vi("x", 4)],
         output: vec![vi("y", 3)],
@@ -522,7 +522,7 @@ fn matmul_mlp(path: &Path) {
 }
 
 fn onnx_initializer(path: &Path, name: &str) -> (Vec<i64>, Vec<f32>) {
-    let m = maskforge::onnx::decode_file(path).unwrap();
+    let m = maskforge::io::onnx::decode_file(path).unwrap();
     let t = m
         .graph
         .unwrap()
@@ -597,8 +597,8 @@ fn onnx_matmul_weights_are_rewritten_in_their_stored_layout_and_run() {
     let y = b.dense("fc", xin, "fc.weight", w, Some(bias)).unwrap();
     b.output(y);
     let biased = dir.path().join("biased.onnx");
-    let proto = maskforge::onnx::writer::to_proto(&b.finish().unwrap()).unwrap();
-    std::fs::write(&biased, maskforge::onnx::writer::encode(&proto)).unwrap();
+    let proto = maskforge::io::onnx::writer::to_proto(&b.finish().unwrap()).unwrap();
+    std::fs::write(&biased, maskforge::io::onnx::writer::encode(&proto)).unwrap();
     let unbiased = dir.path().join("unbiased.onnx");
     ok(&[
         "init",
@@ -694,11 +694,11 @@ fn zero_growing_onnx_files_run_in_onnxruntime_to_the_outputs_algorithm_1_implies
         Some(&lenet300_zero_growing_output(&x)),
     );
     let (a, b) = (
-        maskforge::onnx::decode_file(&kaiming)
+        maskforge::io::onnx::decode_file(&kaiming)
             .unwrap()
             .graph
             .unwrap(),
-        maskforge::onnx::decode_file(&patched)
+        maskforge::io::onnx::decode_file(&patched)
             .unwrap()
             .graph
             .unwrap(),
@@ -711,9 +711,9 @@ fn zero_growing_onnx_files_run_in_onnxruntime_to_the_outputs_algorithm_1_implies
     let l5z = dir.path().join("lenet5-zero.onnx");
     ok(&["init", s(&l5), "--scheme", "zero-growing", "-o", s(&l5z)]);
     common::ort_check(&l5z, &inputs(2 * 784, 12), &[2, 1, 28, 28], None);
-    let net = maskforge::onnx::read(&l5z).unwrap();
+    let net = maskforge::io::onnx::read(&l5z).unwrap();
     let zoo = maskforge::zoo::build("lenet5", 0).unwrap();
-    let growing = maskforge::init::Scheme::Zero(maskforge::zero::Orientation::Growing);
+    let growing = maskforge::init::Scheme::Zero(maskforge::init::zero::Orientation::Growing);
     let fresh = maskforge::init::reinitialise(&zoo, growing).unwrap();
     for l in &net.layers {
         assert_eq!(

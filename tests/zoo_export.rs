@@ -49,7 +49,7 @@ fn exported_zoo_models_agree_in_onnxruntime_and_candle_onnx() {
         assert!(st.success(), "export {name}");
 
         // Same network back through the ONNX reader.
-        let net = maskforge::onnx::read(&file).unwrap();
+        let net = maskforge::io::onnx::read(&file).unwrap();
         let orig = maskforge::zoo::build(name, 5).unwrap();
         assert_eq!(net.prunable_count(), orig.prunable_count(), "{name}");
         for (a, b) in net.layers.iter().zip(&orig.layers) {
@@ -67,7 +67,7 @@ fn exported_zoo_models_agree_in_onnxruntime_and_candle_onnx() {
         let n: usize = shape.iter().product();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let x: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
-        let model = maskforge::onnx::decode_file(&file).unwrap();
+        let model = maskforge::io::onnx::decode_file(&file).unwrap();
         let input_name = model.graph.as_ref().unwrap().input[0].name.clone();
         let out_name = model.graph.as_ref().unwrap().output[0].name.clone();
         let mut inputs = HashMap::new();

@@ -4,13 +4,13 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(model) = maskforge::onnx::decode_bytes(data) else { return };
+    let Ok(model) = maskforge::io::onnx::decode_bytes(data) else { return };
     let dir = std::path::Path::new("/nonexistent-maskforge-fuzz");
-    if let Ok(net) = maskforge::onnx::from_proto("fuzz", model, dir) {
+    if let Ok(net) = maskforge::io::onnx::from_proto("fuzz", model, dir) {
         let elements: usize = net.values.iter().map(|v| v.numel()).sum();
         if net.prunable_count() < 1 << 22 && elements < 1 << 22 {
             let m = maskforge::mask::MaskSet::dense(&net);
-            let _ = maskforge::effective::analyse(&net, &m);
+            let _ = maskforge::analysis::effective::analyse(&net, &m);
         }
     }
 });

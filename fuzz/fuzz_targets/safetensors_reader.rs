@@ -5,9 +5,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = maskforge::checkpoint::parse_index(text, "fuzz.index.json");
+        let _ = maskforge::io::checkpoint::parse_index(text, "fuzz.index.json");
     }
-    let Ok(ckpt) = maskforge::checkpoint::Checkpoint::from_bytes("fuzz.safetensors", data.to_vec())
+    let Ok(ckpt) = maskforge::io::checkpoint::Checkpoint::from_bytes("fuzz.safetensors", data.to_vec())
     else {
         return;
     };
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         let net = bound.network;
         if net.prunable_count() < 1 << 22 {
             if let Ok(m) = maskforge::mask::MaskSet::from_weights(&net) {
-                let _ = maskforge::audit::audit(&net, &m);
+                let _ = maskforge::analysis::audit::audit(&net, &m);
             }
         }
     }

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::audit::{audit, AuditReport};
+use crate::analysis::audit::{audit, AuditReport};
 use crate::error::Result;
+use crate::io::maskfile::{self, MaskFormat};
 use crate::mask::MaskSet;
-use crate::maskfile::{self, MaskFormat};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -27,7 +27,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = crate::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let net = &m.network;
     let masks = match m.masks(a.masks.as_deref())? {
         Some(masks) => masks,

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::init::zero::{Orientation, Rule};
 use crate::init::{reinitialise, Applied, LayerInit, Scheme};
-use crate::zero::{Orientation, Rule};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -66,7 +66,7 @@ struct Summary<'a> {
 
 pub fn run(a: Args) -> Result<()> {
     crate::init::Format::of(&a.output)?;
-    let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = crate::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let scheme = a.scheme.scheme(a.model.seed);
     let r = reinitialise(&m.network, scheme)?;
     let inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();

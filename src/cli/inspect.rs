@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::network::Network;
+use crate::graph::Network;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -79,7 +79,7 @@ fn inspection(net: &Network) -> Inspection {
 pub fn run(a: Args) -> Result<()> {
     let spec = &a.model.model;
     if spec.to_ascii_lowercase().ends_with(".onnx") && a.model.arch.is_none() {
-        let unsupported = crate::onnx::unsupported_ops(Path::new(spec))?;
+        let unsupported = crate::io::onnx::unsupported_ops(Path::new(spec))?;
         if !unsupported.is_empty() {
             if a.json {
                 let list: Vec<_> = unsupported
@@ -100,7 +100,7 @@ pub fn run(a: Args) -> Result<()> {
             )));
         }
     }
-    let m = crate::model::load(spec, a.model.arch.as_deref(), a.model.seed)?;
+    let m = crate::io::model::load(spec, a.model.arch.as_deref(), a.model.seed)?;
     let ins = inspection(&m.network);
     if a.json {
         return super::print_json(&ins);

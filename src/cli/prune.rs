@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::audit::{audit_with, Paths};
+use crate::analysis::audit::{audit_with, Paths};
 use crate::error::{Error, Result};
-use crate::magnitude::{Ranking, Scope};
-use crate::maskfile::{self, MaskFormat};
-use crate::network::Network;
-use crate::prune::{prune_with, Method, MicaChoice, PruneSpec};
-use crate::quota::{self, Quota};
+use crate::graph::Network;
+use crate::io::maskfile::{self, MaskFormat};
+use crate::methods::magnitude::{Ranking, Scope};
+use crate::methods::prune::{prune_with, Method, MicaChoice, PruneSpec};
+use crate::methods::quota::{self, Quota};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -39,11 +39,11 @@ pub struct Args {
     pub scoring: ScoringArgs,
     /// OSSuM: how class-wise scores combine (sum: Eq. 2, linear: Eq. 4, log: Eq. 5).
     #[arg(long, value_enum, default_value = "sum")]
-    pub rank: crate::ossum::Rank,
+    pub rank: crate::methods::neuron::ossum::Rank,
     /// OSSuM on deeper nets: earlier hidden layers by norm (OSSuM+Norm) or
     /// by OSSuM against a random read-out (OSSuM+PAB, Algorithm 2).
     #[arg(long, value_enum, default_value = "norm")]
-    pub deep: crate::ossum::Deep,
+    pub deep: crate::methods::neuron::ossum::Deep,
     #[arg(short = 'o', long)]
     pub output: PathBuf,
     /// Write the raw mask (inactive edges included) instead of the effective one.
@@ -81,7 +81,7 @@ pub struct ScoringArgs {
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
     #[command(flatten)]
-    pub normalization: crate::data::Normalization,
+    pub normalization: crate::io::data::Normalization,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -92,7 +92,7 @@ pub enum DeviceArg {
 
 impl ScoringArgs {
     /// The scoring context for `net` (data read only when given).
-    pub fn context(&self, net: &Network, seed: u64) -> Result<crate::scored::Context> {
+    pub fn context(&self, net: &Network, seed: u64) -> Result<crate::methods::scored::Context> {
         let device = match self.device {
             DeviceArg::Cpu => candle_core::Device::Cpu,
             DeviceArg::Cuda => cuda_device()?,
@@ -103,7 +103,7 @@ impl ScoringArgs {
                 net, spec, self, seed, &device,
             )?)),
         };
-        Ok(crate::scored::Context {
+        Ok(crate::methods::scored::Context {
             calibration,
             device,
             rounds: self.rounds,
@@ -130,16 +130,16 @@ fn calibration(
     a: &ScoringArgs,
     seed: u64,
     device: &candle_core::Device,
-) -> Result<crate::snip::Calibration> {
+) -> Result<crate::methods::scored::snip::Calibration> {
     let shape = net.values[net.inputs[0]].shape.clone();
     let classes = net.values[net.outputs[0]].numel();
-    let mut data = crate::data::Dataset::load(spec, &shape, classes, seed)?;
+    let mut data = crate::io::data::Dataset::load(spec, &shape, classes, seed)?;
     a.normalization.apply(&mut data)?;
     let idx: Vec<usize> = match a.samples_per_class {
         0 => (0..data.len()).collect(),
         k => data.per_class(k, seed),
     };
-    crate::snip::Calibration::from_dataset(&data, &idx, a.batch_size, device)
+    crate::methods::scored::snip::Calibration::from_dataset(&data, &idx, a.batch_size, device)
 }
 
 /// How much to prune: exactly one of these. For neuron methods the ratios
@@ -198,7 +198,7 @@ impl Amount {
     pub fn neuron_counts(
         &self,
         net: &Network,
-        groups: &[crate::neuron::NeuronGroup],
+        groups: &[crate::methods::neuron::NeuronGroup],
     ) -> Result<(Vec<usize>, f64)> {
         if let Some(w) = &self.widths {
             let widths = w
@@ -206,19 +206,22 @@ impl Amount {
                 .map(|x| x.trim().parse::<usize>())
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|_| Error::input(format!("--widths {w}: expected widths like 100,50")))?;
-            let counts = crate::neuron::counts_for_widths(net, groups, &widths)?;
+            let counts = crate::methods::neuron::counts_for_widths(net, groups, &widths)?;
             let total: usize = groups.iter().map(|g| g.width).sum();
             let ratio = total as f64 / counts.iter().sum::<usize>() as f64;
             return Ok((counts, ratio));
         }
         let c = self.compression()?;
-        Ok((crate::neuron::counts_for_fraction(groups, 1.0 / c)?, c))
+        Ok((
+            crate::methods::neuron::counts_for_fraction(groups, 1.0 / c)?,
+            c,
+        ))
     }
 }
 
 /// Parse a method name.
 pub fn parse_method(s: &str, choice: MicaChoice, scope: Scope) -> Result<Method> {
-    use crate::scored::Scorer;
+    use crate::methods::scored::Scorer;
     match s {
         "rpi" | "random" => Ok(Method::Rpi),
         "mica" => Ok(Method::Mica(choice)),
@@ -238,10 +241,10 @@ pub fn parse_method(s: &str, choice: MicaChoice, scope: Scope) -> Result<Method>
 /// The neuron method `s` names, if it is one.
 pub fn parse_neuron_method(
     s: &str,
-    rank: crate::ossum::Rank,
-    deep: crate::ossum::Deep,
-) -> Option<crate::ossum::NeuronMethod> {
-    use crate::ossum::NeuronMethod;
+    rank: crate::methods::neuron::ossum::Rank,
+    deep: crate::methods::neuron::ossum::Deep,
+) -> Option<crate::methods::neuron::ossum::NeuronMethod> {
+    use crate::methods::neuron::ossum::NeuronMethod;
     match s {
         "ossum" => Some(NeuronMethod::Ossum { rank, deep }),
         "neuron-norm" => Some(NeuronMethod::Norm),
@@ -257,12 +260,12 @@ pub fn parse_quota(
     s: &str,
     net: &Network,
     target: usize,
-    ctx: &crate::scored::Context,
+    ctx: &crate::methods::scored::Context,
 ) -> Result<Quota> {
-    use crate::scored::Scorer;
+    use crate::methods::scored::Scorer;
     if let Some(file) = s.strip_prefix("masks:") {
         let m = maskfile::read(net, Path::new(file))?;
-        let eff = crate::effective::effective_masks(net, &m);
+        let eff = crate::analysis::effective::effective_masks(net, &m);
         return Ok(Quota::Counts(
             eff.layers.iter().map(|b| b.count_ones()).collect(),
         ));
@@ -274,13 +277,13 @@ pub fn parse_quota(
         _ => None,
     };
     if let Some(scorer) = scorer {
-        let (m, _) = crate::scored::prune_scored(
+        let (m, _) = crate::methods::scored::prune_scored(
             net,
             scorer,
             Scope::Global,
             None,
             target,
-            crate::scored::Cut::Direct,
+            crate::methods::scored::Cut::Direct,
             ctx,
             &mut |_, _| {},
         )?;
@@ -341,14 +344,14 @@ struct Report {
 
 /// What a method produced, before it is written and reported.
 struct Produced {
-    out: crate::prune::PruneOutcome,
+    out: crate::methods::prune::PruneOutcome,
     target_compression: f64,
     quota: String,
     neurons: Option<Vec<NeuronReport>>,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = crate::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let produced = match parse_neuron_method(&a.method, a.rank, a.deep) {
         Some(nm) => prune_neurons(&a, &m.network, nm)?,
         None => prune_weights(&a, &m.network)?,
@@ -382,14 +385,18 @@ fn prune_weights(a: &Args, net: &Network) -> Result<Produced> {
     })
 }
 
-fn prune_neurons(a: &Args, net: &Network, method: crate::ossum::NeuronMethod) -> Result<Produced> {
+fn prune_neurons(
+    a: &Args,
+    net: &Network,
+    method: crate::methods::neuron::ossum::NeuronMethod,
+) -> Result<Produced> {
     if a.effective {
         return Err(Error::input(format!(
             "--effective with {}: neuron methods prune whole neurons; give the neurons to keep (--sparsity, --density, --compression or --widths)",
             a.method
         )));
     }
-    let groups = crate::neuron::groups(net);
+    let groups = crate::methods::neuron::groups(net);
     if groups.is_empty() {
         return Err(Error::input(format!(
             "--method {}: {} has no hidden layer whose neurons can be pruned (a layer qualifies when its output reaches one other layer through activations, norms, pools or a flatten)",
@@ -398,7 +405,7 @@ fn prune_neurons(a: &Args, net: &Network, method: crate::ossum::NeuronMethod) ->
     }
     let (counts, target_compression) = a.amount.neuron_counts(net, &groups)?;
     let ctx = a.scoring.context(net, a.model.seed)?;
-    let r = crate::ossum::prune_neurons(
+    let r = crate::methods::neuron::ossum::prune_neurons(
         net,
         &groups,
         method,
@@ -420,10 +427,10 @@ fn prune_neurons(a: &Args, net: &Network, method: crate::ossum::NeuronMethod) ->
             kept_indices: (0..g.width).filter(|&j| keep[j]).collect(),
         })
         .collect();
-    let analysis = crate::effective::analyse(net, &r.masks);
+    let analysis = crate::analysis::effective::analyse(net, &r.masks);
     let counts = r.masks.layers.iter().map(|b| b.count_ones()).collect();
     Ok(Produced {
-        out: crate::prune::PruneOutcome {
+        out: crate::methods::prune::PruneOutcome {
             raw: r.masks,
             analysis,
             counts,
@@ -436,7 +443,7 @@ fn prune_neurons(a: &Args, net: &Network, method: crate::ossum::NeuronMethod) ->
     })
 }
 
-fn emit(a: &Args, m: &crate::model::Loaded, p: Produced) -> Result<()> {
+fn emit(a: &Args, m: &crate::io::model::Loaded, p: Produced) -> Result<()> {
     let net = &m.network;
     let out = &p.out;
     // The report has no path figures: skip the path count.
@@ -499,7 +506,7 @@ fn emit(a: &Args, m: &crate::model::Loaded, p: Produced) -> Result<()> {
         } else {
             None
         };
-        crate::apply::write(path, &inputs, net, written, onnx_src.map(|x| x.as_path()))?;
+        crate::io::apply::write(path, &inputs, net, written, onnx_src.map(|x| x.as_path()))?;
     }
     let report = Report {
         model: net.name.clone(),
@@ -539,7 +546,7 @@ fn emit(a: &Args, m: &crate::model::Loaded, p: Produced) -> Result<()> {
     if let Some(path) = &a.report {
         let s =
             serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;
-        crate::io::write_atomic(path, &inputs, |w| {
+        crate::io::fs::write_atomic(path, &inputs, |w| {
             std::io::Write::write_all(w, s.as_bytes())
         })?;
     }

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::sweep::{self, SweepConfig, SweepRow};
+use crate::report::sweep::{self, SweepConfig, SweepRow};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -52,12 +52,12 @@ pub fn run(a: Args) -> Result<()> {
     // Every usage error before any work.
     let cfg = SweepConfig::parse(&a.methods, &a.quotas, &a.compressions, a.seeds)?;
     if let Some(p) = &a.plot {
-        crate::plot::Format::from_path(p)?;
+        crate::report::plot::Format::from_path(p)?;
         if same_file(p, &a.csv) {
             return Err(Error::input("--plot and --csv name the same file"));
         }
     }
-    let m = crate::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = crate::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let net = &m.network;
 
     let bar = ProgressBar::with_draw_target(Some(cfg.runs() as u64), ProgressDrawTarget::stderr());
@@ -74,7 +74,7 @@ pub fn run(a: Args) -> Result<()> {
     let inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
     sweep::write_csv(&rows, &a.csv, &inputs)?;
     if let Some(p) = &a.plot {
-        crate::plot::render(&rows, p, &inputs)?;
+        crate::report::plot::render(&rows, p, &inputs)?;
     }
 
     let failed = rows.iter().filter(|r| !r.is_ok()).count();

@@ -56,8 +56,8 @@ pub fn run(c: ZooCommand) -> Result<()> {
             if matches!(scheme, Scheme::Zero(_)) {
                 net = crate::init::reinitialise(&net, scheme)?.network;
             }
-            let bytes = crate::onnx::writer::encode(&crate::onnx::writer::to_proto(&net)?);
-            crate::io::write_atomic(&output, &[], |w| std::io::Write::write_all(w, &bytes))?;
+            let bytes = crate::io::onnx::writer::encode(&crate::io::onnx::writer::to_proto(&net)?);
+            crate::io::fs::write_atomic(&output, &[], |w| std::io::Write::write_all(w, &bytes))?;
             eprintln!(
                 "wrote {} ({} prunable weights)",
                 output.display(),

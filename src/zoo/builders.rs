@@ -1,10 +1,10 @@
 //! The architecture definitions of the zoo.
 
 use crate::error::Result;
-use crate::network::op::{Activation, Pool, PoolKind, Window};
-use crate::network::{Network, NetworkBuilder, ValueId};
+use crate::graph::op::{Activation, Pool, PoolKind, Window};
+use crate::graph::tensor::{ConstTensor, DType, Data};
+use crate::graph::{Network, NetworkBuilder, ValueId};
 use crate::rng::stream_key;
-use crate::tensor::{ConstTensor, DType, Data};
 
 /// Kaiming-normal weight of `shape` (fan-in = product of all dims but the first).
 pub(crate) fn kaiming(seed: u64, name: &str, shape: Vec<usize>) -> ConstTensor {

@@ -20,7 +20,7 @@ mod builders;
 pub(crate) use builders::kaiming;
 
 use crate::error::{Error, Result};
-use crate::network::Network;
+use crate::graph::Network;
 
 /// Names `zoo list` shows, with a one-line description.
 pub const MODELS: &[(&str, &str)] = &[
@@ -77,9 +77,9 @@ fn parse_mlp(spec: &str) -> Result<(Vec<usize>, builders::MlpStyle)> {
     let mut style = builders::MlpStyle::default();
     for p in parts {
         match p {
-            "relu" => style.activation = crate::network::op::Activation::Relu,
-            "tanh" => style.activation = crate::network::op::Activation::Tanh,
-            "sigmoid" => style.activation = crate::network::op::Activation::Sigmoid,
+            "relu" => style.activation = crate::graph::op::Activation::Relu,
+            "tanh" => style.activation = crate::graph::op::Activation::Tanh,
+            "sigmoid" => style.activation = crate::graph::op::Activation::Sigmoid,
             "kaiming" => style.uniform = false,
             "uniform" => style.uniform = true,
             other => {

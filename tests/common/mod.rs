@@ -1,9 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use maskforge::bitset::BitSet;
+use maskforge::graph::Network;
+use maskforge::mask::bitset::BitSet;
 use maskforge::mask::MaskSet;
-use maskforge::network::Network;
 use rand::{Rng, SeedableRng};
 
 /// Independent Bernoulli(density) masks, seeded.

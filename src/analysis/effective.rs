@@ -1,0 +1,919 @@
+//! Exact effective masks: which kept weights the output actually depends on.
+//!
+//! Implements the definition of effective sparsity of Vysogorets & Kempe,
+//! *Connectivity Matters* (papers/effective-sparsity-igq.txt, Sec. 3): take
+//! the linearised network (activations, normalisations and biases removed,
+//! max-pool read as avg-pool, weights `|w| * mask`), feed an all-ones input,
+//! and call a kept weight *active* iff `dR/dw != 0` for `R = sum(output)`.
+//! In that network every activation and every back-propagated sensitivity is
+//! non-negative, so `dR/dw` for conv tap `W[o,i,ky,kx]` is a sum of products
+//! `g[o,p] * a[i, src(p, tap)]` with no cancellation: it is nonzero iff some
+//! output position `p` is *backward-live* in channel `o` and its source is
+//! *forward-live* in channel `i`. This module computes those two liveness
+//! maps exactly, per channel and, where they can differ, per position
+//! ([`crate::analysis::liveness`]), so no floats are needed and nothing can underflow.
+//!
+//! Element-level bookkeeping is used only for shape-shuffling ops (Reshape,
+//! Transpose, broadcasting Add, Concat off the channel axis).
+//!
+//! ```
+//! use maskforge::{zoo, analysis::effective, mask::MaskSet};
+//! let net = zoo::build("mlp:4-3-2", 0).unwrap();
+//! let mut m = MaskSet::dense(&net);
+//! // Cut every input of hidden neuron 0: its outgoing weights become inactive.
+//! for i in 0..4 { m.layers[0].set(i, false); }
+//! let eff = effective::effective_masks(&net, &m);
+//! assert!(!eff.layers[1].get(0) && !eff.layers[1].get(3)); // W2[0,0], W2[1,0]
+//! ```
+
+use std::collections::HashMap;
+
+use crate::analysis::liveness::{Geometry, Plane, PosSet};
+use crate::graph::op::{Conv2d, Op, Pool};
+use crate::graph::{Network, Node, ValueId};
+use crate::mask::bitset::{ones_of_words as ones_of, BitSet};
+use crate::mask::MaskSet;
+
+/// Liveness of every position of one value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Live {
+    pub plane: Plane,
+    pub chans: Vec<PosSet>,
+}
+
+impl Live {
+    pub fn none(shape: &[usize]) -> Self {
+        Self {
+            plane: Plane::of_shape(shape),
+            chans: vec![PosSet::None; shape.first().copied().unwrap_or(1)],
+        }
+    }
+
+    pub fn all(shape: &[usize]) -> Self {
+        Self {
+            plane: Plane::of_shape(shape),
+            chans: vec![PosSet::All; shape.first().copied().unwrap_or(1)],
+        }
+    }
+
+    /// Live channels (any position live).
+    pub fn live_channels(&self) -> usize {
+        self.chans.iter().filter(|c| !c.is_none()).count()
+    }
+
+    /// Live elements in total.
+    pub fn count(&self) -> usize {
+        self.chans.iter().map(|c| c.count(self.plane)).sum()
+    }
+
+    fn union_with(&mut self, other: &Live) {
+        let p = self.plane;
+        for (a, b) in self.chans.iter_mut().zip(&other.chans) {
+            a.union_with(b, p);
+        }
+    }
+
+    /// Every element, row-major over the value's shape.
+    pub fn to_elements(&self) -> BitSet {
+        let p = self.plane;
+        let per = p.len();
+        let mut out = BitSet::new(self.chans.len() * per);
+        for (c, s) in self.chans.iter().enumerate() {
+            match s {
+                PosSet::None => {}
+                _ => {
+                    for y in 0..p.h {
+                        for x in 0..p.w {
+                            if s.get(p, y, x) {
+                                out.set(c * per + y * p.w + x, true);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn from_elements(shape: &[usize], bits: &BitSet) -> Self {
+        let p = Plane::of_shape(shape);
+        let per = p.len();
+        let rw = p.rw();
+        let chans = (0..shape.first().copied().unwrap_or(1))
+            .map(|c| {
+                let mut rows = vec![0u64; p.h * rw];
+                for y in 0..p.h {
+                    for x in 0..p.w {
+                        if bits.get(c * per + y * p.w + x) {
+                            rows[y * rw + x / 64] |= 1 << (x % 64);
+                        }
+                    }
+                }
+                PosSet::from_rows(rows, p)
+            })
+            .collect();
+        Self { plane: p, chans }
+    }
+}
+
+/// Forward and backward liveness of every value, and the active masks.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    /// Reached from the input through kept weights.
+    pub forward: Vec<Live>,
+    /// Reaching the output through kept weights.
+    pub backward: Vec<Live>,
+    /// Kept weights the output depends on.
+    pub active: MaskSet,
+}
+
+/// The effective (active) masks of `masks` on `net`.
+pub fn effective_masks(net: &Network, masks: &MaskSet) -> MaskSet {
+    analyse(net, masks).active
+}
+
+/// Run both liveness passes and derive the active masks.
+pub fn analyse(net: &Network, masks: &MaskSet) -> Analysis {
+    let layer_of = net.layer_of_node();
+    let forward = forward_pass(net, masks, &layer_of);
+    analyse_with_forward(net, masks, forward)
+}
+
+/// [`analyse`] when the forward liveness of `masks` is already known (a
+/// constructive method computes it while placing edges).
+pub fn analyse_with_forward(net: &Network, masks: &MaskSet, forward: Vec<Live>) -> Analysis {
+    let layer_of = net.layer_of_node();
+    let backward = backward_pass(net, masks, &layer_of);
+    let active = MaskSet {
+        layers: net
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(li, l)| {
+                let node = &net.nodes[l.node];
+                let fwd = &forward[node.inputs[0]];
+                let back = &backward[node.output];
+                match &node.op {
+                    Op::Conv { conv, .. } => conv_active(conv, &masks.layers[li], fwd, back),
+                    Op::Dense { .. } => {
+                        dense_active(l.shape[0], l.shape[1], &masks.layers[li], fwd, back)
+                    }
+                    _ => unreachable!("layers are conv or dense"),
+                }
+            })
+            .collect(),
+    };
+    Analysis {
+        forward,
+        backward,
+        active,
+    }
+}
+
+fn shape(net: &Network, v: ValueId) -> &[usize] {
+    &net.values[v].shape
+}
+
+fn forward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> Vec<Live> {
+    let mut fw = Forward::new(net);
+    for (ni, layer) in layer_of.iter().enumerate() {
+        fw.step(ni, layer.map(|l| &masks.layers[l]));
+    }
+    fw.finish()
+}
+
+/// Forward liveness computed node by node, so a constructive method (MiCA)
+/// can place a layer's mask just before that layer is evaluated.
+pub struct Forward<'a> {
+    net: &'a Network,
+    live: Vec<Option<Live>>,
+}
+
+impl<'a> Forward<'a> {
+    pub fn new(net: &'a Network) -> Self {
+        let mut live: Vec<Option<Live>> = vec![None; net.values.len()];
+        for &i in &net.inputs {
+            live[i] = Some(Live::all(shape(net, i)));
+        }
+        Self { net, live }
+    }
+
+    /// Liveness of value `v`, once its producer has been stepped.
+    pub fn get(&self, v: ValueId) -> Option<&Live> {
+        self.live[v].as_ref()
+    }
+
+    /// Evaluate node `ni` (nodes must be stepped in order); `mask` is the
+    /// node's layer mask when it is prunable.
+    pub fn step(&mut self, ni: usize, mask: Option<&BitSet>) {
+        let net = self.net;
+        let node = &net.nodes[ni];
+        let ins: Vec<&Live> = node
+            .inputs
+            .iter()
+            .map(|&v| self.live[v].as_ref().expect("topological order"))
+            .collect();
+        let out_shape = shape(net, node.output);
+        let out = match &node.op {
+            Op::Conv { conv, .. } => {
+                conv_forward(conv, mask.expect("conv mask"), ins[0], out_shape)
+            }
+            Op::Dense { dense, .. } => dense_forward(
+                dense.out_features,
+                dense.in_features,
+                mask.expect("dense mask"),
+                ins[0],
+            ),
+            Op::Pool(pool) => pool_forward(pool, ins[0], out_shape),
+            Op::GlobalPool(_) => global_forward(ins[0], out_shape),
+            Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Softmax(_) | Op::LogSoftmax(_) => {
+                ins[0].clone()
+            }
+            Op::Add => add_forward(net, node, &ins, out_shape),
+            Op::Concat(axis) => concat_forward(net, node, &ins, *axis, out_shape),
+            Op::Reshape => Live::from_elements(out_shape, &ins[0].to_elements()),
+            Op::Transpose(perm) => {
+                let bits =
+                    permute_elements(shape(net, node.inputs[0]), perm, &ins[0].to_elements());
+                Live::from_elements(out_shape, &bits)
+            }
+        };
+        self.live[node.output] = Some(out);
+    }
+
+    pub fn finish(self) -> Vec<Live> {
+        let net = self.net;
+        self.live
+            .into_iter()
+            .enumerate()
+            .map(|(v, l)| l.unwrap_or_else(|| Live::none(shape(net, v))))
+            .collect()
+    }
+}
+
+fn backward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> Vec<Live> {
+    let mut live: Vec<Live> = net.values.iter().map(|v| Live::none(&v.shape)).collect();
+    for &o in &net.outputs {
+        live[o] = Live::all(shape(net, o));
+    }
+    for (ni, node) in net.nodes.iter().enumerate().rev() {
+        let out = &live[node.output];
+        if out.chans.iter().all(PosSet::is_none) {
+            continue;
+        }
+        let contributions: Vec<Live> = match &node.op {
+            Op::Conv { conv, .. } => {
+                let m = &masks.layers[layer_of[ni].unwrap()];
+                vec![conv_backward(conv, m, out, shape(net, node.inputs[0]))]
+            }
+            Op::Dense { dense, .. } => {
+                let m = &masks.layers[layer_of[ni].unwrap()];
+                vec![dense_backward(
+                    dense.out_features,
+                    dense.in_features,
+                    m,
+                    out,
+                )]
+            }
+            Op::Pool(pool) => vec![pool_backward(pool, out, shape(net, node.inputs[0]))],
+            Op::GlobalPool(_) => {
+                let s = shape(net, node.inputs[0]);
+                let mut l = Live::none(s);
+                for (c, ch) in out.chans.iter().enumerate() {
+                    if !ch.is_none() {
+                        l.chans[c] = PosSet::All;
+                    }
+                }
+                vec![l]
+            }
+            Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Softmax(_) | Op::LogSoftmax(_) => {
+                vec![out.clone()]
+            }
+            Op::Add => node
+                .inputs
+                .iter()
+                .map(|&v| unbroadcast(out, shape(net, node.output), shape(net, v)))
+                .collect(),
+            Op::Concat(axis) => concat_backward(net, node, out, *axis),
+            Op::Reshape => vec![Live::from_elements(
+                shape(net, node.inputs[0]),
+                &out.to_elements(),
+            )],
+            Op::Transpose(perm) => {
+                let inverse = invert(perm);
+                let bits = permute_elements(shape(net, node.output), &inverse, &out.to_elements());
+                vec![Live::from_elements(shape(net, node.inputs[0]), &bits)]
+            }
+        };
+        for (&v, c) in node.inputs.iter().zip(&contributions) {
+            live[v].union_with(c);
+        }
+    }
+    live
+}
+
+/// Tap bits of kernel `(o, ci)` in a canonical conv mask, as words.
+fn kernel_bits(m: &BitSet, conv: &Conv2d, o: usize, ci: usize, out: &mut [u64]) {
+    let taps = conv.taps();
+    let base = (o * conv.in_per_group() + ci) * taps;
+    for (w, word) in out.iter_mut().enumerate() {
+        let start = w * 64;
+        let n = (taps - start).min(64);
+        *word = m.bits_at(base + start, n);
+    }
+}
+
+/// Call `f(ci, taps)` for every kernel of output row `o` with a kept tap.
+/// Sparse rows are scanned bit by bit, dense ones kernel by kernel, so both
+/// cost about the row's kept count or its kernel count, whichever is less.
+fn for_each_kernel(
+    m: &BitSet,
+    conv: &Conv2d,
+    o: usize,
+    bits: &mut [u64],
+    mut f: impl FnMut(usize, &[u64]),
+) {
+    let taps = conv.taps();
+    let ipg = conv.in_per_group();
+    let start = o * ipg * taps;
+    let end = start + ipg * taps;
+    if m.count_ones_in(start, end) < ipg / 2 {
+        let mut current: Option<usize> = None;
+        for idx in m.ones_in(start, end) {
+            let (ci, t) = ((idx - start) / taps, (idx - start) % taps);
+            if current != Some(ci) {
+                if let Some(c) = current {
+                    f(c, bits);
+                }
+                bits.fill(0);
+                current = Some(ci);
+            }
+            bits[t / 64] |= 1 << (t % 64);
+        }
+        if let Some(c) = current {
+            f(c, bits);
+        }
+    } else {
+        for ci in 0..ipg {
+            kernel_bits(m, conv, o, ci, bits);
+            if bits.iter().any(|&b| b != 0) {
+                f(ci, bits);
+            }
+        }
+    }
+}
+
+fn conv_geometry(conv: &Conv2d, in_shape_hw: [usize; 2]) -> Geometry {
+    Geometry::new(in_shape_hw, conv.kernel, conv.window, false)
+}
+
+fn conv_forward(conv: &Conv2d, m: &BitSet, input: &Live, out_shape: &[usize]) -> Live {
+    let g = conv_geometry(conv, [input.plane.h, input.plane.w]);
+    let words = conv.taps().div_ceil(64);
+    let (ipg, opg) = (conv.in_per_group(), conv.out_per_group());
+    let mut cache: HashMap<Vec<u64>, PosSet> = HashMap::new();
+    let mut full_taps = vec![0u64; words];
+    let mut bits = vec![0u64; words];
+    // 1x1 convs (most of a ResNet's weights): a row of the mask is a plain
+    // bitset over input channels, handled a word at a time.
+    let pointwise = conv.taps() == 1;
+    let all_in = BitSet::from_fn(input.chans.len(), |i| input.chans[i].is_all());
+    let chans = (0..conv.out_channels)
+        .map(|o| {
+            let group = o / opg;
+            if pointwise {
+                return pointwise_forward(m, o, group, ipg, &all_in, input, &g);
+            }
+            full_taps.fill(0);
+            let mut partial = Vec::new();
+            for_each_kernel(m, conv, o, &mut bits, |ci, kb| {
+                let i = group * ipg + ci;
+                match &input.chans[i] {
+                    PosSet::None => {}
+                    PosSet::All => {
+                        for (f, b) in full_taps.iter_mut().zip(kb) {
+                            *f |= b;
+                        }
+                    }
+                    PosSet::Some(_) => partial.push((i, kb.to_vec())),
+                }
+            });
+            let mut set = match cache.get(&full_taps) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = union_forward(&g, &PosSet::All, &full_taps);
+                    cache.insert(full_taps.clone(), s.clone());
+                    s
+                }
+            };
+            for (i, b) in &partial {
+                if set.is_all() {
+                    break;
+                }
+                set.union_with(&union_forward(&g, &input.chans[*i], b), g.output);
+            }
+            set
+        })
+        .collect();
+    debug_assert_eq!(Plane::of_shape(out_shape), g.output);
+    Live {
+        plane: g.output,
+        chans,
+    }
+}
+
+/// Row `o` of a 1x1 conv's mask as words over the group's input channels.
+fn row_words(m: &BitSet, o: usize, ipg: usize) -> impl Iterator<Item = (usize, u64)> + '_ {
+    (0..ipg.div_ceil(64)).map(move |w| {
+        let n = (ipg - w * 64).min(64);
+        (w, m.bits_at(o * ipg + w * 64, n))
+    })
+}
+
+/// Input-channel word `w` of group `group` from a channel bitset.
+fn group_word(b: &BitSet, group: usize, ipg: usize, w: usize) -> u64 {
+    let n = (ipg - w * 64).min(64);
+    b.bits_at(group * ipg + w * 64, n)
+}
+
+fn pointwise_forward(
+    m: &BitSet,
+    o: usize,
+    group: usize,
+    ipg: usize,
+    all_in: &BitSet,
+    input: &Live,
+    g: &Geometry,
+) -> PosSet {
+    let mut set = PosSet::None;
+    let mut any_full = false;
+    for (w, row) in row_words(m, o, ipg) {
+        if row & group_word(all_in, group, ipg, w) != 0 {
+            any_full = true;
+            break;
+        }
+    }
+    if any_full {
+        set = g.forward(&PosSet::All, 0);
+        if set.is_all() {
+            return set;
+        }
+    }
+    for (w, row) in row_words(m, o, ipg) {
+        let mut partial = row & !group_word(all_in, group, ipg, w);
+        while partial != 0 {
+            let i = group * ipg + w * 64 + partial.trailing_zeros() as usize;
+            partial &= partial - 1;
+            if !input.chans[i].is_none() {
+                set.union_with(&g.forward(&input.chans[i], 0), g.output);
+            }
+        }
+    }
+    set
+}
+
+/// Output positions reached from `s` through any tap in `taps`.
+fn union_forward(g: &Geometry, s: &PosSet, taps: &[u64]) -> PosSet {
+    let mut rows = vec![0u64; g.output.h * g.output.rw()];
+    for t in ones_of(taps) {
+        g.forward_into(s, t, &mut rows);
+    }
+    PosSet::from_rows(rows, g.output)
+}
+
+/// Input positions feeding `s` through any tap in `taps`.
+fn union_backward(g: &Geometry, s: &PosSet, taps: &[u64]) -> PosSet {
+    let mut rows = vec![0u64; g.input.h * g.input.rw()];
+    for t in ones_of(taps) {
+        g.backward_into(s, t, &mut rows);
+    }
+    PosSet::from_rows(rows, g.input)
+}
+
+fn conv_backward(conv: &Conv2d, m: &BitSet, out: &Live, in_shape: &[usize]) -> Live {
+    let g = conv_geometry(conv, [in_shape[1], in_shape[2]]);
+    let words = conv.taps().div_ceil(64);
+    let (ipg, opg) = (conv.in_per_group(), conv.out_per_group());
+    let mut full_taps = vec![vec![0u64; words]; conv.in_channels];
+    let mut partial: Vec<Vec<u64>> = vec![Vec::new(); conv.in_channels];
+    let mut bits = vec![0u64; words];
+    for (o, back) in out.chans.iter().enumerate() {
+        if back.is_none() {
+            continue;
+        }
+        let group = o / opg;
+        if conv.taps() == 1 && back.is_all() {
+            for (w, row) in row_words(m, o, ipg) {
+                let mut r = row;
+                while r != 0 {
+                    let i = group * ipg + w * 64 + r.trailing_zeros() as usize;
+                    r &= r - 1;
+                    full_taps[i][0] |= 1;
+                }
+            }
+            continue;
+        }
+        for_each_kernel(m, conv, o, &mut bits, |ci, kb| {
+            let i = group * ipg + ci;
+            if back.is_all() {
+                for (f, b) in full_taps[i].iter_mut().zip(kb) {
+                    *f |= b;
+                }
+            } else {
+                let rows = &mut partial[i];
+                if rows.is_empty() {
+                    rows.resize(g.input.h * g.input.rw(), 0);
+                }
+                for t in ones_of(kb) {
+                    g.backward_into(back, t, rows);
+                }
+            }
+        });
+    }
+    let mut cache: HashMap<Vec<u64>, PosSet> = HashMap::new();
+    let chans = (0..conv.in_channels)
+        .map(|i| {
+            let mut set = cache
+                .entry(full_taps[i].clone())
+                .or_insert_with(|| union_backward(&g, &PosSet::All, &full_taps[i]))
+                .clone();
+            if !partial[i].is_empty() {
+                let p = PosSet::from_rows(std::mem::take(&mut partial[i]), g.input);
+                set.union_with(&p, g.input);
+            }
+            set
+        })
+        .collect();
+    Live {
+        plane: g.input,
+        chans,
+    }
+}
+
+fn conv_active(conv: &Conv2d, m: &BitSet, fwd: &Live, back: &Live) -> BitSet {
+    let g = conv_geometry(conv, [fwd.plane.h, fwd.plane.w]);
+    let taps = conv.taps();
+    let (ipg, opg) = (conv.in_per_group(), conv.out_per_group());
+    let mut reads_words = vec![0u64; taps.div_ceil(64)];
+    for t in (0..taps).filter(|&t| g.tap_reads_data(t)) {
+        reads_words[t / 64] |= 1 << (t % 64);
+    }
+    let mut out = BitSet::new(m.len());
+    let mut bits = vec![0u64; taps.div_ceil(64)];
+    let all_in = BitSet::from_fn(fwd.chans.len(), |i| fwd.chans[i].is_all());
+    let pointwise = taps == 1 && reads_words[0] == 1;
+    for (o, b) in back.chans.iter().enumerate() {
+        if b.is_none() {
+            continue;
+        }
+        let group = o / opg;
+        if pointwise && b.is_all() {
+            for (w, row) in row_words(m, o, ipg) {
+                let n = (ipg - w * 64).min(64);
+                let full = group_word(&all_in, group, ipg, w);
+                out.or_bits_at(o * ipg + w * 64, n, row & full);
+                let mut partial = row & !full;
+                while partial != 0 {
+                    let ci = w * 64 + partial.trailing_zeros() as usize;
+                    partial &= partial - 1;
+                    if g.connects(&fwd.chans[group * ipg + ci], b, 0) {
+                        out.set(o * ipg + ci, true);
+                    }
+                }
+            }
+            continue;
+        }
+        for_each_kernel(m, conv, o, &mut bits, |ci, kb| {
+            let f = &fwd.chans[group * ipg + ci];
+            let base = (o * ipg + ci) * taps;
+            if f.is_none() {
+                return;
+            }
+            if f.is_all() && b.is_all() {
+                for (w, (&k, &r)) in kb.iter().zip(&reads_words).enumerate() {
+                    let n = (taps - w * 64).min(64);
+                    out.or_bits_at(base + w * 64, n, k & r);
+                }
+                return;
+            }
+            for t in ones_of(kb) {
+                if g.connects(f, b, t) {
+                    out.set(base + t, true);
+                }
+            }
+        });
+    }
+    out
+}
+
+/// Feature liveness of a flat value as a bitset.
+fn features(l: &Live) -> BitSet {
+    BitSet::from_fn(l.chans.len(), |i| !l.chans[i].is_none())
+}
+
+fn from_features(b: &BitSet) -> Live {
+    Live {
+        plane: Plane::new(1, 1),
+        chans: (0..b.len())
+            .map(|i| if b.get(i) { PosSet::All } else { PosSet::None })
+            .collect(),
+    }
+}
+
+/// True when row `o` of a dense mask shares a set bit with `f`.
+fn row_meets(m: &BitSet, o: usize, n_in: usize, f: &BitSet) -> bool {
+    let base = o * n_in;
+    let fw = f.words();
+    (0..n_in.div_ceil(64)).any(|w| {
+        let n = (n_in - w * 64).min(64);
+        m.bits_at(base + w * 64, n) & fw[w] != 0
+    })
+}
+
+fn dense_forward(n_out: usize, n_in: usize, m: &BitSet, input: &Live) -> Live {
+    let f = features(input);
+    from_features(&BitSet::from_fn(n_out, |o| row_meets(m, o, n_in, &f)))
+}
+
+fn dense_backward(n_out: usize, n_in: usize, m: &BitSet, out: &Live) -> Live {
+    let mut acc = vec![0u64; n_in.div_ceil(64)];
+    for o in 0..n_out {
+        if out.chans[o].is_none() {
+            continue;
+        }
+        for (w, a) in acc.iter_mut().enumerate() {
+            let n = (n_in - w * 64).min(64);
+            *a |= m.bits_at(o * n_in + w * 64, n);
+        }
+    }
+    from_features(&BitSet::from_fn(n_in, |i| {
+        (acc[i / 64] >> (i % 64)) & 1 == 1
+    }))
+}
+
+fn dense_active(n_out: usize, n_in: usize, m: &BitSet, fwd: &Live, back: &Live) -> BitSet {
+    let f = features(fwd);
+    let mut out = BitSet::new(m.len());
+    for o in 0..n_out {
+        if back.chans[o].is_none() {
+            continue;
+        }
+        let base = o * n_in;
+        for w in 0..n_in.div_ceil(64) {
+            let n = (n_in - w * 64).min(64);
+            out.or_bits_at(base + w * 64, n, m.bits_at(base + w * 64, n) & f.words()[w]);
+        }
+    }
+    out
+}
+
+fn pool_geometry(pool: &Pool, in_plane: Plane) -> Geometry {
+    Geometry::new(
+        [in_plane.h, in_plane.w],
+        pool.kernel,
+        pool.window,
+        pool.ceil,
+    )
+}
+
+fn all_taps(g: &Geometry) -> Vec<u64> {
+    let mut t = vec![0u64; g.taps().div_ceil(64)];
+    for i in 0..g.taps() {
+        t[i / 64] |= 1 << (i % 64);
+    }
+    t
+}
+
+fn pool_forward(pool: &Pool, input: &Live, out_shape: &[usize]) -> Live {
+    let g = pool_geometry(pool, input.plane);
+    debug_assert_eq!(Plane::of_shape(out_shape), g.output);
+    let taps = all_taps(&g);
+    let from_all = union_forward(&g, &PosSet::All, &taps);
+    let chans = input
+        .chans
+        .iter()
+        .map(|s| match s {
+            PosSet::None => PosSet::None,
+            PosSet::All => from_all.clone(),
+            s => union_forward(&g, s, &taps),
+        })
+        .collect();
+    Live {
+        plane: g.output,
+        chans,
+    }
+}
+
+fn pool_backward(pool: &Pool, out: &Live, in_shape: &[usize]) -> Live {
+    let g = pool_geometry(pool, Plane::of_shape(in_shape));
+    let taps = all_taps(&g);
+    let from_all = union_backward(&g, &PosSet::All, &taps);
+    let chans = out
+        .chans
+        .iter()
+        .map(|s| match s {
+            PosSet::None => PosSet::None,
+            PosSet::All => from_all.clone(),
+            s => union_backward(&g, s, &taps),
+        })
+        .collect();
+    Live {
+        plane: g.input,
+        chans,
+    }
+}
+
+fn global_forward(input: &Live, out_shape: &[usize]) -> Live {
+    let mut l = Live::none(out_shape);
+    for (c, s) in input.chans.iter().enumerate() {
+        if !s.is_none() {
+            l.chans[c] = PosSet::All;
+        }
+    }
+    l
+}
+
+fn add_forward(net: &Network, node: &Node, ins: &[&Live], out_shape: &[usize]) -> Live {
+    let mut out = Live::none(out_shape);
+    for (&v, l) in node.inputs.iter().zip(ins) {
+        if shape(net, v) == out_shape {
+            out.union_with(l);
+        } else {
+            out.union_with(&broadcast_live(l, shape(net, v), out_shape));
+        }
+    }
+    out
+}
+
+/// Row-major strides of a shape.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// For each element of `to`, the element of `from` it broadcasts from.
+fn broadcast_source(from: &[usize], to: &[usize]) -> impl Fn(usize) -> usize {
+    let pad = to.len() - from.len();
+    let full: Vec<usize> = std::iter::repeat_n(1, pad)
+        .chain(from.iter().copied())
+        .collect();
+    let (ts, fs) = (strides(to), strides(&full));
+    let to = to.to_vec();
+    move |e| {
+        let mut src = 0;
+        for d in 0..to.len() {
+            let idx = (e / ts[d]) % to[d];
+            if full[d] != 1 {
+                src += idx * fs[d];
+            }
+        }
+        src
+    }
+}
+
+fn broadcast_live(l: &Live, from: &[usize], to: &[usize]) -> Live {
+    let bits = l.to_elements();
+    let src = broadcast_source(from, to);
+    let n: usize = to.iter().product();
+    Live::from_elements(to, &BitSet::from_fn(n, |e| bits.get(src(e))))
+}
+
+/// Backward through a broadcast: an input element is live if any output element it feeds is.
+fn unbroadcast(out: &Live, out_shape: &[usize], in_shape: &[usize]) -> Live {
+    if out_shape == in_shape {
+        return out.clone();
+    }
+    let bits = out.to_elements();
+    let src = broadcast_source(in_shape, out_shape);
+    let mut acc = BitSet::new(in_shape.iter().product());
+    for e in bits.ones() {
+        acc.set(src(e), true);
+    }
+    Live::from_elements(in_shape, &acc)
+}
+
+fn concat_forward(
+    net: &Network,
+    node: &Node,
+    ins: &[&Live],
+    axis: usize,
+    out_shape: &[usize],
+) -> Live {
+    if axis == 0 {
+        return Live {
+            plane: Plane::of_shape(out_shape),
+            chans: ins.iter().flat_map(|l| l.chans.iter().cloned()).collect(),
+        };
+    }
+    let n: usize = out_shape.iter().product();
+    let mut out = BitSet::new(n);
+    let mut offset = 0;
+    for (&v, l) in node.inputs.iter().zip(ins) {
+        let s = shape(net, v);
+        for e in l.to_elements().ones() {
+            out.set(concat_index(s, out_shape, axis, offset, e), true);
+        }
+        offset += s[axis];
+    }
+    Live::from_elements(out_shape, &out)
+}
+
+fn concat_index(part: &[usize], whole: &[usize], axis: usize, offset: usize, e: usize) -> usize {
+    let (ps, ws) = (strides(part), strides(whole));
+    (0..part.len())
+        .map(|d| {
+            let idx = (e / ps[d]) % part[d];
+            (if d == axis { idx + offset } else { idx }) * ws[d]
+        })
+        .sum()
+}
+
+fn concat_backward(net: &Network, node: &Node, out: &Live, axis: usize) -> Vec<Live> {
+    let out_shape = shape(net, node.output);
+    if axis == 0 {
+        let mut start = 0;
+        return node
+            .inputs
+            .iter()
+            .map(|&v| {
+                let s = shape(net, v);
+                let l = Live {
+                    plane: out.plane,
+                    chans: out.chans[start..start + s[0]].to_vec(),
+                };
+                start += s[0];
+                l
+            })
+            .collect();
+    }
+    let bits = out.to_elements();
+    let mut offset = 0;
+    node.inputs
+        .iter()
+        .map(|&v| {
+            let s = shape(net, v);
+            let n: usize = s.iter().product();
+            let b = BitSet::from_fn(n, |e| bits.get(concat_index(s, out_shape, axis, offset, e)));
+            offset += s[axis];
+            Live::from_elements(s, &b)
+        })
+        .collect()
+}
+
+fn invert(perm: &[usize]) -> Vec<usize> {
+    let mut inv = vec![0; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        inv[p] = i;
+    }
+    inv
+}
+
+/// Elements of a tensor of `shape` transposed by `perm` (output dim d = input dim perm[d]).
+fn permute_elements(shape: &[usize], perm: &[usize], bits: &BitSet) -> BitSet {
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let (is, os) = (strides(shape), strides(&out_shape));
+    BitSet::from_fn(bits.len(), |e| {
+        let src: usize = (0..perm.len())
+            .map(|d| ((e / os[d]) % out_shape[d]) * is[perm[d]])
+            .sum();
+        bits.get(src)
+    })
+}
+
+/// Per-layer node statistics: output units reached from the input, and those
+/// that also reach the output (the functional nodes of MiCA Sec. 5, Fig. 9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NodeCounts {
+    pub total: usize,
+    pub reached: usize,
+    pub functional: usize,
+}
+
+/// Node counts per layer: a unit (output channel or neuron) is *reached* when
+/// some position of it is forward-live, *functional* when one position is
+/// both forward- and backward-live. Functional is therefore "on some
+/// input -> output path through kept weights": the *effective node* of
+/// node-path balancing (papers/npb-node-path-balancing-abstract.txt).
+pub fn node_counts(net: &Network, a: &Analysis) -> Vec<NodeCounts> {
+    net.layers
+        .iter()
+        .map(|l| {
+            let v = net.nodes[l.node].output;
+            let (f, b) = (&a.forward[v], &a.backward[v]);
+            let p = f.plane;
+            NodeCounts {
+                total: f.chans.len(),
+                reached: f.chans.iter().filter(|c| !c.is_none()).count(),
+                functional: f
+                    .chans
+                    .iter()
+                    .zip(&b.chans)
+                    .filter(|(x, y)| x.intersects(y, p))
+                    .count(),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,288 @@
+//! Weight gradients by a reverse pass over the network's own node list:
+//! the gradients SNIP, GraSP, SNIP-it and SynFlow score with.
+//!
+//! candle's autograd gives the same numbers, at a cost that dominated a
+//! SNIP pass once the convolutions were fast: it starts every gradient as
+//! a tensor of zeros and adds each contribution into a new tensor (three
+//! activation-sized buffers where one will do), and it keeps every
+//! activation and every gradient until the whole pass ends. Here the
+//! forward pass (`Executor::record`) keeps the values, and the reverse
+//! pass walks the evaluated nodes backwards, passing a gradient on as is
+//! when a value has one reader, adding only where values join, and
+//! dropping each value and its gradient as soon as its producer is done.
+//! Only values that depend on a weight get a gradient (the first conv's
+//! input gradient is never computed).
+//!
+//! The heavy nodes call the backward functions of this crate's ops
+//! directly (convolutions with their fused epilogue, dense layers as two
+//! matrix products, max pools, masked weights); ReLU passes gradient where
+//! its output is positive (PyTorch's rule, as the fused conv epilogue);
+//! reshapes and same-shape sums pass it through; every other node is
+//! differentiated on its own by candle (its forward re-run on copies of its
+//! inputs), so each op the executor runs is covered. Devices other than the
+//! CPU, and dtypes other than f32 and f64, use candle's autograd for the
+//! whole pass.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use maskforge::autodiff::backward::{weight_gradients, Seed};
+//! use maskforge::autodiff::executor::{Executor, Mode};
+//! let net = maskforge::zoo::build("lenet5", 0).unwrap();
+//! let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
+//! let x = Tensor::ones((2, 1, 28, 28), DType::F64, &Device::Cpu).unwrap();
+//! let ours = weight_gradients(&ex, &x, None, Mode::Eval, Seed::Sum).unwrap();
+//! // candle's autograd on the same pass.
+//! let theirs = ex.logits(&x, None, Mode::Eval).unwrap().sum_all().unwrap().backward().unwrap();
+//! for (g, w) in ours.iter().zip(&ex.weights) {
+//!     let (a, b) = (g.as_ref().unwrap(), theirs.get(w.as_tensor()).unwrap());
+//!     let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+//!     assert!(diff < 1e-9);
+//! }
+//! ```
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use crate::autodiff::executor::{Executor, Mode, Step, StepKind};
+use crate::error::{Error, Result};
+use crate::graph::op::{Activation, Op, PoolKind};
+use crate::mask::MaskSet;
+
+/// The scalar differentiated, as a function of the logits.
+#[derive(Clone, Copy)]
+pub enum Seed<'a> {
+    /// Mean cross-entropy of `logits / temperature` against `labels` (`u32`).
+    CrossEntropy {
+        labels: &'a Tensor,
+        temperature: f64,
+    },
+    /// The sum of the logits (SynFlow's `R`).
+    Sum,
+}
+
+impl Seed<'_> {
+    /// The seed as a function of `logits` (differentiable).
+    fn apply(&self, logits: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Seed::CrossEntropy {
+                labels,
+                temperature,
+            } => {
+                // A classifier ending in a global pool (SqueezeNet) gives
+                // `[N, C, 1, 1]`.
+                let logits = if logits.dims().iter().skip(2).all(|&d| d == 1) {
+                    logits.flatten_from(1)?
+                } else {
+                    logits.clone()
+                };
+                candle_nn::loss::cross_entropy(&(logits / *temperature)?, labels)?
+            }
+            Seed::Sum => logits.sum_all()?,
+        })
+    }
+
+    /// Its gradient at `logits`.
+    fn gradient(&self, logits: &Tensor) -> Result<Tensor> {
+        if let Seed::Sum = self {
+            return Ok(logits.ones_like()?);
+        }
+        let z = Var::from_tensor(logits)?;
+        let g = self.apply(z.as_tensor())?.backward()?;
+        g.get(z.as_tensor())
+            .cloned()
+            .ok_or_else(|| Error::internal("backward: no gradient at the logits"))
+    }
+}
+
+/// The gradient of `seed` with respect to every layer's weight (canonical
+/// layout, the executor's [`Executor::weights`] order) for the batch `x`
+/// with `masks` applied; `None` where no gradient reaches a layer.
+pub fn weight_gradients(
+    ex: &Executor,
+    x: &Tensor,
+    masks: Option<&MaskSet>,
+    mode: Mode,
+    seed: Seed,
+) -> Result<Vec<Option<Tensor>>> {
+    // The ops' own backward functions take f32 and f64 on the CPU.
+    let ours = matches!(ex.device(), Device::Cpu) && matches!(ex.dtype(), DType::F32 | DType::F64);
+    if !ours {
+        return candle_gradients(ex, x, masks, mode, seed);
+    }
+    let rec = ex.record(x, masks, mode)?;
+    let mut values = rec.values;
+    let net = ex.network();
+    let needs = needs_gradient(ex, &rec.steps, values.len());
+    let mut grads: Vec<Option<Tensor>> = vec![None; values.len()];
+    let logits = values[rec.target]
+        .as_ref()
+        .ok_or_else(|| Error::internal("backward: no logits"))?;
+    grads[rec.target] = Some(seed.gradient(logits)?);
+    let mut out: Vec<Option<Tensor>> = vec![None; ex.weights.len()];
+    for step in rec.steps.into_iter().rev() {
+        let y = values[step.out].take();
+        let Some(dy) = grads[step.out].take() else {
+            continue;
+        };
+        let y = y.ok_or_else(|| Error::internal("backward: a value was not kept"))?;
+        let node = &net.nodes[step.node];
+        let ins = node
+            .inputs
+            .iter()
+            .map(|&v| {
+                values[v]
+                    .clone()
+                    .ok_or_else(|| Error::internal("backward: an input was not kept"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let need: Vec<bool> = node.inputs.iter().map(|&v| needs[v]).collect();
+        let (dins, dw) = step_gradients(ex, &step, &ins, &need, &y, &dy, mode)?;
+        if let Some((layer, dw)) = dw {
+            let mask = masks.map(|m| &m.layers[layer]);
+            let w = ex.weights[layer].as_tensor();
+            let g = crate::autodiff::ops::masked::masked_weight_backward(
+                w,
+                mask,
+                mode == Mode::Linear,
+                &dw,
+            )?;
+            accumulate(&mut out[layer], g)?;
+        }
+        for ((&v, g), need) in node.inputs.iter().zip(dins).zip(need) {
+            if let (Some(g), true) = (g, need) {
+                accumulate(&mut grads[v], g)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The same with candle's autograd over the whole pass.
+fn candle_gradients(
+    ex: &Executor,
+    x: &Tensor,
+    masks: Option<&MaskSet>,
+    mode: Mode,
+    seed: Seed,
+) -> Result<Vec<Option<Tensor>>> {
+    let grads = seed.apply(&ex.logits(x, masks, mode)?)?.backward()?;
+    Ok(ex
+        .weights
+        .iter()
+        .map(|w| grads.get(w.as_tensor()).cloned())
+        .collect())
+}
+
+/// Per value: whether it depends on a weight (only those need gradients).
+fn needs_gradient(ex: &Executor, steps: &[Step], values: usize) -> Vec<bool> {
+    let net = ex.network();
+    let mut needs = vec![false; values];
+    for s in steps {
+        let layer = !matches!(s.kind, StepKind::Plain);
+        needs[s.out] = layer || net.nodes[s.node].inputs.iter().any(|&v| needs[v]);
+    }
+    needs
+}
+
+fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
+    *slot = Some(match slot.take() {
+        None => g,
+        Some(a) => (a + g)?,
+    });
+    Ok(())
+}
+
+/// Input gradients (where `need`ed) and the layer's masked-weight
+/// gradient of one step, for the output gradient `dy`.
+#[allow(clippy::type_complexity)]
+fn step_gradients(
+    ex: &Executor,
+    step: &Step,
+    ins: &[Tensor],
+    need: &[bool],
+    y: &Tensor,
+    dy: &Tensor,
+    mode: Mode,
+) -> Result<(Vec<Option<Tensor>>, Option<(usize, Tensor)>)> {
+    let node = &ex.network().nodes[step.node];
+    match (&step.kind, &node.op) {
+        (StepKind::Conv { layer, w, epi }, Op::Conv { conv, .. }) => {
+            let (dx, dw) = crate::autodiff::ops::conv::conv2d_backward(
+                &ins[0],
+                w,
+                y,
+                dy,
+                conv.window,
+                conv.groups,
+                epi,
+                need[0],
+            )?;
+            Ok((vec![dx], Some((*layer, dw))))
+        }
+        (StepKind::Dense { layer, w }, Op::Dense { .. }) => {
+            let (out_f, in_f) = w.dims2()?;
+            let dy2 = dy.reshape(((), out_f))?;
+            let x2 = ins[0].reshape(((), in_f))?;
+            let dw = dy2.t()?.matmul(&x2)?;
+            let dx = if need[0] {
+                Some(dy2.matmul(w)?.reshape(ins[0].shape())?)
+            } else {
+                None
+            };
+            Ok((vec![dx], Some((*layer, dw))))
+        }
+        (StepKind::Plain, _) => Ok((
+            plain_gradients(ex, step.node, ins, need, y, dy, mode)?,
+            None,
+        )),
+        _ => Err(Error::internal("backward: a step does not match its node")),
+    }
+}
+
+/// Input gradients of a node that is not a layer.
+fn plain_gradients(
+    ex: &Executor,
+    ni: usize,
+    ins: &[Tensor],
+    need: &[bool],
+    y: &Tensor,
+    dy: &Tensor,
+    mode: Mode,
+) -> Result<Vec<Option<Tensor>>> {
+    if !need.iter().any(|&n| n) {
+        return Ok(vec![None; ins.len()]);
+    }
+    let same_shapes = ins.iter().all(|t| t.shape() == y.shape());
+    Ok(match &ex.network().nodes[ni].op {
+        Op::Reshape | Op::Identity => vec![Some(dy.reshape(ins[0].shape())?)],
+        Op::Add if same_shapes => vec![Some(dy.clone()); ins.len()],
+        Op::Activation(Activation::Relu) => {
+            let positive = y.gt(0.0)?.to_dtype(dy.dtype())?;
+            vec![Some(dy.mul(&positive)?)]
+        }
+        Op::Pool(p) if p.kind == PoolKind::Max => {
+            vec![Some(crate::autodiff::ops::maxpool::max_pool2d_backward(
+                &ins[0], dy, p.kernel, p.window, p.ceil,
+            )?)]
+        }
+        _ => local_gradients(ex, ni, ins, dy, mode)?,
+    })
+}
+
+/// Input gradients of node `ni` by candle's autograd on that node alone:
+/// its forward re-run on copies of the inputs, `sum(y * dy)` differentiated.
+fn local_gradients(
+    ex: &Executor,
+    ni: usize,
+    ins: &[Tensor],
+    dy: &Tensor,
+    mode: Mode,
+) -> Result<Vec<Option<Tensor>>> {
+    let vars = ins
+        .iter()
+        .map(|t| Ok(Var::from_tensor(&t.detach())?))
+        .collect::<Result<Vec<_>>>()?;
+    let tracked: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = ex.eval_plain(ni, &tracked, mode)?;
+    let g = (y * dy.detach())?.sum_all()?.backward()?;
+    Ok(vars.iter().map(|v| g.get(v.as_tensor()).cloned()).collect())
+}

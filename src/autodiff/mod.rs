@@ -1,0 +1,7 @@
+//! Running the network and differentiating it: the candle [`executor`], the
+//! reverse pass over the network's node list ([`backward`]) and the CPU ops
+//! with hand-written backward passes ([`ops`]).
+
+pub mod backward;
+pub mod executor;
+pub mod ops;

@@ -1,0 +1,162 @@
+//! Baking masks into weights (`prune --apply OUT`): a masked safetensors file,
+//! or the same ONNX graph with masked initializers, that runs unchanged in
+//! onnxruntime or PyTorch.
+//!
+//! ```no_run
+//! use maskforge::{zoo, mask::MaskSet, io::apply};
+//! let net = zoo::build("lenet300", 0).unwrap();
+//! apply::write(std::path::Path::new("masked.safetensors"), &[], &net, &MaskSet::dense(&net), None).unwrap();
+//! ```
+
+use std::path::Path;
+
+use candle_onnx::onnx::TensorProto;
+
+use crate::error::{Error, Result};
+use crate::graph::tensor::ConstTensor;
+use crate::graph::Network;
+use crate::mask::MaskSet;
+
+/// Each layer's weight in stored layout with pruned entries set to zero.
+/// A weight's name, stored shape and masked values.
+type MaskedWeight = (String, Vec<usize>, Vec<f32>);
+
+fn masked_weights(net: &Network, masks: &MaskSet) -> Result<Vec<MaskedWeight>> {
+    masks.check_fits(net)?;
+    net.layers
+        .iter()
+        .zip(&masks.layers)
+        .map(|(l, m)| {
+            let t = net
+                .params
+                .get(&l.name)
+                .ok_or_else(|| Error::internal(format!("weight '{}' missing", l.name)))?;
+            let mut v = t.to_f32()?;
+            let stored = l.stored_from_canonical(m);
+            for (i, x) in v.iter_mut().enumerate() {
+                if !stored.get(i) {
+                    *x = 0.0;
+                }
+            }
+            Ok((l.name.clone(), l.stored_shape.clone(), v))
+        })
+        .collect()
+}
+
+/// The network's parameters with the masks applied.
+pub fn masked_network(net: &Network, masks: &MaskSet) -> Result<Network> {
+    let mut out = net.clone();
+    for (name, shape, v) in masked_weights(net, masks)? {
+        out.params.insert(name, ConstTensor::f32(shape, v));
+    }
+    Ok(out)
+}
+
+/// Write the masked model to `path` (`.safetensors` or `.onnx`); `onnx_source`
+/// is the original ONNX file when the model came from one (its graph is kept).
+pub fn write(
+    path: &Path,
+    inputs: &[&Path],
+    net: &Network,
+    masks: &MaskSet,
+    onnx_source: Option<&Path>,
+) -> Result<()> {
+    let lower = path.to_string_lossy().to_ascii_lowercase();
+    let bytes = if lower.ends_with(".safetensors") {
+        safetensors_bytes(&masked_network(net, masks)?)?
+    } else if lower.ends_with(".onnx") {
+        match onnx_source {
+            Some(src) => patched_onnx(src, net, masks)?,
+            None => {
+                let m = crate::io::onnx::writer::to_proto(&masked_network(net, masks)?)?;
+                crate::io::onnx::writer::encode(&m)
+            }
+        }
+    } else {
+        return Err(Error::input(format!(
+            "--apply {}: expected a .safetensors or .onnx path",
+            path.display()
+        )));
+    };
+    crate::io::fs::write_atomic(path, inputs, |w| std::io::Write::write_all(w, &bytes))
+}
+
+fn safetensors_bytes(net: &Network) -> Result<Vec<u8>> {
+    let mut entries = Vec::new();
+    for (name, t) in net.params.iter() {
+        if !t.dtype().is_float() {
+            continue;
+        }
+        entries.push(crate::io::stfile::Entry {
+            name: name.clone(),
+            dtype: "F32",
+            shape: t.shape.clone(),
+            data: t.to_f32()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        });
+    }
+    Ok(crate::io::stfile::serialize(entries, &Default::default()))
+}
+
+/// The source ONNX with each weight replaced by its masked values.
+fn patched_onnx(src: &Path, net: &Network, masks: &MaskSet) -> Result<Vec<u8>> {
+    let tensors = masked_weights(net, masks)?
+        .into_iter()
+        .map(|(name, shape, v)| crate::io::onnx::encode_f32(&name, &shape, &v))
+        .collect();
+    patch_onnx(src, tensors, "--apply")
+}
+
+/// The ONNX file `src` with each stored tensor named in `tensors` replaced:
+/// an initializer is rewritten in place (keeping its dims, which may differ
+/// from the view maskforge read through a Reshape); a tensor produced by a
+/// `Constant` or `ConstantOfShape` node becomes an initializer of the same
+/// name. `what` prefixes errors (the option that asked for the file).
+pub fn patch_onnx(src: &Path, tensors: Vec<TensorProto>, what: &str) -> Result<Vec<u8>> {
+    let mut model = crate::io::onnx::decode_file(src)?;
+    let ir_version = model.ir_version;
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| Error::input("ONNX model without a graph"))?;
+    for mut t in tensors {
+        let name = t.name.clone();
+        if let Some(init) = graph.initializer.iter_mut().find(|i| i.name == name) {
+            let numel = |d: &[i64]| d.iter().product::<i64>();
+            if numel(&init.dims) != numel(&t.dims) {
+                return Err(Error::input(format!(
+                    "{what}: cannot rewrite '{name}': it holds {} elements, maskforge read {}",
+                    numel(&init.dims),
+                    numel(&t.dims)
+                )));
+            }
+            t.dims = init.dims.clone();
+            *init = t;
+            continue;
+        }
+        let producer = graph.node.iter().position(|n| n.output.contains(&name));
+        match producer {
+            Some(p)
+                if matches!(
+                    graph.node[p].op_type.as_str(),
+                    "Constant" | "ConstantOfShape"
+                ) =>
+            {
+                graph.node.remove(p);
+                // Before IR version 4 every initializer must also be a graph input.
+                if ir_version < 4 && !graph.input.iter().any(|i| i.name == name) {
+                    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+                    graph
+                        .input
+                        .push(crate::io::onnx::writer::tensor_value_info(&name, &shape));
+                }
+                graph.initializer.push(t);
+            }
+            _ => {
+                return Err(Error::input(format!(
+                    "{what}: weight '{name}' is neither an initializer nor a Constant output"
+                )))
+            }
+        }
+    }
+    Ok(crate::io::onnx::writer::encode(&model))
+}

@@ -1,0 +1,154 @@
+//! File plumbing shared by readers and writers: memory maps and atomic writes.
+//!
+//! Every output goes to a temporary file in the destination folder and is
+//! renamed into place only when complete, so a failed or interrupted run
+//! leaves no partial file, and a write never replaces one of its inputs.
+//!
+//! ```
+//! let dir = tempfile::tempdir().unwrap();
+//! let p = dir.path().join("out.txt");
+//! maskforge::io::fs::write_atomic(&p, &[], |w| { use std::io::Write; w.write_all(b"hi") }).unwrap();
+//! assert_eq!(std::fs::read(&p).unwrap(), b"hi");
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::graph::tensor::SharedBytes;
+
+struct Mapped(memmap2::Mmap);
+
+impl crate::graph::tensor::ByteSource for Mapped {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn release(&self, range: std::ops::Range<usize>) {
+        // Whole pages inside the range only.
+        const PAGE: usize = 4096;
+        let start = range.start.div_ceil(PAGE) * PAGE;
+        let end = (range.end / PAGE) * PAGE;
+        if end > start {
+            // SAFETY: a read-only private file mapping; dropped pages are
+            // read back from the file if touched again.
+            let _ = unsafe {
+                self.0.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+    }
+}
+
+/// Temporary files being written right now: removed if the run is interrupted.
+static IN_FLIGHT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// On SIGINT/SIGTERM/SIGHUP, delete any temporary output being written and
+/// exit with 130, so an interrupted run leaves no partial file behind.
+pub fn install_interrupt_cleanup() {
+    // A write past RLIMIT_FSIZE (a quota, a full volume of that kind) must be
+    // an error we report and clean up after, not a SIGXFSZ that kills us.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" at start-up, before
+    // any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let _ = ctrlc::set_handler(|| {
+        if let Ok(list) = IN_FLIGHT.lock() {
+            for p in list.iter() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        eprintln!("error: interrupted; no output was written");
+        std::process::exit(130);
+    });
+}
+
+fn track(p: &Path, on: bool) {
+    if let Ok(mut list) = IN_FLIGHT.lock() {
+        if on {
+            list.push(p.to_path_buf());
+        } else {
+            list.retain(|x| x != p);
+        }
+    }
+}
+
+/// Memory-map a file read-only.
+pub fn mmap(path: &Path) -> Result<SharedBytes> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| Error::input(format!("{}: cannot open: {e}", path.display())))?;
+    if f.metadata().map(|m| m.len() == 0).unwrap_or(false) {
+        return Ok(Arc::new(Vec::<u8>::new()));
+    }
+    // SAFETY: the map is read-only; a file truncated under us while mapped is
+    // outside what a command-line run can guard against.
+    let m = unsafe { memmap2::Mmap::map(&f) }
+        .map_err(|e| Error::input(format!("{}: cannot map: {e}", path.display())))?;
+    Ok(Arc::new(Mapped(m)))
+}
+
+fn canonical(p: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(p).ok()
+}
+
+/// Write `path` atomically through `fill`; refuse to overwrite any of `inputs`.
+pub fn write_atomic(
+    path: &Path,
+    inputs: &[&Path],
+    fill: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    if let Some(out) = canonical(path) {
+        if inputs.iter().any(|i| canonical(i).as_ref() == Some(&out)) {
+            return Err(Error::input(format!(
+                "{}: output would overwrite an input",
+                path.display()
+            )));
+        }
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let io_err = |e: std::io::Error| Error::input(format!("{}: cannot write: {e}", path.display()));
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".maskforge-").suffix(".tmp");
+    // tempfile creates 0600 files; outputs should follow the umask like any other file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(&dir).map_err(io_err)?;
+    let tmp_path = tmp.path().to_path_buf();
+    track(&tmp_path, true);
+    let result = (|| {
+        {
+            let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+            fill(&mut w).map_err(io_err)?;
+            w.flush().map_err(io_err)?;
+        }
+        tmp.as_file().sync_all().map_err(io_err)?;
+        test_delay();
+        tmp.persist(path).map_err(|e| io_err(e.error))?;
+        Ok(())
+    })();
+    track(&tmp_path, false);
+    result
+}
+
+/// Tests of interruption set `MASKFORGE_TEST_WRITE_DELAY_MS` to hold a
+/// finished temporary file before its rename, so a signal can land there.
+fn test_delay() {
+    if let Some(ms) = std::env::var("MASKFORGE_TEST_WRITE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}

@@ -1,0 +1,11 @@
+//! The pruning methods: how many weights each layer keeps ([`quota`]) and
+//! which ones ([`random`]: RPI and MiCA; [`scored`]: SNIP, GraSP, SynFlow,
+//! SNIP-it; [`magnitude`]: magnitude and LAMP; [`neuron`]: structured
+//! pruning and OSSuM), dispatched by [`prune`].
+
+pub mod magnitude;
+pub mod neuron;
+pub mod prune;
+pub mod quota;
+pub mod random;
+pub mod scored;

@@ -1,0 +1,350 @@
+//! Random-family pruning: RPI and MiCA with any quota, optionally reaching a
+//! target *effective* compression.
+//!
+//! Effective pruning follows Algorithm 1 of the effective-sparsity paper
+//! (papers/effective-sparsity-igq.txt, Sec. 5): bisection over the direct
+//! kept count `K`, with the quota re-evaluated at each `K`. RPI masks are
+//! prefixes of one random permutation per layer ([`crate::methods::random::rpi`]), so with a
+//! layerwise-monotone quota (IGQ, ERK, uniform) the masks are nested and the
+//! active count is monotone in `K`; MiCA masks are rebuilt at each `K` (they
+//! keep nearly every edge active, so the bisection converges the same way).
+//!
+//! ```
+//! use maskforge::{zoo, methods::prune::*, methods::quota::Quota};
+//! let net = zoo::build("lenet300", 0).unwrap();
+//! let spec = PruneSpec { method: Method::Rpi, quota: Quota::Igq, target_kept: 2662, seed: 0, effective: false };
+//! let out = prune(&net, &spec).unwrap();
+//! assert_eq!(out.raw.count_ones(), 2662);
+//! assert!(out.effective().is_subset_of(&out.raw));
+//! ```
+
+use crate::analysis::effective::analyse;
+use crate::error::{Error, Result};
+use crate::graph::Network;
+use crate::mask::MaskSet;
+use crate::methods::quota::Quota;
+
+/// How MiCA picks the previous layer's node count inside its feasible range
+/// (Algorithm 1; the official code's `rand`/`min`/`max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum MicaChoice {
+    Rand,
+    Min,
+    Max,
+}
+
+/// A random-family pruning method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Method {
+    /// Random pruning with exact per-layer counts.
+    Rpi,
+    /// Minimum Connection Assurance.
+    Mica(MicaChoice),
+    /// A ranking of trained weights (magnitude, LAMP) cut globally or per
+    /// layer with the quota's counts.
+    Ranked(
+        crate::methods::magnitude::Ranking,
+        crate::methods::magnitude::Scope,
+    ),
+    /// A gradient or flow score (SNIP, GraSP, SynFlow, SNIP-it).
+    Scored(
+        crate::methods::scored::Scorer,
+        crate::methods::magnitude::Scope,
+    ),
+}
+
+/// What to prune and how far.
+#[derive(Clone, Debug)]
+pub struct PruneSpec {
+    pub method: Method,
+    pub quota: Quota,
+    /// Target number of kept weights (direct), or of active weights with `effective`.
+    pub target_kept: usize,
+    pub seed: u64,
+    /// Reach the target as an *effective* count (effective pruning).
+    pub effective: bool,
+}
+
+/// The masks a run produced.
+#[derive(Clone, Debug)]
+pub struct PruneOutcome {
+    /// Masks as placed (`--keep-inactive`).
+    pub raw: MaskSet,
+    /// The liveness analysis of `raw` (for reports without a second pass).
+    pub analysis: crate::analysis::effective::Analysis,
+    /// Per-layer quota counts the placement used.
+    pub counts: Vec<usize>,
+    /// With `effective`: why the target could not be met exactly, if so.
+    pub note: Option<String>,
+    /// Iterative methods: the density after each round.
+    pub history: Vec<f64>,
+}
+
+impl PruneOutcome {
+    /// The effective masks of `raw` (its active weights).
+    pub fn effective(&self) -> &MaskSet {
+        &self.analysis.active
+    }
+}
+
+/// Place masks with exactly `counts[l]` weights per layer.
+pub fn place(net: &Network, method: Method, counts: &[usize], seed: u64) -> Result<MaskSet> {
+    match method {
+        Method::Rpi => Ok(crate::methods::random::rpi::rpi(net, counts, seed)),
+        Method::Mica(choice) => crate::methods::random::mica::mica(net, counts, choice, seed),
+        Method::Ranked(r, _) => {
+            let s = crate::methods::magnitude::scores(net, r, None)?;
+            Ok(MaskSet {
+                layers: crate::methods::magnitude::keep_top_per_layer(&s, counts),
+            })
+        }
+        Method::Scored(scorer, _) => {
+            let total = counts.iter().sum();
+            let ctx = crate::methods::scored::Context::default();
+            let (m, _) = crate::methods::scored::prune_scored(
+                net,
+                scorer,
+                crate::methods::magnitude::Scope::Layer,
+                Some(counts),
+                total,
+                crate::methods::scored::Cut::Direct,
+                &ctx,
+                &mut |_, _| {},
+            )?;
+            Ok(m)
+        }
+    }
+}
+
+fn outcome(net: &Network, raw: MaskSet, counts: Vec<usize>, history: Vec<f64>) -> PruneOutcome {
+    let analysis = analyse(net, &raw);
+    PruneOutcome {
+        counts,
+        analysis,
+        raw,
+        note: None,
+        history,
+    }
+}
+
+fn run_at(
+    net: &Network,
+    spec: &PruneSpec,
+    kept: usize,
+    ctx: &crate::methods::scored::Context,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PruneOutcome> {
+    use crate::methods::magnitude::{keep_top, scores, Scope};
+    if let Method::Ranked(r, Scope::Global) = spec.method {
+        let layers = match r {
+            crate::methods::magnitude::Ranking::Magnitude => {
+                crate::methods::magnitude::magnitude_global_streaming(net, kept)?
+            }
+            _ => keep_top(&scores(net, r, None)?, kept),
+        };
+        let raw = MaskSet { layers };
+        let counts = raw.layers.iter().map(|b| b.count_ones()).collect();
+        return Ok(outcome(net, raw, counts, vec![]));
+    }
+    if let Method::Scored(scorer, scope) = spec.method {
+        let counts = match scope {
+            Scope::Layer => Some(crate::methods::quota::kept_counts(net, &spec.quota, kept)?),
+            Scope::Global => None,
+        };
+        let (raw, history) = crate::methods::scored::prune_scored(
+            net,
+            scorer,
+            scope,
+            counts.as_deref(),
+            kept,
+            if spec.effective && scorer.iterative() {
+                crate::methods::scored::Cut::Effective
+            } else {
+                crate::methods::scored::Cut::Direct
+            },
+            ctx,
+            progress,
+        )?;
+        let counts = raw.layers.iter().map(|b| b.count_ones()).collect();
+        return Ok(outcome(net, raw, counts, history));
+    }
+    let counts = crate::methods::quota::kept_counts(net, &spec.quota, kept)?;
+    let (raw, analysis) = match spec.method {
+        Method::Mica(choice) => {
+            let (raw, forward) =
+                crate::methods::random::mica::mica_traced(net, &counts, choice, spec.seed)?;
+            let a = crate::analysis::effective::analyse_with_forward(net, &raw, forward);
+            (raw, a)
+        }
+        m => {
+            let raw = place(net, m, &counts, spec.seed)?;
+            let a = analyse(net, &raw);
+            (raw, a)
+        }
+    };
+    Ok(PruneOutcome {
+        raw,
+        analysis,
+        counts,
+        note: None,
+        history: vec![],
+    })
+}
+
+/// Prune `net` as `spec` says (methods that need no calibration data).
+pub fn prune(net: &Network, spec: &PruneSpec) -> Result<PruneOutcome> {
+    prune_with(
+        net,
+        spec,
+        &crate::methods::scored::Context::default(),
+        &mut |_, _| {},
+    )
+}
+
+/// Prune with calibration data and a progress callback for the score-based
+/// methods. One-shot scores are computed once, also under `effective`.
+pub fn prune_with(
+    net: &Network,
+    spec: &PruneSpec,
+    ctx: &crate::methods::scored::Context,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PruneOutcome> {
+    let total = net.prunable_count();
+    if spec.target_kept == 0 || spec.target_kept > total {
+        return Err(Error::input(format!(
+            "target of {} kept weights is outside 1..={total}",
+            spec.target_kept
+        )));
+    }
+    let iterative = matches!(spec.method, Method::Scored(s, _) if s.iterative());
+    if !spec.effective {
+        return run_at(net, spec, spec.target_kept, ctx, progress);
+    }
+    let target = spec.target_kept;
+    if iterative {
+        // The last round already cut for the effective target.
+        let mut out = run_at(net, spec, target, ctx, progress)?;
+        out.note = unreachable(target, &out);
+        return Ok(out);
+    }
+    let first = run_at(net, spec, target, ctx, progress)?;
+    if first.effective().count_ones() >= target {
+        return Ok(first);
+    }
+    // Smallest K whose active count reaches the target; a K the quota cannot
+    // serve (too dense for it) sends the search lower.
+    let (mut lo, mut hi) = (target + 1, total);
+    let mut best = None;
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        let reached = match run_at(net, spec, mid, ctx, &mut |_, _| {}) {
+            Ok(out) => {
+                let r = out.effective().count_ones() >= target;
+                if r {
+                    best = Some(out);
+                }
+                r
+            }
+            Err(Error::Input(_)) => true,
+            Err(e) => return Err(e),
+        };
+        if reached {
+            hi = mid - 1;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    match best {
+        Some(out) => Ok(out),
+        None => {
+            let mut out = first;
+            out.note = unreachable(target, &out);
+            Ok(out)
+        }
+    }
+}
+
+/// The note of an effective target `out` falls short of, if it does.
+fn unreachable(target: usize, out: &PruneOutcome) -> Option<String> {
+    let active = out.effective().count_ones();
+    (active < target).then(|| {
+        format!(
+            "an effective count of {target} cannot be reached with this method and quota; closest achievable: {active} active"
+        )
+    })
+}
+
+/// Effective pruning on a ranking (Sec. 5 of the effective-sparsity paper,
+/// "effective ranking-based pruning"): the fewest top-ranked weights
+/// (`keep_top`, the ties rule included) of which at least `target` are
+/// active, by bisection over their number; every positively scored weight
+/// when even those leave fewer active. Active counts grow with the kept
+/// set (a larger cut keeps a superset), so the bisection is exact.
+pub fn effective_top(net: &Network, scores: &[Vec<f64>], target: usize) -> MaskSet {
+    let ranking = crate::methods::magnitude::TopRanking::new(scores);
+    let cut = |k: usize| MaskSet {
+        layers: ranking.keep(k),
+    };
+    let positive = ranking.positive();
+    let (mut lo, mut hi) = (target.min(positive), positive);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if crate::analysis::effective::effective_masks(net, &cut(mid)).count_ones() >= target {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    cut(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Against trying every cut: the smallest top-k reaching the target,
+    /// on an MLP whose random scores leave many top-ranked weights inactive.
+    #[test]
+    fn effective_top_is_the_smallest_cut_reaching_the_target() {
+        let net = crate::zoo::build("mlp:12-9-7-5", 0).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for trial in 0..20 {
+            let scores: Vec<Vec<f64>> = net
+                .layers
+                .iter()
+                .map(|l| {
+                    (0..l.numel())
+                        .map(|_| {
+                            // Some zeros and ties, as real rankings have.
+                            let r: f64 = rng.random();
+                            if r < 0.2 {
+                                0.0
+                            } else {
+                                (r * 50.0).round()
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let active = |k: usize| {
+                crate::analysis::effective::effective_masks(
+                    &net,
+                    &MaskSet {
+                        layers: crate::methods::magnitude::keep_top(&scores, k),
+                    },
+                )
+                .count_ones()
+            };
+            let positive = scores.iter().flatten().filter(|&&s| s > 0.0).count();
+            for target in [1, 5, 20, 60, positive] {
+                let got = effective_top(&net, &scores, target);
+                let k = (target.min(positive)..=positive)
+                    .find(|&k| active(k) >= target)
+                    .unwrap_or(positive);
+                let want = crate::methods::magnitude::keep_top(&scores, k);
+                assert_eq!(got.layers, want, "trial {trial} target {target}");
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! SNIP (Lee et al. 2019) and iterative SNIP (de Jorge et al. 2021):
+//! connection sensitivity `|dL/dw * w|` of the cross-entropy loss summed
+//! over the calibration batches (Synaptic-Flow `Pruners/pruners.py`, `SNIP`),
+//! BatchNorm in eval mode. Pruned weights have zero gradient (the mask
+//! multiplies the weight in the forward pass), so they score 0 and stay pruned.
+//!
+//! ```
+//! use maskforge::{zoo, autodiff::executor::Executor, methods::scored::snip, mask::MaskSet};
+//! use candle_core::{Device, DType, Tensor};
+//! let net = zoo::build("mlp:4-3-2", 0).unwrap();
+//! let ex = Executor::new(&net, &Device::Cpu, DType::F32).unwrap();
+//! let x = Tensor::ones((2, 4), DType::F32, &Device::Cpu).unwrap();
+//! let y = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+//! let cal = snip::Calibration { batches: vec![(x, y)] };
+//! let scores = snip::scores(&ex, &MaskSet::dense(&net), &cal).unwrap();
+//! let total: f64 = scores.iter().flatten().sum();
+//! assert!((total - 1.0).abs() < 1e-9);
+//! ```
+
+use candle_core::{CpuStorage, DType, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::autodiff::backward::{weight_gradients, Seed};
+use crate::autodiff::executor::{Executor, Mode};
+use crate::error::Result;
+use crate::mask::MaskSet;
+
+/// Calibration batches: inputs `[n, ...]` and `u32` labels `[n]`.
+pub struct Calibration {
+    pub batches: Vec<(Tensor, Tensor)>,
+}
+
+impl Calibration {
+    /// The samples `idx` of `data`, in batches of `batch_size`, on `device`.
+    pub fn from_dataset(
+        data: &crate::io::data::Dataset,
+        idx: &[usize],
+        batch_size: usize,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let mut batches = Vec::new();
+        for chunk in idx.chunks(batch_size.max(1)) {
+            let (x, y) = data.batch(chunk);
+            let mut shape = vec![chunk.len()];
+            shape.extend(&data.shape);
+            batches.push((
+                Tensor::from_vec(x, shape, device)?,
+                Tensor::from_vec(y, chunk.len(), device)?,
+            ));
+        }
+        Ok(Self { batches })
+    }
+}
+
+/// Runs `f` on a tensor's values widened to f64, read in place where
+/// they are contiguous f32 or f64 on the CPU (no host or f64 copy of a
+/// weight-sized tensor), else through a converted copy.
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&mut dyn Iterator<Item = f64>) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    if let (Storage::Cpu(cpu), Some((lo, hi))) = (&*storage, layout.contiguous_offsets()) {
+        match cpu {
+            CpuStorage::F32(v) => return Ok(f(&mut v[lo..hi].iter().map(|&x| x as f64))),
+            CpuStorage::F64(v) => return Ok(f(&mut v[lo..hi].iter().copied())),
+            _ => {}
+        }
+    }
+    drop(storage);
+    let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    Ok(f(&mut v.into_iter()))
+}
+
+/// Adds a tensor's values to `acc` (or, when `acc` is empty, sets it),
+/// widened to f64 on the host: a f64 copy on the device first would be one
+/// more weight-sized buffer per layer, and a zero-filled `acc` one more pass.
+fn add_into(acc: &mut Vec<f64>, t: &Tensor) -> Result<()> {
+    with_values(t, |v| {
+        if acc.is_empty() {
+            acc.extend(v);
+        } else {
+            acc.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+        }
+    })
+}
+
+/// Sum over the batches of `dL/dw` for every layer (canonical order), with
+/// the loss on `logits / temperature`.
+pub fn loss_gradients(
+    ex: &Executor,
+    masks: &MaskSet,
+    cal: &Calibration,
+    temperature: f64,
+) -> Result<Vec<Vec<f64>>> {
+    let mut acc: Vec<Vec<f64>> = vec![Vec::new(); ex.weights.len()];
+    for (x, y) in &cal.batches {
+        let seed = Seed::CrossEntropy {
+            labels: y,
+            temperature,
+        };
+        let grads = weight_gradients(ex, x, Some(masks), Mode::Eval, seed)?;
+        acc.par_iter_mut()
+            .zip(grads)
+            .filter_map(|(a, g)| Some((a, g?)))
+            .try_for_each(|(a, g)| add_into(a, &g))?;
+    }
+    // Layers no gradient reached (and an empty calibration set): zeros.
+    for (a, w) in acc.iter_mut().zip(&ex.weights) {
+        if a.is_empty() {
+            *a = vec![0.0; w.elem_count()];
+        }
+    }
+    Ok(acc)
+}
+
+/// Current weight values (canonical) as f64.
+pub fn weight_values(ex: &Executor) -> Result<Vec<Vec<f64>>> {
+    ex.weights
+        .iter()
+        .map(|w| {
+            let mut v = Vec::new();
+            add_into(&mut v, w.as_tensor())?;
+            Ok(v)
+        })
+        .collect()
+}
+
+/// SNIP scores `|g * w|` (normalised to sum 1, which changes no ranking),
+/// computed in the gradients' buffers, one layer's weights read at a time.
+pub fn scores(ex: &Executor, masks: &MaskSet, cal: &Calibration) -> Result<Vec<Vec<f64>>> {
+    let mut s = loss_gradients(ex, masks, cal, 1.0)?;
+    s.par_iter_mut()
+        .zip(ex.weights.par_iter())
+        .try_for_each(|(g, w)| {
+            with_values(w.as_tensor(), |w| {
+                g.iter_mut().zip(w).for_each(|(a, b)| *a = (*a * b).abs())
+            })
+        })?;
+    let total: f64 = s.iter().map(|l| l.iter().sum::<f64>()).sum();
+    if total > 0.0 {
+        s.par_iter_mut()
+            .for_each(|l| l.iter_mut().for_each(|v| *v /= total));
+    }
+    Ok(s)
+}
