@@ -3,8 +3,8 @@
 //! 1000x with IGQ; the IGQ quota itself; and the mask-file writer.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use maskforge::methods::prune::MicaChoice;
 use maskforge::methods::quota::{kept_counts, target_from_compression, Quota};
+use maskforge::methods::random::mica::MicaChoice;
 use maskforge::{methods::random::mica, methods::random::rpi, zoo};
 
 fn bench(c: &mut Criterion) {

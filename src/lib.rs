@@ -15,7 +15,6 @@
 
 pub mod analysis;
 pub mod autodiff;
-pub mod cli;
 pub mod error;
 pub mod graph;
 pub mod init;
@@ -24,4 +23,5 @@ pub mod mask;
 pub mod methods;
 pub mod report;
 pub mod rng;
+pub mod vocab;
 pub mod zoo;

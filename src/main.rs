@@ -1,9 +1,15 @@
-//! The `maskforge` binary: parse, run, map errors to exit codes.
+//! The `maskforge` binary: parse, run, map errors to exit codes
+//! (CONVENTIONS.md: 0 success, 1 usage or input error, 2 internal failure),
+//! and own the process-wide concerns the library leaves to it: signals,
+//! panics and the allocator's tunables.
 
 use clap::Parser;
+use maskforge::error::Error;
+
+mod cli;
 
 fn main() {
-    let cli = match maskforge::cli::Cli::try_parse() {
+    let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 1 } else { 0 };
@@ -11,14 +17,70 @@ fn main() {
             std::process::exit(code);
         }
     };
-    maskforge::io::fs::install_interrupt_cleanup();
+    install_interrupt_cleanup();
+    install_panic_exit();
     keep_freed_memory();
-    if let Err(e) = maskforge::cli::run(cli) {
+    // Test builds only: a panic on demand, to check the hook's exit code.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("MASKFORGE_TEST_PANIC").is_some() {
+        panic!("MASKFORGE_TEST_PANIC is set");
+    }
+    if let Err(e) = cli::run(cli) {
         // One line: a cause, never a backtrace.
         let msg = e.to_string();
         eprintln!("error: {}", msg.lines().next().unwrap_or("unknown failure"));
-        std::process::exit(e.exit_code());
+        std::process::exit(exit_code(&e));
     }
+}
+
+/// 1 when the input is at fault, 2 for internal failures.
+fn exit_code(e: &Error) -> i32 {
+    if e.is_internal() {
+        2
+    } else {
+        1
+    }
+}
+
+/// On SIGINT/SIGTERM/SIGHUP, delete any temporary output being written and
+/// exit with 130, so an interrupted run leaves no partial file behind.
+fn install_interrupt_cleanup() {
+    // A write past RLIMIT_FSIZE (a quota, a full volume of that kind) must be
+    // an error we report and clean up after, not a SIGXFSZ that kills us.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" at start-up, before
+    // any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let _ = ctrlc::set_handler(|| {
+        maskforge::io::fs::remove_partial_outputs();
+        eprintln!("error: interrupted; no output was written");
+        std::process::exit(130);
+    });
+}
+
+/// A panic is a bug of ours, whatever input reached it: one line and exit
+/// code 2 (never Rust's 101 and a backtrace), and no partial output left.
+/// The hook runs on the panicking thread before unwinding, so a panic on a
+/// worker thread ends the whole run too.
+fn install_panic_exit() {
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let line = what.lines().next().unwrap_or_default().to_string();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        maskforge::io::fs::remove_partial_outputs();
+        eprintln!("error: internal error: {line}{at} (a bug in maskforge; please report it)");
+        std::process::exit(2);
+    }));
 }
 
 /// Keeps freed memory in the process instead of returning it to the kernel.

@@ -79,8 +79,8 @@ fn position_level_exactness_on_real_graphs() {
 /// weights functional as RPI with the same quota counts.
 #[test]
 fn random_family_runs_on_every_light_model() {
-    use maskforge::methods::prune::MicaChoice;
     use maskforge::methods::quota::{kept_counts, target_from_compression, Quota};
+    use maskforge::methods::random::mica::MicaChoice;
     let dir = common::light_models_dir();
     for m in MODELS {
         let net = maskforge::io::onnx::read(&dir.join(format!("{m}.onnx"))).unwrap();

@@ -6,8 +6,9 @@ mod common;
 use std::process::Command;
 
 use maskforge::analysis::effective::effective_masks;
-use maskforge::methods::prune::{prune, Method, MicaChoice, PruneSpec};
+use maskforge::methods::prune::{prune, Method, PruneSpec};
 use maskforge::methods::quota::{kept_counts, target_from_compression, Quota};
+use maskforge::methods::random::mica::MicaChoice;
 use maskforge::{methods::random::mica, zoo};
 
 fn spec(method: Method, quota: Quota, kept: usize, effective: bool) -> PruneSpec {

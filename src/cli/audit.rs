@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::analysis::audit::{audit, AuditReport};
-use crate::error::Result;
-use crate::io::maskfile::{self, MaskFormat};
-use crate::mask::MaskSet;
+use maskforge::analysis::audit::{audit, AuditReport};
+use maskforge::error::Result;
+use maskforge::io::maskfile;
+use maskforge::mask::MaskSet;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -20,14 +20,14 @@ pub struct Args {
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
     #[command(flatten)]
-    pub format: MaskFormat,
+    pub format: super::MaskFormatArgs,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = crate::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = maskforge::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let net = &m.network;
     let masks = match m.masks(a.masks.as_deref())? {
         Some(masks) => masks,
@@ -45,7 +45,7 @@ pub fn run(a: Args) -> Result<()> {
             &inputs,
             net,
             &report.effective,
-            a.format,
+            a.format.format(),
             &meta,
             m.sharding.as_ref(),
         )?;

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::error::Result;
-use crate::io::data::Dataset;
-use crate::report::eval::evaluate;
+use maskforge::error::Result;
+use maskforge::io::data::Dataset;
+use maskforge::report::eval::evaluate;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long)]
     pub data: String,
     #[command(flatten)]
-    pub normalization: crate::io::data::Normalization,
+    pub normalization: super::NormalizationArgs,
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
     #[arg(long)]
@@ -27,7 +27,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = crate::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = maskforge::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let net = &m.network;
     let masks = m.masks(a.masks.as_deref())?;
     let shape = net.values[net.inputs[0]].shape.clone();

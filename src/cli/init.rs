@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::error::Result;
-use crate::init::zero::{Orientation, Rule};
-use crate::init::{reinitialise, Applied, LayerInit, Scheme};
+use maskforge::error::Result;
+use maskforge::init::zero::{Orientation, Rule};
+use maskforge::init::{reinitialise, Applied, LayerInit, Scheme};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -65,8 +65,8 @@ struct Summary<'a> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    crate::init::Format::of(&a.output)?;
-    let m = crate::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    maskforge::init::Format::of(&a.output)?;
+    let m = maskforge::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let scheme = a.scheme.scheme(a.model.seed);
     let r = reinitialise(&m.network, scheme)?;
     let inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
@@ -75,7 +75,7 @@ pub fn run(a: Args) -> Result<()> {
         .files
         .first()
         .filter(|_| a.model.model.to_ascii_lowercase().ends_with(".onnx"));
-    crate::init::write(&a.output, &inputs, &r, onnx_source.map(|p| p.as_path()))?;
+    maskforge::init::write(&a.output, &inputs, &r, onnx_source.map(|p| p.as_path()))?;
     let summary = Summary {
         model: &a.model.model,
         scheme: a.scheme.name(),

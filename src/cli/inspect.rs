@@ -4,8 +4,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::graph::Network;
+use maskforge::error::{Error, Result};
+use maskforge::graph::Network;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -79,12 +79,12 @@ fn inspection(net: &Network) -> Inspection {
 pub fn run(a: Args) -> Result<()> {
     let spec = &a.model.model;
     if spec.to_ascii_lowercase().ends_with(".onnx") && a.model.arch.is_none() {
-        let unsupported = crate::io::onnx::unsupported_ops(Path::new(spec))?;
+        let unsupported = maskforge::io::onnx::unsupported_ops(Path::new(spec))?;
         if !unsupported.is_empty() {
             if a.json {
                 let list: Vec<_> = unsupported
                     .iter()
-                    .map(|u| serde_json::json!({"op": u.op, "node": u.node, "why": u.why}))
+                    .map(|u| serde_json::json!({"op": u.op, "node": u.node, "why": u.detail}))
                     .collect();
                 super::print_json(&serde_json::json!({ "model": spec, "unsupported": list }))?;
             } else {
@@ -100,7 +100,7 @@ pub fn run(a: Args) -> Result<()> {
             )));
         }
     }
-    let m = crate::io::model::load(spec, a.model.arch.as_deref(), a.model.seed)?;
+    let m = maskforge::io::model::load(spec, a.model.arch.as_deref(), a.model.seed)?;
     let ins = inspection(&m.network);
     if a.json {
         return super::print_json(&ins);

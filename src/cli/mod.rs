@@ -1,5 +1,7 @@
 //! The command line (CONVENTIONS.md, "Command line"): argument parsing and the
-//! subcommands, each a thin layer over the library.
+//! subcommands, each a thin layer over the library. Flag names live here
+//! only: library errors say what was wrong, and the command adds which flag
+//! carried it ([`flag`]).
 
 mod audit;
 mod eval;
@@ -10,9 +12,14 @@ mod quotas;
 mod sweep;
 mod zoo;
 
+use std::path::Path;
+
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
 
-use crate::error::Result;
+use maskforge::error::{Error, Result};
+use maskforge::io::maskfile::{MaskDType, MaskFormat, Naming};
+use maskforge::vocab::Named;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,7 +42,8 @@ pub enum Command {
     Init(init::Args),
     /// The layer graph as maskforge sees it, and any unsupported op.
     Inspect(inspect::Args),
-    /// Write a pruning mask (rpi, mica) for a quota and a compression.
+    /// Write a pruning mask: random (rpi, mica), magnitude/LAMP, gradient
+    /// and flow scores (snip, grasp, synflow, snip-it) or neurons (ossum).
     Prune(prune::Args),
     /// Per-layer densities and counts of a quota.
     Quotas(quotas::Args),
@@ -73,10 +81,83 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A value parser for a library enum with names ([`Named`]): `--help`
+/// lists the names, and a wrong one is refused by clap with that list.
+pub fn named<T: Named + Clone + Send + Sync + 'static>() -> impl TypedValueParser<Value = T> {
+    clap::builder::PossibleValuesParser::new(T::NAMES).try_map(|s| s.parse::<T>())
+}
+
+/// Attach the flag that carried a value to a library error about it.
+pub fn flag(name: &'static str) -> impl Fn(Error) -> Error {
+    move |e| e.context(name)
+}
+
+/// `--mask-dtype` and `--naming`: how a mask file is encoded.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct MaskFormatArgs {
+    /// Element type of the mask tensors.
+    #[arg(long, value_parser = named::<MaskDType>(), default_value = "bool")]
+    pub mask_dtype: MaskDType,
+    /// Key masks by the weight's name, or as `<prefix>.weight_mask` for
+    /// `torch.nn.utils.prune.custom_from_mask`.
+    #[arg(long, value_parser = named::<Naming>(), default_value = "source")]
+    pub naming: Naming,
+}
+
+impl MaskFormatArgs {
+    pub fn format(self) -> MaskFormat {
+        MaskFormat {
+            mask_dtype: self.mask_dtype,
+            naming: self.naming,
+        }
+    }
+}
+
+/// `--mean`/`--std`: input standardisation for the commands that read data.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NormalizationArgs {
+    /// Subtract from every input (after scaling pixels to [0, 1]); one value
+    /// or one per channel, comma-separated.
+    #[arg(long, requires = "std", value_parser = numbers)]
+    pub mean: Option<Numbers>,
+    /// Divide every input by this; one value or one per channel.
+    #[arg(long, requires = "mean", value_parser = numbers)]
+    pub std: Option<Numbers>,
+}
+
+/// A comma-separated list of numbers.
+#[derive(Debug, Clone)]
+pub struct Numbers(pub Vec<f32>);
+
+fn numbers(s: &str) -> std::result::Result<Numbers, String> {
+    s.split(',')
+        .map(|x| x.trim().parse::<f32>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(Numbers)
+        .map_err(|_| format!("expected numbers like 0.1307 or 0.5,0.5,0.5, got '{s}'"))
+}
+
+impl NormalizationArgs {
+    /// Standardise `d` when the flags are given.
+    pub fn apply(&self, d: &mut maskforge::io::data::Dataset) -> Result<()> {
+        match (&self.mean, &self.std) {
+            (Some(m), Some(s)) => d.normalize(&m.0, &s.0).map_err(flag("--mean/--std")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Refuse a run whose outputs collide with its inputs or each other before
+/// any of them is written (`None`s are outputs not asked for).
+pub fn check_outputs(outputs: &[Option<&Path>], inputs: &[&Path]) -> Result<()> {
+    let outs: Vec<&Path> = outputs.iter().flatten().copied().collect();
+    maskforge::io::fs::check_outputs(&outs, inputs)
+}
+
 /// Print a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(v)
-        .map_err(|e| crate::error::Error::internal(format!("JSON: {e}")))?;
+        .map_err(|e| maskforge::error::Error::internal(format!("JSON: {e}")))?;
     println!("{s}");
     Ok(())
 }

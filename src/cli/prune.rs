@@ -5,23 +5,31 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::analysis::audit::{audit_with, Paths};
-use crate::error::{Error, Result};
-use crate::graph::Network;
-use crate::io::maskfile::{self, MaskFormat};
-use crate::methods::magnitude::{Ranking, Scope};
-use crate::methods::prune::{prune_with, Method, MicaChoice, PruneSpec};
-use crate::methods::quota::{self, Quota};
+use maskforge::analysis::audit::{audit_with, Paths};
+use maskforge::error::{Error, Result};
+use maskforge::graph::Network;
+use maskforge::io::maskfile;
+use maskforge::methods::magnitude::Scope;
+use maskforge::methods::neuron::ossum::{Deep, NeuronMethod, Rank};
+use maskforge::methods::prune::{prune_with, Method, PruneOutcome, PruneSpec};
+use maskforge::methods::quota::{self, Quota};
+use maskforge::methods::random::mica::MicaChoice;
+use maskforge::methods::scored::Scorer;
+
+use super::{flag, named, MaskFormatArgs, NormalizationArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     pub model: super::ModelArgs,
-    /// Pruning method: rpi, mica, magnitude, lamp, snip, grasp, synflow,
-    /// snip-it; neuron methods ossum, neuron-norm, neuron-random.
+    /// Pruning method: rpi, mica (mica-min, mica-max), magnitude, lamp,
+    /// snip, grasp, synflow, snip-it; neuron methods ossum, neuron-norm,
+    /// neuron-random.
     #[arg(long)]
     pub method: String,
-    /// Layerwise quota: uniform, uniform+, erk, igq, smart, masks:FILE.
+    /// Layerwise quota: uniform, uniform+, erk, igq, smart, the quota of a
+    /// ranking method (snip, grasp, synflow), or masks:FILE (the effective
+    /// per-layer counts of a mask file).
     #[arg(long, default_value = "igq")]
     pub quota: String,
     #[command(flatten)]
@@ -30,20 +38,21 @@ pub struct Args {
     #[arg(long)]
     pub effective: bool,
     /// MiCA's choice of node counts inside the feasible range.
-    #[arg(long, value_enum, default_value = "rand")]
-    pub mica_choice: MicaChoice,
-    /// For magnitude: one global threshold, or per-layer counts from --quota.
-    #[arg(long, value_enum, default_value = "global")]
+    #[arg(long, value_parser = named::<MicaChoice>())]
+    pub mica_choice: Option<MicaChoice>,
+    /// For magnitude, snip and grasp: one global threshold, or per-layer
+    /// counts from --quota.
+    #[arg(long, value_parser = named::<Scope>(), default_value = "global")]
     pub scope: Scope,
     #[command(flatten)]
     pub scoring: ScoringArgs,
     /// OSSuM: how class-wise scores combine (sum: Eq. 2, linear: Eq. 4, log: Eq. 5).
-    #[arg(long, value_enum, default_value = "sum")]
-    pub rank: crate::methods::neuron::ossum::Rank,
+    #[arg(long, value_parser = named::<Rank>(), default_value = "sum")]
+    pub rank: Rank,
     /// OSSuM on deeper nets: earlier hidden layers by norm (OSSuM+Norm) or
     /// by OSSuM against a random read-out (OSSuM+PAB, Algorithm 2).
-    #[arg(long, value_enum, default_value = "norm")]
-    pub deep: crate::methods::neuron::ossum::Deep,
+    #[arg(long, value_parser = named::<Deep>(), default_value = "norm")]
+    pub deep: Deep,
     #[arg(short = 'o', long)]
     pub output: PathBuf,
     /// Write the raw mask (inactive edges included) instead of the effective one.
@@ -56,7 +65,7 @@ pub struct Args {
     #[arg(long)]
     pub report: Option<PathBuf>,
     #[command(flatten)]
-    pub format: MaskFormat,
+    pub format: MaskFormatArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -81,7 +90,7 @@ pub struct ScoringArgs {
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
     #[command(flatten)]
-    pub normalization: crate::io::data::Normalization,
+    pub normalization: NormalizationArgs,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -92,7 +101,7 @@ pub enum DeviceArg {
 
 impl ScoringArgs {
     /// The scoring context for `net` (data read only when given).
-    pub fn context(&self, net: &Network, seed: u64) -> Result<crate::methods::scored::Context> {
+    pub fn context(&self, net: &Network, seed: u64) -> Result<maskforge::methods::scored::Context> {
         let device = match self.device {
             DeviceArg::Cpu => candle_core::Device::Cpu,
             DeviceArg::Cuda => cuda_device()?,
@@ -103,7 +112,7 @@ impl ScoringArgs {
                 net, spec, self, seed, &device,
             )?)),
         };
-        Ok(crate::methods::scored::Context {
+        Ok(maskforge::methods::scored::Context {
             calibration,
             device,
             rounds: self.rounds,
@@ -130,16 +139,17 @@ fn calibration(
     a: &ScoringArgs,
     seed: u64,
     device: &candle_core::Device,
-) -> Result<crate::methods::scored::snip::Calibration> {
+) -> Result<maskforge::methods::scored::snip::Calibration> {
     let shape = net.values[net.inputs[0]].shape.clone();
     let classes = net.values[net.outputs[0]].numel();
-    let mut data = crate::io::data::Dataset::load(spec, &shape, classes, seed)?;
+    let mut data =
+        maskforge::io::data::Dataset::load(spec, &shape, classes, seed).map_err(flag("--data"))?;
     a.normalization.apply(&mut data)?;
     let idx: Vec<usize> = match a.samples_per_class {
         0 => (0..data.len()).collect(),
         k => data.per_class(k, seed),
     };
-    crate::methods::scored::snip::Calibration::from_dataset(&data, &idx, a.batch_size, device)
+    maskforge::methods::scored::snip::Calibration::from_dataset(&data, &idx, a.batch_size, device)
 }
 
 /// How much to prune: exactly one of these. For neuron methods the ratios
@@ -174,9 +184,7 @@ impl Amount {
     /// The compression asked for (total / kept).
     pub fn compression(&self) -> Result<f64> {
         Ok(match (&self.compression, self.density, self.sparsity) {
-            (Some(c), _, _) => {
-                quota::parse_ratio(c).map_err(|e| Error::input(format!("--compression: {e}")))?
-            }
+            (Some(c), _, _) => quota::parse_ratio(c).map_err(flag("--compression"))?,
             (_, Some(d), _) if d > 0.0 && d <= 1.0 => 1.0 / d,
             (_, _, Some(s)) if (0.0..1.0).contains(&s) => 1.0 / (1.0 - s),
             (_, Some(d), _) => {
@@ -198,7 +206,7 @@ impl Amount {
     pub fn neuron_counts(
         &self,
         net: &Network,
-        groups: &[crate::methods::neuron::NeuronGroup],
+        groups: &[maskforge::methods::neuron::NeuronGroup],
     ) -> Result<(Vec<usize>, f64)> {
         if let Some(w) = &self.widths {
             let widths = w
@@ -206,93 +214,95 @@ impl Amount {
                 .map(|x| x.trim().parse::<usize>())
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|_| Error::input(format!("--widths {w}: expected widths like 100,50")))?;
-            let counts = crate::methods::neuron::counts_for_widths(net, groups, &widths)?;
+            let counts = maskforge::methods::neuron::counts_for_widths(net, groups, &widths)
+                .map_err(flag("--widths"))?;
             let total: usize = groups.iter().map(|g| g.width).sum();
             let ratio = total as f64 / counts.iter().sum::<usize>() as f64;
             return Ok((counts, ratio));
         }
         let c = self.compression()?;
         Ok((
-            crate::methods::neuron::counts_for_fraction(groups, 1.0 / c)?,
+            maskforge::methods::neuron::counts_for_fraction(groups, 1.0 / c)?,
             c,
         ))
     }
 }
 
-/// Parse a method name.
-pub fn parse_method(s: &str, choice: MicaChoice, scope: Scope) -> Result<Method> {
-    use crate::methods::scored::Scorer;
-    match s {
-        "rpi" | "random" => Ok(Method::Rpi),
-        "mica" => Ok(Method::Mica(choice)),
-        "magnitude" => Ok(Method::Ranked(Ranking::Magnitude, scope)),
-        // LAMP's scores are built for one global threshold.
-        "lamp" => Ok(Method::Ranked(Ranking::Lamp, Scope::Global)),
-        "snip" => Ok(Method::Scored(Scorer::Snip, scope)),
-        "grasp" => Ok(Method::Scored(Scorer::Grasp, scope)),
-        "synflow" => Ok(Method::Scored(Scorer::Synflow, Scope::Global)),
-        "snip-it" => Ok(Method::Scored(Scorer::SnipIt, Scope::Global)),
-        other => Err(Error::input(format!(
-            "--method {other}: expected rpi, mica, magnitude, lamp, snip, grasp, synflow, snip-it, ossum, neuron-norm or neuron-random"
-        ))),
-    }
+/// What `--method` names: a weight method or a neuron method.
+#[derive(Clone, Copy, Debug)]
+enum Chosen {
+    Weights(Method),
+    Neurons(NeuronMethod),
 }
 
-/// The neuron method `s` names, if it is one.
-pub fn parse_neuron_method(
-    s: &str,
-    rank: crate::methods::neuron::ossum::Rank,
-    deep: crate::methods::neuron::ossum::Deep,
-) -> Option<crate::methods::neuron::ossum::NeuronMethod> {
-    use crate::methods::neuron::ossum::NeuronMethod;
-    match s {
-        "ossum" => Some(NeuronMethod::Ossum { rank, deep }),
-        "neuron-norm" => Some(NeuronMethod::Norm),
-        "neuron-random" => Some(NeuronMethod::Random),
-        _ => None,
+/// `--method` with its modifiers (`--scope`, `--mica-choice`, `--rank`,
+/// `--deep`); one vocabulary with `sweep --methods` ([`Method`]).
+fn parse_method(a: &Args) -> Result<Chosen> {
+    if let Some(m) = NeuronMethod::parse(&a.method, a.rank, a.deep) {
+        return Ok(Chosen::Neurons(m));
     }
+    let method: Method = a.method.parse().map_err(|_| {
+        Error::input(format!(
+            "--method {}: expected one of {}, {}",
+            a.method,
+            Method::NAMES.join(", "),
+            NeuronMethod::NAMES.join(", ")
+        ))
+    })?;
+    if a.mica_choice.is_some() && !matches!(method, Method::Mica(_)) {
+        return Err(Error::input(format!(
+            "--mica-choice applies to --method mica, not {method}"
+        )));
+    }
+    let method = method.with_scope(a.scope);
+    Ok(Chosen::Weights(match a.mica_choice {
+        Some(c) => method.with_mica_choice(c),
+        None => method,
+    }))
 }
 
-/// Parse a quota, reading `masks:FILE` against `net` (its effective counts);
-/// `snip`/`grasp`/`synflow` take the per-layer counts that method keeps at
-/// `target` (RPI-SNIP etc. in the MiCA paper).
-pub fn parse_quota(
-    s: &str,
-    net: &Network,
-    target: usize,
-    ctx: &crate::methods::scored::Context,
-) -> Result<Quota> {
-    use crate::methods::scored::Scorer;
-    if let Some(file) = s.strip_prefix("masks:") {
-        let m = maskfile::read(net, Path::new(file))?;
-        let eff = crate::analysis::effective::effective_masks(net, &m);
-        return Ok(Quota::Counts(
-            eff.layers.iter().map(|b| b.count_ones()).collect(),
-        ));
-    }
-    let scorer = match s {
-        "snip" => Some(Scorer::Snip),
-        "grasp" => Some(Scorer::Grasp),
-        "synflow" => Some(Scorer::Synflow),
-        _ => None,
+/// Refuse a data-driven method or quota without `--data` before any work.
+fn require_data(a: &Args, chosen: Chosen) -> Result<()> {
+    let scorer_needs = |s: Scorer| s.needs_data();
+    let by_method = match chosen {
+        Chosen::Weights(Method::Scored(s, _)) => scorer_needs(s),
+        Chosen::Neurons(NeuronMethod::Ossum { .. }) => true,
+        _ => false,
     };
-    if let Some(scorer) = scorer {
-        let (m, _) = crate::methods::scored::prune_scored(
-            net,
-            scorer,
-            Scope::Global,
-            None,
-            target,
-            crate::methods::scored::Cut::Direct,
-            ctx,
-            &mut |_, _| {},
-        )?;
-        return Ok(Quota::Counts(
-            m.layers.iter().map(|b| b.count_ones()).collect(),
-        ));
+    let by_quota = matches!(a.quota.parse::<Quota>(), Ok(Quota::Scored(s)) if scorer_needs(s))
+        && matches!(chosen, Chosen::Weights(m) if m.scope() == Scope::Layer);
+    if a.scoring.data.is_some() || !(by_method || by_quota) {
+        return Ok(());
     }
-    s.parse::<Quota>()
-        .map_err(|e| Error::input(format!("--quota {s}: {e}")))
+    let what = if by_method {
+        format!("--method {}", a.method)
+    } else {
+        format!("--quota {}", a.quota)
+    };
+    Err(Error::input(format!(
+        "{what} needs calibration data: give --data FILE (safetensors x/y, IDX, CSV) or --data synthetic:N"
+    )))
+}
+
+/// `--quota`: a named quota, or `masks:FILE` read against `net` (its
+/// effective per-layer counts).
+pub fn parse_quota(s: &str, net: &Network) -> Result<Quota> {
+    match s.strip_prefix("masks:") {
+        Some(file) => {
+            let m = maskfile::read(net, Path::new(file)).map_err(flag("--quota masks:"))?;
+            Ok(Quota::from_effective(net, &m))
+        }
+        None => s.parse::<Quota>().map_err(flag("--quota")),
+    }
+}
+
+/// The files a run reads, which no output may replace.
+fn inputs<'a>(m: &'a maskforge::io::model::Loaded, quota: &'a str) -> Vec<&'a Path> {
+    let mut inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
+    if let Some(f) = quota.strip_prefix("masks:") {
+        inputs.push(Path::new(f));
+    }
+    inputs
 }
 
 #[derive(Serialize)]
@@ -344,29 +354,44 @@ struct Report {
 
 /// What a method produced, before it is written and reported.
 struct Produced {
-    out: crate::methods::prune::PruneOutcome,
+    out: PruneOutcome,
     target_compression: f64,
+    /// The quota as reported: `global` for one global cut, `neurons` for
+    /// neuron methods, else the `--quota` given.
     quota: String,
     neurons: Option<Vec<NeuronReport>>,
+    /// The method's canonical name (`mica-min` for `mica --mica-choice min`).
+    method: String,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = crate::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
-    let produced = match parse_neuron_method(&a.method, a.rank, a.deep) {
-        Some(nm) => prune_neurons(&a, &m.network, nm)?,
-        None => prune_weights(&a, &m.network)?,
+    let m = maskforge::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let chosen = parse_method(&a)?;
+    require_data(&a, chosen)?;
+    super::check_outputs(
+        &[Some(&a.output), a.apply.as_deref(), a.report.as_deref()],
+        &inputs(&m, &a.quota),
+    )?;
+    let produced = match chosen {
+        Chosen::Neurons(nm) => prune_neurons(&a, &m.network, nm)?,
+        Chosen::Weights(method) => prune_weights(&a, &m.network, method)?,
     };
     emit(&a, &m, produced)
 }
 
-fn prune_weights(a: &Args, net: &Network) -> Result<Produced> {
-    let method = parse_method(&a.method, a.mica_choice, a.scope)?;
+fn prune_weights(a: &Args, net: &Network, method: Method) -> Result<Produced> {
     let (target_kept, target_compression) = a.amount.target(net.prunable_count())?;
+    let global_cut = method.scope() == Scope::Global;
+    let quota = if global_cut {
+        // One global threshold: the quota plays no part.
+        Quota::Uniform
+    } else {
+        parse_quota(&a.quota, net)?
+    };
     let ctx = a.scoring.context(net, a.model.seed)?;
-    let q = parse_quota(&a.quota, net, target_kept, &ctx)?;
     let spec = PruneSpec {
         method,
-        quota: q,
+        quota,
         target_kept,
         seed: a.model.seed,
         effective: a.effective,
@@ -380,23 +405,24 @@ fn prune_weights(a: &Args, net: &Network) -> Result<Produced> {
     Ok(Produced {
         out,
         target_compression,
-        quota: a.quota.clone(),
+        quota: if global_cut {
+            "global".into()
+        } else {
+            a.quota.clone()
+        },
         neurons: None,
+        method: method.to_string(),
     })
 }
 
-fn prune_neurons(
-    a: &Args,
-    net: &Network,
-    method: crate::methods::neuron::ossum::NeuronMethod,
-) -> Result<Produced> {
+fn prune_neurons(a: &Args, net: &Network, method: NeuronMethod) -> Result<Produced> {
     if a.effective {
         return Err(Error::input(format!(
             "--effective with {}: neuron methods prune whole neurons; give the neurons to keep (--sparsity, --density, --compression or --widths)",
             a.method
         )));
     }
-    let groups = crate::methods::neuron::groups(net);
+    let groups = maskforge::methods::neuron::groups(net);
     if groups.is_empty() {
         return Err(Error::input(format!(
             "--method {}: {} has no hidden layer whose neurons can be pruned (a layer qualifies when its output reaches one other layer through activations, norms, pools or a flatten)",
@@ -405,7 +431,7 @@ fn prune_neurons(
     }
     let (counts, target_compression) = a.amount.neuron_counts(net, &groups)?;
     let ctx = a.scoring.context(net, a.model.seed)?;
-    let r = crate::methods::neuron::ossum::prune_neurons(
+    let r = maskforge::methods::neuron::ossum::prune_neurons(
         net,
         &groups,
         method,
@@ -427,23 +453,16 @@ fn prune_neurons(
             kept_indices: (0..g.width).filter(|&j| keep[j]).collect(),
         })
         .collect();
-    let analysis = crate::analysis::effective::analyse(net, &r.masks);
-    let counts = r.masks.layers.iter().map(|b| b.count_ones()).collect();
     Ok(Produced {
-        out: crate::methods::prune::PruneOutcome {
-            raw: r.masks,
-            analysis,
-            counts,
-            note: None,
-            history: Vec::new(),
-        },
+        out: PruneOutcome::of(net, r.masks),
         target_compression,
         quota: "neurons".into(),
         neurons: Some(neurons),
+        method: a.method.clone(),
     })
 }
 
-fn emit(a: &Args, m: &crate::io::model::Loaded, p: Produced) -> Result<()> {
+fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
     let net = &m.network;
     let out = &p.out;
     // The report has no path figures: skip the path count.
@@ -453,13 +472,10 @@ fn emit(a: &Args, m: &crate::io::model::Loaded, p: Produced) -> Result<()> {
     } else {
         out.effective()
     };
-    let mut inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
-    if let Some(f) = a.quota.strip_prefix("masks:") {
-        inputs.push(Path::new(f));
-    }
+    let inputs = inputs(m, &a.quota);
     let mut meta = BTreeMap::new();
     meta.insert("maskforge_version".into(), env!("CARGO_PKG_VERSION").into());
-    meta.insert("method".into(), a.method.clone());
+    meta.insert("method".into(), p.method.clone());
     meta.insert("quota".into(), p.quota.clone());
     meta.insert(
         "target_compression".into(),
@@ -492,7 +508,7 @@ fn emit(a: &Args, m: &crate::io::model::Loaded, p: Produced) -> Result<()> {
         &inputs,
         net,
         written,
-        a.format,
+        a.format.format(),
         &meta,
         m.sharding.as_ref(),
     )?;
@@ -506,11 +522,12 @@ fn emit(a: &Args, m: &crate::io::model::Loaded, p: Produced) -> Result<()> {
         } else {
             None
         };
-        crate::io::apply::write(path, &inputs, net, written, onnx_src.map(|x| x.as_path()))?;
+        maskforge::io::apply::write(path, &inputs, net, written, onnx_src.map(|x| x.as_path()))
+            .map_err(super::flag("--apply"))?;
     }
     let report = Report {
         model: net.name.clone(),
-        method: a.method.clone(),
+        method: p.method.clone(),
         quota: p.quota.clone(),
         seed: a.model.seed,
         effective_target: a.effective,
@@ -546,7 +563,7 @@ fn emit(a: &Args, m: &crate::io::model::Loaded, p: Produced) -> Result<()> {
     if let Some(path) = &a.report {
         let s =
             serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;
-        crate::io::fs::write_atomic(path, &inputs, |w| {
+        maskforge::io::fs::write_atomic(path, &inputs, |w| {
             std::io::Write::write_all(w, s.as_bytes())
         })?;
     }
@@ -593,7 +610,7 @@ fn print_table(a: &Args, report: &Report) {
     }
     println!(
         "{} {} on {}: kept {} of {} (direct {}x), active {} (effective {}x); wrote {}",
-        a.method,
+        report.method,
         report.quota,
         report.model,
         report.kept,

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::error::Result;
+use maskforge::error::Result;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -27,12 +27,13 @@ struct Row {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = crate::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = maskforge::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let net = &m.network;
     let (target, _) = a.amount.target(net.prunable_count())?;
     let ctx = a.scoring.context(net, a.model.seed)?;
-    let q = super::prune::parse_quota(&a.quota, net, target, &ctx)?;
-    let counts = crate::methods::quota::kept_counts(net, &q, target)?;
+    let q = super::prune::parse_quota(&a.quota, net)?;
+    let q = maskforge::methods::prune::resolve_quota(net, &q, target, &ctx)?;
+    let counts = maskforge::methods::quota::kept_counts(net, &q, target)?;
     let rows: Vec<Row> = net
         .layers
         .iter()

@@ -6,17 +6,19 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::report::sweep::{self, SweepConfig, SweepRow};
+use maskforge::error::{Error, Result};
+use maskforge::report::sweep::{self, SweepConfig, SweepRow};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     pub model: super::ModelArgs,
-    /// Comma list of methods: rpi, mica (also mica-min, mica-max).
+    /// Comma list of methods, as prune's --method names them: rpi, mica,
+    /// mica-min, mica-max, magnitude, lamp, synflow (snip, grasp and snip-it
+    /// need calibration data, which sweep does not take).
     #[arg(long)]
     pub methods: String,
-    /// Comma list of quotas: uniform, uniform+, erk, igq, smart.
+    /// Comma list of quotas: uniform, uniform+, erk, igq, smart, synflow.
     #[arg(long)]
     pub quotas: String,
     /// Pre-defined compressions: a:b:step in log10 exponents (0.5:6:0.5 is
@@ -52,13 +54,12 @@ pub fn run(a: Args) -> Result<()> {
     // Every usage error before any work.
     let cfg = SweepConfig::parse(&a.methods, &a.quotas, &a.compressions, a.seeds)?;
     if let Some(p) = &a.plot {
-        crate::report::plot::Format::from_path(p)?;
-        if same_file(p, &a.csv) {
-            return Err(Error::input("--plot and --csv name the same file"));
-        }
+        maskforge::report::plot::Format::from_path(p).map_err(super::flag("--plot"))?;
     }
-    let m = crate::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = maskforge::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let net = &m.network;
+    let inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
+    super::check_outputs(&[Some(&a.csv), a.plot.as_deref()], &inputs)?;
 
     let bar = ProgressBar::with_draw_target(Some(cfg.runs() as u64), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -71,10 +72,9 @@ pub fn run(a: Args) -> Result<()> {
     bar.finish_and_clear();
     let rows = rows?;
 
-    let inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
     sweep::write_csv(&rows, &a.csv, &inputs)?;
     if let Some(p) = &a.plot {
-        crate::report::plot::render(&rows, p, &inputs)?;
+        maskforge::report::plot::render(&rows, p, &inputs)?;
     }
 
     let failed = rows.iter().filter(|r| !r.is_ok()).count();
@@ -101,14 +101,6 @@ pub fn run(a: Args) -> Result<()> {
             .unwrap_or_default()
     );
     Ok(())
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    a == b
-        || matches!(
-            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
-            (Ok(x), Ok(y)) if x == y
-        )
 }
 
 /// Means over seeds, one line per (method, quota, compression).

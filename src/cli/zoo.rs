@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::init::InitArg;
-use crate::error::Result;
-use crate::init::Scheme;
+use maskforge::error::Result;
+use maskforge::init::Scheme;
 
 #[derive(Subcommand, Debug)]
 pub enum ZooCommand {
@@ -33,13 +33,13 @@ pub fn run(c: ZooCommand) -> Result<()> {
     match c {
         ZooCommand::List { json } => {
             if json {
-                let v: Vec<_> = crate::zoo::MODELS
+                let v: Vec<_> = maskforge::zoo::MODELS
                     .iter()
                     .map(|(n, d)| serde_json::json!({"name": n, "description": d}))
                     .collect();
                 return super::print_json(&v);
             }
-            for (n, d) in crate::zoo::MODELS {
+            for (n, d) in maskforge::zoo::MODELS {
                 println!("{n:<16} {d}");
             }
             Ok(())
@@ -50,14 +50,17 @@ pub fn run(c: ZooCommand) -> Result<()> {
             seed,
             init,
         } => {
-            let mut net = crate::zoo::build(&name, seed)?;
+            let mut net = maskforge::zoo::build(&name, seed)?;
             // The zoo's own weights already are the seeded Kaiming ones.
             let scheme = init.scheme(seed);
             if matches!(scheme, Scheme::Zero(_)) {
-                net = crate::init::reinitialise(&net, scheme)?.network;
+                net = maskforge::init::reinitialise(&net, scheme)?.network;
             }
-            let bytes = crate::io::onnx::writer::encode(&crate::io::onnx::writer::to_proto(&net)?);
-            crate::io::fs::write_atomic(&output, &[], |w| std::io::Write::write_all(w, &bytes))?;
+            let bytes =
+                maskforge::io::onnx::writer::encode(&maskforge::io::onnx::writer::to_proto(&net)?);
+            maskforge::io::fs::write_atomic(&output, &[], |w| {
+                std::io::Write::write_all(w, &bytes)
+            })?;
             eprintln!(
                 "wrote {} ({} prunable weights)",
                 output.display(),

@@ -74,7 +74,7 @@ pub fn write(
         }
     } else {
         return Err(Error::input(format!(
-            "--apply {}: expected a .safetensors or .onnx path",
+            "{}: expected a .safetensors or .onnx path",
             path.display()
         )));
     };
@@ -103,7 +103,7 @@ fn patched_onnx(src: &Path, net: &Network, masks: &MaskSet) -> Result<Vec<u8>> {
         .into_iter()
         .map(|(name, shape, v)| crate::io::onnx::encode_f32(&name, &shape, &v))
         .collect();
-    patch_onnx(src, tensors, "--apply")
+    patch_onnx(src, tensors, "masked model")
 }
 
 /// The ONNX file `src` with each stored tensor named in `tensors` replaced:

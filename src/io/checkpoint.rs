@@ -277,7 +277,7 @@ impl Checkpoint {
         let ws = self.weights_in_order();
         let need_arch = |why: String| {
             Error::input(format!(
-                "{what}: cannot infer the architecture ({why}); pass --arch model.onnx or --arch zoo:NAME"
+                "{what}: cannot infer the architecture ({why}); give the architecture as model.onnx or zoo:NAME"
             ))
         };
         if ws.is_empty() {

@@ -284,37 +284,6 @@ fn read_safetensors(p: &Path) -> Result<(Vec<f32>, Vec<u32>)> {
     Ok((x, y))
 }
 
-/// `--mean`/`--std`: input standardisation shared by the commands that read data.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct Normalization {
-    /// Subtract from every input (after scaling pixels to [0, 1]); one value or one per channel, comma-separated.
-    #[arg(long, requires = "std")]
-    pub mean: Option<String>,
-    /// Divide every input by this; one value or one per channel.
-    #[arg(long, requires = "mean")]
-    pub std: Option<String>,
-}
-
-impl Normalization {
-    /// Apply to `d` when given.
-    pub fn apply(&self, d: &mut Dataset) -> Result<()> {
-        let (Some(m), Some(s)) = (&self.mean, &self.std) else {
-            return Ok(());
-        };
-        let parse = |flag: &str, v: &str| {
-            v.split(',')
-                .map(|x| x.trim().parse::<f32>())
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|_| {
-                    Error::input(format!(
-                        "--{flag} {v}: expected numbers like 0.1307 or 0.5,0.5,0.5"
-                    ))
-                })
-        };
-        d.normalize(&parse("mean", m)?, &parse("std", s)?)
-    }
-}
-
 #[cfg(test)]
 mod normalize_tests {
     use super::*;

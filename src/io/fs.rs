@@ -47,26 +47,17 @@ impl crate::graph::tensor::ByteSource for Mapped {
 /// Temporary files being written right now: removed if the run is interrupted.
 static IN_FLIGHT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// On SIGINT/SIGTERM/SIGHUP, delete any temporary output being written and
-/// exit with 130, so an interrupted run leaves no partial file behind.
-pub fn install_interrupt_cleanup() {
-    // A write past RLIMIT_FSIZE (a quota, a full volume of that kind) must be
-    // an error we report and clean up after, not a SIGXFSZ that kills us.
-    #[cfg(unix)]
-    // SAFETY: setting a signal's disposition to "ignore" at start-up, before
-    // any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-    }
-    let _ = ctrlc::set_handler(|| {
-        if let Ok(list) = IN_FLIGHT.lock() {
-            for p in list.iter() {
-                let _ = std::fs::remove_file(p);
-            }
+/// Delete every temporary output being written right now.
+///
+/// For a binary's signal or panic handler: the run is being abandoned, and
+/// the outputs it was writing must not survive it as partial files (their
+/// final names are only ever created by a complete rename).
+pub fn remove_partial_outputs() {
+    if let Ok(list) = IN_FLIGHT.lock() {
+        for p in list.iter() {
+            let _ = std::fs::remove_file(p);
         }
-        eprintln!("error: interrupted; no output was written");
-        std::process::exit(130);
-    });
+    }
 }
 
 fn track(p: &Path, on: bool) {
@@ -97,12 +88,53 @@ fn canonical(p: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(p).ok()
 }
 
-/// Write `path` atomically through `fill`; refuse to overwrite any of `inputs`.
-pub fn write_atomic(
-    path: &Path,
-    inputs: &[&Path],
-    fill: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
-) -> Result<()> {
+/// Refuse, before anything is written, a run whose outputs collide with
+/// its inputs or with each other, or cannot be created (a missing folder,
+/// a folder in the way): a run that writes several files must not leave the
+/// first behind when a later one is refused.
+///
+/// ```
+/// use maskforge::io::fs::check_outputs;
+/// let dir = tempfile::tempdir().unwrap();
+/// let masks = dir.path().join("m.safetensors");
+/// let input = dir.path().join("model.onnx");
+/// std::fs::write(&input, b"x").unwrap();
+/// assert!(check_outputs(&[&masks], &[&input]).is_ok());
+/// assert!(check_outputs(&[&masks, &input], &[&input]).is_err());
+/// assert!(check_outputs(&[&masks, &masks], &[]).is_err());
+/// assert!(check_outputs(&[&dir.path().join("no/such/dir/m.safetensors")], &[]).is_err());
+/// ```
+pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for &out in outputs {
+        refuse_input(out, inputs)?;
+        let dir = parent_dir(out);
+        let Some(dir_abs) = canonical(&dir).filter(|d| d.is_dir()) else {
+            return Err(Error::input(format!(
+                "{}: cannot write: folder {} does not exist",
+                out.display(),
+                dir.display()
+            )));
+        };
+        if out.is_dir() {
+            return Err(Error::input(format!(
+                "{}: cannot write: it is a folder",
+                out.display()
+            )));
+        }
+        let full = dir_abs.join(out.file_name().unwrap_or_default());
+        if seen.contains(&full) {
+            return Err(Error::input(format!(
+                "{}: given as two different outputs",
+                out.display()
+            )));
+        }
+        seen.push(full);
+    }
+    Ok(())
+}
+
+fn refuse_input(path: &Path, inputs: &[&Path]) -> Result<()> {
     if let Some(out) = canonical(path) {
         if inputs.iter().any(|i| canonical(i).as_ref() == Some(&out)) {
             return Err(Error::input(format!(
@@ -111,10 +143,24 @@ pub fn write_atomic(
             )));
         }
     }
-    let dir = match path.parent() {
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
-    };
+    }
+}
+
+/// Write `path` atomically through `fill`; refuse to overwrite any of `inputs`.
+pub fn write_atomic(
+    path: &Path,
+    inputs: &[&Path],
+    fill: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    refuse_input(path, inputs)?;
+    let dir = parent_dir(path);
     let io_err = |e: std::io::Error| Error::input(format!("{}: cannot write: {e}", path.display()));
     let mut builder = tempfile::Builder::new();
     builder.prefix(".maskforge-").suffix(".tmp");

@@ -23,32 +23,34 @@ use crate::mask::bitset::BitSet;
 use crate::mask::MaskSet;
 
 /// Element type of the written masks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MaskDType {
+    #[default]
     Bool,
     U8,
     F32,
 }
 
-/// How a mask file is encoded: the `--mask-dtype` and `--naming` options.
-#[derive(Clone, Copy, Debug, clap::Args)]
+crate::named!(MaskDType, "mask dtype" { Bool => "bool", U8 => "u8", F32 => "f32" });
+
+/// How a mask file is encoded: element type and keys.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct MaskFormat {
-    /// Element type of the mask tensors.
-    #[arg(long, value_enum, default_value = "bool")]
     pub mask_dtype: MaskDType,
-    /// Key masks by the weight's name, or as `<prefix>.weight_mask`.
-    #[arg(long, value_enum, default_value = "source")]
     pub naming: Naming,
 }
 
 /// How mask tensors are keyed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Naming {
     /// The weight's own name.
+    #[default]
     Source,
     /// `<prefix>.weight_mask` for `torch.nn.utils.prune.custom_from_mask`.
     TorchPrune,
 }
+
+crate::named!(Naming, "mask naming" { Source => "source", TorchPrune => "torch-prune" });
 
 fn key(name: &str, naming: Naming) -> String {
     match naming {

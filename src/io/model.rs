@@ -64,15 +64,18 @@ fn architecture(spec: &str, seed: u64) -> Result<(Network, Vec<PathBuf>)> {
         return crate::io::onnx::read_with_files(p);
     }
     Err(Error::input(format!(
-        "--arch '{spec}': expected a .onnx file or zoo:NAME"
+        "architecture '{spec}': expected a .onnx file or zoo:NAME"
     )))
 }
+
+const ARCH_FOR_CHECKPOINTS: &str =
+    "a separate architecture is only for safetensors checkpoints (an ONNX or zoo model carries its own)";
 
 /// Load `spec` (`zoo:NAME`, `x.onnx`, `x.safetensors`, `x.safetensors.index.json`).
 pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
     if spec.starts_with("zoo:") {
         if arch.is_some() {
-            return Err(Error::input("--arch is only for safetensors checkpoints"));
+            return Err(Error::input(ARCH_FOR_CHECKPOINTS));
         }
         let network = crate::zoo::build(spec, seed)?;
         let mut h = Sha256::new();
@@ -119,7 +122,7 @@ pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
         });
     }
     if arch.is_some() {
-        return Err(Error::input("--arch is only for safetensors checkpoints"));
+        return Err(Error::input(ARCH_FOR_CHECKPOINTS));
     }
     let (network, files) = crate::io::onnx::read_with_files(path)?;
     Ok(Loaded {

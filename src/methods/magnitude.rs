@@ -28,13 +28,15 @@ use crate::mask::bitset::BitSet;
 use crate::mask::MaskSet;
 
 /// How a ranking becomes a mask.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Scope {
     /// One threshold over all layers.
     Global,
     /// Per-layer counts from a quota.
     Layer,
 }
+
+crate::named!(Scope, "scope" { Global => "global", Layer => "layer" });
 
 /// Which ranking of trained weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

@@ -22,16 +22,10 @@ use crate::analysis::effective::analyse;
 use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::mask::MaskSet;
+use crate::methods::magnitude::{Ranking, Scope};
 use crate::methods::quota::Quota;
-
-/// How MiCA picks the previous layer's node count inside its feasible range
-/// (Algorithm 1; the official code's `rand`/`min`/`max`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-pub enum MicaChoice {
-    Rand,
-    Min,
-    Max,
-}
+use crate::methods::random::mica::MicaChoice;
+use crate::methods::scored::Scorer;
 
 /// A random-family pruning method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -51,6 +45,95 @@ pub enum Method {
         crate::methods::scored::Scorer,
         crate::methods::magnitude::Scope,
     ),
+}
+
+impl Method {
+    /// Every name [`Method::from_str`](std::str::FromStr) reads.
+    pub const NAMES: &'static [&'static str] = &[
+        "rpi",
+        "mica",
+        "mica-min",
+        "mica-max",
+        "magnitude",
+        "lamp",
+        "snip",
+        "grasp",
+        "synflow",
+        "snip-it",
+    ];
+
+    /// The method with the given scope where it has one: magnitude, SNIP
+    /// and GraSP can cut per layer with a quota's counts; LAMP's scores,
+    /// SynFlow and SNIP-it are built for one global cut and stay global.
+    pub fn with_scope(self, scope: Scope) -> Self {
+        match self {
+            Method::Ranked(Ranking::Magnitude, _) => Method::Ranked(Ranking::Magnitude, scope),
+            Method::Scored(s @ (Scorer::Snip | Scorer::Grasp), _) => Method::Scored(s, scope),
+            m => m,
+        }
+    }
+
+    /// MiCA with the given choice; other methods unchanged.
+    pub fn with_mica_choice(self, choice: MicaChoice) -> Self {
+        match self {
+            Method::Mica(_) => Method::Mica(choice),
+            m => m,
+        }
+    }
+
+    /// The scope of the final cut (random methods place per layer).
+    pub fn scope(self) -> Scope {
+        match self {
+            Method::Rpi | Method::Mica(_) => Scope::Layer,
+            Method::Ranked(_, s) | Method::Scored(_, s) => s,
+        }
+    }
+}
+
+/// `rpi` (or `random`), `mica` (the random choice, as in the paper),
+/// `mica-min`, `mica-max`, `magnitude`, `lamp`, `snip`, `grasp`, `synflow`,
+/// `snip-it`; the ranking methods global (see [`Method::with_scope`]).
+impl std::str::FromStr for Method {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "rpi" | "random" => Method::Rpi,
+            "mica" => Method::Mica(MicaChoice::Rand),
+            "mica-min" => Method::Mica(MicaChoice::Min),
+            "mica-max" => Method::Mica(MicaChoice::Max),
+            "magnitude" => Method::Ranked(Ranking::Magnitude, Scope::Global),
+            "lamp" => Method::Ranked(Ranking::Lamp, Scope::Global),
+            "snip" => Method::Scored(Scorer::Snip, Scope::Global),
+            "grasp" => Method::Scored(Scorer::Grasp, Scope::Global),
+            "synflow" => Method::Scored(Scorer::Synflow, Scope::Global),
+            "snip-it" => Method::Scored(Scorer::SnipIt, Scope::Global),
+            other => {
+                return Err(Error::UnknownName {
+                    what: "method",
+                    given: other.to_string(),
+                    expected: Method::NAMES,
+                })
+            }
+        })
+    }
+}
+
+/// The name [`Method::from_str`](std::str::FromStr) reads back (the scope
+/// is not part of it).
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Method::Rpi => "rpi",
+            Method::Mica(MicaChoice::Rand) => "mica",
+            Method::Mica(MicaChoice::Min) => "mica-min",
+            Method::Mica(MicaChoice::Max) => "mica-max",
+            Method::Ranked(Ranking::Magnitude, _) => "magnitude",
+            Method::Ranked(Ranking::Lamp, _) => "lamp",
+            Method::Scored(s, _) => s.name(),
+        };
+        f.write_str(name)
+    }
 }
 
 /// What to prune and how far.
@@ -81,6 +164,13 @@ pub struct PruneOutcome {
 }
 
 impl PruneOutcome {
+    /// The outcome of masks placed by other means (neuron methods, a mask
+    /// file): each layer's quota is what it keeps.
+    pub fn of(net: &Network, raw: MaskSet) -> Self {
+        let counts = raw.layers.iter().map(|b| b.count_ones()).collect();
+        outcome(net, raw, counts, Vec::new())
+    }
+
     /// The effective masks of `raw` (its active weights).
     pub fn effective(&self) -> &MaskSet {
         &self.analysis.active
@@ -216,6 +306,17 @@ pub fn prune_with(
             spec.target_kept
         )));
     }
+    let resolved;
+    let spec = match spec.quota {
+        Quota::Scored(_) => {
+            resolved = PruneSpec {
+                quota: resolve_quota(net, &spec.quota, spec.target_kept, ctx)?,
+                ..spec.clone()
+            };
+            &resolved
+        }
+        _ => spec,
+    };
     let iterative = matches!(spec.method, Method::Scored(s, _) if s.iterative());
     if !spec.effective {
         return run_at(net, spec, spec.target_kept, ctx, progress);
@@ -245,7 +346,7 @@ pub fn prune_with(
                 }
                 r
             }
-            Err(Error::Input(_)) => true,
+            Err(e) if matches!(e.root(), Error::Infeasible { .. }) => true,
             Err(e) => return Err(e),
         };
         if reached {
@@ -262,6 +363,35 @@ pub fn prune_with(
             Ok(out)
         }
     }
+}
+
+/// `quota` ready for [`crate::methods::quota::kept_counts`]: the quota of a
+/// ranking method becomes the per-layer counts that method keeps at
+/// `target` with one global cut (computed once: an effective target's
+/// bisection rescales them like any other [`Quota::Counts`]); every other
+/// quota is returned as it is.
+pub fn resolve_quota(
+    net: &Network,
+    quota: &Quota,
+    target: usize,
+    ctx: &crate::methods::scored::Context,
+) -> Result<Quota> {
+    let Quota::Scored(scorer) = *quota else {
+        return Ok(quota.clone());
+    };
+    let (m, _) = crate::methods::scored::prune_scored(
+        net,
+        scorer,
+        Scope::Global,
+        None,
+        target,
+        crate::methods::scored::Cut::Direct,
+        ctx,
+        &mut |_, _| {},
+    )?;
+    Ok(Quota::Counts(
+        m.layers.iter().map(|b| b.count_ones()).collect(),
+    ))
 }
 
 /// The note of an effective target `out` falls short of, if it does.

@@ -63,6 +63,7 @@ use std::str::FromStr;
 
 use crate::error::{Error, Result};
 use crate::graph::{LayerKind, Network};
+use crate::methods::scored::Scorer;
 
 /// A layerwise sparsity quota.
 #[derive(Clone, Debug, PartialEq)]
@@ -128,24 +129,48 @@ pub enum Quota {
     /// target above the size of the layers with a positive count is an input
     /// error.
     Counts(Vec<usize>),
+    /// The per-layer counts a ranking method keeps at the target (RPI-SNIP,
+    /// RPI-GraSP, RPI-SynFlow in the MiCA paper). It needs the method's
+    /// scores, so [`crate::methods::prune`] turns it into [`Quota::Counts`]
+    /// before any placement; [`kept_counts`] alone cannot serve it.
+    Scored(Scorer),
+}
+
+impl Quota {
+    /// Every name [`Quota::from_str`](FromStr) reads; a mask file's counts
+    /// come through [`Quota::from_effective`].
+    pub const NAMES: &'static [&'static str] = &[
+        "uniform", "uniform+", "erk", "igq", "smart", "snip", "grasp", "synflow",
+    ];
+
+    /// The quota of an existing mask (the MiCA paper's "corrected
+    /// distribution", Sec. 4.7): the *effective* per-layer counts of `masks`.
+    pub fn from_effective(net: &Network, masks: &crate::mask::MaskSet) -> Quota {
+        let eff = crate::analysis::effective::effective_masks(net, masks);
+        Quota::Counts(eff.layers.iter().map(|b| b.count_ones()).collect())
+    }
 }
 
 impl FromStr for Quota {
-    type Err = String;
+    type Err = Error;
 
-    /// `uniform`, `uniform+`, `erk`, `igq`, `smart` (case-insensitive).
-    /// `masks:FILE` and the quotas of ranking methods are parsed elsewhere.
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    /// `uniform`, `uniform+`, `erk`, `igq`, `smart` and the quotas of the
+    /// ranking methods `snip`, `grasp`, `synflow` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "uniform" => Ok(Quota::Uniform),
             "uniform+" => Ok(Quota::UniformPlus),
             "erk" => Ok(Quota::Erk),
             "igq" => Ok(Quota::Igq),
             "smart" => Ok(Quota::Smart),
-            _ => Err(format!(
-                "unknown quota '{s}': choose uniform, uniform+, erk, igq, smart, \
-                 masks:FILE, or the quota of a ranking method (snip, grasp, synflow)"
-            )),
+            "snip" => Ok(Quota::Scored(Scorer::Snip)),
+            "grasp" => Ok(Quota::Scored(Scorer::Grasp)),
+            "synflow" => Ok(Quota::Scored(Scorer::Synflow)),
+            _ => Err(Error::UnknownName {
+                what: "quota",
+                given: s.to_string(),
+                expected: Quota::NAMES,
+            }),
         }
     }
 }
@@ -161,6 +186,7 @@ impl Quota {
             Quota::Igq => "igq",
             Quota::Smart => "smart",
             Quota::Counts(_) => "counts",
+            Quota::Scored(s) => s.name(),
         }
         .to_string()
     }
@@ -186,10 +212,13 @@ pub fn kept_counts(net: &Network, quota: &Quota, target_kept: usize) -> Result<V
         )));
     }
     if target_kept == 0 || target_kept > total {
-        return Err(Error::input(format!(
-            "cannot keep {target_kept} of the {total} prunable weights: the target must be \
+        return Err(Error::infeasible(
+            None,
+            format!(
+                "cannot keep {target_kept} of the {total} prunable weights: the target must be \
              1 to {total} weights (compression 1 to {total})"
-        )));
+            ),
+        ));
     }
     let plan = match quota {
         Quota::Uniform => uniform(&sizes, target_kept),
@@ -203,6 +232,13 @@ pub fn kept_counts(net: &Network, quota: &Quota, target_kept: usize) -> Result<V
                 return Ok(v.clone());
             }
             counts(net, &sizes, v, target_kept)?
+        }
+        Quota::Scored(s) => {
+            return Err(Error::input(format!(
+                "the {} quota needs the method's scores: prune through methods::prune, which \
+                 computes them",
+                s.name()
+            )))
         }
     };
     let k = apportion(&plan, target_kept)?;
@@ -227,16 +263,22 @@ pub fn target_from_compression(total: usize, compression: f64) -> Result<usize> 
     }
     let t = (total as f64 / compression).round();
     if t < 1.0 {
-        return Err(Error::input(format!(
-            "compression {compression} keeps less than one of the {total} prunable weights; \
+        return Err(Error::infeasible(
+            None,
+            format!(
+                "compression {compression} keeps less than one of the {total} prunable weights; \
              feasible compressions are 1 to {total}"
-        )));
+            ),
+        ));
     }
     let t = t as usize;
     if t > total {
-        return Err(Error::input(format!(
-            "compression {compression} would keep {t} weights, more than the {total} there are"
-        )));
+        return Err(Error::infeasible(
+            None,
+            format!(
+                "compression {compression} would keep {t} weights, more than the {total} there are"
+            ),
+        ));
     }
     Ok(t)
 }
@@ -244,9 +286,13 @@ pub fn target_from_compression(total: usize, compression: f64) -> Result<usize> 
 /// Parse a positive ratio written `1000`, `1e3`, `10^3` or `10^3.5` into
 /// `f64`. Anything else, including zero, negative, infinite or NaN values, is
 /// an `Err` with a one-line message.
-pub fn parse_ratio(s: &str) -> std::result::Result<f64, String> {
+pub fn parse_ratio(s: &str) -> Result<f64> {
     let t = s.trim();
-    let bad = || format!("'{s}' is not a positive number (write e.g. 1000, 1e3, 10^3 or 10^3.5)");
+    let bad = || {
+        Error::input(format!(
+            "'{s}' is not a positive number (write e.g. 1000, 1e3, 10^3 or 10^3.5)"
+        ))
+    };
     let num = |x: &str| x.trim().parse::<f64>().ok().filter(|v| v.is_finite());
     let v = match t.split_once('^') {
         Some((b, e)) => {
@@ -303,12 +349,15 @@ fn uniform_plus(net: &Network, sizes: &[usize], target: usize) -> Result<Plan> {
     let n1 = sizes[0];
     if l == 1 {
         if target != total {
-            return Err(Error::input(format!(
-                "uniform+ keeps the first layer '{}' dense and it is the only prunable layer, \
+            return Err(Error::infeasible(
+                None,
+                format!(
+                    "uniform+ keeps the first layer '{}' dense and it is the only prunable layer, \
                  so compression {} is infeasible: the only feasible compression is 1",
-                first.name,
-                show(total as f64 / target as f64)
-            )));
+                    first.name,
+                    show(total as f64 / target as f64)
+                ),
+            ));
         }
         return Ok(Plan {
             want: vec![n1 as f64],
@@ -327,17 +376,20 @@ fn uniform_plus(net: &Network, sizes: &[usize], target: usize) -> Result<Plan> {
         } else {
             String::new()
         };
-        return Err(Error::input(format!(
-            "uniform+ cannot keep only {target} weights (compression {}): the first layer \
+        return Err(Error::infeasible(
+            None,
+            format!(
+                "uniform+ cannot keep only {target} weights (compression {}): the first layer \
              '{}' stays dense ({n1} weights), the last layer '{}' keeps at least 20% \
              ({last_min} of {nl} weights){between}, {min_keep} weights in all; feasible \
              compressions for uniform+ on '{}' are 1 to {}",
-            show(total as f64 / target as f64),
-            first.name,
-            last.name,
-            net.name,
-            show(total as f64 / min_keep as f64)
-        )));
+                show(total as f64 / target as f64),
+                first.name,
+                last.name,
+                net.name,
+                show(total as f64 / min_keep as f64)
+            ),
+        ));
     }
     let mut want = vec![0.0; l];
     want[0] = n1 as f64;
@@ -353,14 +405,17 @@ fn uniform_plus(net: &Network, sizes: &[usize], target: usize) -> Result<Plan> {
         let mid_total = (total - n1 - nl) as f64;
         let dm = (rest - last_min as f64) / mid_total;
         if !(0.0..=1.0).contains(&dm) {
-            return Err(Error::input(format!(
-                "uniform+ would need density {dm:.4} in the layers between '{}' and '{}'; \
+            return Err(Error::infeasible(
+                None,
+                format!(
+                    "uniform+ would need density {dm:.4} in the layers between '{}' and '{}'; \
                  feasible compressions for uniform+ on '{}' are 1 to {}",
-                first.name,
-                last.name,
-                net.name,
-                show(total as f64 / min_keep as f64)
-            )));
+                    first.name,
+                    last.name,
+                    net.name,
+                    show(total as f64 / min_keep as f64)
+                ),
+            ));
         }
         for (w, &n) in want[1..l - 1].iter_mut().zip(&sizes[1..l - 1]) {
             *w = dm * n as f64;
@@ -388,11 +443,14 @@ fn erk(net: &Network, sizes: &[usize], target: usize) -> Result<Plan> {
     let dens = saturating(sizes, &raw, target as f64).map_err(|max| {
         // Unreachable for 0 < target <= total; kept as a guard.
         let total: usize = sizes.iter().sum();
-        Error::input(format!(
-            "erk cannot keep {target} weights: even with every layer dense it keeps {max}; \
+        Error::infeasible(
+            None,
+            format!(
+                "erk cannot keep {target} weights: even with every layer dense it keeps {max}; \
              feasible compressions are {} and above",
-            show(total as f64 / max)
-        ))
+                show(total as f64 / max)
+            ),
+        )
     })?;
     Ok(Plan::free(
         dens.iter().zip(sizes).map(|(d, &n)| d * n as f64).collect(),
@@ -530,10 +588,13 @@ fn smart(net: &Network, sizes: &[usize], target: usize) -> Result<Plan> {
                 show(max_keep)
             )
         };
-        return Err(Error::input(format!(
-            "smart ratios cannot keep {target} weights (compression {}): {why}; {range}",
-            show(total as f64 / t)
-        )));
+        return Err(Error::infeasible(
+            None,
+            format!(
+                "smart ratios cannot keep {target} weights (compression {}): {why}; {range}",
+                show(total as f64 / t)
+            ),
+        ));
     }
     let big_l = l_all as f64;
     let raw: Vec<f64> = convs
@@ -603,10 +664,10 @@ fn check_counts(net: &Network, sizes: &[usize], v: &[usize]) -> Result<()> {
     }
     for (i, (&k, &n)) in v.iter().zip(sizes).enumerate() {
         if k > n {
-            return Err(Error::input(format!(
-                "the quota keeps {k} weights in layer '{}', which has only {n}",
-                net.layers[i].name
-            )));
+            return Err(Error::infeasible(
+                Some(&net.layers[i].name),
+                format!("the quota keeps {k} weights, the layer has only {n}"),
+            ));
         }
     }
     if v.iter().all(|&k| k == 0) {
@@ -626,13 +687,16 @@ fn counts(net: &Network, sizes: &[usize], v: &[usize], target: usize) -> Result<
     let dens = saturating(sizes, &raw, target as f64).map_err(|max| {
         let total: usize = sizes.iter().sum();
         let empty: Vec<usize> = (0..v.len()).filter(|&i| v[i] == 0).collect();
-        Error::input(format!(
-            "the quota keeps nothing in layer(s) {}, so scaled to its densities it keeps at \
+        Error::infeasible(
+            None,
+            format!(
+                "the quota keeps nothing in layer(s) {}, so scaled to its densities it keeps at \
              most {max} weights, fewer than the target {target}; feasible compressions are {} \
              and above",
-            layer_list(net, &empty),
-            show(total as f64 / max)
-        ))
+                layer_list(net, &empty),
+                show(total as f64 / max)
+            ),
+        )
     })?;
     Ok(Plan::free(
         dens.iter().zip(sizes).map(|(d, &n)| d * n as f64).collect(),
@@ -773,7 +837,7 @@ mod tests {
     }
 
     fn is_input(e: &Error) -> bool {
-        matches!(e, Error::Input(_))
+        !e.is_internal()
     }
 
     /// Smart ratios' raw keep ratio of layer index `i` (0-based), by the formula.
@@ -1383,14 +1447,14 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for name in ["uniform", "uniform+", "erk", "igq", "smart"] {
+        for &name in Quota::NAMES {
             assert_eq!(name.parse::<Quota>().unwrap().name(), name);
         }
         assert_eq!("ERK".parse::<Quota>().unwrap(), Quota::Erk);
         assert_eq!(Quota::Counts(vec![1]).name(), "counts");
         let e = "masks:x.safetensors".parse::<Quota>().unwrap_err();
-        for c in ["uniform", "uniform+", "erk", "igq", "smart"] {
-            assert!(e.contains(c), "{e}");
+        for c in Quota::NAMES {
+            assert!(e.to_string().contains(c), "{e}");
         }
     }
 

@@ -56,7 +56,7 @@ impl Format {
             Some("svg") => Ok(Format::Svg),
             Some("png") => Ok(Format::Png),
             _ => Err(Error::input(format!(
-                "--plot {}: the extension must be .svg or .png",
+                "{}: the extension must be .svg or .png",
                 path.display()
             ))),
         }

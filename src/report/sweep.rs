@@ -34,7 +34,7 @@ use serde::Serialize;
 use crate::analysis::audit::{audit_with, Paths};
 use crate::error::{Error, Result};
 use crate::graph::Network;
-use crate::methods::prune::{prune, Method, MicaChoice, PruneSpec};
+use crate::methods::prune::{prune, Method, PruneSpec};
 use crate::methods::quota::{self, Quota};
 
 /// A quota with its name (as [`Quota::name`] writes it).
@@ -59,11 +59,11 @@ impl SweepConfig {
     /// Parse the command-line lists: methods (`rpi,mica`), quotas
     /// (`erk,igq`), compressions (see [`parse_compressions`]) and a seed count.
     pub fn parse(methods: &str, quotas: &str, compressions: &str, seeds: u64) -> Result<Self> {
-        let methods = split_list("--methods", methods)?
+        let methods = split_list("methods", methods)?
             .into_iter()
-            .map(parse_method)
+            .map(|m| m.to_ascii_lowercase().parse::<Method>())
             .collect::<Result<Vec<_>>>()?;
-        let quotas = split_list("--quotas", quotas)?
+        let quotas = split_list("quotas", quotas)?
             .into_iter()
             .map(|s| {
                 s.parse::<Quota>()
@@ -71,14 +71,15 @@ impl SweepConfig {
                         name: quota.name(),
                         quota,
                     })
-                    .map_err(|e| Error::input(format!("--quotas: {e}")))
+                    .map_err(|e| e.context("quotas"))
             })
             .collect::<Result<Vec<_>>>()?;
-        no_repeats("--methods", methods.iter().map(|&m| method_name(m)))?;
-        no_repeats("--quotas", quotas.iter().map(|q| q.name.as_str()))?;
+        let method_names: Vec<String> = methods.iter().map(Method::to_string).collect();
+        no_repeats("methods", method_names.iter().map(String::as_str))?;
+        no_repeats("quotas", quotas.iter().map(|q| q.name.as_str()))?;
         let compressions = parse_compressions(compressions)?;
         if seeds == 0 {
-            return Err(Error::input("--seeds: at least 1"));
+            return Err(Error::input("seeds: at least 1"));
         }
         Ok(SweepConfig {
             methods,
@@ -117,33 +118,6 @@ fn no_repeats<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<()
     Ok(())
 }
 
-/// `rpi`, `mica` (MiCA with the random choice, as in the paper), and also
-/// `mica-min`, `mica-max`.
-pub fn parse_method(s: &str) -> Result<Method> {
-    match s.to_ascii_lowercase().as_str() {
-        "rpi" => Ok(Method::Rpi),
-        "mica" => Ok(Method::Mica(MicaChoice::Rand)),
-        "mica-min" => Ok(Method::Mica(MicaChoice::Min)),
-        "mica-max" => Ok(Method::Mica(MicaChoice::Max)),
-        _ => Err(Error::input(format!(
-            "--methods: unknown method '{s}' (expected rpi, mica, mica-min or mica-max)"
-        ))),
-    }
-}
-
-/// The name [`parse_method`] reads back.
-pub fn method_name(m: Method) -> &'static str {
-    match m {
-        Method::Rpi => "rpi",
-        Method::Mica(MicaChoice::Rand) => "mica",
-        Method::Mica(MicaChoice::Min) => "mica-min",
-        Method::Mica(MicaChoice::Max) => "mica-max",
-        Method::Ranked(crate::methods::magnitude::Ranking::Magnitude, _) => "magnitude",
-        Method::Ranked(crate::methods::magnitude::Ranking::Lamp, _) => "lamp",
-        Method::Scored(s, _) => s.name(),
-    }
-}
-
 /// Most compressions one spec may ask for.
 const MAX_COMPRESSIONS: usize = 1000;
 
@@ -153,7 +127,7 @@ const MAX_COMPRESSIONS: usize = 1000;
 /// Every compression must be ≥ 1 (exponents ≥ 0).
 pub fn parse_compressions(spec: &str) -> Result<Vec<f64>> {
     let spec = spec.trim();
-    let bad = |why: String| Error::input(format!("--compressions '{spec}': {why}"));
+    let bad = |why: String| Error::input(format!("compressions '{spec}': {why}"));
     let values = if spec.contains(':') {
         let parts: Vec<&str> = spec.split(':').map(str::trim).collect();
         let [a, b, step] = parts[..] else {
@@ -182,7 +156,7 @@ pub fn parse_compressions(spec: &str) -> Result<Vec<f64>> {
             .map(|i| 10f64.powf(a + i as f64 * step))
             .collect::<Vec<_>>()
     } else {
-        let items = split_list("--compressions", spec)?;
+        let items = split_list("compressions", spec)?;
         if items.len() > MAX_COMPRESSIONS {
             return Err(bad(format!("more than {MAX_COMPRESSIONS} compressions")));
         }
@@ -253,12 +227,11 @@ pub fn run(
     for &method in &cfg.methods {
         for q in &cfg.quotas {
             for &c in &cfg.compressions {
-                let target = quota::target_from_compression(total, c);
                 for seed in 0..cfg.seeds {
-                    let outcome = target
-                        .as_ref()
-                        .map_err(clone_error)
-                        .and_then(|&t| {
+                    // Recomputed per seed (it is cheap) so that an infeasible
+                    // compression is recorded in every row it concerns.
+                    let outcome = quota::target_from_compression(total, c)
+                        .and_then(|t| {
                             let spec = PruneSpec {
                                 method,
                                 quota: q.quota.clone(),
@@ -271,7 +244,7 @@ pub fn run(
                         .and_then(|o| audit_with(net, &o.raw, o.analysis, Paths::Count));
                     let mut row = SweepRow {
                         model: model_name.to_string(),
-                        method: method_name(method).to_string(),
+                        method: method.to_string(),
                         quota: q.name.clone(),
                         seed,
                         target_compression: c,
@@ -301,7 +274,7 @@ pub fn run(
                             row.log10_effective_paths = r.paths.map(|p| p.log10_effective_paths);
                             row.effective_nodes = Some(r.effective_nodes);
                         }
-                        Err(Error::Input(msg)) => row.error = Some(msg),
+                        Err(e) if !e.is_internal() => row.error = Some(e.to_string()),
                         Err(e) => {
                             return Err(e.context(format!(
                                 "sweep: {} with quota {} at compression {c} (seed {seed})",
@@ -316,13 +289,6 @@ pub fn run(
         }
     }
     Ok(rows)
-}
-
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Input(m) => Error::Input(m.clone()),
-        Error::Internal(m) => Error::Internal(m.clone()),
-    }
 }
 
 /// The CSV header (the contract's column order; columns added later go at
@@ -588,7 +554,10 @@ pub(crate) mod tests {
         let cfg = SweepConfig::parse("rpi, MICA", "erk,IGQ,uniform+", "1:3:1", 4).unwrap();
         assert_eq!(
             cfg.methods,
-            vec![Method::Rpi, Method::Mica(MicaChoice::Rand)]
+            vec![
+                Method::Rpi,
+                Method::Mica(crate::methods::random::mica::MicaChoice::Rand)
+            ]
         );
         let names: Vec<&str> = cfg.quotas.iter().map(|q| q.name.as_str()).collect();
         assert_eq!(names, ["erk", "igq", "uniform+"]);
@@ -607,7 +576,7 @@ pub(crate) mod tests {
             );
         }
         for m in ["rpi", "mica", "mica-min", "mica-max"] {
-            assert_eq!(method_name(parse_method(m).unwrap()), m);
+            assert_eq!(m.parse::<Method>().unwrap().to_string(), m);
         }
     }
 
@@ -648,7 +617,7 @@ pub(crate) mod tests {
                 }
                 // The NPB figures are those of an audit of the same masks.
                 let spec = PruneSpec {
-                    method: parse_method(&r.method).unwrap(),
+                    method: r.method.parse().unwrap(),
                     quota: cfg
                         .quotas
                         .iter()

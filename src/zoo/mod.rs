@@ -153,8 +153,8 @@ mod tests {
 
     #[test]
     fn bad_names_are_input_errors() {
-        assert_eq!(build("vgg17", 0).unwrap_err().exit_code(), 1);
-        assert_eq!(build("mlp:10-x", 0).unwrap_err().exit_code(), 1);
-        assert_eq!(build("mlp:10", 0).unwrap_err().exit_code(), 1);
+        assert!(!build("vgg17", 0).unwrap_err().is_internal());
+        assert!(!build("mlp:10-x", 0).unwrap_err().is_internal());
+        assert!(!build("mlp:10", 0).unwrap_err().is_internal());
     }
 }

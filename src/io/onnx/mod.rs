@@ -99,15 +99,7 @@ pub fn from_proto(name: &str, m: ModelProto, dir: &Path) -> Result<Network> {
     let (net, unsupported) = reader::translate(name, m.graph.unwrap_or_default(), dir, opset)?;
     match net {
         Some(n) => Ok(n),
-        None => Err(Error::input(format!(
-            "{} unsupported op(s): {}",
-            unsupported.len(),
-            unsupported
-                .iter()
-                .map(|u| u.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))),
+        None => Err(Error::UnsupportedOps { ops: unsupported }),
     }
 }
 

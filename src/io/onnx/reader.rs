@@ -17,19 +17,7 @@ use crate::graph::op::{Activation, Norm, Pool, PoolKind, Window};
 use crate::graph::tensor::{ConstTensor, DType};
 use crate::graph::{Network, NetworkBuilder, ValueId};
 
-/// An op that could not be translated.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unsupported {
-    pub op: String,
-    pub node: String,
-    pub why: String,
-}
-
-impl std::fmt::Display for Unsupported {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (node '{}'): {}", self.op, self.node, self.why)
-    }
-}
+pub use crate::error::UnsupportedOp as Unsupported;
 
 /// What a graph name refers to.
 enum Slot {
@@ -225,7 +213,7 @@ impl Reader<'_> {
         self.unsupported.push(Unsupported {
             op: n.op_type.clone(),
             node: node_label(n),
-            why: why.into(),
+            detail: why.into(),
         });
         for o in &n.output {
             self.slots.insert(o.clone(), Slot::Unknown);
@@ -292,8 +280,8 @@ impl Reader<'_> {
         };
         match res {
             Ok(()) => Ok(()),
-            Err(Error::Input(m)) if m.starts_with("unsupported:") => {
-                self.unsupported(&n, m.trim_start_matches("unsupported:").trim());
+            Err(Error::Unsupported { detail, .. }) => {
+                self.unsupported(&n, detail);
                 Ok(())
             }
             Err(e) => Err(e.context(format!("node '{}' ({})", node_label(&n), n.op_type))),
@@ -324,7 +312,7 @@ impl Reader<'_> {
                     "value_floats" => ConstTensor::f32(vec![a.floats.len()], a.floats.clone()),
                     "value_int" => ConstTensor::i64(vec![], vec![a.i]),
                     "value_ints" => ConstTensor::i64(vec![a.ints.len()], a.ints.clone()),
-                    other => return Err(Error::input(format!("unsupported: Constant {other}"))),
+                    other => return Err(Error::unsupported(format!("Constant {other}"))),
                 };
                 self.set_const_t(n, t);
             }
@@ -413,9 +401,7 @@ impl Reader<'_> {
                     };
                     self.set_const_t(n, t);
                 } else {
-                    return Err(Error::input(
-                        "unsupported: Concat of multi-dimensional constants",
-                    ));
+                    return Err(Error::unsupported("Concat of multi-dimensional constants"));
                 }
             }
             "Add" | "Sub" | "Mul" | "Div" => {
@@ -424,8 +410,8 @@ impl Reader<'_> {
             }
             "Slice" => self.fold_slice(n)?,
             op => {
-                return Err(Error::input(format!(
-                    "unsupported: {op} on constants only is not folded"
+                return Err(Error::unsupported(format!(
+                    "{op} on constants only is not folded"
                 )))
             }
         }
@@ -434,7 +420,7 @@ impl Reader<'_> {
 
     fn fold_gather(&mut self, n: &NodeProto, data: Const, idx: Const) -> Result<()> {
         if data.shape.len() != 1 || attr_i(n, "axis", 0) != 0 {
-            return Err(Error::input("unsupported: Gather on constants beyond 1-D"));
+            return Err(Error::unsupported("Gather on constants beyond 1-D"));
         }
         let d = data.to_i64()?;
         let ix = idx.to_i64()?;
@@ -457,7 +443,7 @@ impl Reader<'_> {
             .cloned()
             .ok_or_else(|| Error::input("Slice data must be constant"))?;
         if data.shape.len() != 1 {
-            return Err(Error::input("unsupported: Slice on constants beyond 1-D"));
+            return Err(Error::unsupported("Slice on constants beyond 1-D"));
         }
         let (starts, ends, steps) = match attr_ints(n, "starts") {
             Some(s) => (s, attr_ints(n, "ends").unwrap_or_default(), vec![1]),
@@ -475,7 +461,7 @@ impl Reader<'_> {
         let clamp = |x: i64| if x < 0 { (x + len).max(0) } else { x.min(len) };
         let (s, e, st) = (clamp(starts[0]), clamp(ends[0]), steps[0]);
         if st != 1 {
-            return Err(Error::input("unsupported: Slice with a step on constants"));
+            return Err(Error::unsupported("Slice with a step on constants"));
         }
         let v: Vec<i64> = if s < e {
             d[s as usize..e as usize].to_vec()
@@ -492,10 +478,7 @@ impl Reader<'_> {
         let x0 = self.act(&n.input[0]);
         let unary = |r: &Self| {
             x0.ok_or_else(|| {
-                Error::input(format!(
-                    "unsupported: {} with a constant first input",
-                    n.op_type
-                ))
+                Error::unsupported(format!("{} with a constant first input", n.op_type))
             })
             .map(|v| (v, r.b.shape(v).to_vec()))
         };
@@ -606,7 +589,7 @@ impl Reader<'_> {
                 let full = s.len() as i64 + 1;
                 let ax = if axis < 0 { axis + full } else { axis };
                 if ax < 1 {
-                    return Err(Error::input("unsupported: Flatten into the batch axis"));
+                    return Err(Error::unsupported("Flatten into the batch axis"));
                 }
                 let ax = (ax - 1) as usize;
                 let shape = if ax == 0 {
@@ -622,15 +605,15 @@ impl Reader<'_> {
                 let target = self
                     .get_const(n, 1)
                     .ok_or_else(|| {
-                        Error::input("unsupported: Reshape with a computed (non-constant) shape")
+                        Error::unsupported("Reshape with a computed (non-constant) shape")
                     })?
                     .to_i64()?;
                 let mut with_batch = vec![1usize];
                 with_batch.extend(&s);
                 let out = resolve_reshape(&with_batch, &target, attr_i(n, "allowzero", 0) == 1)?;
                 if out.first() != Some(&1) {
-                    return Err(Error::input(format!(
-                        "unsupported: Reshape to {target:?} mixes the batch axis with others"
+                    return Err(Error::unsupported(format!(
+                        "Reshape to {target:?} mixes the batch axis with others"
                     )));
                 }
                 let v = self.b.reshape(&label, x, out[1..].to_vec())?;
@@ -644,8 +627,8 @@ impl Reader<'_> {
                 full.extend(&s);
                 let out = squeeze_shape(&full, axes.as_deref(), n.op_type == "Unsqueeze")?;
                 if out.first() != Some(&1) || (n.op_type == "Squeeze" && axes.is_none()) {
-                    return Err(Error::input(format!(
-                        "unsupported: {} touching the batch axis",
+                    return Err(Error::unsupported(format!(
+                        "{} touching the batch axis",
                         n.op_type
                     )));
                 }
@@ -657,9 +640,7 @@ impl Reader<'_> {
                 let perm =
                     attr_ints(n, "perm").unwrap_or_else(|| (0..=s.len() as i64).rev().collect());
                 if perm.first() != Some(&0) {
-                    return Err(Error::input(
-                        "unsupported: Transpose that moves the batch axis",
-                    ));
+                    return Err(Error::unsupported("Transpose that moves the batch axis"));
                 }
                 let p: Vec<usize> = perm[1..].iter().map(|&a| (a - 1) as usize).collect();
                 let v = self.b.transpose(&label, x, p)?;
@@ -671,7 +652,7 @@ impl Reader<'_> {
                 let mut xs = Vec::new();
                 for i in n.input.iter().filter(|s| !s.is_empty()) {
                     xs.push(self.act(i).ok_or_else(|| {
-                        Error::input("unsupported: Concat of an activation with a constant")
+                        Error::unsupported("Concat of an activation with a constant")
                     })?);
                 }
                 let rank = self.b.shape(xs[0]).len();
@@ -686,8 +667,8 @@ impl Reader<'_> {
                 self.set_const_t(n, ConstTensor::i64(vec![dims.len()], dims));
             }
             op => {
-                return Err(Error::input(format!(
-                    "unsupported: maskforge has no translation for {op}"
+                return Err(Error::unsupported(format!(
+                    "maskforge has no translation for {op}"
                 )))
             }
         }
@@ -709,8 +690,8 @@ impl Reader<'_> {
         axes.sort_unstable();
         let spatial: Vec<i64> = (2..full).collect();
         if s.len() < 2 || axes != spatial {
-            return Err(Error::input(format!(
-                "unsupported: {} over axes {axes:?} (only all spatial axes, a global pool)",
+            return Err(Error::unsupported(format!(
+                "{} over axes {axes:?} (only all spatial axes, a global pool)",
                 n.op_type
             )));
         }
@@ -734,8 +715,8 @@ impl Reader<'_> {
 
     fn weight(&self, n: &NodeProto, i: usize, what: &str) -> Result<Const> {
         self.get_const(n, i).cloned().ok_or_else(|| {
-            Error::input(format!(
-                "unsupported: {what} whose weight '{}' is computed at run time (not a constant)",
+            Error::unsupported(format!(
+                "{what} whose weight '{}' is computed at run time (not a constant)",
                 n.input.get(i).cloned().unwrap_or_default()
             ))
         })
@@ -745,7 +726,7 @@ impl Reader<'_> {
         match self.get_const(n, i) {
             None => {
                 if n.input.get(i).is_some_and(|s| !s.is_empty()) {
-                    return Err(Error::input("unsupported: bias computed at run time"));
+                    return Err(Error::unsupported("bias computed at run time"));
                 }
                 Ok(None)
             }
@@ -759,12 +740,12 @@ impl Reader<'_> {
     fn conv(&mut self, n: &NodeProto, label: &str) -> Result<()> {
         let x = self
             .act(&n.input[0])
-            .ok_or_else(|| Error::input("unsupported: Conv on a constant input"))?;
+            .ok_or_else(|| Error::unsupported("Conv on a constant input"))?;
         let s = self.b.shape(x).to_vec();
         let w = self.weight(n, 1, "Conv")?;
         if w.shape.len() != 4 || s.len() != 3 {
-            return Err(Error::input(format!(
-                "unsupported: only 2-D Conv is supported (weight {:?}, input {:?})",
+            return Err(Error::unsupported(format!(
+                "only 2-D Conv is supported (weight {:?}, input {:?})",
                 w.shape, s
             )));
         }
@@ -797,8 +778,8 @@ impl Reader<'_> {
         bias: Option<(String, ConstTensor)>,
     ) -> Result<()> {
         if w.shape.len() != 2 {
-            return Err(Error::input(format!(
-                "unsupported: dense weight of rank {} ({:?})",
+            return Err(Error::unsupported(format!(
+                "dense weight of rank {} ({:?})",
                 w.shape.len(),
                 w.shape
             )));
@@ -820,14 +801,12 @@ impl Reader<'_> {
     fn gemm(&mut self, n: &NodeProto, label: &str) -> Result<()> {
         let x = self
             .act(&n.input[0])
-            .ok_or_else(|| Error::input("unsupported: Gemm whose first operand is the constant"))?;
+            .ok_or_else(|| Error::unsupported("Gemm whose first operand is the constant"))?;
         if attr_i(n, "transA", 0) != 0 {
-            return Err(Error::input(
-                "unsupported: Gemm with transA=1 on activations",
-            ));
+            return Err(Error::unsupported("Gemm with transA=1 on activations"));
         }
         if attr_f(n, "alpha", 1.0) == 0.0 {
-            return Err(Error::input("unsupported: Gemm with alpha=0"));
+            return Err(Error::unsupported("Gemm with alpha=0"));
         }
         let w = self.weight(n, 1, "Gemm")?;
         let bias = self.bias(n, 2)?;
@@ -837,11 +816,9 @@ impl Reader<'_> {
     fn matmul(&mut self, n: &NodeProto, label: &str) -> Result<()> {
         let x = self
             .act(&n.input[0])
-            .ok_or_else(|| Error::input("unsupported: MatMul with the constant on the left"))?;
+            .ok_or_else(|| Error::unsupported("MatMul with the constant on the left"))?;
         if self.act(&n.input[1]).is_some() {
-            return Err(Error::input(
-                "unsupported: MatMul of two activations (attention)",
-            ));
+            return Err(Error::unsupported("MatMul of two activations (attention)"));
         }
         let w = self.weight(n, 1, "MatMul")?;
         self.dense_from(n, label, x, w, false, None)
@@ -849,18 +826,18 @@ impl Reader<'_> {
 
     fn pool(&mut self, n: &NodeProto, label: &str) -> Result<()> {
         if n.output.len() > 1 && !n.output[1].is_empty() {
-            return Err(Error::input("unsupported: MaxPool with an Indices output"));
+            return Err(Error::unsupported("MaxPool with an Indices output"));
         }
         let x = self.act(&n.input[0]).unwrap();
         let s = self.b.shape(x).to_vec();
         if s.len() != 3 {
-            return Err(Error::input(format!(
-                "unsupported: pool on input {s:?} (only 2-D)"
+            return Err(Error::unsupported(format!(
+                "pool on input {s:?} (only 2-D)"
             )));
         }
         let k = attr_ints(n, "kernel_shape").unwrap_or_default();
         if k.len() != 2 {
-            return Err(Error::input("unsupported: pool without a 2-D kernel_shape"));
+            return Err(Error::unsupported("pool without a 2-D kernel_shape"));
         }
         let k = [k[0] as usize, k[1] as usize];
         let window = window_of(n, [s[1], s[2]], k)?;
@@ -901,9 +878,7 @@ impl Reader<'_> {
             }
         }
         if n.op_type == "Sub" && acts.first().map(|a| a.0) != Some(0) {
-            return Err(Error::input(
-                "unsupported: Sub of an activation from a constant",
-            ));
+            return Err(Error::unsupported("Sub of an activation from a constant"));
         }
         let mut v = if acts.len() == 1 {
             acts[0].1
@@ -934,16 +909,12 @@ impl Reader<'_> {
             (Some(x), None) => (x, 1),
             (None, Some(x)) if n.op_type == "Mul" => (x, 0),
             (Some(_), Some(_)) => {
-                return Err(Error::input(format!(
-                    "unsupported: {} of two activations (gating/attention)",
+                return Err(Error::unsupported(format!(
+                    "{} of two activations (gating/attention)",
                     n.op_type
                 )))
             }
-            _ => {
-                return Err(Error::input(
-                    "unsupported: Div of a constant by an activation",
-                ))
-            }
+            _ => return Err(Error::unsupported("Div of a constant by an activation")),
         };
         let c = self.get_const(n, ci).cloned().unwrap();
         let p = self.const_param(&c, label, ci)?;

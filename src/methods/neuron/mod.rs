@@ -179,7 +179,7 @@ pub fn counts_for_widths(
 ) -> Result<Vec<usize>> {
     if widths.len() != groups.len() {
         return Err(Error::input(format!(
-            "--widths gives {} widths but the model has {} prunable hidden layers ({})",
+            "got {} widths but the model has {} prunable hidden layers ({})",
             widths.len(),
             groups.len(),
             names(net, groups)
@@ -191,7 +191,7 @@ pub fn counts_for_widths(
         .map(|(g, &w)| {
             if w == 0 || w > g.width {
                 Err(Error::input(format!(
-                    "--widths: {} has {} neurons, cannot keep {w}",
+                    "{} has {} neurons, cannot keep {w}",
                     net.layers[g.producer].name, g.width
                 )))
             } else {

@@ -48,7 +48,7 @@ use crate::methods::scored::snip::Calibration;
 use crate::rng::{stream, stream_key, uniform_vec};
 
 /// How class-wise scores are combined (Eqs. 2, 4, 5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Rank {
     /// Eq. 2: the sum of the class-wise scores.
     Sum,
@@ -59,13 +59,32 @@ pub enum Rank {
 }
 
 /// How hidden layers before the last are scored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Deep {
     /// OSSuM+Norm: by the norm of their incoming weights.
     Norm,
     /// OSSuM+PAB (Algorithm 2): by OSSuM against a random read-out layer.
     Pab,
 }
+
+impl NeuronMethod {
+    /// Every name [`NeuronMethod::parse`] reads.
+    pub const NAMES: &'static [&'static str] = &["ossum", "neuron-norm", "neuron-random"];
+
+    /// The neuron method `name` names, OSSuM with the given combination
+    /// and scoring of deeper layers; `None` for any other name.
+    pub fn parse(name: &str, rank: Rank, deep: Deep) -> Option<Self> {
+        match name {
+            "ossum" => Some(NeuronMethod::Ossum { rank, deep }),
+            "neuron-norm" => Some(NeuronMethod::Norm),
+            "neuron-random" => Some(NeuronMethod::Random),
+            _ => None,
+        }
+    }
+}
+
+crate::named!(Rank, "OSSuM rank combination" { Sum => "sum", Linear => "linear", Log => "log" });
+crate::named!(Deep, "OSSuM scoring of deeper layers" { Norm => "norm", Pab => "pab" });
 
 /// A neuron-pruning method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -112,7 +131,7 @@ pub fn prune_neurons(
     if let NeuronMethod::Ossum { .. } = method {
         if readout.is_none() {
             return Err(Error::input(
-                "--method ossum: no hidden layer is read directly by the output layer (OSSuM scores the neurons the classifier reads)",
+                "ossum: no hidden layer is read directly by the output layer (OSSuM scores the neurons the classifier reads)",
             ));
         }
     }

@@ -30,7 +30,7 @@
 //! input nodes, and runs the construction inside each group.
 //!
 //! ```
-//! use maskforge::{zoo, methods::random::mica::mica, methods::prune::MicaChoice, methods::quota};
+//! use maskforge::{zoo, methods::random::mica::mica, methods::random::mica::MicaChoice, methods::quota};
 //! let net = zoo::build("vgg16", 0).unwrap();
 //! let k = quota::target_from_compression(net.prunable_count(), 1000.0).unwrap();
 //! let counts = quota::kept_counts(&net, &quota::Quota::Igq, k).unwrap();
@@ -53,10 +53,21 @@ use crate::graph::op::Op;
 use crate::graph::{Network, ValueId};
 use crate::mask::bitset::BitSet;
 use crate::mask::MaskSet;
-use crate::methods::prune::MicaChoice;
 use crate::rng::{stream, stream_key};
 
 /// MiCA masks with exactly `counts[l]` edges in layer `l`.
+/// How MiCA picks the previous layer's node count inside its feasible range
+/// (Algorithm 1; the official code's `rand`/`min`/`max`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum MicaChoice {
+    #[default]
+    Rand,
+    Min,
+    Max,
+}
+
+crate::named!(MicaChoice, "MiCA choice" { Rand => "rand", Min => "min", Max => "max" });
+
 pub fn mica(net: &Network, counts: &[usize], choice: MicaChoice, seed: u64) -> Result<MaskSet> {
     mica_traced(net, counts, choice, seed).map(|(m, _)| m)
 }

@@ -87,7 +87,7 @@ fn calibration(ctx: &Context, s: Scorer) -> Result<&Calibration> {
 /// The error of a data-driven `method` run without `--data`.
 pub fn missing_data(method: &str) -> Error {
     Error::input(format!(
-        "--method {method}: needs calibration data; give --data FILE (safetensors x/y, IDX, CSV) or --data synthetic:N"
+        "{method} needs calibration data: safetensors x/y, IDX or CSV samples, or synthetic:N"
     ))
 }
 
