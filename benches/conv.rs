@@ -1,4 +1,4 @@
-//! The conv op (src/conv.rs) against candle's own conv2d, forward and
+//! The conv op (src/autodiff/ops/conv.rs) against candle's own conv2d, forward and
 //! backward (input and weight gradients) in the same run, on two VGG-16
 //! CIFAR layers with a batch of 32: the second (64 -> 64 channels at 32x32,
 //! the heaviest) and a late one (512 -> 512 at 4x4, thin gemms).

@@ -3,8 +3,8 @@
 //! VGG-16, at a dense and two sparse random masks.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use maskforge::bitset::BitSet;
 use maskforge::graph::Network;
-use maskforge::mask::bitset::BitSet;
 use maskforge::mask::MaskSet;
 use maskforge::{analysis::effective, analysis::oracle, zoo};
 use rand::{Rng, SeedableRng};

@@ -64,7 +64,7 @@ fn scorers(c: &mut Criterion) {
         &Device::Cpu,
     )
     .unwrap();
-    let cal = maskforge::methods::scored::snip::Calibration {
+    let cal = maskforge::autodiff::calibration::Calibration {
         batches: vec![(x, y)],
     };
     let dense = MaskSet::dense(&net);

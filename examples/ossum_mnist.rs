@@ -12,10 +12,10 @@
 //! `cargo run --release --example ossum_mnist -- DATA.csv.gz OUT [SEEDS]`
 
 use candle_core::Device;
+use maskforge::autodiff::calibration::Calibration;
 use maskforge::io::data::Dataset;
 use maskforge::methods::neuron;
 use maskforge::methods::neuron::ossum::{prune_neurons, Deep, NeuronMethod, Rank};
-use maskforge::methods::scored::snip::Calibration;
 use maskforge::report::eval::evaluate;
 use plotters::prelude::*;
 

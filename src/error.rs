@@ -45,6 +45,10 @@ pub enum Error {
         layer: Option<String>,
         detail: String,
     },
+    /// The architecture a checkpoint needs (and cannot be inferred), or one
+    /// given where it does not apply or cannot be read.
+    #[error("{0}")]
+    Architecture(String),
     /// Any other fault of the caller's input or request.
     #[error("{0}")]
     Input(String),

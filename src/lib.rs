@@ -6,15 +6,24 @@
 //! as safetensors files ([`io::maskfile`]).
 //!
 //! ```
-//! use maskforge::{zoo, analysis::effective, mask::MaskSet};
+//! use maskforge::{effective_masks, prune, zoo, Method, PruneSpec, Quota};
 //! let net = zoo::build("lenet300", 0).unwrap();
-//! let dense = MaskSet::dense(&net);
-//! let eff = effective::effective_masks(&net, &dense);
-//! assert_eq!(eff.count_ones(), net.prunable_count());
+//! let spec = PruneSpec {
+//!     method: "mica".parse::<Method>().unwrap(),
+//!     quota: Quota::Igq,
+//!     target_kept: net.prunable_count() / 100,
+//!     seed: 0,
+//!     effective: false,
+//! };
+//! let out = prune(&net, &spec).unwrap();
+//! assert_eq!(out.raw.count_ones(), net.prunable_count() / 100);
+//! // The active weights are a subset of the kept ones.
+//! assert!(effective_masks(&net, &out.raw).is_subset_of(&out.raw));
 //! ```
 
 pub mod analysis;
 pub mod autodiff;
+pub mod bitset;
 pub mod error;
 pub mod graph;
 pub mod init;
@@ -25,3 +34,14 @@ pub mod report;
 pub mod rng;
 pub mod vocab;
 pub mod zoo;
+
+// The types a library user starts from; everything else is reached through
+// the modules above.
+pub use analysis::audit::{audit, AuditReport};
+pub use analysis::effective::effective_masks;
+pub use error::{Error, Result};
+pub use graph::Network;
+pub use io::model::{load, Loaded};
+pub use mask::MaskSet;
+pub use methods::prune::{prune, prune_with, Method, PruneOutcome, PruneSpec};
+pub use methods::quota::Quota;

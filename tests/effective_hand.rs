@@ -2,10 +2,10 @@
 
 use maskforge::analysis::effective::effective_masks;
 use maskforge::analysis::oracle;
+use maskforge::bitset::BitSet;
 use maskforge::graph::op::{Activation, PoolKind, Window};
 use maskforge::graph::tensor::ConstTensor;
 use maskforge::graph::{Network, NetworkBuilder};
-use maskforge::mask::bitset::BitSet;
 use maskforge::mask::MaskSet;
 
 fn w(shape: Vec<usize>) -> ConstTensor {

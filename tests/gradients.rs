@@ -5,12 +5,13 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
+use maskforge::autodiff::calibration::Calibration;
 use maskforge::autodiff::executor::{Executor, Mode};
 use maskforge::graph::op::{Activation, PoolKind, Window};
 use maskforge::graph::tensor::ConstTensor;
 use maskforge::graph::{Network, NetworkBuilder};
 use maskforge::mask::MaskSet;
-use maskforge::methods::scored::snip::{loss_gradients, Calibration};
+use maskforge::methods::scored::snip::loss_gradients;
 use rand::{Rng, SeedableRng};
 
 fn randw(shape: Vec<usize>, rng: &mut impl Rng) -> ConstTensor {

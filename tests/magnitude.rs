@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use maskforge::mask::bitset::BitSet;
+use maskforge::bitset::BitSet;
 use maskforge::{io::maskfile, zoo};
 
 fn maskforge(args: &[&str]) -> std::process::Output {

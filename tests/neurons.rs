@@ -7,6 +7,7 @@ mod common;
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
+use maskforge::autodiff::calibration::Calibration;
 use maskforge::autodiff::executor::{Executor, Mode};
 use maskforge::graph::tensor::ConstTensor;
 use maskforge::graph::{Network, NetworkBuilder};
@@ -15,7 +16,6 @@ use maskforge::methods::neuron::ossum::{
     self, class_scores, combine, prune_neurons, NeuronMethod, Rank,
 };
 use maskforge::methods::neuron::{self, structured_masks};
-use maskforge::methods::scored::snip::Calibration;
 use maskforge::report::eval::evaluate;
 use maskforge::zoo;
 

@@ -9,10 +9,10 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use maskforge::analysis::effective::{analyse, effective_masks, node_counts};
 use maskforge::analysis::paths::effective_paths;
+use maskforge::bitset::BitSet;
 use maskforge::graph::op::{Activation, Op, Pool, PoolKind, Window};
 use maskforge::graph::tensor::ConstTensor;
 use maskforge::graph::{Network, NetworkBuilder, ValueId};
-use maskforge::mask::bitset::BitSet;
 use maskforge::mask::MaskSet;
 use maskforge::zoo;
 

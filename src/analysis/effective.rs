@@ -29,9 +29,9 @@
 use std::collections::HashMap;
 
 use crate::analysis::liveness::{Geometry, Plane, PosSet};
+use crate::bitset::{ones_of_words as ones_of, BitSet};
 use crate::graph::op::{Conv2d, Op, Pool};
 use crate::graph::{Network, Node, ValueId};
-use crate::mask::bitset::{ones_of_words as ones_of, BitSet};
 use crate::mask::MaskSet;
 
 /// Liveness of every position of one value.

@@ -20,10 +20,10 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 
+use crate::bitset::BitSet;
 use crate::error::{Error, Result};
 use crate::graph::op::{Op, Pool};
 use crate::graph::Network;
-use crate::mask::bitset::BitSet;
 use crate::mask::MaskSet;
 
 /// Canonical-order |w| * mask values of layer `li` as f64.

@@ -1,7 +1,9 @@
 //! Running the network and differentiating it: the candle [`executor`], the
-//! reverse pass over the network's node list ([`backward`]) and the CPU ops
+//! reverse pass over the network's node list ([`backward`]), the batches
+//! they run on ([`calibration`]) and the CPU ops
 //! with hand-written backward passes ([`ops`]).
 
 pub mod backward;
+pub mod calibration;
 pub mod executor;
 pub mod ops;

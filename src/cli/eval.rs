@@ -27,7 +27,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = maskforge::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = a.model.load()?;
     let net = &m.network;
     let masks = m.masks(a.masks.as_deref())?;
     let shape = net.values[net.inputs[0]].shape.clone();

@@ -66,7 +66,7 @@ struct Summary<'a> {
 
 pub fn run(a: Args) -> Result<()> {
     maskforge::init::Format::of(&a.output)?;
-    let m = maskforge::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = a.model.load()?;
     let scheme = a.scheme.scheme(a.model.seed);
     let r = reinitialise(&m.network, scheme)?;
     let inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();

@@ -67,6 +67,19 @@ pub struct ModelArgs {
     pub seed: u64,
 }
 
+impl ModelArgs {
+    /// Load the model; errors about its architecture name `--arch`.
+    pub fn load(&self) -> Result<maskforge::io::model::Loaded> {
+        maskforge::io::model::load(&self.model, self.arch.as_deref(), self.seed).map_err(|e| {
+            if matches!(e.root(), Error::Architecture(_)) {
+                e.context("--arch")
+            } else {
+                e
+            }
+        })
+    }
+}
+
 /// Run the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {

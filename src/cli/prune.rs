@@ -139,7 +139,7 @@ fn calibration(
     a: &ScoringArgs,
     seed: u64,
     device: &candle_core::Device,
-) -> Result<maskforge::methods::scored::snip::Calibration> {
+) -> Result<maskforge::autodiff::calibration::Calibration> {
     let shape = net.values[net.inputs[0]].shape.clone();
     let classes = net.values[net.outputs[0]].numel();
     let mut data =
@@ -149,7 +149,7 @@ fn calibration(
         0 => (0..data.len()).collect(),
         k => data.per_class(k, seed),
     };
-    maskforge::methods::scored::snip::Calibration::from_dataset(&data, &idx, a.batch_size, device)
+    maskforge::autodiff::calibration::Calibration::from_dataset(&data, &idx, a.batch_size, device)
 }
 
 /// How much to prune: exactly one of these. For neuron methods the ratios
@@ -365,7 +365,7 @@ struct Produced {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = maskforge::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = a.model.load()?;
     let chosen = parse_method(&a)?;
     require_data(&a, chosen)?;
     super::check_outputs(

@@ -27,7 +27,7 @@ struct Row {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = maskforge::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = a.model.load()?;
     let net = &m.network;
     let (target, _) = a.amount.target(net.prunable_count())?;
     let ctx = a.scoring.context(net, a.model.seed)?;

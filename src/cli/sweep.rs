@@ -56,7 +56,7 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(p) = &a.plot {
         maskforge::report::plot::Format::from_path(p).map_err(super::flag("--plot"))?;
     }
-    let m = maskforge::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
+    let m = a.model.load()?;
     let net = &m.network;
     let inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
     super::check_outputs(&[Some(&a.csv), a.plot.as_deref()], &inputs)?;

@@ -96,27 +96,21 @@ impl Layer {
     }
 
     /// Convert a bitset in stored order into canonical order.
-    pub fn canonical_from_stored(
-        &self,
-        stored: &crate::mask::bitset::BitSet,
-    ) -> crate::mask::bitset::BitSet {
+    pub fn canonical_from_stored(&self, stored: &crate::bitset::BitSet) -> crate::bitset::BitSet {
         match &self.stored_index {
             None => stored.clone(),
             Some(ix) => {
-                crate::mask::bitset::BitSet::from_fn(self.numel(), |c| stored.get(ix[c] as usize))
+                crate::bitset::BitSet::from_fn(self.numel(), |c| stored.get(ix[c] as usize))
             }
         }
     }
 
     /// Convert a canonical bitset into the stored order.
-    pub fn stored_from_canonical(
-        &self,
-        canon: &crate::mask::bitset::BitSet,
-    ) -> crate::mask::bitset::BitSet {
+    pub fn stored_from_canonical(&self, canon: &crate::bitset::BitSet) -> crate::bitset::BitSet {
         match &self.stored_index {
             None => canon.clone(),
             Some(ix) => {
-                let mut out = crate::mask::bitset::BitSet::new(self.numel());
+                let mut out = crate::bitset::BitSet::new(self.numel());
                 for c in canon.ones() {
                     out.set(ix[c] as usize, true);
                 }

@@ -13,8 +13,8 @@
 
 use std::sync::Arc;
 
+use crate::bitset::BitSet;
 use crate::error::{Error, Result};
-use crate::mask::bitset::BitSet;
 
 /// Element types maskforge can read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

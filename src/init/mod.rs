@@ -216,12 +216,12 @@ pub fn write(path: &Path, inputs: &[&Path], r: &Reinit, onnx_source: Option<&Pat
     let bytes = match (Format::of(path)?, onnx_source) {
         (Format::Safetensors, _) => safetensors_bytes(&r.network)?,
         (Format::Onnx, Some(src)) => {
-            let tensors = r
+            let weights = r
                 .rewritten
                 .iter()
-                .map(|n| crate::io::onnx::encode(n, stored_tensor(&r.network, n)?))
+                .map(|n| Ok((n.as_str(), stored_tensor(&r.network, n)?)))
                 .collect::<Result<Vec<_>>>()?;
-            crate::io::apply::patch_onnx(src, tensors, "init")?
+            crate::io::onnx::patch::replace_weights(src, &weights)?
         }
         (Format::Onnx, None) => {
             crate::io::onnx::writer::encode(&crate::io::onnx::writer::to_proto(&r.network)?)

@@ -10,8 +10,6 @@
 
 use std::path::Path;
 
-use candle_onnx::onnx::TensorProto;
-
 use crate::error::{Error, Result};
 use crate::graph::tensor::ConstTensor;
 use crate::graph::Network;
@@ -99,64 +97,10 @@ fn safetensors_bytes(net: &Network) -> Result<Vec<u8>> {
 
 /// The source ONNX with each weight replaced by its masked values.
 fn patched_onnx(src: &Path, net: &Network, masks: &MaskSet) -> Result<Vec<u8>> {
-    let tensors = masked_weights(net, masks)?
+    let tensors: Vec<(String, ConstTensor)> = masked_weights(net, masks)?
         .into_iter()
-        .map(|(name, shape, v)| crate::io::onnx::encode_f32(&name, &shape, &v))
+        .map(|(name, shape, v)| (name, ConstTensor::f32(shape, v)))
         .collect();
-    patch_onnx(src, tensors, "masked model")
-}
-
-/// The ONNX file `src` with each stored tensor named in `tensors` replaced:
-/// an initializer is rewritten in place (keeping its dims, which may differ
-/// from the view maskforge read through a Reshape); a tensor produced by a
-/// `Constant` or `ConstantOfShape` node becomes an initializer of the same
-/// name. `what` prefixes errors (the option that asked for the file).
-pub fn patch_onnx(src: &Path, tensors: Vec<TensorProto>, what: &str) -> Result<Vec<u8>> {
-    let mut model = crate::io::onnx::decode_file(src)?;
-    let ir_version = model.ir_version;
-    let graph = model
-        .graph
-        .as_mut()
-        .ok_or_else(|| Error::input("ONNX model without a graph"))?;
-    for mut t in tensors {
-        let name = t.name.clone();
-        if let Some(init) = graph.initializer.iter_mut().find(|i| i.name == name) {
-            let numel = |d: &[i64]| d.iter().product::<i64>();
-            if numel(&init.dims) != numel(&t.dims) {
-                return Err(Error::input(format!(
-                    "{what}: cannot rewrite '{name}': it holds {} elements, maskforge read {}",
-                    numel(&init.dims),
-                    numel(&t.dims)
-                )));
-            }
-            t.dims = init.dims.clone();
-            *init = t;
-            continue;
-        }
-        let producer = graph.node.iter().position(|n| n.output.contains(&name));
-        match producer {
-            Some(p)
-                if matches!(
-                    graph.node[p].op_type.as_str(),
-                    "Constant" | "ConstantOfShape"
-                ) =>
-            {
-                graph.node.remove(p);
-                // Before IR version 4 every initializer must also be a graph input.
-                if ir_version < 4 && !graph.input.iter().any(|i| i.name == name) {
-                    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-                    graph
-                        .input
-                        .push(crate::io::onnx::writer::tensor_value_info(&name, &shape));
-                }
-                graph.initializer.push(t);
-            }
-            _ => {
-                return Err(Error::input(format!(
-                    "{what}: weight '{name}' is neither an initializer nor a Constant output"
-                )))
-            }
-        }
-    }
-    Ok(crate::io::onnx::writer::encode(&model))
+    let weights: Vec<(&str, &ConstTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    crate::io::onnx::patch::replace_weights(src, &weights)
 }

@@ -276,7 +276,7 @@ impl Checkpoint {
         let what = self.path.display().to_string();
         let ws = self.weights_in_order();
         let need_arch = |why: String| {
-            Error::input(format!(
+            Error::Architecture(format!(
                 "{what}: cannot infer the architecture ({why}); give the architecture as model.onnx or zoo:NAME"
             ))
         };
@@ -326,7 +326,7 @@ fn layer_mask(
     l: &crate::graph::Layer,
     partner: Option<&Entry>,
     weight: Option<&ConstTensor>,
-) -> Result<(crate::mask::bitset::BitSet, bool)> {
+) -> Result<(crate::bitset::BitSet, bool)> {
     let (stored, from_partner) = match (partner, weight) {
         (Some(m), _) => {
             check_shape(
@@ -338,7 +338,7 @@ fn layer_mask(
             (m.tensor.nonzero_mask(), true)
         }
         (None, Some(w)) => (w.nonzero_mask(), false),
-        (None, None) => (crate::mask::bitset::BitSet::full(l.numel()), false),
+        (None, None) => (crate::bitset::BitSet::full(l.numel()), false),
     };
     Ok((l.canonical_from_stored(&stored), from_partner))
 }

@@ -17,9 +17,9 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors};
 
+use crate::bitset::BitSet;
 use crate::error::{Error, Result};
 use crate::graph::Network;
-use crate::mask::bitset::BitSet;
 use crate::mask::MaskSet;
 
 /// Element type of the written masks.

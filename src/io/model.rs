@@ -63,7 +63,7 @@ fn architecture(spec: &str, seed: u64) -> Result<(Network, Vec<PathBuf>)> {
     if spec.ends_with(".onnx") {
         return crate::io::onnx::read_with_files(p);
     }
-    Err(Error::input(format!(
+    Err(Error::Architecture(format!(
         "architecture '{spec}': expected a .onnx file or zoo:NAME"
     )))
 }
@@ -75,7 +75,7 @@ const ARCH_FOR_CHECKPOINTS: &str =
 pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
     if spec.starts_with("zoo:") {
         if arch.is_some() {
-            return Err(Error::input(ARCH_FOR_CHECKPOINTS));
+            return Err(Error::Architecture(ARCH_FOR_CHECKPOINTS.into()));
         }
         let network = crate::zoo::build(spec, seed)?;
         let mut h = Sha256::new();
@@ -122,7 +122,7 @@ pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
         });
     }
     if arch.is_some() {
-        return Err(Error::input(ARCH_FOR_CHECKPOINTS));
+        return Err(Error::Architecture(ARCH_FOR_CHECKPOINTS.into()));
     }
     let (network, files) = crate::io::onnx::read_with_files(path)?;
     Ok(Loaded {

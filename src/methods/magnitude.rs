@@ -22,9 +22,9 @@
 
 use rayon::prelude::*;
 
+use crate::bitset::BitSet;
 use crate::error::{Error, Result};
 use crate::graph::Network;
-use crate::mask::bitset::BitSet;
 use crate::mask::MaskSet;
 
 /// How a ranking becomes a mask.

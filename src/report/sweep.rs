@@ -74,6 +74,14 @@ impl SweepConfig {
                     .map_err(|e| e.context("quotas"))
             })
             .collect::<Result<Vec<_>>>()?;
+        if let Some(m) = methods
+            .iter()
+            .find(|m| matches!(m, Method::Scored(s, _) if s.needs_data()))
+        {
+            return Err(Error::input(format!(
+                "methods: {m} needs calibration data, which a sweep does not take"
+            )));
+        }
         let method_names: Vec<String> = methods.iter().map(Method::to_string).collect();
         no_repeats("methods", method_names.iter().map(String::as_str))?;
         no_repeats("quotas", quotas.iter().map(|q| q.name.as_str()))?;
@@ -571,7 +579,7 @@ pub(crate) mod tests {
             ("rpi", "erk", "0.1", 1),
         ] {
             assert!(
-                matches!(SweepConfig::parse(m, q, c, k), Err(Error::Input(_))),
+                SweepConfig::parse(m, q, c, k).is_err_and(|e| !e.is_internal()),
                 "{m} {q} {c} {k}"
             );
         }

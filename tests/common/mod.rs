@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use maskforge::bitset::BitSet;
 use maskforge::graph::Network;
-use maskforge::mask::bitset::BitSet;
 use maskforge::mask::MaskSet;
 use rand::{Rng, SeedableRng};
 

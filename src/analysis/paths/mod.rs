@@ -56,7 +56,7 @@
 //! assert!((p.log10 - 24f64.log10()).abs() < 1e-12);
 //! // Cut every weight of the first layer: no path is left.
 //! let mut m = MaskSet::dense(&net);
-//! m.layers[0] = maskforge::mask::bitset::BitSet::new(12);
+//! m.layers[0] = maskforge::bitset::BitSet::new(12);
 //! assert_eq!(effective_paths(&net, &m).unwrap().log10, f64::NEG_INFINITY);
 //! ```
 
@@ -65,10 +65,10 @@ pub mod scaled;
 
 use std::ops::Range;
 
+use crate::bitset::BitSet;
 use crate::error::Result;
 use crate::graph::op::{Conv2d, Op, Pool, Window};
 use crate::graph::{Network, Node};
-use crate::mask::bitset::BitSet;
 use crate::mask::MaskSet;
 
 use scaled::{Scaled, Underflow};

@@ -14,7 +14,7 @@
 //!   cost follows the kept count rather than the layer size.
 //!
 //! ```
-//! use maskforge::mask::bitset::BitSet;
+//! use maskforge::bitset::BitSet;
 //! use maskforge::analysis::paths::product::Product;
 //! // Two rows over three columns: [1 0 1] and [1 0 1] (deduplicated), cols 3 x 2.
 //! let mask = BitSet::from_fn(6, |i| i % 3 != 1);
@@ -32,8 +32,8 @@ use std::ops::Range;
 
 use candle_core::{Device, Tensor};
 
+use crate::bitset::BitSet;
 use crate::error::Result;
-use crate::mask::bitset::BitSet;
 
 /// Most elements of one matrix built at a time (8 MB of f64).
 pub const CHUNK: usize = 1 << 20;

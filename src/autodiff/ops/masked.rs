@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
-//! use maskforge::{mask::bitset::BitSet, autodiff::ops::masked::masked_weight};
+//! use maskforge::{bitset::BitSet, autodiff::ops::masked::masked_weight};
 //! let w = Var::new(&[1.0f64, -2.0, 3.0], &Device::Cpu).unwrap();
 //! let mask = BitSet::from_fn(3, |i| i != 2);
 //! let y = masked_weight(w.as_tensor(), Some(&mask), true).unwrap();
@@ -25,8 +25,8 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::bitset::BitSet;
 use crate::error::Result;
-use crate::mask::bitset::BitSet;
 
 /// `w * mask` (`abs`: `|w| * mask`); no mask means all ones. Differentiable
 /// with respect to `w`. A mask of all ones without `abs` returns `w` itself.

@@ -10,6 +10,7 @@
 //! ```
 
 mod consts;
+pub mod patch;
 mod reader;
 mod tensor;
 pub mod writer;

@@ -38,13 +38,13 @@
 
 use candle_core::{DType, Device};
 
+use crate::autodiff::calibration::Calibration;
 use crate::autodiff::executor::{Executor, Mode};
 use crate::error::{Error, Result};
 use crate::graph::op::Op;
 use crate::graph::{Network, ValueId};
 use crate::mask::MaskSet;
 use crate::methods::neuron::{apply_group, keep_top, NeuronGroup};
-use crate::methods::scored::snip::Calibration;
 use crate::rng::{stream, stream_key, uniform_vec};
 
 /// How class-wise scores are combined (Eqs. 2, 4, 5).

@@ -48,10 +48,10 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::analysis::effective::Forward;
 use crate::analysis::liveness::{Geometry, PosSet};
+use crate::bitset::BitSet;
 use crate::error::{Error, Result};
 use crate::graph::op::Op;
 use crate::graph::{Network, ValueId};
-use crate::mask::bitset::BitSet;
 use crate::mask::MaskSet;
 use crate::rng::{stream, stream_key};
 

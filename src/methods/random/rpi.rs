@@ -19,8 +19,8 @@ use std::collections::HashMap;
 
 use rand::Rng;
 
+use crate::bitset::BitSet;
 use crate::graph::Network;
-use crate::mask::bitset::BitSet;
 use crate::mask::MaskSet;
 use crate::rng::{stream, stream_key};
 

@@ -7,7 +7,7 @@
 //! and the gradient's norms.
 //!
 //! ```
-//! use maskforge::{zoo, autodiff::executor::Executor, methods::scored::grasp, mask::MaskSet, methods::scored::snip::Calibration};
+//! use maskforge::{zoo, autodiff::executor::Executor, methods::scored::grasp, mask::MaskSet, autodiff::calibration::Calibration};
 //! use candle_core::{Device, DType, Tensor};
 //! let net = zoo::build("mlp:4-3-2", 0).unwrap();
 //! let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
@@ -20,10 +20,11 @@
 
 use candle_core::Tensor;
 
+use crate::autodiff::calibration::Calibration;
 use crate::autodiff::executor::Executor;
 use crate::error::Result;
 use crate::mask::MaskSet;
-use crate::methods::scored::snip::{loss_gradients, weight_values, Calibration};
+use crate::methods::scored::snip::{loss_gradients, weight_values};
 
 /// The reference's temperature on the logits.
 pub const TEMPERATURE: f64 = 200.0;

@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device};
 
+use crate::autodiff::calibration::Calibration;
 use crate::autodiff::executor::Executor;
 use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::mask::MaskSet;
 use crate::methods::magnitude::{keep_top, keep_top_per_layer, keep_top_signed, Scope};
-use crate::methods::scored::snip::Calibration;
 
 /// A score-based method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -97,7 +97,7 @@ fn select(
     signed: bool,
     target: usize,
     counts: Option<&[usize]>,
-) -> Vec<crate::mask::bitset::BitSet> {
+) -> Vec<crate::bitset::BitSet> {
     match (counts, signed) {
         (None, false) => keep_top(scores, target),
         (None, true) => keep_top_signed(scores, target),

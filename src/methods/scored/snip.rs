@@ -5,13 +5,13 @@
 //! multiplies the weight in the forward pass), so they score 0 and stay pruned.
 //!
 //! ```
-//! use maskforge::{zoo, autodiff::executor::Executor, methods::scored::snip, mask::MaskSet};
+//! use maskforge::{zoo, autodiff::{calibration::Calibration, executor::Executor}, methods::scored::snip, mask::MaskSet};
 //! use candle_core::{Device, DType, Tensor};
 //! let net = zoo::build("mlp:4-3-2", 0).unwrap();
 //! let ex = Executor::new(&net, &Device::Cpu, DType::F32).unwrap();
 //! let x = Tensor::ones((2, 4), DType::F32, &Device::Cpu).unwrap();
 //! let y = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
-//! let cal = snip::Calibration { batches: vec![(x, y)] };
+//! let cal = Calibration { batches: vec![(x, y)] };
 //! let scores = snip::scores(&ex, &MaskSet::dense(&net), &cal).unwrap();
 //! let total: f64 = scores.iter().flatten().sum();
 //! assert!((total - 1.0).abs() < 1e-9);
@@ -21,36 +21,10 @@ use candle_core::{CpuStorage, DType, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::autodiff::backward::{weight_gradients, Seed};
+use crate::autodiff::calibration::Calibration;
 use crate::autodiff::executor::{Executor, Mode};
 use crate::error::Result;
 use crate::mask::MaskSet;
-
-/// Calibration batches: inputs `[n, ...]` and `u32` labels `[n]`.
-pub struct Calibration {
-    pub batches: Vec<(Tensor, Tensor)>,
-}
-
-impl Calibration {
-    /// The samples `idx` of `data`, in batches of `batch_size`, on `device`.
-    pub fn from_dataset(
-        data: &crate::io::data::Dataset,
-        idx: &[usize],
-        batch_size: usize,
-        device: &candle_core::Device,
-    ) -> Result<Self> {
-        let mut batches = Vec::new();
-        for chunk in idx.chunks(batch_size.max(1)) {
-            let (x, y) = data.batch(chunk);
-            let mut shape = vec![chunk.len()];
-            shape.extend(&data.shape);
-            batches.push((
-                Tensor::from_vec(x, shape, device)?,
-                Tensor::from_vec(y, chunk.len(), device)?,
-            ));
-        }
-        Ok(Self { batches })
-    }
-}
 
 /// Runs `f` on a tensor's values widened to f64, read in place where
 /// they are contiguous f32 or f64 on the CPU (no host or f64 copy of a

@@ -8,11 +8,9 @@
 //! assert!((m.compression() - 1.0).abs() < 1e-12);
 //! ```
 
-pub mod bitset;
-
+use crate::bitset::BitSet;
 use crate::error::{Error, Result};
 use crate::graph::Network;
-use crate::mask::bitset::BitSet;
 
 /// One bitset per prunable layer, aligned with `Network::layers`.
 #[derive(Clone, Debug, PartialEq, Eq)]

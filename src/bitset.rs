@@ -4,7 +4,7 @@
 //! checkpoint's mask costs 125 MB rather than the 4 GB of a float tensor.
 //!
 //! ```
-//! use maskforge::mask::bitset::BitSet;
+//! use maskforge::bitset::BitSet;
 //! let mut b = BitSet::new(10);
 //! b.set(3, true);
 //! assert!(b.get(3) && !b.get(4));
