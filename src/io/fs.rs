@@ -180,8 +180,9 @@ pub fn write_atomic(
             w.flush().map_err(io_err)?;
         }
         tmp.as_file().sync_all().map_err(io_err)?;
-        test_delay();
+        test_delay("MASKFORGE_TEST_WRITE_DELAY_MS");
         tmp.persist(path).map_err(|e| io_err(e.error))?;
+        test_delay("MASKFORGE_TEST_RENAMED_DELAY_MS");
         Ok(())
     })();
     track(&tmp_path, false);
@@ -189,12 +190,11 @@ pub fn write_atomic(
 }
 
 /// Tests of interruption set `MASKFORGE_TEST_WRITE_DELAY_MS` to hold a
-/// finished temporary file before its rename, so a signal can land there.
-fn test_delay() {
-    if let Some(ms) = std::env::var("MASKFORGE_TEST_WRITE_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+/// finished temporary file before its rename, or
+/// `MASKFORGE_TEST_RENAMED_DELAY_MS` to hold the run just after it, so a
+/// signal can land there.
+fn test_delay(var: &str) {
+    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }

@@ -1459,17 +1459,150 @@ mod tests {
         }
     }
 
+    /// Largest-remainder rounding written out again: floor every wanted
+    /// count, then one more to the largest fractional parts (ties to the
+    /// earlier layer) until the sum is `target`.
+    fn largest_remainder(want: &[f64], target: usize) -> Vec<usize> {
+        let mut k: Vec<usize> = want.iter().map(|w| w.floor() as usize).collect();
+        let missing = target - k.iter().sum::<usize>();
+        let frac = |i: usize| want[i] - want[i].floor();
+        let mut order: Vec<usize> = (0..want.len()).collect();
+        order.sort_by(|&a, &b| frac(b).total_cmp(&frac(a)).then(a.cmp(&b)));
+        for &i in &order[..missing] {
+            k[i] += 1;
+        }
+        k
+    }
+
+    /// VGG-16 (CIFAR) at 100x: every quota's per-layer counts equal its
+    /// definition (REFERENCE.md, computed here from the layer shapes without
+    /// the module's helpers) rounded by largest remainder.
     /// `cargo test --lib quota::tests::vgg16_at_compression_100 -- --nocapture`
-    /// prints the per-layer densities of every quota.
+    /// also prints the per-layer densities of every quota.
     #[test]
     fn vgg16_at_compression_100() {
         let net = zoo::build("vgg16", 0).unwrap();
         let n = sizes(&net);
+        let nf: Vec<f64> = n.iter().map(|&x| x as f64).collect();
+        let l = n.len();
+        let total: usize = n.iter().sum();
+        // 13 convs 3x3 (64, 64, 128, 128, 256 x3, 512 x6) and a 512 -> 10 dense layer.
+        let convs = [
+            3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512,
+        ]
+        .windows(2)
+        .map(|w| w[0] * w[1] * 9)
+        .sum::<usize>();
+        assert_eq!((l, total), (14, convs + 5120));
         let target = target_from_compression(net.prunable_count(), 100.0).unwrap();
+        assert_eq!(target, (total as f64 / 100.0).round() as usize);
+        let t = target as f64;
+        let tf = total as f64;
+
+        // Uniform: the same density everywhere.
+        let uniform: Vec<f64> = nf.iter().map(|x| x * t / tf).collect();
+        // Uniform+: first conv dense; the rest at one density, below 20 %, so
+        // the last layer is held at 20 % and the middle layers share the rest.
+        let d = (t - nf[0]) / (tf - nf[0]);
+        assert!(d < 0.2);
+        let last_min = n[l - 1].div_ceil(5) as f64;
+        let dm = (t - nf[0] - last_min) / (tf - nf[0] - nf[l - 1]);
+        let mut uplus: Vec<f64> = nf.iter().map(|x| dm * x).collect();
+        uplus[0] = nf[0];
+        uplus[l - 1] = last_min;
+        // ERK (RigL): eps * sum(shape) / prod(shape); layers above density 1
+        // made dense and eps solved again.
+        let raw: Vec<f64> = net
+            .layers
+            .iter()
+            .map(|x| {
+                x.shape.iter().sum::<usize>() as f64 / x.shape.iter().product::<usize>() as f64
+            })
+            .collect();
+        let mut dense = vec![false; l];
+        let erk: Vec<f64> = loop {
+            let fixed: f64 = (0..l).filter(|&i| dense[i]).map(|i| nf[i]).sum();
+            let div: f64 = (0..l).filter(|&i| !dense[i]).map(|i| raw[i] * nf[i]).sum();
+            let eps = (t - fixed) / div;
+            let over: Vec<usize> = (0..l)
+                .filter(|&i| !dense[i] && eps * raw[i] > 1.0)
+                .collect();
+            if over.is_empty() {
+                break (0..l)
+                    .map(|i| {
+                        if dense[i] {
+                            nf[i]
+                        } else {
+                            eps * raw[i] * nf[i]
+                        }
+                    })
+                    .collect();
+            }
+            over.into_iter().for_each(|i| dense[i] = true);
+        };
+        // IGQ: n / (F n + 1) summing to the target, F by bisection in log space.
+        let igq_kept = |f: f64| nf.iter().map(|x| x / (f * x + 1.0)).sum::<f64>();
+        let (mut lo, mut hi) = (1e-15f64, 1.0f64);
+        for _ in 0..300 {
+            let mid = (lo * hi).sqrt();
+            if igq_kept(mid) > t {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let f = (lo * hi).sqrt();
+        let igq: Vec<f64> = nf.iter().map(|x| x / (f * x + 1.0)).collect();
+        // SmartRatios (no residual adds): conv l keeps in proportion to
+        // ((L-l+1)^2 + (L-l+1)) / l^2, the dense layer 30 %; a conv above
+        // density 1 is clipped and its excess goes to the following convs.
+        let lf = l as f64;
+        let r: Vec<f64> = (1..l)
+            .map(|i| {
+                let k = lf - i as f64 + 1.0;
+                (k * k + k) / (i * i) as f64
+            })
+            .collect();
+        let dense_keep = 0.3 * nf[l - 1];
+        let scale = (t - dense_keep) / r.iter().zip(&nf).map(|(a, b)| a * b).sum::<f64>();
+        let mut smart: Vec<f64> = r.iter().zip(&nf).map(|(a, b)| scale * a * b).collect();
+        let mut excess = 0.0;
+        for (want, size) in smart.iter_mut().zip(&nf) {
+            let room = size - *want;
+            if room <= 0.0 {
+                excess -= room;
+                *want = *size;
+            } else {
+                let moved = excess.min(room);
+                *want += moved;
+                excess -= moved;
+            }
+        }
+        assert_eq!(excess, 0.0);
+        assert_eq!(smart[0], nf[0], "the first conv is clipped at this target");
+        smart.push(dense_keep);
+
+        for (q, want) in [
+            (Quota::Uniform, uniform),
+            (Quota::UniformPlus, uplus),
+            (Quota::Erk, erk),
+            (Quota::Igq, igq),
+            (Quota::Smart, smart),
+        ] {
+            assert!((want.iter().sum::<f64>() - t).abs() < 1e-6, "{q:?}");
+            let k = kept_counts(&net, &q, target).unwrap();
+            assert_eq!(k, largest_remainder(&want, target), "{q:?}");
+        }
+        // The figures that tell the quotas apart.
+        let k = |q: Quota| kept_counts(&net, &q, target).unwrap();
+        assert_eq!(k(Quota::UniformPlus)[0], n[0]);
+        assert_eq!(k(Quota::UniformPlus)[l - 1], 1024);
+        assert_eq!(k(Quota::Smart)[l - 1], 1536);
+        assert_eq!(k(Quota::Erk)[0], 1293, "ERK keeps 75 % of the first conv");
+
         let mut rows = Vec::new();
         for q in ALL {
             let k = kept_counts(&net, &q, target).unwrap();
-            assert_eq!(k.iter().sum::<usize>(), target);
             rows.push((q.name(), dens(&net, &k)));
         }
         print!("{:<22} {:>9}", "layer", "weights");
