@@ -70,7 +70,10 @@ impl Dataset {
                 Error::input(format!("--data {spec}: expected synthetic:N with N > 0"))
             })?;
             let mut rng = stream(stream_key(seed, "synthetic-data", ""));
-            let x = (0..n * per).map(|_| rng.random::<f32>()).collect();
+            let total = n
+                .checked_mul(per)
+                .ok_or_else(|| Error::input(format!("--data {spec}: too many samples")))?;
+            let x = (0..total).map(|_| rng.random::<f32>()).collect();
             let y = (0..n)
                 .map(|_| rng.random_range(0..classes as u32))
                 .collect();
@@ -229,7 +232,14 @@ fn idx(p: &Path, want_dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     let dims: Vec<usize> = (0..nd)
         .map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| {
+            Error::input(format!(
+                "{what}: header dimensions {dims:?} overflow when multiplied"
+            ))
+        })?;
     let data = b[4 + 4 * nd..].to_vec();
     if data.len() != n {
         return Err(Error::input(format!(
