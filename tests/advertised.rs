@@ -184,9 +184,10 @@ fn snip_it_schedule_effective_target_and_not_one_shot() {
 #[test]
 fn snip_it_rounds_keep_pruned_weights_pruned() {
     use candle_core::{DType, Device};
+    use maskforge::autodiff::calibration::Calibration;
     use maskforge::autodiff::executor::Executor;
     use maskforge::mask::MaskSet;
-    use maskforge::methods::scored::snip::{self, Calibration};
+    use maskforge::methods::scored::snip;
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("it.safetensors");
@@ -512,9 +513,10 @@ fn mica_min_and_max_take_the_ends_of_the_range() {
 #[test]
 fn grasp_keeps_the_highest_signed_score() {
     use candle_core::{DType, Device};
+    use maskforge::autodiff::calibration::Calibration;
     use maskforge::autodiff::executor::Executor;
     use maskforge::mask::MaskSet;
-    use maskforge::methods::scored::{grasp, snip::Calibration};
+    use maskforge::methods::scored::grasp;
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("grasp.safetensors");

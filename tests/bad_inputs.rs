@@ -1031,3 +1031,356 @@ fn bad_calibration_data_is_named() {
         &["--data"],
     );
 }
+
+// ------------------------------------- malformed graphs built from protobuf
+
+mod proto {
+    use candle_onnx::onnx::{
+        tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
+        ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+        ValueInfoProto,
+    };
+
+    /// `name` of shape [N, dims...] (N symbolic).
+    pub fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
+        use tensor_shape_proto::{dimension::Value, Dimension};
+        let mut dim = vec![Dimension {
+            value: Some(Value::DimParam("N".into())),
+            ..Default::default()
+        }];
+        dim.extend(dims.iter().map(|&d| Dimension {
+            value: Some(Value::DimValue(d)),
+            ..Default::default()
+        }));
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn node(op: &str, name: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: name.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![name.into()],
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            ints: v.to_vec(),
+            r#type: 7,
+            ..Default::default()
+        }
+    }
+
+    pub fn int(name: &str, v: i64) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            i: v,
+            r#type: 2,
+            ..Default::default()
+        }
+    }
+
+    pub fn i64s(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: DataType::Int64 as i32,
+            int64_data: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    pub fn f32s(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: DataType::Float as i32,
+            float_data: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// `x` [N, 2, 4, 4] -> Relu -> `y`, plus `extra` nodes and initializers
+    /// (their outputs may dangle: every node is translated all the same).
+    pub fn model(extra: Vec<NodeProto>, inits: Vec<TensorProto>) -> ModelProto {
+        let mut nodes = vec![node("Relu", "y", &["x"], vec![])];
+        nodes.extend(extra);
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(GraphProto {
+                name: "malformed".into(),
+                node: nodes,
+                initializer: inits,
+                input: vec![vi("x", &[2, 4, 4])],
+                output: vec![vi("y", &[2, 4, 4])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// The malformed graphs, by file name: each must be refused naming its bad node.
+fn malformed_models() -> Vec<(&'static str, &'static str, maskforge::io::onnx::ModelProto)> {
+    use proto::*;
+    let shape_x = || node("Shape", "shape_x", &["x"], vec![]);
+    vec![
+        (
+            "slice_without_ends.onnx",
+            "slice_no_ends",
+            model(
+                vec![
+                    shape_x(),
+                    node("Slice", "slice_no_ends", &["shape_x", "starts"], vec![]),
+                ],
+                vec![i64s("starts", &[1], &[1])],
+            ),
+        ),
+        (
+            "slice_empty_starts.onnx",
+            "slice_empty",
+            model(
+                vec![
+                    shape_x(),
+                    node(
+                        "Slice",
+                        "slice_empty",
+                        &["shape_x", "starts", "ends"],
+                        vec![],
+                    ),
+                ],
+                vec![i64s("starts", &[0], &[]), i64s("ends", &[1], &[2])],
+            ),
+        ),
+        (
+            "slice_empty_attr_ends.onnx",
+            "slice_attr",
+            model(
+                vec![
+                    shape_x(),
+                    node(
+                        "Slice",
+                        "slice_attr",
+                        &["shape_x"],
+                        vec![ints("starts", &[0]), ints("ends", &[])],
+                    ),
+                ],
+                vec![],
+            ),
+        ),
+        (
+            "reduce_const_first.onnx",
+            "reduce_c",
+            model(
+                vec![node("ReduceMean", "reduce_c", &["c", "x"], vec![])],
+                vec![f32s("c", &[2], &[1.0, 2.0])],
+            ),
+        ),
+        (
+            "pool_const_first.onnx",
+            "pool_c",
+            model(
+                vec![node(
+                    "MaxPool",
+                    "pool_c",
+                    &["c", "x"],
+                    vec![ints("kernel_shape", &[2, 2])],
+                )],
+                vec![f32s("c", &[2], &[1.0, 2.0])],
+            ),
+        ),
+        (
+            "matmul_one_input.onnx",
+            "mm_one",
+            model(vec![node("MatMul", "mm_one", &["x"], vec![])], vec![]),
+        ),
+        (
+            "mul_empty_operand.onnx",
+            "mul_empty",
+            model(vec![node("Mul", "mul_empty", &["x", ""], vec![])], vec![]),
+        ),
+        (
+            "flatten_axis_out_of_range.onnx",
+            "flat9",
+            model(
+                vec![node("Flatten", "flat9", &["x"], vec![int("axis", 9)])],
+                vec![],
+            ),
+        ),
+        (
+            "flatten_const_axis_out_of_range.onnx",
+            "flatc",
+            model(
+                vec![
+                    shape_x(),
+                    node("Flatten", "flatc", &["shape_x"], vec![int("axis", 5)]),
+                ],
+                vec![],
+            ),
+        ),
+        (
+            "transpose_const_bad_perm.onnx",
+            "tr_c",
+            model(
+                vec![
+                    shape_x(),
+                    node("Transpose", "tr_c", &["shape_x"], vec![ints("perm", &[3])]),
+                ],
+                vec![],
+            ),
+        ),
+        (
+            "transpose_perm_overflow.onnx",
+            "tr_min",
+            model(
+                vec![node(
+                    "Transpose",
+                    "tr_min",
+                    &["x"],
+                    vec![ints("perm", &[0, i64::MIN, 2, 3])],
+                )],
+                vec![],
+            ),
+        ),
+        (
+            "pool_zero_kernel.onnx",
+            "pool0",
+            model(
+                vec![node(
+                    "MaxPool",
+                    "pool0",
+                    &["x"],
+                    vec![ints("kernel_shape", &[0, 0])],
+                )],
+                vec![],
+            ),
+        ),
+        (
+            "pool_huge_pads.onnx",
+            "pool_pads",
+            model(
+                vec![node(
+                    "AveragePool",
+                    "pool_pads",
+                    &["x"],
+                    vec![
+                        ints("kernel_shape", &[2, 2]),
+                        ints("pads", &[i64::MAX, i64::MAX, i64::MAX, i64::MAX]),
+                    ],
+                )],
+                vec![],
+            ),
+        ),
+        (
+            "reshape_target_overflow.onnx",
+            "rs_big",
+            model(
+                vec![node("Reshape", "rs_big", &["x", "target"], vec![])],
+                vec![i64s("target", &[4], &[1, 1 << 40, 1 << 40, 0])],
+            ),
+        ),
+        (
+            "constant_of_shape_overflow.onnx",
+            "'cos'",
+            model(
+                vec![
+                    node("ConstantOfShape", "cos", &["big"], vec![]),
+                    node("Add", "cos_add", &["cos", "one"], vec![]),
+                ],
+                vec![
+                    i64s("big", &[2], &[1 << 40, 1 << 40]),
+                    i64s("one", &[1], &[1]),
+                ],
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn malformed_graphs_are_input_errors_naming_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (file, node, m) in malformed_models() {
+        let p = dir.path().join(file);
+        std::fs::write(&p, maskforge::io::onnx::writer::encode(&m)).unwrap();
+        let out_file = dir.path().join("out.safetensors");
+        let out = maskforge(&["audit", s(&p), "-o", s(&out_file)]);
+        let r = std::panic::catch_unwind(|| assert_one_line_error(&out, &[s(&p), node]));
+        if r.is_err() || out_file.exists() || !stray_temps(dir.path()).is_empty() {
+            failures.push(format!(
+                "{file}: exit {:?}, stderr {:?}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .take(2)
+                    .collect::<Vec<_>>()
+            ));
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Writes the malformed graphs into fuzz/seeds/onnx_reader (run by hand:
+/// `cargo test --test bad_inputs -- --ignored write_onnx_fuzz_seeds`).
+#[test]
+#[ignore]
+fn write_onnx_fuzz_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/onnx_reader");
+    for (file, _, m) in malformed_models() {
+        std::fs::write(
+            dir.join(format!("bad_{file}")),
+            maskforge::io::onnx::writer::encode(&m),
+        )
+        .unwrap();
+    }
+}
+
+/// An IDX images file whose header dimensions overflow when multiplied.
+#[test]
+fn idx_header_overflow_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = |nd: u8, dims: &[u32], data: &[u8]| {
+        let mut b = vec![0, 0, 8, nd];
+        for d in dims {
+            b.extend_from_slice(&d.to_be_bytes());
+        }
+        b.extend_from_slice(data);
+        b
+    };
+    let images = dir.path().join("train-images-idx3-ubyte");
+    let labels = dir.path().join("train-labels-idx1-ubyte");
+    std::fs::write(&images, idx(3, &[u32::MAX, u32::MAX, u32::MAX], &[0; 16])).unwrap();
+    std::fs::write(&labels, idx(1, &[1], &[0])).unwrap();
+    prune_fails(
+        dir.path(),
+        &[
+            "zoo:lenet300",
+            "--method",
+            "snip",
+            "--compression",
+            "10",
+            "--data",
+            s(&images),
+        ],
+        &[s(&images)],
+    );
+}

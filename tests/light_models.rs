@@ -118,7 +118,7 @@ fn weight_sizes(path: &std::path::Path) -> std::collections::BTreeMap<String, u6
             let p = g
                 .node
                 .iter()
-                .find(|p| p.output.iter().any(|o| *o == w))
+                .find(|p| p.output.contains(&w))
                 .unwrap_or_else(|| panic!("{w}: no producer"));
             match p.op_type.as_str() {
                 "Reshape" | "Identity" | "Transpose" | "Cast" => w = p.input[0].clone(),
@@ -193,7 +193,7 @@ fn cutting_the_stem_of_a_real_graph_leaves_nothing_active() {
     let mut masks = maskforge::mask::MaskSet::dense(&net);
     let stem = net.layers[0].numel();
     assert_eq!(net.layers[0].name, "conv1_w_0");
-    masks.layers[0] = maskforge::mask::bitset::BitSet::new(stem);
+    masks.layers[0] = maskforge::bitset::BitSet::new(stem);
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("m.safetensors");
     let bytes = maskfile::to_bytes(

@@ -32,7 +32,8 @@ pub fn run(a: Args) -> Result<()> {
     let masks = m.masks(a.masks.as_deref())?;
     let shape = net.values[net.inputs[0]].shape.clone();
     let classes = net.values[net.outputs[0]].numel();
-    let mut data = Dataset::load(&a.data, &shape, classes, a.model.seed)?;
+    let mut data =
+        Dataset::load(&a.data, &shape, classes, a.model.seed).map_err(super::flag("--data"))?;
     a.normalization.apply(&mut data)?;
     let r = evaluate(
         net,

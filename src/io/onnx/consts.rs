@@ -78,6 +78,18 @@ impl Const {
 
     /// Axis permutation, composing the index map.
     pub fn transposed(&self, perm: &[usize]) -> Result<Self> {
+        let mut seen = vec![false; self.shape.len()];
+        if perm.len() != self.shape.len()
+            || perm
+                .iter()
+                .any(|&p| p >= seen.len() || std::mem::replace(&mut seen[p], true))
+        {
+            return Err(Error::input(format!(
+                "'{}': perm {perm:?} is not a permutation of {} axes",
+                self.stored_name,
+                self.shape.len()
+            )));
+        }
         let n = self.numel();
         if n > u32::MAX as usize {
             return Err(Error::input(format!(
@@ -136,7 +148,10 @@ pub fn resolve_reshape(input: &[usize], target: &[i64], allow_zero: bool) -> Res
             _ => return Err(Error::input(format!("Reshape: invalid target {target:?}"))),
         }
     }
-    let known: usize = out.iter().product();
+    let known = out
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::input(format!("Reshape: target {target:?} is too large")))?;
     if let Some(i) = infer {
         if known == 0 || !n.is_multiple_of(known) {
             return Err(Error::input(format!(
@@ -155,6 +170,20 @@ pub fn resolve_reshape(input: &[usize], target: &[i64], allow_zero: bool) -> Res
 /// Elementwise arithmetic on small constants (shape computations), with
 /// scalar broadcasting.
 pub fn arith(op: &str, a: &Const, b: &Const) -> Result<ConstTensor> {
+    // Folding is for shape arithmetic: small tensors only.
+    const MAX_FOLD: usize = 1 << 24;
+    for c in [a, b] {
+        if c.shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .is_none_or(|n| n > MAX_FOLD)
+        {
+            return Err(Error::unsupported(format!(
+                "{op} on a constant of shape {:?} is not folded (too large)",
+                c.shape
+            )));
+        }
+    }
     let (x, y) = (a.materialize()?, b.materialize()?);
     let (nx, ny) = (x.numel(), y.numel());
     let n = nx.max(ny);

@@ -110,7 +110,7 @@ fn input_shape(vi: &candle_onnx::onnx::ValueInfoProto) -> Result<Vec<usize>> {
     if shape.dim.len() < 2 {
         return Err(err("needs a batch dimension and at least one more"));
     }
-    shape.dim[1..]
+    let dims: Vec<usize> = shape.dim[1..]
         .iter()
         .map(|d| match &d.value {
             Some(D::DimValue(v)) if *v > 0 => Ok(*v as usize),
@@ -118,7 +118,9 @@ fn input_shape(vi: &candle_onnx::onnx::ValueInfoProto) -> Result<Vec<usize>> {
                 "has a symbolic or unknown non-batch dimension; export it with a fixed input size",
             )),
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    checked_numel(&dims, &format!("graph input '{}'", vi.name))?;
+    Ok(dims)
 }
 
 /// Nodes in dependency order; a cycle or a missing producer is an error.
@@ -295,6 +297,14 @@ impl Reader<'_> {
         }
     }
 
+    /// The activation a single-input op reads (its first input).
+    fn first_act(&self, n: &NodeProto) -> Result<ValueId> {
+        n.input
+            .first()
+            .and_then(|i| self.act(i))
+            .ok_or_else(|| Error::unsupported(format!("{} with a constant first input", n.op_type)))
+    }
+
     /// Fold a node whose inputs are all constants.
     fn fold(&mut self, n: &NodeProto) -> Result<()> {
         let c = |i| self.get_const(n, i).cloned();
@@ -322,6 +332,7 @@ impl Reader<'_> {
                     .iter()
                     .map(|&d| d.max(0) as usize)
                     .collect();
+                checked_numel(&shape, "ConstantOfShape")?;
                 let (v, dt) = match attr(n, "value").and_then(|a| a.t.clone()) {
                     Some(t) => {
                         let dt = dtype_of(t.data_type, "ConstantOfShape value")?;
@@ -356,7 +367,13 @@ impl Reader<'_> {
                 let x = need(0)?;
                 let axis = attr_i(n, "axis", 1);
                 let r = x.shape.len() as i64;
-                let a = if axis < 0 { axis + r } else { axis } as usize;
+                let a = if axis < 0 { axis + r } else { axis };
+                if a < 0 || a > r {
+                    return Err(Error::input(format!(
+                        "Flatten axis {axis} is out of range for rank {r}"
+                    )));
+                }
+                let a = a as usize;
                 let s = vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()];
                 self.set_const(n, x.reshaped(s));
             }
@@ -368,9 +385,10 @@ impl Reader<'_> {
             }
             "Transpose" => {
                 let x = need(0)?;
-                let perm = attr_ints(n, "perm")
-                    .map(|p| p.iter().map(|&v| v as usize).collect())
-                    .unwrap_or_else(|| (0..x.shape.len()).rev().collect::<Vec<_>>());
+                let perm = match attr_ints(n, "perm") {
+                    Some(p) => permutation(&p, x.shape.len(), 0)?,
+                    None => (0..x.shape.len()).rev().collect::<Vec<_>>(),
+                };
                 let t = x.transposed(&perm)?;
                 self.set_const(n, t);
             }
@@ -456,10 +474,20 @@ impl Reader<'_> {
                 )
             }
         };
+        let first = |v: &[i64], what: &str| {
+            v.first()
+                .copied()
+                .ok_or_else(|| Error::input(format!("Slice {what} missing or empty")))
+        };
+        let (s0, e0, st) = (
+            first(&starts, "starts")?,
+            first(&ends, "ends")?,
+            first(&steps, "steps")?,
+        );
         let d = data.to_i64()?;
         let len = d.len() as i64;
         let clamp = |x: i64| if x < 0 { (x + len).max(0) } else { x.min(len) };
-        let (s, e, st) = (clamp(starts[0]), clamp(ends[0]), steps[0]);
+        let (s, e) = (clamp(s0), clamp(e0));
         if st != 1 {
             return Err(Error::unsupported("Slice with a step on constants"));
         }
@@ -475,7 +503,7 @@ impl Reader<'_> {
     /// Translate a node that reads at least one activation.
     fn activation_node(&mut self, n: &NodeProto) -> Result<()> {
         let label = node_label(n);
-        let x0 = self.act(&n.input[0]);
+        let x0 = n.input.first().and_then(|i| self.act(i));
         let unary = |r: &Self| {
             x0.ok_or_else(|| {
                 Error::unsupported(format!("{} with a constant first input", n.op_type))
@@ -591,6 +619,11 @@ impl Reader<'_> {
                 if ax < 1 {
                     return Err(Error::unsupported("Flatten into the batch axis"));
                 }
+                if ax > s.len() as i64 {
+                    return Err(Error::input(format!(
+                        "Flatten axis {axis} is out of range for rank {full}"
+                    )));
+                }
                 let ax = (ax - 1) as usize;
                 let shape = if ax == 0 {
                     vec![s.iter().product()]
@@ -642,7 +675,7 @@ impl Reader<'_> {
                 if perm.first() != Some(&0) {
                     return Err(Error::unsupported("Transpose that moves the batch axis"));
                 }
-                let p: Vec<usize> = perm[1..].iter().map(|&a| (a - 1) as usize).collect();
+                let p = permutation(&perm[1..], s.len(), 1)?;
                 let v = self.b.transpose(&label, x, p)?;
                 self.name_output(n, v);
             }
@@ -677,7 +710,7 @@ impl Reader<'_> {
 
     /// A mean or max over all spatial axes is a global pool.
     fn reduce(&mut self, n: &NodeProto, label: &str) -> Result<()> {
-        let x = self.act(&n.input[0]).unwrap();
+        let x = self.first_act(n)?;
         let s = self.b.shape(x).to_vec();
         let axes =
             attr_ints(n, "axes").or_else(|| self.get_const(n, 1).and_then(|c| c.to_i64().ok()));
@@ -738,8 +771,10 @@ impl Reader<'_> {
     }
 
     fn conv(&mut self, n: &NodeProto, label: &str) -> Result<()> {
-        let x = self
-            .act(&n.input[0])
+        let x = n
+            .input
+            .first()
+            .and_then(|i| self.act(i))
             .ok_or_else(|| Error::unsupported("Conv on a constant input"))?;
         let s = self.b.shape(x).to_vec();
         let w = self.weight(n, 1, "Conv")?;
@@ -750,6 +785,12 @@ impl Reader<'_> {
             )));
         }
         let k = [w.shape[2], w.shape[3]];
+        if k.contains(&0) {
+            return Err(Error::input(format!(
+                "Conv weight {:?} has a zero-sized kernel",
+                w.shape
+            )));
+        }
         let window = window_of(n, [s[1], s[2]], k)?;
         let groups = attr_i(n, "group", 1).max(1) as usize;
         let bias = self.bias(n, 2)?;
@@ -799,8 +840,10 @@ impl Reader<'_> {
     }
 
     fn gemm(&mut self, n: &NodeProto, label: &str) -> Result<()> {
-        let x = self
-            .act(&n.input[0])
+        let x = n
+            .input
+            .first()
+            .and_then(|i| self.act(i))
             .ok_or_else(|| Error::unsupported("Gemm whose first operand is the constant"))?;
         if attr_i(n, "transA", 0) != 0 {
             return Err(Error::unsupported("Gemm with transA=1 on activations"));
@@ -814,9 +857,17 @@ impl Reader<'_> {
     }
 
     fn matmul(&mut self, n: &NodeProto, label: &str) -> Result<()> {
-        let x = self
-            .act(&n.input[0])
+        let x = n
+            .input
+            .first()
+            .and_then(|i| self.act(i))
             .ok_or_else(|| Error::unsupported("MatMul with the constant on the left"))?;
+        if n.input.len() != 2 {
+            return Err(Error::input(format!(
+                "MatMul needs 2 inputs, has {}",
+                n.input.len()
+            )));
+        }
         if self.act(&n.input[1]).is_some() {
             return Err(Error::unsupported("MatMul of two activations (attention)"));
         }
@@ -828,7 +879,7 @@ impl Reader<'_> {
         if n.output.len() > 1 && !n.output[1].is_empty() {
             return Err(Error::unsupported("MaxPool with an Indices output"));
         }
-        let x = self.act(&n.input[0]).unwrap();
+        let x = self.first_act(n)?;
         let s = self.b.shape(x).to_vec();
         if s.len() != 3 {
             return Err(Error::unsupported(format!(
@@ -838,6 +889,9 @@ impl Reader<'_> {
         let k = attr_ints(n, "kernel_shape").unwrap_or_default();
         if k.len() != 2 {
             return Err(Error::unsupported("pool without a 2-D kernel_shape"));
+        }
+        if k.iter().any(|&d| d < 1) {
+            return Err(Error::input(format!("bad kernel_shape {k:?}")));
         }
         let k = [k[0] as usize, k[1] as usize];
         let window = window_of(n, [s[1], s[2]], k)?;
@@ -874,7 +928,12 @@ impl Reader<'_> {
         for (i, name) in n.input.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
             match self.act(name) {
                 Some(v) => acts.push((i, v)),
-                None => consts.push((i, self.get_const(n, i).cloned().unwrap())),
+                None => consts.push((
+                    i,
+                    self.get_const(n, i).cloned().ok_or_else(|| {
+                        Error::input(format!("input '{name}' is neither activation nor constant"))
+                    })?,
+                )),
             }
         }
         if n.op_type == "Sub" && acts.first().map(|a| a.0) != Some(0) {
@@ -903,6 +962,13 @@ impl Reader<'_> {
     }
 
     fn mul_like(&mut self, n: &NodeProto, label: &str) -> Result<()> {
+        if n.input.len() != 2 {
+            return Err(Error::input(format!(
+                "{} needs 2 inputs, has {}",
+                n.op_type,
+                n.input.len()
+            )));
+        }
         let a0 = self.act(&n.input[0]);
         let a1 = self.act(&n.input[1]);
         let (x, ci) = match (a0, a1) {
@@ -916,7 +982,10 @@ impl Reader<'_> {
             }
             _ => return Err(Error::unsupported("Div of a constant by an activation")),
         };
-        let c = self.get_const(n, ci).cloned().unwrap();
+        let c = self
+            .get_const(n, ci)
+            .cloned()
+            .ok_or_else(|| Error::input(format!("{} operand {ci} is missing", n.op_type)))?;
         let p = self.const_param(&c, label, ci)?;
         let v = self.b.norm(label, x, Norm::MulConst(p))?;
         self.name_output(n, v);
@@ -946,8 +1015,16 @@ fn squeeze_shape(shape: &[usize], axes: Option<&[i64]>, unsqueeze: bool) -> Resu
         let drop: Vec<usize> = match axes {
             Some(a) => a
                 .iter()
-                .map(|&x| if x < 0 { x + r } else { x } as usize)
-                .collect(),
+                .map(|&x| {
+                    let i = if x < 0 { x + r } else { x };
+                    match usize::try_from(i) {
+                        Ok(i) if i < shape.len() && shape[i] == 1 => Ok(i),
+                        _ => Err(Error::input(format!(
+                            "Squeeze axis {x} is out of range or not of size 1 in {shape:?}"
+                        ))),
+                    }
+                })
+                .collect::<Result<_>>()?,
             None => (0..shape.len()).filter(|&i| shape[i] == 1).collect(),
         };
         Ok(shape
@@ -957,6 +1034,34 @@ fn squeeze_shape(shape: &[usize], axes: Option<&[i64]>, unsqueeze: bool) -> Resu
             .map(|(_, &d)| d)
             .collect())
     }
+}
+
+/// The ONNX permutation `perm` (axes counted from `base`) of `rank` axes,
+/// checked: each axis exactly once.
+fn permutation(perm: &[i64], rank: usize, base: i64) -> Result<Vec<usize>> {
+    let mut seen = vec![false; rank];
+    let out: Option<Vec<usize>> = perm
+        .iter()
+        .map(|&a| {
+            let i = usize::try_from(a.checked_sub(base)?).ok()?;
+            (i < rank && !std::mem::replace(&mut seen[i], true)).then_some(i)
+        })
+        .collect();
+    match out {
+        Some(p) if p.len() == rank => Ok(p),
+        _ => Err(Error::input(format!(
+            "Transpose perm {perm:?} is not a permutation of {} axes",
+            rank as i64 + base
+        ))),
+    }
+}
+
+/// Element count of `shape`, an input error when it overflows.
+pub(super) fn checked_numel(shape: &[usize], what: &str) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::input(format!("{what}: shape {shape:?} is too large")))
 }
 
 /// Strides, pads (incl. `auto_pad`) and dilations of a Conv or pool node.
@@ -987,8 +1092,20 @@ fn window_of(n: &NodeProto, in_hw: [usize; 2], k: [usize; 2]) -> Result<Window> 
             let mut p = [0; 4];
             for a in 0..2 {
                 let out = in_hw[a].div_ceil(stride[a]);
-                let span = dilation[a] * (k[a] - 1) + 1;
-                let total = ((out - 1) * stride[a] + span).saturating_sub(in_hw[a]);
+                let total = k[a]
+                    .checked_sub(1)
+                    .and_then(|x| x.checked_mul(dilation[a]))
+                    .and_then(|span| {
+                        out.saturating_sub(1)
+                            .checked_mul(stride[a])?
+                            .checked_add(span + 1)
+                    })
+                    .ok_or_else(|| {
+                        Error::input(format!(
+                            "window out of range (kernel {k:?}, dilations {dilation:?})"
+                        ))
+                    })?
+                    .saturating_sub(in_hw[a]);
                 let (small, big) = (total / 2, total - total / 2);
                 if auto == "SAME_UPPER" {
                     p[a] = small;
@@ -1002,6 +1119,21 @@ fn window_of(n: &NodeProto, in_hw: [usize; 2], k: [usize; 2]) -> Result<Window> 
         }
         other => return Err(Error::input(format!("unknown auto_pad '{other}'"))),
     };
+    // The window arithmetic (padded extent, kernel span) must fit a usize.
+    for a in 0..2 {
+        let padded = in_hw[a]
+            .checked_add(pads[a])
+            .and_then(|x| x.checked_add(pads[a + 2]));
+        let span = k[a]
+            .checked_sub(1)
+            .and_then(|x| x.checked_mul(dilation[a]))
+            .and_then(|x| x.checked_add(1));
+        if padded.is_none() || span.is_none() {
+            return Err(Error::input(format!(
+                "window out of range (kernel {k:?}, pads {pads:?}, dilations {dilation:?})"
+            )));
+        }
+    }
     Ok(Window {
         stride,
         pads,
