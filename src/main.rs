@@ -55,7 +55,7 @@ fn install_interrupt_cleanup() {
     }
     let _ = ctrlc::set_handler(|| {
         maskforge::io::fs::remove_partial_outputs();
-        eprintln!("error: interrupted; no output was written");
+        eprintln!("error: interrupted; no partial output was left behind");
         std::process::exit(130);
     });
 }
