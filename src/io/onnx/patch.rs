@@ -18,7 +18,7 @@
 //! let zeros = ConstTensor::f32(net.layers[0].stored_shape.clone(), vec![0.0; 6]);
 //! let bytes = replace_weights(&src, &[(name.as_str(), &zeros)]).unwrap();
 //! let back = onnx::from_proto("m", onnx::decode_bytes(&bytes).unwrap(), dir.path()).unwrap();
-//! assert!(back.params[&name].to_f32().unwrap().iter().all(|&w| w == 0.0));
+//! assert!(back.params.get(&name).unwrap().to_f32().unwrap().iter().all(|&w| w == 0.0));
 //! ```
 
 use std::path::Path;
