@@ -30,7 +30,8 @@ pub fn run(a: Args) -> Result<()> {
     let m = crate::io::model::load(&a.model.model, a.model.arch.as_deref(), a.model.seed)?;
     let net = &m.network;
     let (target, _) = a.amount.target(net.prunable_count())?;
-    let ctx = a.scoring.context(net, a.model.seed)?;
+    let mut ctx = a.scoring.context(net, a.model.seed)?;
+    ctx.density = Some(a.amount.density()?);
     let q = super::prune::parse_quota(&a.quota, net, target, &ctx)?;
     let counts = crate::methods::quota::kept_counts(net, &q, target)?;
     let rows: Vec<Row> = net
