@@ -153,7 +153,7 @@ pub fn prune_scored(
     let mut effective = |s: &[Vec<f64>]| -> Result<MaskSet> {
         Ok(crate::methods::prune::effective_top(net, s, target))
     };
-    let mut last: Option<&mut dyn FnMut(&[Vec<f64>]) -> Result<MaskSet>> = match cut {
+    let mut last: Option<&mut LastCut> = match cut {
         Cut::Direct => None,
         Cut::Effective => Some(&mut effective),
     };
@@ -244,6 +244,9 @@ pub enum Counts {
     Nearest,
 }
 
+/// A last round's own cut of the scores (the effective cut).
+pub type LastCut<'a> = dyn FnMut(&[Vec<f64>]) -> Result<MaskSet> + 'a;
+
 /// The exponential schedule of an iterative method: `rounds` rounds down
 /// to `density`, each round's count by `counts`.
 #[derive(Clone, Copy, Debug)]
@@ -265,7 +268,7 @@ pub fn iterate(
     target: usize,
     schedule: Schedule,
     score: &mut dyn FnMut(&MaskSet) -> Result<Vec<Vec<f64>>>,
-    mut cut: Option<&mut dyn FnMut(&[Vec<f64>]) -> Result<MaskSet>>,
+    mut cut: Option<&mut LastCut>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(MaskSet, Vec<f64>)> {
     let rounds = schedule.rounds.max(1);
