@@ -69,8 +69,8 @@ pub struct Context {
     /// compression`; `10^-c` for a compression written `10^c`, as the
     /// reference code forms it): SynFlow's schedule density with
     /// [`Counts::Reference`]. Used only when it is within one weight of
-    /// `target / N`; otherwise (and when `None`) the schedule takes
-    /// `target / N`.
+    /// `target / N`; otherwise (and when `None`, and with
+    /// [`Counts::Nearest`]) the schedule takes `target / N`.
     pub density: Option<f64>,
     /// SynFlow's precision and per-round counts.
     pub synflow: synflow::Options,
@@ -192,9 +192,10 @@ pub fn prune_scored(
         Scorer::Synflow => {
             let rounds = if ctx.rounds == 0 { 100 } else { ctx.rounds };
             let flow = synflow::Flow::new(net, ctx.synflow.precision)?;
-            let asked = ctx
-                .density
-                .filter(|d| (d * total - target as f64).abs() <= 1.0);
+            // Nearest counts are maskforge's earlier rule: d = target / N.
+            let asked = ctx.density.filter(|d| {
+                ctx.synflow.counts == Counts::Reference && (d * total - target as f64).abs() <= 1.0
+            });
             let schedule = Schedule {
                 rounds,
                 density: asked.unwrap_or(target as f64 / total),
@@ -303,4 +304,75 @@ pub fn iterate(
         progress(k, rounds);
     }
     Ok((masks, history))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reference counts: round k prunes int((1 - d^(k/R)) N) weights, pruned
+    /// ones (score 0) among them; a round whose count is below 1 leaves even
+    /// a zero-scored kept weight alone; ties at the threshold are pruned.
+    #[test]
+    fn reference_counts_follow_the_official_loop() {
+        let net = crate::zoo::build("mlp:6-5-4", 0).unwrap();
+        let n = net.prunable_count(); // 50
+        let distinct = |m: &MaskSet| -> Result<Vec<Vec<f64>>> {
+            let mut i = 0.0;
+            Ok(m.layers
+                .iter()
+                .map(|b| {
+                    (0..b.len())
+                        .map(|j| {
+                            i += 1.0;
+                            if b.get(j) && j != 0 {
+                                i
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect()
+                })
+                .collect())
+        };
+        let (d, rounds) = (0.1, 4);
+        let schedule = Schedule {
+            rounds,
+            density: d,
+            counts: Counts::Reference,
+        };
+        let (m, history) =
+            iterate(&net, 5, schedule, &mut { distinct }, None, &mut |_, _| {}).unwrap();
+        for (k, h) in history.iter().enumerate() {
+            let dk: f64 = d.powf((k + 1) as f64 / rounds as f64);
+            let pruned = ((1.0 - dk) * n as f64) as usize;
+            assert_eq!(
+                (h * n as f64).round() as usize,
+                n - pruned,
+                "round {}",
+                k + 1
+            );
+        }
+        assert_eq!(m.count_ones(), n - ((1.0 - d) * n as f64) as usize);
+        // One round at density 0.99 prunes int(0.5) = 0: nothing changes, the
+        // zero-scored weight 0 of each layer included.
+        let schedule = Schedule {
+            rounds: 1,
+            density: 0.99,
+            counts: Counts::Reference,
+        };
+        let (m, _) = iterate(&net, 50, schedule, &mut { distinct }, None, &mut |_, _| {}).unwrap();
+        assert_eq!(m.count_ones(), n);
+        // Ties: every score equal, one weight to prune: all go.
+        let schedule = Schedule {
+            rounds: 1,
+            density: 0.9,
+            counts: Counts::Reference,
+        };
+        let mut tied = |m: &MaskSet| -> Result<Vec<Vec<f64>>> {
+            Ok(m.layers.iter().map(|b| vec![1.0; b.len()]).collect())
+        };
+        let (m, _) = iterate(&net, 45, schedule, &mut tied, None, &mut |_, _| {}).unwrap();
+        assert_eq!(m.count_ones(), 0);
+    }
 }
