@@ -218,10 +218,15 @@ fn snip_it_rounds_keep_pruned_weights_pruned() {
 
     let mut seen: Vec<MaskSet> = Vec::new();
     let mut zero_scores_of_pruned = true;
+    let schedule = maskforge::methods::scored::Schedule {
+        rounds: 5,
+        density: 2662.0 / net.prunable_count() as f64,
+        counts: maskforge::methods::scored::Counts::Nearest,
+    };
     let (masks, _) = maskforge::methods::scored::iterate(
         &net,
         2662,
-        5,
+        schedule,
         &mut |m| {
             seen.push(m.clone());
             let s = snip::scores(&ex, m, &cal)?;
@@ -234,11 +239,7 @@ fn snip_it_rounds_keep_pruned_weights_pruned() {
             }
             Ok(s)
         },
-        &mut |s| {
-            Ok(MaskSet {
-                layers: maskforge::methods::magnitude::keep_top(s, 2662),
-            })
-        },
+        None,
         &mut |_, _| {},
     )
     .unwrap();

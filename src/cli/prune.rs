@@ -14,7 +14,8 @@ use maskforge::methods::neuron::ossum::{Deep, NeuronMethod, Rank};
 use maskforge::methods::prune::{prune_with, Method, PruneOutcome, PruneSpec};
 use maskforge::methods::quota::{self, Quota};
 use maskforge::methods::random::mica::MicaChoice;
-use maskforge::methods::scored::Scorer;
+use maskforge::methods::scored::synflow::Precision;
+use maskforge::methods::scored::{Counts, Scorer};
 
 use super::{flag, named, MaskFormatArgs, NormalizationArgs};
 
@@ -86,6 +87,15 @@ pub struct ScoringArgs {
     /// Rounds of the iterative methods (default: synflow 100, snip-it 5).
     #[arg(long, default_value_t = 0)]
     pub rounds: usize,
+    /// SynFlow's float type: f32 as the reference code (its masks exactly),
+    /// or f64 for networks whose flow overflows f32.
+    #[arg(long, value_parser = named::<Precision>(), default_value = "f32")]
+    pub synflow_precision: Precision,
+    /// SynFlow's weights pruned per round: the reference code's
+    /// int((1 - d^(k/R)) N) with ties pruned, or the nearest count with
+    /// exactly the target kept at the end (maskforge's earlier rule).
+    #[arg(long, value_parser = named::<Counts>(), default_value = "reference")]
+    pub synflow_counts: Counts,
     /// Where gradients are computed.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
@@ -116,6 +126,10 @@ impl ScoringArgs {
             calibration,
             device,
             rounds: self.rounds,
+            synflow: maskforge::methods::scored::synflow::Options {
+                precision: self.synflow_precision,
+                counts: self.synflow_counts,
+            },
             ..Default::default()
         })
     }
@@ -199,6 +213,25 @@ impl Amount {
                 ))
             }
             _ => return Err(Error::input("give --compression, --density or --sparsity")),
+        })
+    }
+
+    /// The density asked for, formed as the reference code forms its
+    /// own: `b^-e` for a compression written `b^e` (Synaptic-Flow's
+    /// `10**(-compression)`), `1 / c` for other compressions, `--density`
+    /// itself, `1 - sparsity`.
+    pub fn density(&self) -> Result<f64> {
+        let c = self.compression()?;
+        let power = self.compression.as_deref().and_then(|s| {
+            let (b, e) = s.trim().split_once('^')?;
+            let (b, e) = (b.trim().parse::<f64>().ok()?, e.trim().parse::<f64>().ok()?);
+            Some(b.powf(-e)).filter(|d| d.is_finite() && *d > 0.0)
+        });
+        Ok(match (&self.compression, self.density, self.sparsity) {
+            (Some(_), _, _) => power.unwrap_or(1.0 / c),
+            (_, Some(d), _) => d,
+            (_, _, Some(s)) => 1.0 - s,
+            _ => 1.0 / c,
         })
     }
 
@@ -388,7 +421,8 @@ fn prune_weights(a: &Args, net: &Network, method: Method) -> Result<Produced> {
     } else {
         parse_quota(&a.quota, net)?
     };
-    let ctx = a.scoring.context(net, a.model.seed)?;
+    let mut ctx = a.scoring.context(net, a.model.seed)?;
+    ctx.density = Some(a.amount.density()?);
     let spec = PruneSpec {
         method,
         quota,

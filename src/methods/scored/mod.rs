@@ -65,6 +65,15 @@ pub struct Context {
     /// One-shot scores, computed once per run and scorer (effective pruning
     /// asks for masks at many targets).
     pub cache: ScoreCache,
+    /// The density the target stands for, as the user gave it (`1 /
+    /// compression`; `10^-c` for a compression written `10^c`, as the
+    /// reference code forms it): SynFlow's schedule density with
+    /// [`Counts::Reference`]. Used only when it is within one weight of
+    /// `target / N`; otherwise (and when `None`, and with
+    /// [`Counts::Nearest`]) the schedule takes `target / N`.
+    pub density: Option<f64>,
+    /// SynFlow's precision and per-round counts.
+    pub synflow: synflow::Options,
 }
 
 impl Default for Context {
@@ -74,6 +83,8 @@ impl Default for Context {
             device: Device::Cpu,
             rounds: 0,
             cache: Arc::default(),
+            density: None,
+            synflow: synflow::Options::default(),
         }
     }
 }
@@ -137,14 +148,16 @@ pub fn prune_scored(
     ctx: &Context,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(MaskSet, Vec<f64>)> {
-    let mut last = |s: &[Vec<f64>]| -> Result<MaskSet> {
-        Ok(match cut {
-            Cut::Direct => MaskSet {
-                layers: keep_top(s, target),
-            },
-            Cut::Effective => crate::methods::prune::effective_top(net, s, target),
-        })
+    // The last round of the iterative methods: the schedule's own cut, or
+    // the effective one.
+    let mut effective = |s: &[Vec<f64>]| -> Result<MaskSet> {
+        Ok(crate::methods::prune::effective_top(net, s, target))
     };
+    let mut last: Option<&mut LastCut> = match cut {
+        Cut::Direct => None,
+        Cut::Effective => Some(&mut effective),
+    };
+    let total = net.prunable_count() as f64;
     let counts = if scope == Scope::Layer { counts } else { None };
     match scorer {
         Scorer::Snip | Scorer::Grasp => {
@@ -178,13 +191,22 @@ pub fn prune_scored(
         }
         Scorer::Synflow => {
             let rounds = if ctx.rounds == 0 { 100 } else { ctx.rounds };
-            let flow = crate::methods::scored::synflow::Flow::new(net)?;
+            let flow = synflow::Flow::new(net, ctx.synflow.precision)?;
+            // Nearest counts are maskforge's earlier rule: d = target / N.
+            let asked = ctx.density.filter(|d| {
+                ctx.synflow.counts == Counts::Reference && (d * total - target as f64).abs() <= 1.0
+            });
+            let schedule = Schedule {
+                rounds,
+                density: asked.unwrap_or(target as f64 / total),
+                counts: ctx.synflow.counts,
+            };
             iterate(
                 net,
                 target,
-                rounds,
+                schedule,
                 &mut |m| flow.scores(m),
-                &mut last,
+                last.take(),
                 progress,
             )
         }
@@ -192,48 +214,167 @@ pub fn prune_scored(
             let cal = calibration(ctx, scorer)?;
             let rounds = if ctx.rounds == 0 { 5 } else { ctx.rounds };
             let ex = Executor::new(net, &ctx.device, DType::F32)?;
+            let schedule = Schedule {
+                rounds,
+                density: target as f64 / total,
+                counts: Counts::Nearest,
+            };
             iterate(
                 net,
                 target,
-                rounds,
+                schedule,
                 &mut |m| crate::methods::scored::snip::scores(&ex, m, cal),
-                &mut last,
+                last.take(),
                 progress,
             )
         }
     }
 }
 
+/// How many weights each round of an iterative method prunes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum Counts {
+    /// Synaptic-Flow's `prune_loop` and `_global_mask`: round `k` of `R`
+    /// prunes `int((1 - d^(k/R)) * N)` of all `N` weights, pruned ones
+    /// included, and every weight tied with the last of them; nothing when
+    /// that count is below 1; the last round likewise (SynFlow's default).
+    #[default]
+    Reference,
+    /// Keep `round(N * d^(k/R))` (ties at the threshold still pruned) and
+    /// exactly the target in the last round (SNIP-it; SynFlow's earlier rule).
+    Nearest,
+}
+
+crate::named!(Counts, "round counts" { Reference => "reference", Nearest => "nearest" });
+
+/// A last round's own cut of the scores (the effective cut).
+pub type LastCut<'a> = dyn FnMut(&[Vec<f64>]) -> Result<MaskSet> + 'a;
+
+/// The exponential schedule of an iterative method: `rounds` rounds down
+/// to `density`, each round's count by `counts`.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    pub rounds: usize,
+    pub density: f64,
+    pub counts: Counts,
+}
+
 /// The rounds of the iterative methods (SynFlow, SNIP-it): round `k` of
-/// `rounds` re-scores the current masks with `score` and keeps the top
-/// `total * density^(k / rounds)` (the exponential schedule); the last
-/// round's scores go to `cut`. Returns the masks and the density after
-/// each round; `progress(round, rounds)` after each.
+/// `rounds` re-scores the current masks with `score` and prunes down to
+/// the schedule's density `density^(k / rounds)` ([`Counts`] says how many
+/// weights that is). The last round's scores go to `cut` when given (the
+/// effective cut); without it the last round follows the schedule
+/// ([`Counts::Nearest`]: exactly `target` kept). Returns the masks and the
+/// density after each round; `progress(round, rounds)` after each.
 pub fn iterate(
     net: &Network,
     target: usize,
-    rounds: usize,
+    schedule: Schedule,
     score: &mut dyn FnMut(&MaskSet) -> Result<Vec<Vec<f64>>>,
-    cut: &mut dyn FnMut(&[Vec<f64>]) -> Result<MaskSet>,
+    mut cut: Option<&mut LastCut>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(MaskSet, Vec<f64>)> {
-    let rounds = rounds.max(1);
-    let total = net.prunable_count() as f64;
-    let density = target as f64 / total;
+    let rounds = schedule.rounds.max(1);
+    let n = net.prunable_count();
+    let total = n as f64;
     let mut masks = MaskSet::dense(net);
     let mut history = Vec::with_capacity(rounds);
     for k in 1..=rounds {
         let s = score(&masks)?;
-        masks = if k == rounds {
-            cut(&s)?
-        } else {
-            let keep = (total * density.powf(k as f64 / rounds as f64)).round() as usize;
-            MaskSet {
-                layers: keep_top(&s, keep),
+        let d = schedule.density.powf(k as f64 / rounds as f64);
+        masks = match (k == rounds, cut.as_deref_mut(), schedule.counts) {
+            (true, Some(cut), _) => cut(&s)?,
+            (_, _, Counts::Reference) => {
+                // Python's int() of a non-negative float: truncation.
+                let prune = ((1.0 - d) * total) as usize;
+                if prune < 1 {
+                    masks
+                } else {
+                    MaskSet {
+                        layers: keep_top(&s, n.saturating_sub(prune)),
+                    }
+                }
             }
+            (true, None, Counts::Nearest) => MaskSet {
+                layers: keep_top(&s, target),
+            },
+            (false, _, Counts::Nearest) => MaskSet {
+                layers: keep_top(&s, (total * d).round() as usize),
+            },
         };
         history.push(masks.count_ones() as f64 / total);
         progress(k, rounds);
     }
     Ok((masks, history))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reference counts: round k prunes int((1 - d^(k/R)) N) weights, pruned
+    /// ones (score 0) among them; a round whose count is below 1 leaves even
+    /// a zero-scored kept weight alone; ties at the threshold are pruned.
+    #[test]
+    fn reference_counts_follow_the_official_loop() {
+        let net = crate::zoo::build("mlp:6-5-4", 0).unwrap();
+        let n = net.prunable_count(); // 50
+        let distinct = |m: &MaskSet| -> Result<Vec<Vec<f64>>> {
+            let mut i = 0.0;
+            Ok(m.layers
+                .iter()
+                .map(|b| {
+                    (0..b.len())
+                        .map(|j| {
+                            i += 1.0;
+                            if b.get(j) && j != 0 {
+                                i
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect()
+                })
+                .collect())
+        };
+        let (d, rounds) = (0.1, 4);
+        let schedule = Schedule {
+            rounds,
+            density: d,
+            counts: Counts::Reference,
+        };
+        let (m, history) =
+            iterate(&net, 5, schedule, &mut { distinct }, None, &mut |_, _| {}).unwrap();
+        for (k, h) in history.iter().enumerate() {
+            let dk: f64 = d.powf((k + 1) as f64 / rounds as f64);
+            let pruned = ((1.0 - dk) * n as f64) as usize;
+            assert_eq!(
+                (h * n as f64).round() as usize,
+                n - pruned,
+                "round {}",
+                k + 1
+            );
+        }
+        assert_eq!(m.count_ones(), n - ((1.0 - d) * n as f64) as usize);
+        // One round at density 0.99 prunes int(0.5) = 0: nothing changes, the
+        // zero-scored weight 0 of each layer included.
+        let schedule = Schedule {
+            rounds: 1,
+            density: 0.99,
+            counts: Counts::Reference,
+        };
+        let (m, _) = iterate(&net, 50, schedule, &mut { distinct }, None, &mut |_, _| {}).unwrap();
+        assert_eq!(m.count_ones(), n);
+        // Ties: every score equal, one weight to prune: all go.
+        let schedule = Schedule {
+            rounds: 1,
+            density: 0.9,
+            counts: Counts::Reference,
+        };
+        let mut tied = |m: &MaskSet| -> Result<Vec<Vec<f64>>> {
+            Ok(m.layers.iter().map(|b| vec![1.0; b.len()]).collect())
+        };
+        let (m, _) = iterate(&net, 45, schedule, &mut tied, None, &mut |_, _| {}).unwrap();
+        assert_eq!(m.count_ones(), 0);
+    }
 }

@@ -1,15 +1,47 @@
-//! SynFlow (Tanaka et al. 2020, Synaptic-Flow `Pruners/pruners.py`): data-free
-//! scores `|dR/dw * w|` of the synaptic flow `R = sum(f(1))` of the network
-//! with every parameter replaced by its absolute value (BatchNorm in eval
-//! mode, max-pool kept), on an all-ones input of batch 1; pruned
-//! iteratively over `rounds` with the exponential schedule
-//! `density_k = density^(k / rounds)`. Computed in f64: the flow of a deep
-//! net overflows f32.
+//! SynFlow (Tanaka et al. 2020, "Pruning neural networks without any data
+//! by iteratively conserving synaptic flow"; reference code
+//! ganguli-lab/Synaptic-Flow `Pruners/pruners.py` and `prune.py`, and its
+//! MiCA fork Hikari43/minimum_connection_assurance): data-free scores
+//! `|dR/dw * w|` of the synaptic flow `R = sum(f(1))` of the network with
+//! every parameter (weights, biases, BatchNorm parameters and statistics)
+//! replaced by its absolute value (BatchNorm in eval mode, max-pool kept),
+//! on an all-ones input of batch 1; pruned iteratively over `rounds` with
+//! the exponential schedule `density_k = density^(k / rounds)`.
+//!
+//! By default the masks are the reference code's (checked bit for bit
+//! against `scripts/synflow_reference.py`, a numpy transcription of its
+//! rules, in `tests/synflow_parity.rs`):
+//!
+//! - **Precision** ([`Precision::F32`]): scores in float32, as the
+//!   reference (its `model.double()` is commented out): the products
+//!   `dR/dw * |w|` are rounded to f32, which decides ties and near-ties.
+//!   [`Precision::F64`] computes in f64 instead, for networks whose flow
+//!   overflows f32 (an f32 run that overflows stops with an error naming
+//!   the option rather than rank infinities).
+//! - **Counts per round** ([`Counts::Reference`]): round `k` prunes
+//!   `int((1 - d^(k/R)) * N)` of all `N` prunable weights (already pruned
+//!   ones score 0 and count among them): the threshold is that order
+//!   statistic of all scores and every weight scoring at or below it is
+//!   pruned, ties included, so a round can prune more than its count; a
+//!   round whose count is below 1 changes nothing. The last round follows
+//!   the same rule, so the kept count can differ from `round(N * d)` by
+//!   one (`int` truncates) or by the ties. `d` is the density asked for:
+//!   `1 / compression` (the reference's `10**(-c)` for a compression
+//!   written `10^c`), see [`crate::methods::scored::Context::density`].
+//!   [`Counts::Nearest`] is maskforge's earlier rule: `round(N * d_k)` per
+//!   round with `d = target / N`, and exactly the target count in the last
+//!   round (ties still pruned); the masks then differ from the reference's
+//!   (at 100 rounds on LeNet-300-100, 100x: 1325/745/592 kept per layer
+//!   against the reference's 1321/752/589).
+//!
+//! With `--effective` the last round is cut for the effective target
+//! instead ([`crate::methods::prune::effective_top`]), whatever the counts.
 //!
 //! ```no_run
 //! # use maskforge::{zoo, methods::scored::synflow};
 //! let net = zoo::build("vgg16", 0).unwrap();
-//! let (masks, densities) = synflow::prune(&net, 14_716, 100, |_, _| {}).unwrap();
+//! let opts = synflow::Options::default();
+//! let (masks, densities) = synflow::prune(&net, 14_716, 100, &opts, |_, _| {}).unwrap();
 //! assert_eq!(densities.len(), 100);
 //! ```
 
@@ -17,11 +49,42 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::autodiff::backward::{weight_gradients, Seed};
 use crate::autodiff::executor::{Executor, Mode};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::mask::MaskSet;
+use crate::methods::scored::{Counts, Schedule};
 
-/// SynFlow scores for `masks`.
+/// The float type SynFlow's flow and scores are computed in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum Precision {
+    /// float32, as the reference code (the default: its masks exactly).
+    #[default]
+    F32,
+    /// float64: no overflow on deep nets; rankings can differ from the
+    /// reference's where f32 rounding ties or reorders scores.
+    F64,
+}
+
+crate::named!(Precision, "precision" { F32 => "f32", F64 => "f64" });
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F64 => DType::F64,
+        }
+    }
+}
+
+/// SynFlow's options (the defaults reproduce the reference code).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    pub precision: Precision,
+    pub counts: Counts,
+}
+
+/// SynFlow scores for `masks`, in the executor's dtype (f32: each product
+/// rounded to f32 as the reference computes it).
 pub fn scores(ex: &Executor, net: &Network, masks: &MaskSet) -> Result<Vec<Vec<f64>>> {
     scores_at(
         ex,
@@ -41,33 +104,52 @@ fn scores_at(
 ) -> Result<Vec<Vec<f64>>> {
     let mut shape = vec![1];
     shape.extend(&net.values[net.inputs[0]].shape);
-    let ones = Tensor::ones(shape, DType::F64, ex.device())?;
+    let ones = Tensor::ones(shape, ex.dtype(), ex.device())?;
     let grads = weight_gradients(ex, &ones, Some(masks), Mode::Linear, Seed::Sum)?;
-    grads
+    let f32 = ex.dtype() == DType::F32;
+    let s = grads
         .iter()
         .zip(w)
         .map(|(g, w)| {
             Ok(match g {
+                // An f32 product is exact in f64: rounding it to f32 gives
+                // the f32 product the reference computes.
+                Some(g) if f32 => {
+                    let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
+                    g.iter()
+                        .zip(w)
+                        .map(|(&a, &b)| ((a as f64 * b) as f32).abs() as f64)
+                        .collect()
+                }
                 Some(g) => {
-                    let g: Vec<f64> = g.flatten_all()?.to_vec1()?;
+                    let g: Vec<f64> = g.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
                     g.iter().zip(w).map(|(a, b)| (a * b).abs()).collect()
                 }
                 None => vec![0.0; w.len()],
             })
         })
-        .collect()
+        .collect::<Result<Vec<Vec<f64>>>>()?;
+    if s.iter().flatten().any(|x| !x.is_finite()) {
+        return Err(Error::input(format!(
+            "SynFlow: the synaptic flow of '{}' overflows {:?} (infinite or NaN scores); \
+             rerun with --synflow-precision f64",
+            net.name,
+            ex.dtype()
+        )));
+    }
+    Ok(s)
 }
 
-/// SynFlow's scorer for one network: its f64 executor, and the weights
-/// read out once (they do not change between rounds).
+/// SynFlow's scorer for one network: its executor (f32 or f64), and the
+/// weights read out once (they do not change between rounds).
 pub struct Flow<'a> {
     ex: Executor<'a>,
     w: Vec<Vec<f64>>,
 }
 
 impl<'a> Flow<'a> {
-    pub fn new(net: &'a Network) -> Result<Self> {
-        let ex = Executor::new(net, &Device::Cpu, DType::F64)?;
+    pub fn new(net: &'a Network, precision: Precision) -> Result<Self> {
+        let ex = Executor::new(net, &Device::Cpu, precision.dtype())?;
         let w = crate::methods::scored::snip::weight_values(&ex)?;
         Ok(Self { ex, w })
     }
@@ -78,26 +160,28 @@ impl<'a> Flow<'a> {
     }
 }
 
-/// Iterative SynFlow down to `target` kept weights; returns the masks and
-/// the density after each round. `progress(round, rounds)` is called after
-/// each round.
+/// Iterative SynFlow down to `target` kept weights (schedule density
+/// `target / N`); returns the masks and the density after each round.
+/// `progress(round, rounds)` is called after each round.
 pub fn prune(
     net: &Network,
     target: usize,
     rounds: usize,
+    opts: &Options,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(MaskSet, Vec<f64>)> {
-    let flow = Flow::new(net)?;
+    let flow = Flow::new(net, opts.precision)?;
+    let schedule = Schedule {
+        rounds,
+        density: target as f64 / net.prunable_count() as f64,
+        counts: opts.counts,
+    };
     crate::methods::scored::iterate(
         net,
         target,
-        rounds,
+        schedule,
         &mut |m| flow.scores(m),
-        &mut |s| {
-            Ok(MaskSet {
-                layers: crate::methods::magnitude::keep_top(s, target),
-            })
-        },
+        None,
         &mut progress,
     )
 }

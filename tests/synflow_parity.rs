@@ -1,0 +1,108 @@
+//! SynFlow's masks equal the reference code's, bit for bit: the official
+//! loop (Synaptic-Flow and its MiCA fork, float32, `int((1 - d^(k/R)) N)`
+//! pruned per round with ties) as transcribed in numpy by
+//! `scripts/synflow_reference.py`, at 100 rounds on the zoo's LeNet-300-100
+//! and LeNet-5 exported as ONNX, at 10x, 100x and 1000x.
+//!
+//! Needs python3 with numpy and onnx (`scripts/setup.sh ort` installs them
+//! from PyPI when missing).
+
+use std::path::Path;
+use std::process::Command;
+
+use maskforge::io::maskfile;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn check(what: &str, out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn maskforge(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_maskforge"))
+        .args(args)
+        .output()
+        .unwrap();
+    check(&format!("maskforge {}", args.join(" ")), out)
+}
+
+#[test]
+fn synflow_masks_equal_the_reference_code() {
+    check(
+        "scripts/setup.sh ort",
+        Command::new("bash")
+            .arg(root().join("scripts/setup.sh"))
+            .arg("ort")
+            .output()
+            .expect("run scripts/setup.sh"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut mismatches = Vec::new();
+    for model in ["lenet300", "lenet5"] {
+        let onnx = dir.path().join(format!("{model}.onnx"));
+        let onnx_s = onnx.to_str().unwrap();
+        maskforge(&["zoo", "export", model, "-o", onnx_s]);
+        let net = maskforge::io::model::load(onnx_s, None, 0).unwrap().network;
+        for c in ["10", "100", "1000"] {
+            let reference = dir.path().join(format!("{model}-{c}-ref.safetensors"));
+            let ours = dir.path().join(format!("{model}-{c}.safetensors"));
+            check(
+                "scripts/synflow_reference.py",
+                Command::new("python3")
+                    .arg(root().join("scripts/synflow_reference.py"))
+                    .args([onnx_s, "--compression", c, "--rounds", "100", "-o"])
+                    .arg(&reference)
+                    .output()
+                    .expect("run python3"),
+            );
+            maskforge(&[
+                "prune",
+                onnx_s,
+                "--method",
+                "synflow",
+                "--compression",
+                c,
+                "--rounds",
+                "100",
+                "--keep-inactive",
+                "-o",
+                ours.to_str().unwrap(),
+            ]);
+            let (r, o) = (
+                maskfile::read(&net, &reference).unwrap(),
+                maskfile::read(&net, &ours).unwrap(),
+            );
+            if r != o {
+                let layers: Vec<String> = net
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .map(|(l, layer)| {
+                        let (a, b) = (&o.layers[l], &r.layers[l]);
+                        let both = a.ones().filter(|&i| b.get(i)).count();
+                        format!(
+                            "{}: ours {} reference {} both {both}",
+                            layer.name,
+                            a.count_ones(),
+                            b.count_ones()
+                        )
+                    })
+                    .collect();
+                mismatches.push(format!("{model} at {c}x: {}", layers.join(", ")));
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "SynFlow departs from the reference:\n{}",
+        mismatches.join("\n")
+    );
+}
