@@ -1290,6 +1290,32 @@ fn malformed_models() -> Vec<(&'static str, &'static str, maskforge::io::onnx::M
             ),
         ),
         (
+            // Found by the fuzzer: pads that do not overflow but make an
+            // output of ~2^63 rows (the analyses never finished).
+            "pool_pads_huge_output.onnx",
+            "pool_big",
+            model(
+                vec![node(
+                    "AveragePool",
+                    "pool_big",
+                    &["x"],
+                    vec![
+                        ints("kernel_shape", &[2, 2]),
+                        ints(
+                            "pads",
+                            &[i64::MAX - 38, i64::MAX, i64::MAX, i64::MAX - 16384],
+                        ),
+                    ],
+                )],
+                vec![],
+            ),
+        ),
+        ("input_too_large.onnx", "x", {
+            let mut m = model(vec![], vec![]);
+            m.graph.as_mut().unwrap().input[0] = vi("x", &[1 << 20, 1 << 20, 1]);
+            m
+        }),
+        (
             "reshape_target_overflow.onnx",
             "rs_big",
             model(

@@ -19,6 +19,9 @@ use crate::graph::{Network, NetworkBuilder, ValueId};
 
 pub use crate::error::UnsupportedOp as Unsupported;
 
+/// The most elements per sample an activation may have (2^30).
+const MAX_ACTIVATION: usize = 1 << 30;
+
 /// What a graph name refers to.
 enum Slot {
     Act(ValueId),
@@ -119,7 +122,11 @@ fn input_shape(vi: &candle_onnx::onnx::ValueInfoProto) -> Result<Vec<usize>> {
             )),
         })
         .collect::<Result<_>>()?;
-    checked_numel(&dims, &format!("graph input '{}'", vi.name))?;
+    if !checked_numel(&dims, "").is_ok_and(|k| k <= MAX_ACTIVATION) {
+        return Err(err(&format!(
+            "shape {dims:?} is implausibly large (more than {MAX_ACTIVATION} elements per sample)"
+        )));
+    }
     Ok(dims)
 }
 
@@ -280,7 +287,7 @@ impl Reader<'_> {
         } else {
             self.fold(&n)
         };
-        match res {
+        match res.and_then(|()| self.check_outputs(&n)) {
             Ok(()) => Ok(()),
             Err(Error::Unsupported { detail, .. }) => {
                 self.unsupported(&n, detail);
@@ -288,6 +295,24 @@ impl Reader<'_> {
             }
             Err(e) => Err(e.context(format!("node '{}' ({})", node_label(&n), n.op_type))),
         }
+    }
+
+    /// Every activation a node produced must have a plausible size (huge
+    /// pads or shapes in a file would otherwise send the analyses into
+    /// endless loops or allocations).
+    fn check_outputs(&self, n: &NodeProto) -> Result<()> {
+        for o in &n.output {
+            if let Some(Slot::Act(v)) = self.slots.get(o) {
+                let shape = self.b.shape(*v);
+                if checked_numel(shape, "output").is_ok_and(|k| k <= MAX_ACTIVATION) {
+                    continue;
+                }
+                return Err(Error::input(format!(
+                    "output '{o}' of shape {shape:?} is implausibly large (more than {MAX_ACTIVATION} elements per sample)"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn act(&self, name: &str) -> Option<ValueId> {
