@@ -194,7 +194,7 @@ fn effective_magnitude_pruning_hits_the_target() {
         let spec = maskforge::methods::prune::PruneSpec {
             method: maskforge::methods::prune::Method::Ranked(
                 method,
-                maskforge::methods::magnitude::Scope::Global,
+                maskforge::methods::select::Scope::Global,
             ),
             quota: maskforge::methods::quota::Quota::Uniform,
             target_kept: 266,

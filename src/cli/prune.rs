@@ -9,13 +9,13 @@ use maskforge::analysis::audit::{audit_with, Paths};
 use maskforge::error::{Error, Result};
 use maskforge::graph::Network;
 use maskforge::io::maskfile;
-use maskforge::methods::magnitude::Scope;
 use maskforge::methods::neuron::ossum::{Deep, NeuronMethod, Rank};
 use maskforge::methods::prune::{prune_with, Method, PruneOutcome, PruneSpec};
 use maskforge::methods::quota::{self, Quota};
 use maskforge::methods::random::mica::MicaChoice;
 use maskforge::methods::scored::synflow::Precision;
 use maskforge::methods::scored::{Counts, Scorer};
+use maskforge::methods::select::Scope;
 
 use super::{flag, named, MaskFormatArgs, NormalizationArgs};
 

@@ -1,42 +1,22 @@
-//! Ranking by weight magnitude and by LAMP, and turning any ranking into
-//! masks (global or per-layer), for trained checkpoints (step 2 of the
-//! end-to-end pipeline, papers/end-to-end-pruning-pipeline.txt).
-//!
-//! Threshold rule (Synaptic-Flow's `Pruners/pruners.py`, REFERENCE.md): to
-//! keep `k` of `n` scores, prune the `n - k` lowest; the threshold is the
-//! `(n - k)`-th smallest score and a weight is kept iff its score is strictly
-//! greater, so ties at the threshold and zero scores are pruned (already
-//! pruned weights score 0 and stay pruned). Ties can therefore keep slightly
-//! fewer than `k`; the report gives the achieved count.
+//! Ranking by weight magnitude and by LAMP, for trained checkpoints (step 2
+//! of the end-to-end pipeline, papers/end-to-end-pruning-pipeline.txt); the
+//! rankings are cut into masks by [`crate::methods::select`].
 //!
 //! LAMP (Lee et al. 2021): within a layer, sort `w^2` ascending; the score of
 //! the `u`-th is `w_u^2 / sum_{v >= u} w_v^2`; one global threshold.
 //!
 //! ```
-//! use maskforge::methods::magnitude::{lamp_scores, keep_top};
+//! use maskforge::methods::{magnitude::lamp_scores, select::keep_top};
 //! let s = lamp_scores(&[1.0, -3.0, 2.0]);
 //! // sorted squares 1, 4, 9: 1/14, 4/13, 9/9
 //! assert!((s[0] - 1.0 / 14.0).abs() < 1e-12 && (s[1] - 1.0).abs() < 1e-12);
 //! assert_eq!(keep_top(&[vec![0.5, 0.1, 0.9]], 2)[0].ones().collect::<Vec<_>>(), vec![0, 2]);
 //! ```
 
-use rayon::prelude::*;
-
 use crate::bitset::BitSet;
 use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::mask::MaskSet;
-
-/// How a ranking becomes a mask.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum Scope {
-    /// One threshold over all layers.
-    Global,
-    /// Per-layer counts from a quota.
-    Layer,
-}
-
-crate::named!(Scope, "scope" { Global => "global", Layer => "layer" });
 
 /// Which ranking of trained weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -99,159 +79,11 @@ pub fn scores(net: &Network, ranking: Ranking, current: Option<&MaskSet>) -> Res
     Ok(s)
 }
 
-/// The `(n - k)`-th smallest of `values` (the pruning threshold), or `None`
-/// when nothing is to be pruned.
-fn threshold(values: &mut [f64], k: usize) -> Option<f64> {
-    let prune = values.len().saturating_sub(k);
-    if prune == 0 {
-        return None;
-    }
-    let (_, t, _) = values.select_nth_unstable_by(prune - 1, |a, b| a.total_cmp(b));
-    Some(*t)
-}
-
-fn mask_above(scores: &[f64], t: Option<f64>) -> BitSet {
-    let t = t.unwrap_or(0.0).max(0.0);
-    BitSet::from_fn(scores.len(), |i| scores[i] > t)
-}
-
-/// Keep the `k` highest of signed scores (GraSP): pruned weights must carry
-/// `-inf`; ties at the threshold are pruned.
-pub fn keep_top_signed(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
-    let mut all: Vec<f64> = scores.iter().flatten().copied().collect();
-    let t = threshold(&mut all, k);
-    scores
-        .iter()
-        .map(|s| {
-            BitSet::from_fn(s.len(), |i| {
-                s[i] > f64::NEG_INFINITY && t.is_none_or(|t| s[i] > t)
-            })
-        })
-        .collect()
-}
-
-/// Keep the `k` highest scores over all layers (one threshold).
-///
-/// Scores at or below +0 are pruned whatever the threshold (it is clamped
-/// to 0) and rank below every positive score, so the threshold is selected
-/// among the positive scores only: SynFlow's later rounds, where most
-/// scores are 0, select among the few still kept.
-pub fn keep_top(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
-    TopRanking::new(scores).keep(k)
-}
-
-/// A ranking ready to be cut at any count: [`keep_top`] for several `k`
-/// over the same scores (effective pruning's bisection) counts them once.
-pub struct TopRanking<'a> {
-    scores: &'a [Vec<f64>],
-    hist: PositiveHistogram,
-    len: usize,
-}
-
-impl<'a> TopRanking<'a> {
-    pub fn new(scores: &'a [Vec<f64>]) -> Self {
-        Self {
-            scores,
-            hist: PositiveHistogram::of(scores),
-            len: scores.iter().map(Vec::len).sum(),
-        }
-    }
-
-    /// How many scores are positive (the most any cut keeps).
-    pub fn positive(&self) -> usize {
-        self.hist.total
-    }
-
-    /// [`keep_top`]`(scores, k)`.
-    pub fn keep(&self, k: usize) -> Vec<BitSet> {
-        let (prune, below) = (self.len.saturating_sub(k), self.len - self.hist.total);
-        // Pruning no more than the non-positive scores: the overall threshold
-        // is one of them, which the clamp turns into 0.
-        let t = (prune > below).then(|| self.hist.nth(self.scores, prune - below - 1));
-        self.scores.par_iter().map(|s| mask_above(s, t)).collect()
-    }
-}
-
-/// Counts of the positive scores by the top 16 bits of their IEEE
-/// representation (sign clear: the bit patterns sort as the values do),
-/// so that a rank is found by a selection inside one bucket instead of
-/// in a copy of every score (118 MB of f64 for VGG-16).
-struct PositiveHistogram {
-    counts: Vec<usize>,
-    total: usize,
-}
-
-impl PositiveHistogram {
-    const SHIFT: u32 = 47;
-
-    fn bucket(x: f64) -> Option<usize> {
-        let b = x.to_bits() as i64;
-        (b > 0).then_some((b >> Self::SHIFT) as usize)
-    }
-
-    fn of(scores: &[Vec<f64>]) -> Self {
-        let counts = scores
-            .par_iter()
-            .fold(
-                || vec![0usize; 1 << 16],
-                |mut h, s| {
-                    s.iter()
-                        .filter_map(|&x| Self::bucket(x))
-                        .for_each(|b| h[b] += 1);
-                    h
-                },
-            )
-            .reduce(
-                || vec![0usize; 1 << 16],
-                |mut a, b| {
-                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            );
-        let total = counts.iter().sum();
-        Self { counts, total }
-    }
-
-    /// The `rank`-th smallest (from 0) positive score; `rank < total`.
-    fn nth(&self, scores: &[Vec<f64>], rank: usize) -> f64 {
-        let (bucket, below) = bucket_of_rank(&self.counts, rank);
-        let mut inside: Vec<f64> = Vec::with_capacity(self.counts[bucket]);
-        for s in scores {
-            inside.extend(s.iter().filter(|&&x| Self::bucket(x) == Some(bucket)));
-        }
-        let (_, t, _) = inside.select_nth_unstable_by(rank - below, |a, b| a.total_cmp(b));
-        *t
-    }
-}
-
-/// The bucket of a histogram holding the value of ascending `rank` (from
-/// 0), and how many values lie in the buckets below it.
-fn bucket_of_rank(counts: &[usize], rank: usize) -> (usize, usize) {
-    let (mut below, mut bucket) = (0, 0);
-    while below + counts[bucket] <= rank {
-        below += counts[bucket];
-        bucket += 1;
-    }
-    (bucket, below)
-}
-
-/// Keep `counts[l]` highest scores within each layer.
-pub fn keep_top_per_layer(scores: &[Vec<f64>], counts: &[usize]) -> Vec<BitSet> {
-    scores
-        .iter()
-        .zip(counts)
-        .map(|(s, &k)| {
-            let mut v = s.clone();
-            mask_above(s, threshold(&mut v, k))
-        })
-        .collect()
-}
-
 /// Global magnitude pruning that streams the weights: three passes, one
 /// layer in memory at a time (pages of memory-mapped checkpoints are released
 /// after each pass), a 65 536-bucket histogram of `|w|` to find the
 /// threshold's bucket, then an exact selection inside it. Gives the same
-/// masks as [`keep_top`] on `|w|`, for checkpoints too large to rank in one
+/// masks as [`crate::methods::select::keep_top`] on `|w|`, for checkpoints too large to rank in one
 /// array (a billion weights would need 8 GB of f64 scores).
 pub fn magnitude_global_streaming(net: &Network, k: usize) -> Result<Vec<BitSet>> {
     let total = net.prunable_count();
@@ -282,7 +114,7 @@ pub fn magnitude_global_streaming(net: &Network, k: usize) -> Result<Vec<BitSet>
     let threshold = if prune == 0 {
         0.0
     } else {
-        let (bucket, below) = bucket_of_rank(&hist, prune - 1);
+        let (bucket, below) = crate::methods::select::bucket_of_rank(&hist, prune - 1);
         let mut inside: Vec<f32> = Vec::with_capacity(hist[bucket]);
         for l in &net.layers {
             inside.extend(
@@ -309,6 +141,7 @@ pub fn magnitude_global_streaming(net: &Network, k: usize) -> Result<Vec<BitSet>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::methods::select::keep_top;
 
     #[test]
     fn lamp_matches_its_formula_on_hand_made_weights() {
@@ -360,45 +193,5 @@ mod tests {
             let a = magnitude_global_streaming(&net, k).unwrap();
             assert_eq!(a, keep_top(&s, k), "k={k}");
         }
-    }
-
-    /// The selection among positive scores gives the masks of a threshold
-    /// taken over all scores, with zeros, -0, negatives and ties about.
-    #[test]
-    fn keep_top_equals_the_threshold_over_all_scores() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
-        let pick = [0.0, -0.0, -1.5, 0.25, 0.25, 2.0];
-        let layers: Vec<Vec<f64>> = [40, 3, 90]
-            .iter()
-            .map(|&n| {
-                (0..n)
-                    .map(|_| match rng.random_range(0..3) {
-                        0 => pick[rng.random_range(0..pick.len())],
-                        _ => rng.random::<f64>() - 0.3,
-                    })
-                    .collect()
-            })
-            .collect();
-        let total: usize = layers.iter().map(Vec::len).sum();
-        for k in 0..=total + 1 {
-            let mut all: Vec<f64> = layers.iter().flatten().copied().collect();
-            let t = threshold(&mut all, k);
-            let expect: Vec<BitSet> = layers.iter().map(|s| mask_above(s, t)).collect();
-            assert_eq!(keep_top(&layers, k), expect, "k={k}");
-        }
-    }
-
-    #[test]
-    fn ties_at_the_threshold_and_zeros_are_pruned() {
-        let s = vec![vec![0.0, 1.0, 1.0, 2.0, 0.0]];
-        // Keeping 2 prunes 3: the 3rd smallest is 1.0, so both 1.0s go.
-        assert_eq!(keep_top(&s, 2)[0].ones().collect::<Vec<_>>(), vec![3]);
-        // Keeping everything still drops zero scores.
-        assert_eq!(keep_top(&s, 5)[0].count_ones(), 3);
-        assert_eq!(
-            keep_top_per_layer(&s, &[4])[0].ones().collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
     }
 }

@@ -1,7 +1,8 @@
 //! The pruning methods: how many weights each layer keeps ([`quota`]) and
 //! which ones ([`random`]: RPI and MiCA; [`scored`]: SNIP, GraSP, SynFlow,
 //! SNIP-it; [`magnitude`]: magnitude and LAMP; [`neuron`]: structured
-//! pruning and OSSuM), dispatched by [`prune`].
+//! pruning and OSSuM), cut into masks by [`select`] and dispatched by
+//! [`prune`].
 
 pub mod magnitude;
 pub mod neuron;
@@ -9,3 +10,4 @@ pub mod prune;
 pub mod quota;
 pub mod random;
 pub mod scored;
+pub mod select;

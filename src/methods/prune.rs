@@ -22,10 +22,11 @@ use crate::analysis::effective::analyse;
 use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::mask::MaskSet;
-use crate::methods::magnitude::{Ranking, Scope};
+use crate::methods::magnitude::Ranking;
 use crate::methods::quota::Quota;
 use crate::methods::random::mica::MicaChoice;
 use crate::methods::scored::Scorer;
+use crate::methods::select::Scope;
 
 /// A random-family pruning method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -38,12 +39,12 @@ pub enum Method {
     /// layer with the quota's counts.
     Ranked(
         crate::methods::magnitude::Ranking,
-        crate::methods::magnitude::Scope,
+        Scope,
     ),
     /// A gradient or flow score (SNIP, GraSP, SynFlow, SNIP-it).
     Scored(
         crate::methods::scored::Scorer,
-        crate::methods::magnitude::Scope,
+        Scope,
     ),
 }
 
@@ -185,7 +186,7 @@ pub fn place(net: &Network, method: Method, counts: &[usize], seed: u64) -> Resu
         Method::Ranked(r, _) => {
             let s = crate::methods::magnitude::scores(net, r, None)?;
             Ok(MaskSet {
-                layers: crate::methods::magnitude::keep_top_per_layer(&s, counts),
+                layers: crate::methods::select::keep_top_per_layer(&s, counts),
             })
         }
         Method::Scored(scorer, _) => {
@@ -194,7 +195,7 @@ pub fn place(net: &Network, method: Method, counts: &[usize], seed: u64) -> Resu
             let (m, _) = crate::methods::scored::prune_scored(
                 net,
                 scorer,
-                crate::methods::magnitude::Scope::Layer,
+                Scope::Layer,
                 Some(counts),
                 total,
                 crate::methods::scored::Cut::Direct,
@@ -224,7 +225,8 @@ fn run_at(
     ctx: &crate::methods::scored::Context,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PruneOutcome> {
-    use crate::methods::magnitude::{keep_top, scores, Scope};
+    use crate::methods::magnitude::scores;
+    use crate::methods::select::keep_top;
     if let Method::Ranked(r, Scope::Global) = spec.method {
         let layers = match r {
             crate::methods::magnitude::Ranking::Magnitude => {
@@ -402,79 +404,4 @@ fn unreachable(target: usize, out: &PruneOutcome) -> Option<String> {
             "an effective count of {target} cannot be reached with this method and quota; closest achievable: {active} active"
         )
     })
-}
-
-/// Effective pruning on a ranking (Sec. 5 of the effective-sparsity paper,
-/// "effective ranking-based pruning"): the fewest top-ranked weights
-/// (`keep_top`, the ties rule included) of which at least `target` are
-/// active, by bisection over their number; every positively scored weight
-/// when even those leave fewer active. Active counts grow with the kept
-/// set (a larger cut keeps a superset), so the bisection is exact.
-pub fn effective_top(net: &Network, scores: &[Vec<f64>], target: usize) -> MaskSet {
-    let ranking = crate::methods::magnitude::TopRanking::new(scores);
-    let cut = |k: usize| MaskSet {
-        layers: ranking.keep(k),
-    };
-    let positive = ranking.positive();
-    let (mut lo, mut hi) = (target.min(positive), positive);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if crate::analysis::effective::effective_masks(net, &cut(mid)).count_ones() >= target {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    cut(lo)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::{Rng, SeedableRng};
-
-    /// Against trying every cut: the smallest top-k reaching the target,
-    /// on an MLP whose random scores leave many top-ranked weights inactive.
-    #[test]
-    fn effective_top_is_the_smallest_cut_reaching_the_target() {
-        let net = crate::zoo::build("mlp:12-9-7-5", 0).unwrap();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        for trial in 0..20 {
-            let scores: Vec<Vec<f64>> = net
-                .layers
-                .iter()
-                .map(|l| {
-                    (0..l.numel())
-                        .map(|_| {
-                            // Some zeros and ties, as real rankings have.
-                            let r: f64 = rng.random();
-                            if r < 0.2 {
-                                0.0
-                            } else {
-                                (r * 50.0).round()
-                            }
-                        })
-                        .collect()
-                })
-                .collect();
-            let active = |k: usize| {
-                crate::analysis::effective::effective_masks(
-                    &net,
-                    &MaskSet {
-                        layers: crate::methods::magnitude::keep_top(&scores, k),
-                    },
-                )
-                .count_ones()
-            };
-            let positive = scores.iter().flatten().filter(|&&s| s > 0.0).count();
-            for target in [1, 5, 20, 60, positive] {
-                let got = effective_top(&net, &scores, target);
-                let k = (target.min(positive)..=positive)
-                    .find(|&k| active(k) >= target)
-                    .unwrap_or(positive);
-                let want = crate::methods::magnitude::keep_top(&scores, k);
-                assert_eq!(got.layers, want, "trial {trial} target {target}");
-            }
-        }
-    }
 }

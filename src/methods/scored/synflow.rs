@@ -35,14 +35,22 @@
 //!   against the reference's 1321/752/589).
 //!
 //! With `--effective` the last round is cut for the effective target
-//! instead ([`crate::methods::prune::effective_top`]), whatever the counts.
+//! instead ([`crate::methods::select::effective_top`]), whatever the counts.
 //!
-//! ```no_run
-//! # use maskforge::{zoo, methods::scored::synflow};
-//! let net = zoo::build("vgg16", 0).unwrap();
-//! let opts = synflow::Options::default();
-//! let (masks, densities) = synflow::prune(&net, 14_716, 100, &opts, |_, _| {}).unwrap();
-//! assert_eq!(densities.len(), 100);
+//! This file computes the scores ([`Flow`]); the rounds are the shared loop
+//! of the iterative methods, [`crate::methods::scored::iterate`].
+//!
+//! ```
+//! use maskforge::{zoo, mask::MaskSet, methods::scored::synflow};
+//! let net = zoo::build("mlp:4-3-2", 0).unwrap();
+//! let flow = synflow::Flow::new(&net, synflow::Precision::F32).unwrap();
+//! let mut masks = MaskSet::dense(&net);
+//! masks.layers[0].set(0, false);
+//! let s = flow.scores(&masks).unwrap();
+//! assert_eq!(s.len(), net.layers.len());
+//! // A pruned weight carries no flow; every kept one does.
+//! assert_eq!(s[0][0], 0.0);
+//! assert!(s.iter().flatten().skip(1).all(|&x| x > 0.0));
 //! ```
 
 use candle_core::{DType, Device, Tensor};
@@ -52,7 +60,7 @@ use crate::autodiff::executor::{Executor, Mode};
 use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::mask::MaskSet;
-use crate::methods::scored::{Counts, Schedule};
+use crate::methods::scored::rounds::Counts;
 
 /// The float type SynFlow's flow and scores are computed in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -158,30 +166,4 @@ impl<'a> Flow<'a> {
     pub fn scores(&self, masks: &MaskSet) -> Result<Vec<Vec<f64>>> {
         scores_at(&self.ex, self.ex.network(), masks, &self.w)
     }
-}
-
-/// Iterative SynFlow down to `target` kept weights (schedule density
-/// `target / N`); returns the masks and the density after each round.
-/// `progress(round, rounds)` is called after each round.
-pub fn prune(
-    net: &Network,
-    target: usize,
-    rounds: usize,
-    opts: &Options,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<(MaskSet, Vec<f64>)> {
-    let flow = Flow::new(net, opts.precision)?;
-    let schedule = Schedule {
-        rounds,
-        density: target as f64 / net.prunable_count() as f64,
-        counts: opts.counts,
-    };
-    crate::methods::scored::iterate(
-        net,
-        target,
-        schedule,
-        &mut |m| flow.scores(m),
-        None,
-        &mut progress,
-    )
 }

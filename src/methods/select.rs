@@ -1,0 +1,302 @@
+//! Turning a ranking into masks: one threshold over all layers, per-layer
+//! counts, signed scores, and the fewest top-ranked weights of which a
+//! target number are active. Every method that ranks (magnitude, LAMP, SNIP,
+//! GraSP, SynFlow, SNIP-it, neuron scores) cuts through here.
+//!
+//! Threshold rule (Synaptic-Flow's `Pruners/pruners.py`, REFERENCE.md): to
+//! keep `k` of `n` scores, prune the `n - k` lowest; the threshold is the
+//! `(n - k)`-th smallest score and a weight is kept iff its score is strictly
+//! greater, so ties at the threshold and zero scores are pruned (already
+//! pruned weights score 0 and stay pruned). Ties can therefore keep fewer
+//! than `k`; reports give the achieved count.
+//!
+//! ```
+//! use maskforge::methods::select::{keep_top, keep_top_per_layer};
+//! let s = vec![vec![0.5, 0.1, 0.9], vec![0.3, 0.0]];
+//! // The two highest overall: 0.9 and 0.5.
+//! assert_eq!(keep_top(&s, 2)[0].ones().collect::<Vec<_>>(), vec![0, 2]);
+//! // A tie at the threshold is pruned: keeping 1 of [0.4, 0.4] keeps none.
+//! assert_eq!(keep_top(&[vec![0.4, 0.4]], 1)[0].count_ones(), 0);
+//! // Zero scores are never kept, whatever the count asked.
+//! assert_eq!(keep_top_per_layer(&s, &[1, 2])[1].ones().collect::<Vec<_>>(), vec![0]);
+//! ```
+
+use rayon::prelude::*;
+
+use crate::bitset::BitSet;
+use crate::graph::Network;
+use crate::mask::MaskSet;
+
+/// How a ranking becomes a mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Scope {
+    /// One threshold over all layers.
+    Global,
+    /// Per-layer counts from a quota.
+    Layer,
+}
+
+crate::named!(Scope, "scope" { Global => "global", Layer => "layer" });
+
+/// The `(n - k)`-th smallest of `values` (the pruning threshold), or `None`
+/// when nothing is to be pruned.
+fn threshold(values: &mut [f64], k: usize) -> Option<f64> {
+    let prune = values.len().saturating_sub(k);
+    if prune == 0 {
+        return None;
+    }
+    let (_, t, _) = values.select_nth_unstable_by(prune - 1, |a, b| a.total_cmp(b));
+    Some(*t)
+}
+
+fn mask_above(scores: &[f64], t: Option<f64>) -> BitSet {
+    let t = t.unwrap_or(0.0).max(0.0);
+    BitSet::from_fn(scores.len(), |i| scores[i] > t)
+}
+
+/// Keep the `k` highest of signed scores (GraSP): pruned weights must carry
+/// `-inf`; ties at the threshold are pruned.
+pub fn keep_top_signed(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
+    let mut all: Vec<f64> = scores.iter().flatten().copied().collect();
+    let t = threshold(&mut all, k);
+    scores
+        .iter()
+        .map(|s| {
+            BitSet::from_fn(s.len(), |i| {
+                s[i] > f64::NEG_INFINITY && t.is_none_or(|t| s[i] > t)
+            })
+        })
+        .collect()
+}
+
+/// Keep the `k` highest scores over all layers (one threshold).
+///
+/// Scores at or below +0 are pruned whatever the threshold (it is clamped
+/// to 0) and rank below every positive score, so the threshold is selected
+/// among the positive scores only: SynFlow's later rounds, where most
+/// scores are 0, select among the few still kept.
+pub fn keep_top(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
+    TopRanking::new(scores).keep(k)
+}
+
+/// A ranking ready to be cut at any count: [`keep_top`] for several `k`
+/// over the same scores (effective pruning's bisection) counts them once.
+pub struct TopRanking<'a> {
+    scores: &'a [Vec<f64>],
+    hist: PositiveHistogram,
+    len: usize,
+}
+
+impl<'a> TopRanking<'a> {
+    pub fn new(scores: &'a [Vec<f64>]) -> Self {
+        Self {
+            scores,
+            hist: PositiveHistogram::of(scores),
+            len: scores.iter().map(Vec::len).sum(),
+        }
+    }
+
+    /// How many scores are positive (the most any cut keeps).
+    pub fn positive(&self) -> usize {
+        self.hist.total
+    }
+
+    /// [`keep_top`]`(scores, k)`.
+    pub fn keep(&self, k: usize) -> Vec<BitSet> {
+        let (prune, below) = (self.len.saturating_sub(k), self.len - self.hist.total);
+        // Pruning no more than the non-positive scores: the overall threshold
+        // is one of them, which the clamp turns into 0.
+        let t = (prune > below).then(|| self.hist.nth(self.scores, prune - below - 1));
+        self.scores.par_iter().map(|s| mask_above(s, t)).collect()
+    }
+}
+
+/// Counts of the positive scores by the top 16 bits of their IEEE
+/// representation (sign clear: the bit patterns sort as the values do),
+/// so that a rank is found by a selection inside one bucket instead of
+/// in a copy of every score (118 MB of f64 for VGG-16).
+struct PositiveHistogram {
+    counts: Vec<usize>,
+    total: usize,
+}
+
+impl PositiveHistogram {
+    const SHIFT: u32 = 47;
+
+    fn bucket(x: f64) -> Option<usize> {
+        let b = x.to_bits() as i64;
+        (b > 0).then_some((b >> Self::SHIFT) as usize)
+    }
+
+    fn of(scores: &[Vec<f64>]) -> Self {
+        let counts = scores
+            .par_iter()
+            .fold(
+                || vec![0usize; 1 << 16],
+                |mut h, s| {
+                    s.iter()
+                        .filter_map(|&x| Self::bucket(x))
+                        .for_each(|b| h[b] += 1);
+                    h
+                },
+            )
+            .reduce(
+                || vec![0usize; 1 << 16],
+                |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
+        let total = counts.iter().sum();
+        Self { counts, total }
+    }
+
+    /// The `rank`-th smallest (from 0) positive score; `rank < total`.
+    fn nth(&self, scores: &[Vec<f64>], rank: usize) -> f64 {
+        let (bucket, below) = bucket_of_rank(&self.counts, rank);
+        let mut inside: Vec<f64> = Vec::with_capacity(self.counts[bucket]);
+        for s in scores {
+            inside.extend(s.iter().filter(|&&x| Self::bucket(x) == Some(bucket)));
+        }
+        let (_, t, _) = inside.select_nth_unstable_by(rank - below, |a, b| a.total_cmp(b));
+        *t
+    }
+}
+
+/// The bucket of a histogram holding the value of ascending `rank` (from
+/// 0), and how many values lie in the buckets below it.
+pub(crate) fn bucket_of_rank(counts: &[usize], rank: usize) -> (usize, usize) {
+    let (mut below, mut bucket) = (0, 0);
+    while below + counts[bucket] <= rank {
+        below += counts[bucket];
+        bucket += 1;
+    }
+    (bucket, below)
+}
+
+/// Keep `counts[l]` highest scores within each layer.
+pub fn keep_top_per_layer(scores: &[Vec<f64>], counts: &[usize]) -> Vec<BitSet> {
+    scores
+        .iter()
+        .zip(counts)
+        .map(|(s, &k)| {
+            let mut v = s.clone();
+            mask_above(s, threshold(&mut v, k))
+        })
+        .collect()
+}
+
+/// Effective pruning on a ranking (Sec. 5 of the effective-sparsity paper,
+/// "effective ranking-based pruning"): the fewest top-ranked weights
+/// (`keep_top`, the ties rule included) of which at least `target` are
+/// active, by bisection over their number; every positively scored weight
+/// when even those leave fewer active. Active counts grow with the kept
+/// set (a larger cut keeps a superset), so the bisection is exact.
+pub fn effective_top(net: &Network, scores: &[Vec<f64>], target: usize) -> MaskSet {
+    let ranking = TopRanking::new(scores);
+    let cut = |k: usize| MaskSet {
+        layers: ranking.keep(k),
+    };
+    let positive = ranking.positive();
+    let (mut lo, mut hi) = (target.min(positive), positive);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if crate::analysis::effective::effective_masks(net, &cut(mid)).count_ones() >= target {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    cut(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Against trying every cut: the smallest top-k reaching the target,
+    /// on an MLP whose random scores leave many top-ranked weights inactive.
+    #[test]
+    fn effective_top_is_the_smallest_cut_reaching_the_target() {
+        let net = crate::zoo::build("mlp:12-9-7-5", 0).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for trial in 0..20 {
+            let scores: Vec<Vec<f64>> = net
+                .layers
+                .iter()
+                .map(|l| {
+                    (0..l.numel())
+                        .map(|_| {
+                            // Some zeros and ties, as real rankings have.
+                            let r: f64 = rng.random();
+                            if r < 0.2 {
+                                0.0
+                            } else {
+                                (r * 50.0).round()
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let active = |k: usize| {
+                crate::analysis::effective::effective_masks(
+                    &net,
+                    &MaskSet {
+                        layers: keep_top(&scores, k),
+                    },
+                )
+                .count_ones()
+            };
+            let positive = scores.iter().flatten().filter(|&&s| s > 0.0).count();
+            for target in [1, 5, 20, 60, positive] {
+                let got = effective_top(&net, &scores, target);
+                let k = (target.min(positive)..=positive)
+                    .find(|&k| active(k) >= target)
+                    .unwrap_or(positive);
+                let want = keep_top(&scores, k);
+                assert_eq!(got.layers, want, "trial {trial} target {target}");
+            }
+        }
+    }
+
+    /// The selection among positive scores gives the masks of a threshold
+    /// taken over all scores, with zeros, -0, negatives and ties about.
+    #[test]
+    fn keep_top_equals_the_threshold_over_all_scores() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        let pick = [0.0, -0.0, -1.5, 0.25, 0.25, 2.0];
+        let layers: Vec<Vec<f64>> = [40, 3, 90]
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| match rng.random_range(0..3) {
+                        0 => pick[rng.random_range(0..pick.len())],
+                        _ => rng.random::<f64>() - 0.3,
+                    })
+                    .collect()
+            })
+            .collect();
+        let total: usize = layers.iter().map(Vec::len).sum();
+        for k in 0..=total + 1 {
+            let mut all: Vec<f64> = layers.iter().flatten().copied().collect();
+            let t = threshold(&mut all, k);
+            let expect: Vec<BitSet> = layers.iter().map(|s| mask_above(s, t)).collect();
+            assert_eq!(keep_top(&layers, k), expect, "k={k}");
+        }
+    }
+
+    #[test]
+    fn ties_at_the_threshold_and_zeros_are_pruned() {
+        let s = vec![vec![0.0, 1.0, 1.0, 2.0, 0.0]];
+        // Keeping 2 prunes 3: the 3rd smallest is 1.0, so both 1.0s go.
+        assert_eq!(keep_top(&s, 2)[0].ones().collect::<Vec<_>>(), vec![3]);
+        // Keeping everything still drops zero scores.
+        assert_eq!(keep_top(&s, 5)[0].count_ones(), 3);
+        assert_eq!(
+            keep_top_per_layer(&s, &[4])[0].ones().collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+    }
+}
