@@ -140,7 +140,7 @@ fn scores_at(
     if s.iter().flatten().any(|x| !x.is_finite()) {
         return Err(Error::input(format!(
             "SynFlow: the synaptic flow of '{}' overflows {:?} (infinite or NaN scores); \
-             rerun with --synflow-precision f64",
+             compute it in f64 (synflow precision f64)",
             net.name,
             ex.dtype()
         )));
