@@ -1316,6 +1316,15 @@ fn malformed_models() -> Vec<(&'static str, &'static str, maskforge::io::onnx::M
             m
         }),
         (
+            // size 0 underflowed in the executor (prune --method snip).
+            "lrn_size_zero.onnx",
+            "lrn0",
+            model(
+                vec![node("LRN", "lrn0", &["x"], vec![int("size", 0)])],
+                vec![],
+            ),
+        ),
+        (
             "reshape_target_overflow.onnx",
             "rs_big",
             model(

@@ -615,8 +615,12 @@ impl Reader<'_> {
             }
             "LRN" => {
                 let (x, _) = unary(self)?;
+                let size = attr_i(n, "size", 1);
+                if !(1..=1 << 16).contains(&size) {
+                    return Err(Error::input(format!("LRN size {size} is out of range")));
+                }
                 let norm = Norm::Lrn {
-                    size: attr_i(n, "size", 1) as usize,
+                    size: size as usize,
                     alpha: attr_f(n, "alpha", 1e-4),
                     beta: attr_f(n, "beta", 0.75),
                     bias: attr_f(n, "bias", 1.0),
