@@ -57,7 +57,7 @@ impl Live {
     }
 
     /// Live channels (any position live).
-    pub fn live_channels(&self) -> usize {
+    pub(crate) fn live_channels(&self) -> usize {
         self.chans.iter().filter(|c| !c.is_none()).count()
     }
 
@@ -74,7 +74,7 @@ impl Live {
     }
 
     /// Every element, row-major over the value's shape.
-    pub fn to_elements(&self) -> BitSet {
+    pub(crate) fn to_elements(&self) -> BitSet {
         let p = self.plane;
         let per = p.len();
         let mut out = BitSet::new(self.chans.len() * per);
@@ -95,7 +95,7 @@ impl Live {
         out
     }
 
-    pub fn from_elements(shape: &[usize], bits: &BitSet) -> Self {
+    pub(crate) fn from_elements(shape: &[usize], bits: &BitSet) -> Self {
         let p = Plane::of_shape(shape);
         let per = p.len();
         let rw = p.rw();

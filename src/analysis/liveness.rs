@@ -142,7 +142,7 @@ impl PosSet {
 }
 
 /// A full bitmap with no bits past column `w`.
-pub fn full_rows(p: Plane) -> Vec<u64> {
+pub(crate) fn full_rows(p: Plane) -> Vec<u64> {
     let rw = p.rw();
     let mut row = vec![u64::MAX; rw];
     let rem = p.w % 64;

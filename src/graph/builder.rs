@@ -101,7 +101,7 @@ impl NetworkBuilder {
     }
 
     /// Like `push` but the output value gets its own name.
-    pub fn push_named(
+    pub(crate) fn push_named(
         &mut self,
         node: &str,
         output: &str,

@@ -106,7 +106,7 @@ impl Conv2d {
     }
 
     /// Canonical weight shape `[C_out, C_in/groups, kh, kw]`.
-    pub fn weight_shape(&self) -> Vec<usize> {
+    pub(crate) fn weight_shape(&self) -> Vec<usize> {
         vec![
             self.out_channels,
             self.in_per_group(),

@@ -295,7 +295,7 @@ impl ConstTensor {
     }
 
     /// True when any element is NaN or infinite.
-    pub fn has_non_finite(&self) -> bool {
+    pub(crate) fn has_non_finite(&self) -> bool {
         if !self.dtype().is_float() {
             return false;
         }
@@ -310,7 +310,7 @@ impl ConstTensor {
 }
 
 /// `values` as little-endian elements of the float type `dtype`.
-pub fn encode_floats(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
+pub(crate) fn encode_floats(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
     Ok(match dtype {
         DType::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
         DType::F64 => values

@@ -118,13 +118,13 @@ pub fn rule(n_out: usize, n_in: usize, orientation: Orientation) -> Rule {
 }
 
 /// `ceil(log2(n))` for `n >= 1`.
-pub fn log2_ceil(n: usize) -> u32 {
+pub(crate) fn log2_ceil(n: usize) -> u32 {
     assert!(n >= 1, "log2 of 0");
     usize::BITS - (n - 1).leading_zeros()
 }
 
 /// `c = 2^{-(m-1)/2}`, Algorithm 1's scale of `H_m`.
-pub fn hadamard_scale(m: u32) -> f32 {
+pub(crate) fn hadamard_scale(m: u32) -> f32 {
     2f64.powf(-(m as f64 - 1.0) / 2.0) as f32
 }
 
@@ -155,7 +155,7 @@ pub fn hadamard(m: u32) -> Vec<f32> {
 /// lower-right block, i.e. once per bit set in both, so the sign is
 /// `(-1)^popcount(r & c)`. A layer between 50 000 and 3 units needs 3
 /// rows (or columns) of `H_16`, not its 2^32 entries.
-pub fn hadamard_entry(r: usize, c: usize) -> f32 {
+pub(crate) fn hadamard_entry(r: usize, c: usize) -> f32 {
     if (r & c).count_ones().is_multiple_of(2) {
         1.0
     } else {
@@ -195,7 +195,7 @@ fn fill_matrix(
 
 /// The kernel tap that carries the channel matrix: the centre, or for an
 /// even extent the lower/right of the two middle taps.
-pub fn centre_tap(k: usize) -> usize {
+pub(crate) fn centre_tap(k: usize) -> usize {
     k / 2
 }
 

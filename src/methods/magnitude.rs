@@ -26,7 +26,7 @@ pub enum Ranking {
 }
 
 /// Canonical-order weights of every layer as f64.
-pub fn layer_weights(net: &Network) -> Result<Vec<Vec<f64>>> {
+pub(crate) fn layer_weights(net: &Network) -> Result<Vec<Vec<f64>>> {
     (0..net.layers.len())
         .map(|li| {
             let v = net.canonical_weights(li)?;

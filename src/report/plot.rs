@@ -89,7 +89,7 @@ pub fn render(rows: &[SweepRow], path: &Path, inputs: &[&Path]) -> Result<()> {
 }
 
 /// The chart as an SVG document.
-pub fn render_svg(rows: &[SweepRow]) -> Result<String> {
+pub(crate) fn render_svg(rows: &[SweepRow]) -> Result<String> {
     let fig = Figure::new(rows)?;
     let mut out = String::new();
     {
@@ -101,7 +101,7 @@ pub fn render_svg(rows: &[SweepRow]) -> Result<String> {
 }
 
 /// The chart as a PNG file (RGB, 8 bits).
-pub fn render_png(rows: &[SweepRow]) -> Result<Vec<u8>> {
+pub(crate) fn render_png(rows: &[SweepRow]) -> Result<Vec<u8>> {
     let fig = Figure::new(rows)?;
     let (w, h) = fig.size();
     let mut rgb = vec![0u8; w as usize * h as usize * 3];

@@ -27,7 +27,7 @@ pub fn dtype_of(code: i32, what: &str) -> Result<DType> {
     })
 }
 
-pub fn dims_of(t: &TensorProto) -> Result<Vec<usize>> {
+pub(crate) fn dims_of(t: &TensorProto) -> Result<Vec<usize>> {
     t.dims
         .iter()
         .map(|&d| {

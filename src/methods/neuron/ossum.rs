@@ -185,7 +185,7 @@ pub fn prune_neurons(
 
 /// The group read by the output layer: its consumer's output reaches the
 /// network output through one-to-one operations only.
-pub fn readout_group(net: &Network, groups: &[NeuronGroup]) -> Option<usize> {
+pub(crate) fn readout_group(net: &Network, groups: &[NeuronGroup]) -> Option<usize> {
     let consumers = net.consumers();
     groups.iter().position(|g| {
         let mut v = net.nodes[net.layers[g.consumer].node].output;
@@ -246,7 +246,7 @@ pub fn combine(rank: Rank, s: &[Vec<f64>]) -> Vec<f64> {
 }
 
 /// 1-based ranks, 1 for the largest value; tied values share their mean rank.
-pub fn descending_ranks(x: &[f64]) -> Vec<f64> {
+pub(crate) fn descending_ranks(x: &[f64]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..x.len()).collect();
     order.sort_by(|&a, &b| x[b].total_cmp(&x[a]));
     let mut ranks = vec![0.0; x.len()];
@@ -307,7 +307,7 @@ fn masked_weights(net: &Network, masks: &MaskSet, li: usize) -> Result<Vec<f64>>
 }
 
 /// The L2 norm of each neuron's kept incoming weights.
-pub fn norm_scores(net: &Network, masks: &MaskSet, g: &NeuronGroup) -> Result<Vec<f64>> {
+pub(crate) fn norm_scores(net: &Network, masks: &MaskSet, g: &NeuronGroup) -> Result<Vec<f64>> {
     let w = masked_weights(net, masks, g.producer)?;
     let row = w.len() / g.width;
     Ok(w.chunks(row)
@@ -316,7 +316,7 @@ pub fn norm_scores(net: &Network, masks: &MaskSet, g: &NeuronGroup) -> Result<Ve
 }
 
 /// Uniform random scores from the group's own seeded stream.
-pub fn random_scores(net: &Network, g: &NeuronGroup, seed: u64) -> Vec<f64> {
+pub(crate) fn random_scores(net: &Network, g: &NeuronGroup, seed: u64) -> Vec<f64> {
     use rand::Rng;
     let mut rng = stream(stream_key(
         seed,
