@@ -56,11 +56,6 @@ impl Live {
         }
     }
 
-    /// Live channels (any position live).
-    pub(crate) fn live_channels(&self) -> usize {
-        self.chans.iter().filter(|c| !c.is_none()).count()
-    }
-
     /// Live elements in total.
     pub fn count(&self) -> usize {
         self.chans.iter().map(|c| c.count(self.plane)).sum()

@@ -100,25 +100,6 @@ impl NetworkBuilder {
         out
     }
 
-    /// Like `push` but the output value gets its own name.
-    pub(crate) fn push_named(
-        &mut self,
-        node: &str,
-        output: &str,
-        op: Op,
-        inputs: Vec<ValueId>,
-        shape: Vec<usize>,
-    ) -> ValueId {
-        let out = self.new_value(output, shape);
-        self.nodes.push(Node {
-            name: node.to_string(),
-            op,
-            inputs,
-            output: out,
-        });
-        out
-    }
-
     /// Name the output value of the last node (ONNX keeps node and value names apart).
     pub fn rename_last_output(&mut self, output: &str) {
         if let Some(n) = self.nodes.last() {

@@ -104,16 +104,6 @@ impl Conv2d {
     pub fn taps(&self) -> usize {
         self.kernel[0] * self.kernel[1]
     }
-
-    /// Canonical weight shape `[C_out, C_in/groups, kh, kw]`.
-    pub(crate) fn weight_shape(&self) -> Vec<usize> {
-        vec![
-            self.out_channels,
-            self.in_per_group(),
-            self.kernel[0],
-            self.kernel[1],
-        ]
-    }
 }
 
 /// A fully connected layer, canonical weight `[out, in]`.

@@ -293,20 +293,6 @@ impl ConstTensor {
             }
         }
     }
-
-    /// True when any element is NaN or infinite.
-    pub(crate) fn has_non_finite(&self) -> bool {
-        if !self.dtype().is_float() {
-            return false;
-        }
-        match &self.data {
-            Data::Splat(x, _) => !x.is_finite(),
-            _ => self
-                .to_f32()
-                .map(|v| v.iter().any(|x| !x.is_finite()))
-                .unwrap_or(false),
-        }
-    }
 }
 
 /// `values` as little-endian elements of the float type `dtype`.

@@ -37,15 +37,9 @@ pub enum Method {
     Mica(MicaChoice),
     /// A ranking of trained weights (magnitude, LAMP) cut globally or per
     /// layer with the quota's counts.
-    Ranked(
-        crate::methods::magnitude::Ranking,
-        Scope,
-    ),
+    Ranked(crate::methods::magnitude::Ranking, Scope),
     /// A gradient or flow score (SNIP, GraSP, SynFlow, SNIP-it).
-    Scored(
-        crate::methods::scored::Scorer,
-        Scope,
-    ),
+    Scored(crate::methods::scored::Scorer, Scope),
 }
 
 impl Method {
