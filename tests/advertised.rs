@@ -4,18 +4,13 @@
 //! masks:FILE`, `--mica-choice min|max`, GraSP's score sign and LAMP against
 //! global magnitude.
 
+mod common;
+use common::maskforge;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use safetensors::SafeTensors;
-
-fn maskforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_maskforge"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 /// Run `prune ARGS -o OUT --json` and return the report.
 fn prune(out: &Path, args: &[&str]) -> serde_json::Value {

@@ -3,23 +3,15 @@
 //! file, tensor, layer or op, and no output file (nor a leftover temporary
 //! file) appears (CONVENTIONS.md, "What comes out" and "Command line").
 
+mod common;
+use common::{maskforge, s};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rand::{Rng, SeedableRng};
 use safetensors::tensor::{Dtype, TensorView};
-
-fn maskforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_maskforge"))
-        .args(args)
-        .output()
-        .expect("run maskforge")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
 
 /// `.maskforge-*.tmp` files left in `dir` (a failed atomic write).
 fn stray_temps(dir: &Path) -> Vec<String> {

@@ -3,9 +3,12 @@
 //! inference without `--arch`, half-precision dtypes, and the effective mask
 //! file `audit -o` writes.
 
+mod common;
+use common::{maskforge, s};
+use std::process::Command;
+
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use rand::{Rng, SeedableRng};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -13,17 +16,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const LENET300_TOTAL: usize = 784 * 300 + 300 * 100 + 100 * 10;
-
-fn maskforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_maskforge"))
-        .args(args)
-        .output()
-        .expect("run maskforge")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
 
 /// Run and parse the `--json` report; the run must succeed.
 fn audit_json(args: &[&str]) -> Value {

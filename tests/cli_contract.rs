@@ -2,19 +2,11 @@
 //! writes none of its outputs, a panic exits 2 with one line, and `prune`
 //! and `sweep` read one method vocabulary.
 
+mod common;
+use common::{maskforge, s};
+
 use std::path::Path;
 use std::process::{Command, Output};
-
-fn maskforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_maskforge"))
-        .args(args)
-        .output()
-        .expect("run maskforge")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -29,6 +21,16 @@ fn files_in(dir: &Path) -> Vec<String> {
     v
 }
 
+/// `prune MODEL --method rpi --compression 10` with `outputs`: refused
+/// with exit 1 and a message containing `why`.
+fn assert_refused(model: &str, outputs: &[&str], why: &str) {
+    let mut args = vec!["prune", model, "--method", "rpi", "--compression", "10"];
+    args.extend_from_slice(outputs);
+    let o = maskforge(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(why), "{}", stderr(&o));
+}
+
 /// `--apply` onto the model itself is refused, and the mask file, which
 /// comes first in the run, is not written either.
 #[test]
@@ -37,62 +39,28 @@ fn a_refused_output_leaves_every_other_output_unwritten() {
     let model = dir.path().join("m.onnx");
     let o = maskforge(&["zoo", "export", "lenet300", "-o", s(&model)]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let masks = dir.path().join("masks.safetensors");
-    let report = dir.path().join("report.json");
-    let o = maskforge(&[
-        "prune",
-        s(&model),
-        "--method",
-        "rpi",
-        "--compression",
-        "10",
+    let (masks, report) = (
+        dir.path().join("masks.safetensors"),
+        dir.path().join("report.json"),
+    );
+    // --apply onto the model itself: the mask file, written first in the
+    // run, must not appear either.
+    let outputs = [
         "-o",
         s(&masks),
         "--report",
         s(&report),
         "--apply",
         s(&model),
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("would overwrite an input"),
-        "{}",
-        stderr(&o)
-    );
+    ];
+    assert_refused(s(&model), &outputs, "would overwrite an input");
     assert_eq!(files_in(dir.path()), vec!["m.onnx".to_string()]);
-
     // Two outputs on one path, and an output in a missing folder.
-    let o = maskforge(&[
-        "prune",
-        "zoo:lenet300",
-        "--method",
-        "rpi",
-        "--compression",
-        "10",
-        "-o",
-        s(&masks),
-        "--report",
-        s(&masks),
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("two different outputs"),
-        "{}",
-        stderr(&o)
-    );
-    let o = maskforge(&[
-        "prune",
-        "zoo:lenet300",
-        "--method",
-        "rpi",
-        "--compression",
-        "10",
-        "-o",
-        s(&masks),
-        "--report",
-        s(&dir.path().join("no/such/r.json")),
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let outputs = ["-o", s(&masks), "--report", s(&masks)];
+    assert_refused("zoo:lenet300", &outputs, "two different outputs");
+    let missing = dir.path().join("no/such/r.json");
+    let outputs = ["-o", s(&masks), "--report", s(&missing)];
+    assert_refused("zoo:lenet300", &outputs, "does not exist");
     assert_eq!(files_in(dir.path()), vec!["m.onnx".to_string()]);
 }
 

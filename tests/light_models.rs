@@ -3,8 +3,7 @@
 //! liveness matters) the graph method equals the float definition.
 
 mod common;
-
-use std::process::Command;
+use common::maskforge;
 
 use maskforge::analysis::effective::effective_masks;
 use maskforge::analysis::oracle;
@@ -20,13 +19,6 @@ const MODELS: &[&str] = &[
     "light_vgg19",
     "light_zfnet512",
 ];
-
-fn maskforge(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_maskforge"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn every_light_model_inspects_and_audits() {

@@ -1,17 +1,11 @@
 //! Magnitude and LAMP pruning of trained weights through the binary, checked
 //! against independent computations on the same weights.
 
-use std::process::Command;
+mod common;
+use common::maskforge;
 
 use maskforge::bitset::BitSet;
 use maskforge::{io::maskfile, zoo};
-
-fn maskforge(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_maskforge"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn prune(dir: &std::path::Path, args: &[&str]) -> maskforge::mask::MaskSet {
     let out = dir.join("m.safetensors");

@@ -8,9 +8,10 @@
 //! `maskforge::init::zero` (Hadamard matrices as Kronecker powers of `[[1,1],[1,-1]]`).
 
 mod common;
+use common::{maskforge, s};
+use std::process::Command;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use candle_onnx::onnx::{
     tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
@@ -22,13 +23,6 @@ use maskforge::graph::NetworkBuilder;
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 
-fn maskforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_maskforge"))
-        .args(args)
-        .output()
-        .expect("run maskforge")
-}
-
 fn ok(args: &[&str]) -> String {
     let out = maskforge(args);
     assert!(
@@ -37,10 +31,6 @@ fn ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// `H_m` as the m-fold Kronecker power of `H_1`, row-major.

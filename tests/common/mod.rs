@@ -6,6 +6,19 @@ use maskforge::graph::Network;
 use maskforge::mask::MaskSet;
 use rand::{Rng, SeedableRng};
 
+/// Run the maskforge binary with `args`.
+pub fn maskforge(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_maskforge"))
+        .args(args)
+        .output()
+        .expect("run maskforge")
+}
+
+/// A temporary path as a command-line argument.
+pub fn s(p: &std::path::Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
 /// Independent Bernoulli(density) masks, seeded.
 pub fn random_masks(net: &Network, density: f64, seed: u64) -> MaskSet {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
