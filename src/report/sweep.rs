@@ -74,6 +74,15 @@ impl SweepConfig {
                     .map_err(|e| e.context("quotas"))
             })
             .collect::<Result<Vec<_>>>()?;
+        if let Some(q) = quotas
+            .iter()
+            .find(|q| matches!(q.quota, Quota::Scored(s) if s.needs_data()))
+        {
+            return Err(Error::input(format!(
+                "quotas: {} needs calibration data, which a sweep does not take",
+                q.name
+            )));
+        }
         if let Some(m) = methods
             .iter()
             .find(|m| matches!(m, Method::Scored(s, _) if s.needs_data()))
@@ -572,6 +581,7 @@ pub(crate) mod tests {
         assert_eq!(cfg.runs(), 2 * 3 * 3 * 4);
         for (m, q, c, k) in [
             ("snip", "erk", "1", 1),
+            ("rpi", "grasp", "1", 1),
             ("rpi", "nope", "1", 1),
             ("rpi,rpi", "erk", "1", 1),
             ("rpi", "erk,ERK", "1", 1),
