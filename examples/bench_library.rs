@@ -52,7 +52,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let data = Dataset::load(&format!("synthetic:{samples}"), &shape, classes, 0)?;
         let idx: Vec<usize> = (0..data.len()).collect();
         ctx.calibration = Some(Arc::new(Calibration::from_dataset(
-            &data, &idx, samples, &ctx.device,
+            &data,
+            &idx,
+            samples,
+            &ctx.device,
         )?));
     }
     let quota = if matches!(method, Method::Rpi | Method::Mica(_)) {
