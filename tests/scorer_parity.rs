@@ -198,8 +198,8 @@ fn reference_scores(net: &Network, dir: &Path, method: &str, c: &str) -> Vec<Vec
 /// near-tie.
 const NEAR_TIE: f64 = 1e-4;
 
-/// `None` when the masks are equal or every weight on which they disagree
-/// is a near-tie: its reference score within [`NEAR_TIE`] of the
+/// `None` when the masks are equal, or keep as many weights and every
+/// weight on which they disagree is a near-tie: its reference score within [`NEAR_TIE`] of the
 /// reference's threshold, relatively (float summation order differs between
 /// our f64-accumulated gradients and the reference's float32 sums, and
 /// GraSP's Hg is a finite difference in ours, exact in the reference);
@@ -212,17 +212,16 @@ fn near_ties_only(
     threshold: f64,
 ) -> (usize, f64, Option<String>) {
     let (mut differ, mut worst) = (0, 0.0f64);
-    for l in 0..net.layers.len() {
-        let (a, b) = (&ours.layers[l], &reference.layers[l]);
-        for i in 0..a.len() {
+    for ((a, b), s) in ours.layers.iter().zip(&reference.layers).zip(scores) {
+        for (i, &x) in s.iter().enumerate() {
             if a.get(i) != b.get(i) {
                 differ += 1;
-                let rel = (scores[l][i] as f64 - threshold).abs() / threshold.abs();
-                worst = worst.max(rel);
+                worst = worst.max((x as f64 - threshold).abs() / threshold.abs());
             }
         }
     }
-    let bad = (worst > NEAR_TIE).then(|| {
+    // Near-ties trade places; they do not change how many are kept.
+    let bad = (worst > NEAR_TIE || ours.count_ones() != reference.count_ones()).then(|| {
         format!(
             "{differ} weights differ, the farthest from the threshold {threshold:e} by {worst:e} relatively: {}",
             describe(net, ours, reference)
