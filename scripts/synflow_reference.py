@@ -301,14 +301,14 @@ def synflow(net, density, rounds):
     return masks
 
 
-def write_safetensors(path, masks, order):
+def write_safetensors(path, masks, order, method="synflow-reference"):
     header, blobs, offset = {}, [], 0
     for name in order:
         b = masks[name].astype(np.uint8).tobytes()
         header[name] = {"dtype": "U8", "shape": list(masks[name].shape), "data_offsets": [offset, offset + len(b)]}
         blobs.append(b)
         offset += len(b)
-    header["__metadata__"] = {"method": "synflow-reference"}
+    header["__metadata__"] = {"method": method}
     h = json.dumps(header).encode()
     h += b" " * (-len(h) % 8)
     with open(path, "wb") as f:

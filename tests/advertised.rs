@@ -539,7 +539,7 @@ fn grasp_keeps_the_highest_signed_score() {
     let data = maskforge::io::data::Dataset::load(DATA, &shape, classes, 0).unwrap();
     let idx = data.per_class(10, 0);
     let cal = Calibration::from_dataset(&data, &idx, 100, &Device::Cpu).unwrap();
-    let ex = Executor::new(&net, &Device::Cpu, DType::F32).unwrap();
+    let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
     let (hg, w) =
         grasp::hessian_gradient(&ex, &MaskSet::dense(&net), &cal, grasp::TEMPERATURE).unwrap();
     let score: Vec<Vec<f64>> = hg

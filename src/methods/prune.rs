@@ -315,7 +315,7 @@ pub fn prune_with(
     };
     let iterative = matches!(spec.method, Method::Scored(s, _) if s.iterative());
     if !spec.effective {
-        return run_at(net, spec, spec.target_kept, ctx, progress);
+        return run_at(net, spec, one_shot_kept(net, spec, ctx), ctx, progress);
     }
     let target = spec.target_kept;
     if iterative {
@@ -358,6 +358,25 @@ pub fn prune_with(
             out.note = unreachable(target, &out);
             Ok(out)
         }
+    }
+}
+
+/// The count a one-shot global cut keeps: the reference code's
+/// `N - int((1 - d) N)` ([`crate::methods::select::reference_kept`]) for
+/// the density `d` asked for (`ctx.density`) when that is within one weight
+/// of the target; the target otherwise and for every other method.
+fn one_shot_kept(net: &Network, spec: &PruneSpec, ctx: &crate::methods::scored::Context) -> usize {
+    let one_shot_global = match spec.method {
+        Method::Ranked(_, scope) => scope == Scope::Global,
+        Method::Scored(s, scope) => scope == Scope::Global && !s.iterative(),
+        _ => false,
+    };
+    let total = net.prunable_count();
+    match ctx.density {
+        Some(d) if one_shot_global && (d * total as f64 - spec.target_kept as f64).abs() <= 1.0 => {
+            crate::methods::select::reference_kept(total, d).max(1)
+        }
+        _ => spec.target_kept,
     }
 }
 

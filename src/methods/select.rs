@@ -10,6 +10,18 @@
 //! pruned weights score 0 and stay pruned). Ties can therefore keep fewer
 //! than `k`; reports give the achieved count.
 //!
+//! Count rule of a one-shot global cut (magnitude, LAMP, SNIP, GraSP with
+//! `--scope global`): the reference code prunes `int((1 - d) * N)` of the
+//! `N` weights for a density `d` ([`reference_kept`]), so it keeps
+//! `N - int((1 - d) N)`, one more than `round(N d)` where `N d` has a
+//! fraction below one half (LeNet-300-100 at 1000x: 267, not 266). With the
+//! density asked for at hand (the CLI's `--compression`, `--density`,
+//! `--sparsity`), [`crate::methods::prune::prune_with`] keeps that count, as
+//! SynFlow's rounds do ([`crate::methods::scored::rounds::Counts::Reference`]);
+//! library callers that give only a target count (and effective targets,
+//! which count active weights) keep that count. When `int((1 - d) N)` is 0
+//! the reference prunes nothing at all; we still prune zero scores.
+//!
 //! ```
 //! use maskforge::methods::select::{keep_top, keep_top_per_layer};
 //! let s = vec![vec![0.5, 0.1, 0.9], vec![0.3, 0.0]];
@@ -37,6 +49,19 @@ pub enum Scope {
 }
 
 crate::named!(Scope, "scope" { Global => "global", Layer => "layer" });
+
+/// How many of `total` weights the reference code keeps at density `d`
+/// (Synaptic-Flow's `_global_mask`): it prunes `int((1 - d) * total)`,
+/// Python's `int` of a non-negative float truncating.
+///
+/// ```
+/// use maskforge::methods::select::reference_kept;
+/// assert_eq!(reference_kept(266_200, 1.0 / 1000.0), 267); // round would give 266
+/// assert_eq!(reference_kept(266_200, 1.0 / 10.0), 26_620);
+/// ```
+pub fn reference_kept(total: usize, d: f64) -> usize {
+    total.saturating_sub(((1.0 - d) * total as f64) as usize)
+}
 
 /// The `(n - k)`-th smallest of `values` (the pruning threshold), or `None`
 /// when nothing is to be pruned.

@@ -173,7 +173,13 @@ pub fn prune_scored(
                 Some(s) => s,
                 None => {
                     let cal = calibration(ctx, scorer)?;
-                    let ex = Executor::new(net, &ctx.device, DType::F32)?;
+                    // GraSP's finite-difference H g needs f64 (grasp.rs).
+                    let dtype = if scorer == Scorer::Grasp {
+                        DType::F64
+                    } else {
+                        DType::F32
+                    };
+                    let ex = Executor::new(net, &ctx.device, dtype)?;
                     let dense = MaskSet::dense(net);
                     let s = Arc::new(if scorer == Scorer::Snip {
                         crate::methods::scored::snip::scores(&ex, &dense, cal)?
