@@ -16,31 +16,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::s;
+use common::{check, maskforge_ok as maskforge, root, s};
 use maskforge::graph::Network;
 use maskforge::io::maskfile;
 use maskforge::mask::MaskSet;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn check(what: &str, out: std::process::Output) -> std::process::Output {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn maskforge(args: &[&str]) -> std::process::Output {
-    check(
-        &format!("maskforge {}", args.join(" ")),
-        common::maskforge(args),
-    )
-}
 
 fn python(args: &[&str]) -> std::process::Output {
     check(
@@ -51,17 +30,6 @@ fn python(args: &[&str]) -> std::process::Output {
             .output()
             .expect("run python3"),
     )
-}
-
-fn setup() {
-    check(
-        "scripts/setup.sh ort",
-        Command::new("bash")
-            .arg(root().join("scripts/setup.sh"))
-            .arg("ort")
-            .output()
-            .expect("run scripts/setup.sh"),
-    );
 }
 
 fn export(dir: &Path, model: &str) -> (String, Network) {
@@ -152,7 +120,7 @@ fn both_masks(
 
 #[test]
 fn magnitude_masks_equal_the_reference_code() {
-    setup();
+    common::setup_ort();
     let dir = tempfile::tempdir().unwrap();
     let mut mismatches = Vec::new();
     for model in ["lenet300", "lenet5"] {
@@ -232,7 +200,7 @@ fn near_ties_only(
 
 #[test]
 fn snip_and_grasp_masks_equal_the_reference_code_up_to_near_ties() {
-    setup();
+    common::setup_ort();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("calibration.safetensors");
     python(&["--make-data", s(&data), "--samples", "100", "--seed", "0"]);

@@ -7,43 +7,17 @@
 //! Needs python3 with numpy and onnx (`scripts/setup.sh ort` installs them
 //! from PyPI when missing).
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
+
+use common::{check, maskforge_ok as maskforge, root};
 
 use maskforge::io::maskfile;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn check(what: &str, out: std::process::Output) -> std::process::Output {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn maskforge(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_maskforge"))
-        .args(args)
-        .output()
-        .unwrap();
-    check(&format!("maskforge {}", args.join(" ")), out)
-}
-
 #[test]
 fn synflow_masks_equal_the_reference_code() {
-    check(
-        "scripts/setup.sh ort",
-        Command::new("bash")
-            .arg(root().join("scripts/setup.sh"))
-            .arg("ort")
-            .output()
-            .expect("run scripts/setup.sh"),
-    );
+    common::setup_ort();
     let dir = tempfile::tempdir().unwrap();
     let mut mismatches = Vec::new();
     for model in ["lenet300", "lenet5"] {

@@ -14,6 +14,40 @@ pub fn maskforge(args: &[&str]) -> std::process::Output {
         .expect("run maskforge")
 }
 
+/// The repository's root folder.
+pub fn root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `out` of a command that must succeed (`what` names it in the failure).
+pub fn check(what: &str, out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Run maskforge with `args`, which must succeed.
+pub fn maskforge_ok(args: &[&str]) -> std::process::Output {
+    check(&format!("maskforge {}", args.join(" ")), maskforge(args))
+}
+
+/// python3 with numpy and onnx, for the reference transcriptions
+/// (`scripts/setup.sh ort` installs them from PyPI when missing).
+pub fn setup_ort() {
+    check(
+        "scripts/setup.sh ort",
+        std::process::Command::new("bash")
+            .arg(root().join("scripts/setup.sh"))
+            .arg("ort")
+            .output()
+            .expect("run scripts/setup.sh"),
+    );
+}
+
 /// A temporary path as a command-line argument.
 pub fn s(p: &std::path::Path) -> &str {
     p.to_str().expect("utf-8 temp path")
