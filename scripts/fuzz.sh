@@ -17,6 +17,9 @@ gen="$root/fuzz/corpus/generated-onnx"
 mkdir -p "$gen"
 light="$("$root/scripts/fetch-onnx-light.sh")"
 (cd "$root" && cargo build --quiet --bin maskforge)
+# The malformed graphs of the bad-input catalogue, rewritten from their
+# definitions in tests/bad_inputs.rs (the test is #[ignore]d in the suite).
+(cd "$root" && cargo test --quiet --test bad_inputs -- --ignored write_onnx_fuzz_seeds)
 for m in lenet300 resnet20; do
   [ -s "$gen/$m.onnx" ] || "$root/target/debug/maskforge" zoo export "$m" --init zero -o "$gen/$m.onnx" >/dev/null
 done

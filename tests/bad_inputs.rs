@@ -1366,8 +1366,10 @@ fn malformed_graphs_are_input_errors_naming_the_node() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Writes the malformed graphs into fuzz/seeds/onnx_reader (run by hand:
-/// `cargo test --test bad_inputs -- --ignored write_onnx_fuzz_seeds`).
+/// Writes the malformed graphs into fuzz/seeds/onnx_reader. Ignored in the
+/// suite because it writes into the source tree; scripts/fuzz.sh runs it
+/// (`cargo test --test bad_inputs -- --ignored write_onnx_fuzz_seeds`)
+/// before every fuzzing session, so the seeds follow the catalogue.
 #[test]
 #[ignore]
 fn write_onnx_fuzz_seeds() {
