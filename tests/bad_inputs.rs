@@ -1028,34 +1028,10 @@ fn bad_calibration_data_is_named() {
 
 mod proto {
     use candle_onnx::onnx::{
-        tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
-        ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-        ValueInfoProto,
+        tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto,
+        OperatorSetIdProto, TensorProto,
     };
-
-    /// `name` of shape [N, dims...] (N symbolic).
-    pub fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
-        use tensor_shape_proto::{dimension::Value, Dimension};
-        let mut dim = vec![Dimension {
-            value: Some(Value::DimParam("N".into())),
-            ..Default::default()
-        }];
-        dim.extend(dims.iter().map(|&d| Dimension {
-            value: Some(Value::DimValue(d)),
-            ..Default::default()
-        }));
-        ValueInfoProto {
-            name: name.into(),
-            r#type: Some(TypeProto {
-                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                    elem_type: 1,
-                    shape: Some(TensorShapeProto { dim }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
+    pub use maskforge::io::onnx::writer::{int, ints, value_info as vi};
 
     pub fn node(op: &str, name: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
         NodeProto {
@@ -1064,24 +1040,6 @@ mod proto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![name.into()],
             attribute: attrs,
-            ..Default::default()
-        }
-    }
-
-    pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
-        AttributeProto {
-            name: name.into(),
-            ints: v.to_vec(),
-            r#type: 7,
-            ..Default::default()
-        }
-    }
-
-    pub fn int(name: &str, v: i64) -> AttributeProto {
-        AttributeProto {
-            name: name.into(),
-            i: v,
-            r#type: 2,
             ..Default::default()
         }
     }

@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::graph::op::{Activation, Norm, Op, PoolKind};
 use crate::graph::{Network, Node};
 
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
+/// An `ints` attribute.
+pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Ints as i32,
@@ -23,7 +24,8 @@ fn ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
-fn int(name: &str, v: i64) -> AttributeProto {
+/// An `int` attribute.
+pub fn int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Int as i32,
@@ -41,7 +43,9 @@ fn float(name: &str, v: f32) -> AttributeProto {
     }
 }
 
-fn value_info(name: &str, per_sample: &[usize]) -> ValueInfoProto {
+/// A float tensor `name` of shape `[N, per_sample...]`, the batch `N`
+/// symbolic.
+pub fn value_info(name: &str, per_sample: &[usize]) -> ValueInfoProto {
     use tensor_shape_proto::{dimension::Value, Dimension};
     let mut dim = vec![Dimension {
         value: Some(Value::DimParam("N".into())),
