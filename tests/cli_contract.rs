@@ -77,21 +77,26 @@ fn a_panic_exits_2_with_one_line() {
     assert!(err.starts_with("error: internal error: "), "{err}");
 }
 
+/// `prune zoo:lenet300 --compression C -o OUT` with `extra` arguments.
+fn prune_lenet300(out: &Path, compression: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "prune",
+        "zoo:lenet300",
+        "--compression",
+        compression,
+        "-o",
+        s(out),
+    ];
+    args.extend_from_slice(extra);
+    maskforge(&args)
+}
+
 #[test]
 fn prune_and_sweep_read_one_method_vocabulary() {
     let dir = tempfile::tempdir().unwrap();
     let masks = dir.path().join("m.safetensors");
     // An unknown method names both vocabularies.
-    let o = maskforge(&[
-        "prune",
-        "zoo:lenet300",
-        "--method",
-        "mica-med",
-        "--compression",
-        "10",
-        "-o",
-        s(&masks),
-    ]);
+    let o = prune_lenet300(&masks, "10", &["--method", "mica-med"]);
     assert_eq!(o.status.code(), Some(1));
     for name in ["mica-min", "snip-it", "ossum"] {
         assert!(stderr(&o).contains(name), "{}", stderr(&o));
@@ -104,16 +109,7 @@ fn prune_and_sweep_read_one_method_vocabulary() {
         (&a, vec!["--method", "mica-min"]),
         (&b, vec!["--method", "mica", "--mica-choice", "min"]),
     ] {
-        let mut args = vec![
-            "prune",
-            "zoo:lenet300",
-            "--compression",
-            "100",
-            "-o",
-            s(out),
-        ];
-        args.extend(extra);
-        let o = maskforge(&args);
+        let o = prune_lenet300(out, "100", &extra);
         assert!(o.status.success(), "{}", stderr(&o));
     }
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
@@ -152,35 +148,20 @@ fn prune_and_sweep_read_one_method_vocabulary() {
 fn a_global_cut_reports_global_not_a_quota() {
     let dir = tempfile::tempdir().unwrap();
     let masks = dir.path().join("m.safetensors");
-    let o = maskforge(&[
-        "prune",
-        "zoo:lenet300",
-        "--method",
-        "magnitude",
-        "--compression",
-        "10",
-        "-o",
-        s(&masks),
-        "--json",
-    ]);
+    let o = prune_lenet300(&masks, "10", &["--method", "magnitude", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["quota"], "global");
-    let o = maskforge(&[
-        "prune",
-        "zoo:lenet300",
+    let layer_erk = [
         "--method",
         "magnitude",
         "--scope",
         "layer",
         "--quota",
         "erk",
-        "--compression",
-        "10",
-        "-o",
-        s(&masks),
         "--json",
-    ]);
+    ];
+    let o = prune_lenet300(&masks, "10", &layer_erk);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["quota"], "erk");
