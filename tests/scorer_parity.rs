@@ -16,7 +16,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{check, maskforge_ok as maskforge, root, s};
+use common::{check, describe, maskforge_ok as maskforge, root, s};
 use maskforge::graph::Network;
 use maskforge::io::maskfile;
 use maskforge::mask::MaskSet;
@@ -39,25 +39,6 @@ fn export(dir: &Path, model: &str) -> (String, Network) {
         .unwrap()
         .network;
     (s(&onnx).to_string(), net)
-}
-
-/// One line per layer: kept by us, by the reference, by both.
-fn describe(net: &Network, ours: &MaskSet, reference: &MaskSet) -> String {
-    net.layers
-        .iter()
-        .enumerate()
-        .map(|(l, layer)| {
-            let (a, b) = (&ours.layers[l], &reference.layers[l]);
-            let both = a.ones().filter(|&i| b.get(i)).count();
-            format!(
-                "{}: ours {} reference {} both {both}",
-                layer.name,
-                a.count_ones(),
-                b.count_ones()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Our mask of `method` at compression `c` and the reference's, with the

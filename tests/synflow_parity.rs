@@ -11,7 +11,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{check, maskforge_ok as maskforge, root};
+use common::{check, describe, maskforge_ok as maskforge, root};
 
 use maskforge::io::maskfile;
 
@@ -55,22 +55,7 @@ fn synflow_masks_equal_the_reference_code() {
                 maskfile::read(&net, &ours).unwrap(),
             );
             if r != o {
-                let layers: Vec<String> = net
-                    .layers
-                    .iter()
-                    .enumerate()
-                    .map(|(l, layer)| {
-                        let (a, b) = (&o.layers[l], &r.layers[l]);
-                        let both = a.ones().filter(|&i| b.get(i)).count();
-                        format!(
-                            "{}: ours {} reference {} both {both}",
-                            layer.name,
-                            a.count_ones(),
-                            b.count_ones()
-                        )
-                    })
-                    .collect();
-                mismatches.push(format!("{model} at {c}x: {}", layers.join(", ")));
+                mismatches.push(format!("{model} at {c}x: {}", describe(&net, &o, &r)));
             }
         }
     }

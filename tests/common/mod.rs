@@ -133,3 +133,22 @@ pub fn mnist_csv() -> String {
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// One line per layer: kept by us, by the reference, by both.
+pub fn describe(net: &Network, ours: &MaskSet, reference: &MaskSet) -> String {
+    net.layers
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| {
+            let (a, b) = (&ours.layers[l], &reference.layers[l]);
+            let both = a.ones().filter(|&i| b.get(i)).count();
+            format!(
+                "{}: ours {} reference {} both {both}",
+                layer.name,
+                a.count_ones(),
+                b.count_ones()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
