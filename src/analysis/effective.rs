@@ -210,6 +210,9 @@ impl<'a> Forward<'a> {
             .collect();
         let out_shape = shape(net, node.output);
         let out = match &node.op {
+            Op::Binary(_) | Op::Where | Op::MatMul | Op::Mix(_) | Op::Gather(_) => {
+                unimplemented!("WIP #11: {}", node.op.kind())
+            }
             Op::Conv { conv, .. } => {
                 conv_forward(conv, mask.expect("conv mask"), ins[0], out_shape)
             }
@@ -257,6 +260,9 @@ fn backward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> 
             continue;
         }
         let contributions: Vec<Live> = match &node.op {
+            Op::Binary(_) | Op::Where | Op::MatMul | Op::Mix(_) | Op::Gather(_) => {
+                unimplemented!("WIP #11: {}", node.op.kind())
+            }
             Op::Conv { conv, .. } => {
                 let m = &masks.layers[layer_of[ni].unwrap()];
                 vec![conv_backward(conv, m, out, shape(net, node.inputs[0]))]

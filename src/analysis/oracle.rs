@@ -95,6 +95,9 @@ pub fn effective_masks(net: &Network, masks: &MaskSet) -> Result<MaskSet> {
         let in_shape = &net.values[node.inputs[0]].shape;
         let out_shape = &net.values[node.output].shape;
         let y = match &node.op {
+            Op::Binary(_) | Op::Where | Op::MatMul | Op::Mix(_) | Op::Gather(_) => {
+                unimplemented!("WIP #11: {}", node.op.kind())
+            }
             Op::Conv { conv, .. } => {
                 let w = vars[layer_of[ni].unwrap()].as_tensor();
                 let s = same_or_err(conv.window.stride, "stride")?;

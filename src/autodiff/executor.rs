@@ -400,6 +400,14 @@ impl<'a> Executor<'a> {
         let node = &net.nodes[ni];
         let x0 = ins[0].clone();
         Ok(match &node.op {
+            Op::Binary(_)
+            | Op::Where
+            | Op::MatMul
+            | Op::Mix(_)
+            | Op::Gather(_)
+            | Op::Norm(Norm::Const { .. } | Norm::Prelu(_)) => {
+                unimplemented!("WIP #11: {}", node.op.kind())
+            }
             Op::Conv { .. } | Op::Dense { .. } => {
                 return Err(Error::internal(
                     "executor: a layer evaluated as a plain node",
@@ -628,9 +636,12 @@ fn activation(x: &Tensor, a: Activation) -> Result<Tensor> {
         Activation::Gelu => x.gelu_erf()?,
         Activation::Silu => x.silu()?,
         Activation::Elu(al) => x.elu(al as f64)?,
-        Activation::HardSigmoid => ((x * (1.0 / 6.0))? + 0.5)?.clamp(0f32, 1f32)?,
+        Activation::HardSigmoid { alpha, beta } => {
+            ((x * alpha as f64)? + beta as f64)?.clamp(0f32, 1f32)?
+        }
         Activation::HardSwish => (x * ((x + 3.0)?.clamp(0f32, 6f32)? / 6.0)?)?,
         Activation::Clip(lo, hi) => x.clamp(lo, hi)?,
         Activation::Softplus => (x.exp()? + 1.0)?.log()?,
+        other => unimplemented!("WIP #11: {other:?}"),
     })
 }

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use petgraph::graph::DiGraph;
 
-use super::op::{Activation, Conv2d, Dense, Norm, Op, Pool, PoolKind, Window};
+use super::op::{
+    Activation, Binary, Conv2d, Dense, IndexMap, Mix, MixKind, Norm, Op, Pool, PoolKind, Window,
+};
 use super::{Layer, LayerKind, Network, Node, NodeId, ParamStore, Value, ValueId};
 use crate::error::{Error, Result};
 use crate::graph::tensor::ConstTensor;
@@ -243,16 +245,14 @@ impl NetworkBuilder {
         bias: Option<(&str, ConstTensor)>,
     ) -> Result<ValueId> {
         let xs = self.shape(x).to_vec();
-        if xs.len() != 1 {
+        let Some(&features) = xs.last() else {
             return Err(Error::input(format!(
-                "Dense '{name}': input must be a flat feature vector per sample, got shape {xs:?} \
-                 (dense layers over sequences are not supported yet)"
+                "Dense '{name}': input is a scalar per sample"
             )));
-        }
-        if canon.len() != 2 || canon[1] != xs[0] {
+        };
+        if canon.len() != 2 || canon[1] != features {
             return Err(Error::input(format!(
-                "Dense '{name}': weight {canon:?} does not take {} input features",
-                xs[0]
+                "Dense '{name}': weight {canon:?} does not take {features} input features"
             )));
         }
         let bias_name = self.register_bias(name, bias, canon[0])?;
@@ -271,7 +271,7 @@ impl NetworkBuilder {
                 bias: bias_name,
             },
             vec![x],
-            vec![dense.out_features],
+            [&xs[..xs.len() - 1], &[dense.out_features]].concat(),
         ))
     }
 
@@ -372,7 +372,11 @@ impl NetworkBuilder {
     /// A shape-preserving normalisation or affine map by a constant.
     pub fn norm(&mut self, name: &str, x: ValueId, norm: Norm) -> Result<ValueId> {
         let shape = self.shape(x).to_vec();
-        if let Norm::MulConst(p) | Norm::AddConst(p) = &norm {
+        if let Norm::MulConst(p)
+        | Norm::AddConst(p)
+        | Norm::Prelu(p)
+        | Norm::Const { param: p, .. } = &norm
+        {
             let t = self.params.get(p).ok_or_else(|| {
                 Error::internal(format!("'{name}': constant '{p}' not registered"))
             })?;
@@ -512,6 +516,106 @@ impl NetworkBuilder {
         Ok(self.push(name, Op::Concat(axis), xs.to_vec(), shape))
     }
 
+    /// An elementwise function of two activations, broadcasting.
+    pub fn binary(&mut self, name: &str, f: Binary, a: ValueId, b: ValueId) -> Result<ValueId> {
+        let shape = broadcast(self.shape(a), self.shape(b))
+            .map_err(|e| e.context(format!("{f:?} '{name}'")))?;
+        Ok(self.push(name, Op::Binary(f), vec![a, b], shape))
+    }
+
+    /// `where(cond, x, y)` of three activations, broadcasting.
+    pub fn where_(&mut self, name: &str, cond: ValueId, x: ValueId, y: ValueId) -> Result<ValueId> {
+        let ctx = |e: Error| e.context(format!("Where '{name}'"));
+        let shape = broadcast(self.shape(x), self.shape(y)).map_err(ctx)?;
+        let shape = broadcast(self.shape(cond), &shape).map_err(ctx)?;
+        Ok(self.push(name, Op::Where, vec![cond, x, y], shape))
+    }
+
+    /// Matrix product of two activations with numpy `matmul` rules (a 1-D
+    /// operand is a row (left) or column (right) vector and its axis is
+    /// dropped from the result).
+    pub fn matmul(&mut self, name: &str, a: ValueId, b: ValueId) -> Result<ValueId> {
+        let shape = matmul_shape(self.shape(a), self.shape(b))
+            .map_err(|e| e.context(format!("MatMul '{name}'")))?;
+        Ok(self.push(name, Op::MatMul, vec![a, b], shape))
+    }
+
+    /// A normalisation or reduction over `mix.axes` of `mix.view`.
+    pub fn mix(&mut self, name: &str, x: ValueId, mix: Mix) -> Result<ValueId> {
+        let xs = self.shape(x).to_vec();
+        let err = |m: String| Err(Error::input(format!("'{name}': {m}")));
+        let view = mix.view.clone().unwrap_or_else(|| xs.clone());
+        if view.iter().product::<usize>() != xs.iter().product::<usize>() {
+            return err(format!("cannot view {xs:?} as {view:?}"));
+        }
+        let mut seen = vec![false; view.len()];
+        for &a in &mix.axes {
+            if a >= view.len() || std::mem::replace(&mut seen[a], true) {
+                return err(format!(
+                    "axes {:?} invalid for rank {}",
+                    mix.axes,
+                    view.len()
+                ));
+            }
+        }
+        let shape = match &mix.kind {
+            MixKind::Reduce { keepdims, .. } => {
+                let mut out: Vec<usize> = Vec::new();
+                for (i, &d) in view.iter().enumerate() {
+                    if !seen[i] {
+                        out.push(d);
+                    } else if *keepdims {
+                        out.push(1);
+                    }
+                }
+                out
+            }
+            MixKind::Normalize { scale, bias, .. } => {
+                for p in [scale, bias].into_iter().flatten() {
+                    let t = self.params.get(p).ok_or_else(|| {
+                        Error::internal(format!("'{name}': constant '{p}' not registered"))
+                    })?;
+                    if broadcast(&xs, &t.shape).ok().as_deref() != Some(&xs[..]) {
+                        return err(format!(
+                            "parameter '{p}' of shape {:?} does not broadcast onto {xs:?}",
+                            t.shape
+                        ));
+                    }
+                }
+                xs.clone()
+            }
+        };
+        Ok(self.push(name, Op::Mix(mix), vec![x], shape))
+    }
+
+    /// Data movement by an explicit element map producing `shape`.
+    pub fn gather(
+        &mut self,
+        name: &str,
+        xs: &[ValueId],
+        map: IndexMap,
+        shape: Vec<usize>,
+    ) -> Result<ValueId> {
+        let sources: usize = xs.iter().map(|&x| self.values[x].numel()).sum();
+        let n: usize = shape.iter().product();
+        let fits = map.taps > 0
+            && map.index.len() == n * map.taps
+            && map
+                .weight
+                .as_ref()
+                .is_none_or(|w| w.len() == map.index.len())
+            && map
+                .index
+                .iter()
+                .all(|&i| (i as usize) < sources + map.consts.len());
+        if !fits {
+            return Err(Error::internal(format!(
+                "'{name}': element map does not fit {n} outputs from {sources} inputs"
+            )));
+        }
+        Ok(self.push(name, Op::Gather(map), xs.to_vec(), shape))
+    }
+
     /// Check and freeze: topological order, connectivity graph, reachability.
     pub fn finish(self) -> Result<Network> {
         if self.inputs.is_empty() {
@@ -567,6 +671,37 @@ impl NetworkBuilder {
 
 fn canon_out(layers: &[Layer]) -> usize {
     layers.last().map(|l| l.shape[0]).unwrap_or(0)
+}
+
+/// Output shape of numpy `matmul`.
+pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let err = || Error::input(format!("shapes {a:?} and {b:?} do not multiply"));
+    if a.is_empty() || b.is_empty() {
+        return Err(err());
+    }
+    let a2 = if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    };
+    let b2 = if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != k2 {
+        return Err(err());
+    }
+    let mut out = broadcast(&a2[..a2.len() - 2], &b2[..b2.len() - 2]).map_err(|_| err())?;
+    if a.len() > 1 {
+        out.push(m);
+    }
+    if b.len() > 1 {
+        out.push(n);
+    }
+    Ok(out)
 }
 
 /// Numpy broadcasting of two shapes.

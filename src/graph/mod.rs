@@ -24,6 +24,7 @@
 pub mod tensor;
 
 pub mod builder;
+pub mod index_map;
 pub mod op;
 
 use std::collections::BTreeMap;

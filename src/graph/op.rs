@@ -137,7 +137,8 @@ impl Pool {
     }
 }
 
-/// Elementwise nonlinearities; all are identity for connectivity.
+/// Elementwise functions of one activation: element to element for
+/// connectivity, whatever the function (CONVENTIONS, "What effective means").
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     Relu,
@@ -147,13 +148,131 @@ pub enum Activation {
     Gelu,
     Silu,
     Elu(f32),
-    HardSigmoid,
+    /// `clamp(alpha * x + beta, 0, 1)`.
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     HardSwish,
     Clip(f32, f32),
     Softplus,
+    Erf,
+    Sqrt,
+    Exp,
+    Log,
+    Neg,
+    Abs,
+    Reciprocal,
+    Sign,
+    Mish,
+    /// `gamma * (x if x > 0 else alpha * (exp(x) - 1))`.
+    Selu {
+        alpha: f32,
+        gamma: f32,
+    },
+    Celu(f32),
+    Softsign,
+    Sin,
+    Cos,
+    Floor,
+    Ceil,
+    Round,
 }
 
-/// Per-channel or elementwise normalisations and affine maps by constants.
+/// An elementwise function of two activations (numpy broadcasting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Max,
+    Min,
+}
+
+/// The reduction of a [`Mix`] that reduces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduce {
+    Mean,
+    Sum,
+    Max,
+    Min,
+    L2,
+    SumSquare,
+    LogSumExp,
+}
+
+/// What an axis-mixing op computes over its slices.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MixKind {
+    /// Reduce the axes (kept as size 1 with `keepdims`, dropped otherwise).
+    Reduce { f: Reduce, keepdims: bool },
+    /// `(x - mean) / sqrt(var + eps)` over the axes, then the optional
+    /// elementwise `scale` and `bias` (broadcast against the input): Layer,
+    /// Instance and Group normalisation (groups via [`Mix::view`]).
+    Normalize {
+        eps: f32,
+        scale: Option<String>,
+        bias: Option<String>,
+    },
+}
+
+/// An op whose every output element of a slice reads every input element of
+/// that slice: normalisations and reductions over some per-sample axes.
+///
+/// The axes index `view`, a row-major regrouping of the input shape (Group
+/// normalisation views `[C, H, W]` as `[G, C/G, H, W]`); `None` means the
+/// input shape itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mix {
+    pub kind: MixKind,
+    pub view: Option<Vec<usize>>,
+    pub axes: Vec<usize>,
+}
+
+/// Data movement as an explicit per-sample map, so that every algorithm
+/// handles Slice, Gather, Split, Expand, Tile, Pad, Resize, DepthToSpace,
+/// Where with a constant condition and ConvTranspose's zero insertion alike:
+///
+/// `out[e] = sum_k weight[e * taps + k] * src[index[e * taps + k]]`
+///
+/// where `src` is the concatenation of the node's inputs' elements (each in
+/// row-major per-sample order) followed by `consts`. An index into `consts`
+/// is a constant (padding, a Where branch): it starts no path. Unused slots
+/// point at a constant 0 with weight 0. Zero-weight taps are never stored, so
+/// a stored tap is a connection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexMap {
+    pub taps: usize,
+    pub index: std::sync::Arc<Vec<u32>>,
+    /// `None`: every tap has weight 1 (pure data movement).
+    pub weight: Option<std::sync::Arc<Vec<f32>>>,
+    pub consts: Vec<f32>,
+}
+
+impl IndexMap {
+    /// Output elements per sample.
+    pub fn len(&self) -> usize {
+        self.index.len() / self.taps.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The taps of output element `e`: `(source index, weight)`.
+    pub fn taps_of(&self, e: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
+        let r = e * self.taps..(e + 1) * self.taps;
+        self.index[r.clone()]
+            .iter()
+            .zip(r)
+            .map(|(&i, k)| (i as usize, self.weight.as_ref().map_or(1.0, |w| w[k])))
+    }
+}
+
+/// Per-channel or elementwise normalisations and maps by constants: element
+/// to element for connectivity.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Norm {
     /// Inference BatchNorm: parameter names of scale, bias, mean, variance.
@@ -175,6 +294,15 @@ pub enum Norm {
     MulConst(String),
     /// Add a constant tensor (broadcast).
     AddConst(String),
+    /// `f(x, c)` (or `f(c, x)` with `const_first`) for a constant tensor `c`
+    /// that does not grow `x`: Sub, Div, Pow, Max, Min by constants.
+    Const {
+        f: Binary,
+        param: String,
+        const_first: bool,
+    },
+    /// PRelu: `x` where positive, `slope * x` elsewhere (slope broadcast).
+    Prelu(String),
 }
 
 /// A node's computation.
@@ -211,6 +339,18 @@ pub enum Op {
     Softmax(usize),
     /// Log-softmax along a per-sample axis.
     LogSoftmax(usize),
+    /// Elementwise function of two activations, broadcasting; both operands
+    /// reach each output element (a gate is a coefficient, not a cut).
+    Binary(Binary),
+    /// `where(cond, x, y)` of three activations, broadcasting.
+    Where,
+    /// Matrix product of two activations (numpy `matmul` broadcasting):
+    /// `out[.., m, n]` reads row `m` of the left and column `n` of the right.
+    MatMul,
+    /// Normalisation or reduction over axes.
+    Mix(Mix),
+    /// Data movement by an explicit element map.
+    Gather(IndexMap),
 }
 
 impl Op {
@@ -223,6 +363,8 @@ impl Op {
             Op::Norm(Norm::Lrn { .. }) => "LRN",
             Op::Norm(Norm::MulConst(_)) => "Mul(const)",
             Op::Norm(Norm::AddConst(_)) => "Add(const)",
+            Op::Norm(Norm::Const { .. }) => "Elementwise(const)",
+            Op::Norm(Norm::Prelu(_)) => "PRelu",
             Op::Activation(_) => "Activation",
             Op::Pool(p) if p.kind == PoolKind::Max => "MaxPool",
             Op::Pool(_) => "AvgPool",
@@ -235,6 +377,15 @@ impl Op {
             Op::Identity => "Identity",
             Op::Softmax(_) => "Softmax",
             Op::LogSoftmax(_) => "LogSoftmax",
+            Op::Binary(_) => "Binary",
+            Op::Where => "Where",
+            Op::MatMul => "MatMul",
+            Op::Mix(Mix {
+                kind: MixKind::Reduce { .. },
+                ..
+            }) => "Reduce",
+            Op::Mix(_) => "Normalize",
+            Op::Gather(_) => "Gather",
         }
     }
 

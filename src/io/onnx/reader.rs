@@ -575,7 +575,13 @@ impl Reader<'_> {
             "Tanh" => a(Activation::Tanh, self)?,
             "Gelu" => a(Activation::Gelu, self)?,
             "Elu" => a(Activation::Elu(attr_f(n, "alpha", 1.0)), self)?,
-            "HardSigmoid" => a(Activation::HardSigmoid, self)?,
+            "HardSigmoid" => a(
+                Activation::HardSigmoid {
+                    alpha: attr_f(n, "alpha", 0.2),
+                    beta: attr_f(n, "beta", 0.5),
+                },
+                self,
+            )?,
             "HardSwish" => a(Activation::HardSwish, self)?,
             "Softplus" => a(Activation::Softplus, self)?,
             "Clip" => {

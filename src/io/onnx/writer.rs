@@ -178,6 +178,17 @@ fn emit(net: &Network, node: &Node, layer: Option<usize>, out: &mut Out) -> Resu
     let name = node.name.as_str();
     let rank = net.values[node.output].shape.len();
     match &node.op {
+        Op::Binary(_)
+        | Op::Where
+        | Op::MatMul
+        | Op::Mix(_)
+        | Op::Gather(_)
+        | Op::Norm(Norm::Const { .. } | Norm::Prelu(_)) => {
+            return Err(Error::unsupported(format!(
+                "exporting {} nodes to ONNX (only the zoo's op set is written)",
+                node.op.kind()
+            )))
+        }
         Op::Conv { conv, weight, bias } => {
             let w = out.param(net, weight, layer)?;
             let mut inputs = vec![ins[0].clone(), w];
@@ -258,7 +269,10 @@ fn emit(net: &Network, node: &Node, layer: Option<usize>, out: &mut Out) -> Resu
                 Activation::Tanh => ("Tanh", vec![]),
                 Activation::Elu(al) => ("Elu", vec![float("alpha", *al)]),
                 Activation::Softplus => ("Softplus", vec![]),
-                Activation::HardSigmoid => ("HardSigmoid", vec![]),
+                Activation::HardSigmoid { alpha, beta } => (
+                    "HardSigmoid",
+                    vec![float("alpha", *alpha), float("beta", *beta)],
+                ),
                 Activation::HardSwish => ("HardSwish", vec![]),
                 other => {
                     return Err(Error::input(format!(
