@@ -40,6 +40,8 @@
 //! assert!(eff.count_ones() as f64 >= 0.99 * k as f64);
 //! ```
 
+pub mod channels;
+
 use std::collections::HashSet;
 
 use rand::seq::SliceRandom;
