@@ -156,6 +156,9 @@ pub struct PruneOutcome {
     pub note: Option<String>,
     /// Iterative methods: the density after each round.
     pub history: Vec<f64>,
+    /// MiCA: the layers keeping inactive weights and why (empty when every
+    /// kept weight is functional, and for every other method).
+    pub mica_unguaranteed: Vec<crate::methods::random::mica::Unguaranteed>,
 }
 
 impl PruneOutcome {
@@ -209,6 +212,7 @@ fn outcome(net: &Network, raw: MaskSet, counts: Vec<usize>, history: Vec<f64>) -
         raw,
         note: None,
         history,
+        mica_unguaranteed: Vec::new(),
     }
 }
 
@@ -255,17 +259,15 @@ fn run_at(
         return Ok(outcome(net, raw, counts, history));
     }
     let counts = crate::methods::quota::kept_counts(net, &spec.quota, kept)?;
-    let (raw, analysis) = match spec.method {
+    let (raw, analysis, mica_unguaranteed) = match spec.method {
         Method::Mica(choice) => {
-            let (raw, forward) =
-                crate::methods::random::mica::mica_traced(net, &counts, choice, spec.seed)?;
-            let a = crate::analysis::effective::analyse_with_forward(net, &raw, forward);
-            (raw, a)
+            let r = crate::methods::random::mica::mica_run(net, &counts, choice, spec.seed)?;
+            (r.masks, r.analysis, r.unguaranteed)
         }
         m => {
             let raw = place(net, m, &counts, spec.seed)?;
             let a = analyse(net, &raw);
-            (raw, a)
+            (raw, a, Vec::new())
         }
     };
     Ok(PruneOutcome {
@@ -274,6 +276,7 @@ fn run_at(
         counts,
         note: None,
         history: vec![],
+        mica_unguaranteed,
     })
 }
 

@@ -1,0 +1,161 @@
+//! What MiCA promises and where a graph makes the promise impossible: every
+//! kept weight functional (on an input-to-output path through kept
+//! weights), except in the layers listed here, each with the reason.
+//!
+//! A layer is listed only when, after placement and repair, some of its
+//! kept weights are still inactive; the reason is read off the liveness of
+//! the functional part of the final mask:
+//! - no input position is reached from the graph input (a layer upstream
+//!   keeps no weight, or everything upstream leads elsewhere);
+//! - no output reaches the graph output (a layer downstream keeps no
+//!   weight, or nothing reads this layer at all);
+//! - fewer (input, output) pairs can carry a functional edge than the layer
+//!   has edges: the quotas of the layers around it leave too few live
+//!   channels (a depthwise conv holds at most `kh * kw` edges per channel).
+//!
+//! ```
+//! use maskforge::{zoo, methods::random::mica::{mica_run, MicaChoice, guarantee::Cause}};
+//! let net = zoo::build("lenet300", 0).unwrap();
+//! // fc2 keeps no weight: fc1 cannot reach the output, fc3 has no input.
+//! let r = mica_run(&net, &[500, 0, 50], MicaChoice::Rand, 0).unwrap();
+//! let causes: Vec<(&str, Cause)> = r.unguaranteed.iter().map(|u| (u.layer.as_str(), u.cause)).collect();
+//! assert_eq!(causes, [("fc1.weight", Cause::NoLiveOutput), ("fc3.weight", Cause::NoLiveInput)]);
+//! assert!(r.unguaranteed[0].reason.contains("fc2.weight keeps no weight"));
+//! ```
+
+use std::collections::BTreeSet;
+
+use crate::analysis::effective::{analyse, Analysis};
+use crate::graph::Network;
+use crate::mask::MaskSet;
+
+use super::bipartite::View;
+use super::channels::{source, Channels, Source};
+use super::repair::Pairs;
+
+/// Why a layer's kept weights cannot all be functional.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// No input position is reached from the graph input.
+    NoLiveInput,
+    /// No output reaches the graph output.
+    NoLiveOutput,
+    /// Fewer functional (input, output) pairs than edges.
+    TooFewPairs,
+}
+
+/// A layer where MiCA's guarantee does not hold, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Unguaranteed {
+    /// The weight's name.
+    pub layer: String,
+    /// Kept weights of the layer that are inactive.
+    pub inactive: usize,
+    pub cause: Cause,
+    /// The cause in words, naming the layers involved.
+    pub reason: String,
+}
+
+/// The layers of `masks` (with `analysis`, its liveness) that keep
+/// inactive weights, each with its cause.
+pub fn diagnose(
+    net: &Network,
+    ch: &Channels,
+    views: &[View],
+    counts: &[usize],
+    masks: &MaskSet,
+    analysis: &Analysis,
+) -> Vec<Unguaranteed> {
+    let short: Vec<usize> = masks
+        .layers
+        .iter()
+        .zip(&analysis.active.layers)
+        .map(|(m, a)| m.count_ones() - a.count_ones())
+        .collect();
+    if short.iter().all(|&s| s == 0) {
+        return Vec::new();
+    }
+    let fa = analyse(net, &analysis.active);
+    let producers = producers(ch, views);
+    let name = |l: usize| net.layers[l].name.clone();
+    let describe = |ls: &BTreeSet<usize>| -> String {
+        let empty: Vec<String> = ls
+            .iter()
+            .filter(|&&p| counts[p] == 0)
+            .map(|&p| name(p))
+            .collect();
+        if !empty.is_empty() {
+            format!("{} keeps no weight", empty.join(", "))
+        } else if ls.is_empty() {
+            "no layer".into()
+        } else {
+            let all: Vec<String> = ls.iter().map(|&p| name(p)).collect();
+            format!("{} keep no functional path", all.join(", "))
+        }
+    };
+    let mut out = Vec::new();
+    for (l, &inactive) in short.iter().enumerate() {
+        if inactive == 0 {
+            continue;
+        }
+        let pairs = Pairs::new(net, &views[l], l, &fa, &analysis.active.layers[l]);
+        let (cause, reason) = if !pairs.any_input() {
+            (
+                Cause::NoLiveInput,
+                format!(
+                    "no input of this layer is reached from the graph input through kept weights ({})",
+                    describe(&producers[l])
+                ),
+            )
+        } else if !pairs.any_output() {
+            let consumers: BTreeSet<usize> = (0..views.len())
+                .filter(|&c| producers[c].contains(&l))
+                .collect();
+            (
+                Cause::NoLiveOutput,
+                format!(
+                    "no output of this layer reaches the graph output through kept weights (read by: {})",
+                    describe(&consumers)
+                ),
+            )
+        } else {
+            let functional = analysis.active.layers[l].count_ones() + pairs.count();
+            (
+                Cause::TooFewPairs,
+                format!(
+                    "only {functional} (input, output) pairs of this layer can carry a functional edge, for {} edges: the layers around it keep too few live channels",
+                    counts[l]
+                ),
+            )
+        };
+        out.push(Unguaranteed {
+            layer: name(l),
+            inactive,
+            cause,
+            reason,
+        });
+    }
+    out
+}
+
+/// The layers each layer reads (through ops without weights).
+fn producers(ch: &Channels, views: &[View]) -> Vec<BTreeSet<usize>> {
+    views
+        .iter()
+        .enumerate()
+        .map(|(l, v)| {
+            let mut ps = BTreeSet::new();
+            for b in &v.blocks {
+                for &lab in ch.labels(b.set) {
+                    if let Source::Channel { layer, .. } | Source::AllOf { layer } = source(lab) {
+                        if layer != l {
+                            ps.insert(layer);
+                        }
+                    }
+                }
+            }
+            ps
+        })
+        .collect()
+}
