@@ -21,8 +21,9 @@
 //!    sends an edge to a fresh used output (promised blocks first), the
 //!    unconnected nodes are connected, the rest of the edges go at random
 //!    among live inputs and used outputs.
-//! 4. *Repair* ([`repair`]): an edge the construction still left inactive
-//!    moves to a functional pair of its layer, if the layer has one free.
+//! 4. *Repair* ([`repair`], [`reroute`]): an edge the construction still
+//!    left inactive moves to a functional pair of its layer, or to an output
+//!    nobody read once a short route (paid for by spare edges) reads it.
 //! 5. *Report* ([`guarantee`]): the layers still keeping inactive weights,
 //!    each with the cause (a layer upstream or downstream keeps no weight,
 //!    or fewer functional pairs than edges). Everywhere else every kept
@@ -54,6 +55,7 @@ pub mod guarantee;
 pub mod nodes;
 pub mod place;
 pub mod repair;
+pub mod reroute;
 
 use crate::analysis::effective::{Analysis, Forward};
 use crate::bitset::BitSet;
@@ -166,7 +168,7 @@ fn attempt(
         fw.step(ni, Some(&layers[li]));
     }
     let mut masks = MaskSet { layers };
-    let analysis = repair::repair(net, views, &mut masks, seed);
+    let analysis = repair::repair(net, ch, views, &mut masks, seed);
     let unguaranteed = guarantee::diagnose(net, ch, views, counts, &masks, &analysis);
     Ok(Mica {
         masks,

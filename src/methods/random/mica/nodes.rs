@@ -244,18 +244,16 @@ fn outputs(
     let free = (0..n_out).filter(|&c| consumed(c, s)).count();
     // Algorithm 1: as many outputs as the consumers asked for; the last
     // layer (nothing asks, the graph output consumes) min(n_out, e).
-    let mut target = if !demanded.is_empty() {
+    // No consumer asked for any output (a concat's reader picked channels
+    // of other layers): take none here; `widen` below finds outputs that
+    // consumers with spare edges adopt.
+    let target = if !demanded.is_empty() {
         demanded.len()
     } else if s.mixed[l] > 0 {
         s.mixed[l]
     } else {
         free
     };
-    if target == 0 {
-        // Nothing reads this layer's output: its edges cannot be functional
-        // (the report says so); place them as for a last layer.
-        target = n_out;
-    }
     let target = target.min(n_out).min(e);
     let mut outs = demanded;
     outs.shuffle(rng);

@@ -13,8 +13,9 @@
 //! active and can only add liveness (the linearised network is monotone in
 //! its mask). So per round: strip the inactive edges, compute the liveness
 //! of what is left, and put each layer's stripped edges back at random among
-//! its functional pairs, as many as there are; the rest go back where they
-//! were. Rounds repeat while they help (new liveness can open pairs in other
+//! its functional pairs, as many as there are; then, for a layer with none
+//! left, open new ones ([`super::reroute`]: make an unread output read); the
+//! rest go back where they were. Rounds repeat while they help (new liveness can open pairs in other
 //! layers). A layer still short after that has fewer functional pairs than
 //! edges given the other layers' placements, and the report says so
 //! ([`super::guarantee`]).
@@ -30,7 +31,7 @@
 //! m.layers[0].set(7, true); // h1 <- x1: inactive, nothing reads h1
 //! m.layers[1].set(0, true); // y0 <- h0
 //! m.layers[1].set(3, true); // y0 <- h3: inactive, h3 has no input
-//! let a = repair(&net, &views, &mut m, 0);
+//! let a = repair(&net, &ch, &views, &mut m, 0);
 //! assert_eq!(effective_masks(&net, &m), m);
 //! assert_eq!((m.layers[0].count_ones(), m.layers[1].count_ones()), (2, 2));
 //! assert_eq!(a.active, m);
@@ -48,6 +49,8 @@ use crate::mask::MaskSet;
 use crate::rng::{stream, stream_key};
 
 use super::bipartite::{live_features, View};
+use super::channels::Channels;
+use super::reroute::Router;
 
 /// Rounds at most; each that moves nothing ends the repair.
 const ROUNDS: usize = 8;
@@ -58,9 +61,16 @@ const ENUMERATE: usize = 1 << 24;
 
 /// Move inactive edges of `masks` onto functional pairs; returns the
 /// analysis of the result.
-pub fn repair(net: &Network, views: &[View], masks: &mut MaskSet, seed: u64) -> Analysis {
+pub fn repair(
+    net: &Network,
+    ch: &Channels,
+    views: &[View],
+    masks: &mut MaskSet,
+    seed: u64,
+) -> Analysis {
     let mut rngs: Vec<Option<ChaCha8Rng>> = vec![None; views.len()];
     let mut a = analyse(net, masks);
+    let router = Router::new(net, ch, views);
     for _ in 0..ROUNDS {
         let short: Vec<usize> = masks
             .layers
@@ -73,7 +83,9 @@ pub fn repair(net: &Network, views: &[View], masks: &mut MaskSet, seed: u64) -> 
         }
         let functional = a.active.clone();
         let fa = analyse(net, &functional);
-        let mut moved = false;
+        let mut work = functional.clone();
+        let mut pending = short.clone();
+        // Onto pairs that are functional already.
         for (l, &d) in short.iter().enumerate() {
             if d == 0 {
                 continue;
@@ -82,31 +94,105 @@ pub fn repair(net: &Network, views: &[View], masks: &mut MaskSet, seed: u64) -> 
                 stream(stream_key(seed, "mica-repair", &net.layers[l].name))
             });
             let pairs = Pairs::new(net, &views[l], l, &fa, &functional.layers[l]);
-            let found = pairs.sample(d, rng);
-            moved |= !found.is_empty();
-            let mut m = functional.layers[l].clone();
-            for &k in &found {
-                m.set(k, true);
+            for k in pairs.sample(d, rng) {
+                work.layers[l].set(k, true);
+                pending[l] -= 1;
             }
-            // The edges no functional pair could take stay where they were.
-            let mut stay = d - found.len();
+        }
+        // Onto outputs nobody reads yet, once a route makes them read.
+        for l in 0..views.len() {
+            if pending[l] == 0 {
+                continue;
+            }
+            let rng = rngs[l].get_or_insert_with(|| {
+                stream(stream_key(seed, "mica-repair", &net.layers[l].name))
+            });
+            open_outputs(
+                net,
+                &router,
+                &views[l],
+                l,
+                &fa,
+                &mut work,
+                &mut pending,
+                rng,
+            );
+        }
+        // The edges nothing could take stay where they were.
+        for (l, &p) in pending.iter().enumerate() {
+            let mut stay = p;
             for k in masks.layers[l].ones() {
                 if stay == 0 {
                     break;
                 }
-                if !m.get(k) {
-                    m.set(k, true);
+                if !work.layers[l].get(k) {
+                    work.layers[l].set(k, true);
                     stay -= 1;
                 }
             }
-            masks.layers[l] = m;
         }
-        if !moved {
+        let next = analyse(net, &work);
+        // Liveness is monotone in the mask, so a round only ever adds active
+        // weights; should position-level effects say otherwise, stop there.
+        if next.active.count_ones() <= a.active.count_ones() {
             break;
         }
-        a = analyse(net, masks);
+        *masks = work;
+        a = next;
     }
     a
+}
+
+/// Give layer `l`'s pending edges outputs that no one reads yet, in groups
+/// with live inputs, each once [`Router::open`] has made it read.
+#[allow(clippy::too_many_arguments)]
+fn open_outputs(
+    net: &Network,
+    router: &Router,
+    v: &View,
+    l: usize,
+    fa: &Analysis,
+    work: &mut MaskSet,
+    pending: &mut [usize],
+    rng: &mut ChaCha8Rng,
+) {
+    let groups = Pairs::new(net, v, l, fa, &work.layers[l]).groups;
+    let mut cands: Vec<(usize, usize)> = Vec::new();
+    for (g, (ins, outs)) in groups.iter().enumerate() {
+        if ins.is_empty() {
+            continue;
+        }
+        cands.extend((0..v.opg).filter(|o| !outs.contains(o)).map(|o| (g, o)));
+    }
+    cands.shuffle(rng);
+    let taps = v.data_taps();
+    for (g, o) in cands {
+        if pending[l] == 0 {
+            return;
+        }
+        if router
+            .open(fa, work, pending, l, g * v.opg + o, rng)
+            .is_none()
+        {
+            continue;
+        }
+        let mut positions: Vec<usize> = groups[g]
+            .0
+            .iter()
+            .flat_map(|&i| taps.iter().map(move |&t| i * v.taps + t))
+            .collect();
+        positions.shuffle(rng);
+        for p in positions {
+            if pending[l] == 0 {
+                break;
+            }
+            let k = v.weight_index(g, o, p);
+            if !work.layers[l].get(k) {
+                work.layers[l].set(k, true);
+                pending[l] -= 1;
+            }
+        }
+    }
 }
 
 /// The pairs of one layer where a new edge would be functional, given the
@@ -115,7 +201,7 @@ pub(crate) struct Pairs<'a> {
     v: &'a View,
     taken: &'a BitSet,
     /// Per group: forward-live input nodes and backward-live outputs (local).
-    groups: Vec<(Vec<usize>, Vec<usize>)>,
+    pub(crate) groups: Vec<(Vec<usize>, Vec<usize>)>,
     input: &'a Live,
     output: &'a Live,
     data_taps: Vec<usize>,
