@@ -12,7 +12,7 @@ use maskforge::io::maskfile;
 use maskforge::methods::neuron::ossum::{Deep, NeuronMethod, Rank};
 use maskforge::methods::prune::{prune_with, Method, PruneOutcome, PruneSpec};
 use maskforge::methods::quota::{self, Quota};
-use maskforge::methods::random::mica::MicaChoice;
+use maskforge::methods::random::mica::{MicaChoice, Unguaranteed};
 use maskforge::methods::scored::synflow::Precision;
 use maskforge::methods::scored::{Counts, Scorer};
 use maskforge::methods::select::Scope;
@@ -379,6 +379,10 @@ struct Report {
     collapsed_layers: Vec<String>,
     /// Iterative methods: density after each round.
     round_densities: Vec<f64>,
+    /// MiCA: layers where a kept weight is inactive, each with the cause
+    /// (empty when every kept weight is functional).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mica_unguaranteed: Option<Vec<Unguaranteed>>,
     layers: Vec<LayerReport>,
     /// Neuron methods: kept neurons per hidden layer.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -580,6 +584,7 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
             .map(|l| l.name.clone())
             .collect(),
         round_densities: out.history.clone(),
+        mica_unguaranteed: out.mica_unguaranteed.clone(),
         layers: r
             .layers
             .iter()
@@ -610,6 +615,15 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
             report.collapsed_layers.len(),
             report.layers.len(),
             report.collapsed_layers.join(", ")
+        );
+    }
+    if let Some(u) = report.mica_unguaranteed.as_ref().filter(|u| !u.is_empty()) {
+        let names: Vec<&str> = u.iter().map(|x| x.layer.as_str()).collect();
+        eprintln!(
+            "warning: MiCA cannot make every kept weight functional on this graph and quota: {} inactive in {} layers ({}); causes under mica_unguaranteed in --json/--report",
+            u.iter().map(|x| x.inactive).sum::<usize>(),
+            u.len(),
+            names.join(", ")
         );
     }
     if a.json {

@@ -157,8 +157,8 @@ pub struct PruneOutcome {
     /// Iterative methods: the density after each round.
     pub history: Vec<f64>,
     /// MiCA: the layers keeping inactive weights and why (empty when every
-    /// kept weight is functional, and for every other method).
-    pub mica_unguaranteed: Vec<crate::methods::random::mica::Unguaranteed>,
+    /// kept weight is functional); `None` for every other method.
+    pub mica_unguaranteed: Option<Vec<crate::methods::random::mica::Unguaranteed>>,
 }
 
 impl PruneOutcome {
@@ -212,7 +212,7 @@ fn outcome(net: &Network, raw: MaskSet, counts: Vec<usize>, history: Vec<f64>) -
         raw,
         note: None,
         history,
-        mica_unguaranteed: Vec::new(),
+        mica_unguaranteed: None,
     }
 }
 
@@ -262,12 +262,12 @@ fn run_at(
     let (raw, analysis, mica_unguaranteed) = match spec.method {
         Method::Mica(choice) => {
             let r = crate::methods::random::mica::mica_run(net, &counts, choice, spec.seed)?;
-            (r.masks, r.analysis, r.unguaranteed)
+            (r.masks, r.analysis, Some(r.unguaranteed))
         }
         m => {
             let raw = place(net, m, &counts, spec.seed)?;
             let a = analyse(net, &raw);
-            (raw, a, Vec::new())
+            (raw, a, None)
         }
     };
     Ok(PruneOutcome {

@@ -79,20 +79,33 @@ pub fn diagnose(
     let fa = analyse(net, &analysis.active);
     let producers = producers(ch, views);
     let name = |l: usize| net.layers[l].name.clone();
-    let describe = |ls: &BTreeSet<usize>| -> String {
+    let active = |l: usize| analysis.active.layers[l].count_ones();
+    // Why the layers on one side (`role`: "feeding", "reading") leave this
+    // one without a path.
+    let describe = |ls: &BTreeSet<usize>, role: &str, what: &str| -> String {
         let empty: Vec<String> = ls
             .iter()
             .filter(|&&p| counts[p] == 0)
             .map(|&p| name(p))
             .collect();
         if !empty.is_empty() {
-            format!("{} keeps no weight", empty.join(", "))
-        } else if ls.is_empty() {
-            "no layer".into()
-        } else {
-            let all: Vec<String> = ls.iter().map(|&p| name(p)).collect();
-            format!("{} keep no functional path", all.join(", "))
+            return format!("{} keeps no weight", empty.join(", "));
         }
+        if ls.is_empty() {
+            return format!("no layer is {role} it");
+        }
+        let all: Vec<String> = ls
+            .iter()
+            .map(|&p| {
+                format!(
+                    "{} ({} of {} kept weights functional)",
+                    name(p),
+                    active(p),
+                    counts[p]
+                )
+            })
+            .collect();
+        format!("the layers {role} it, {}, {what}", all.join(", "))
     };
     let mut out = Vec::new();
     for (l, &inactive) in short.iter().enumerate() {
@@ -104,8 +117,8 @@ pub fn diagnose(
             (
                 Cause::NoLiveInput,
                 format!(
-                    "no input of this layer is reached from the graph input through kept weights ({})",
-                    describe(&producers[l])
+                    "no input of this layer is reached from the graph input through kept weights: {}",
+                    describe(&producers[l], "feeding", "reach none of its inputs")
                 ),
             )
         } else if !pairs.any_output() {
@@ -115,8 +128,8 @@ pub fn diagnose(
             (
                 Cause::NoLiveOutput,
                 format!(
-                    "no output of this layer reaches the graph output through kept weights (read by: {})",
-                    describe(&consumers)
+                    "no output of this layer reaches the graph output through kept weights: {}",
+                    describe(&consumers, "reading", "read none of its outputs")
                 ),
             )
         } else {
