@@ -3,14 +3,14 @@
 //! weights), except in the layers listed here, each with the reason.
 //!
 //! A layer is listed only when, after placement and repair, some of its
-//! kept weights are still inactive; the reason is read off the liveness of
-//! the functional part of the final mask:
+//! kept weights are still inactive; the cause is read off the liveness of
+//! the final mask, the output side first (the cut is usually downstream):
+//! - no output reaches the graph output (a layer downstream keeps no
+//!   weight, or its readers spend their few edges elsewhere);
 //! - no input position is reached from the graph input (a layer upstream
 //!   keeps no weight, or everything upstream leads elsewhere);
-//! - no output reaches the graph output (a layer downstream keeps no
-//!   weight, or nothing reads this layer at all);
-//! - fewer (input, output) pairs can carry a functional edge than the layer
-//!   has edges: the quotas of the layers around it leave too few live
+//! - fewer (input, output) pairs can carry a functional edge (in the
+//!   functional part of the mask) than the layer has edges: the quotas of the layers around it leave too few live
 //!   channels (a depthwise conv holds at most `kh * kw` edges per channel).
 //!
 //! ```
@@ -80,21 +80,38 @@ pub fn diagnose(
     let producers = producers(ch, views);
     let name = |l: usize| net.layers[l].name.clone();
     let active = |l: usize| analysis.active.layers[l].count_ones();
-    // Why the layers on one side (`role`: "feeding", "reading") leave this
-    // one without a path.
-    let describe = |ls: &BTreeSet<usize>, role: &str, what: &str| -> String {
-        let empty: Vec<String> = ls
-            .iter()
-            .filter(|&&p| counts[p] == 0)
-            .map(|&p| name(p))
-            .collect();
-        if !empty.is_empty() {
-            return format!("{} keeps no weight", empty.join(", "));
+    let consumers: Vec<BTreeSet<usize>> = (0..views.len())
+        .map(|l| {
+            (0..views.len())
+                .filter(|&c| producers[c].contains(&l))
+                .collect()
+        })
+        .collect();
+    // Why the layers on one side (`next`: producers or consumers; `role`:
+    // "feeding", "reading") leave this one without a path: the nearest
+    // layers on that side that keep no weight, else the direct neighbours.
+    let describe = |l: usize, next: &[BTreeSet<usize>], role: &str, what: &str| -> String {
+        let mut seen = BTreeSet::new();
+        let mut frontier: Vec<usize> = next[l].iter().copied().collect();
+        let mut empty = BTreeSet::new();
+        while let Some(p) = frontier.pop() {
+            if !seen.insert(p) {
+                continue;
+            }
+            if counts[p] == 0 {
+                empty.insert(p);
+            } else {
+                frontier.extend(next[p].iter().copied());
+            }
         }
-        if ls.is_empty() {
+        if !empty.is_empty() {
+            let names: Vec<String> = empty.iter().map(|&p| name(p)).collect();
+            return format!("{} keeps no weight", names.join(", "));
+        }
+        if next[l].is_empty() {
             return format!("no layer is {role} it");
         }
-        let all: Vec<String> = ls
+        let all: Vec<String> = next[l]
             .iter()
             .map(|&p| {
                 format!(
@@ -112,27 +129,27 @@ pub fn diagnose(
         if inactive == 0 {
             continue;
         }
-        let pairs = Pairs::new(net, &views[l], l, &fa, &analysis.active.layers[l]);
-        let (cause, reason) = if !pairs.any_input() {
-            (
-                Cause::NoLiveInput,
-                format!(
-                    "no input of this layer is reached from the graph input through kept weights: {}",
-                    describe(&producers[l], "feeding", "reach none of its inputs")
-                ),
-            )
-        } else if !pairs.any_output() {
-            let consumers: BTreeSet<usize> = (0..views.len())
-                .filter(|&c| producers[c].contains(&l))
-                .collect();
+        // The sides are read off the whole mask (what reaches this layer at
+        // all, what it could reach), the pairs off its functional part.
+        let sides = Pairs::new(net, &views[l], l, analysis, &masks.layers[l]);
+        let (cause, reason) = if !sides.any_output() {
             (
                 Cause::NoLiveOutput,
                 format!(
                     "no output of this layer reaches the graph output through kept weights: {}",
-                    describe(&consumers, "reading", "read none of its outputs")
+                    describe(l, &consumers, "reading", "read none of its outputs")
+                ),
+            )
+        } else if !sides.any_input() {
+            (
+                Cause::NoLiveInput,
+                format!(
+                    "no input of this layer is reached from the graph input through kept weights: {}",
+                    describe(l, &producers, "feeding", "reach none of its inputs")
                 ),
             )
         } else {
+            let pairs = Pairs::new(net, &views[l], l, &fa, &analysis.active.layers[l]);
             let functional = analysis.active.layers[l].count_ones() + pairs.count();
             (
                 Cause::TooFewPairs,
