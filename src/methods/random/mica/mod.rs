@@ -57,7 +57,7 @@ pub mod place;
 pub mod repair;
 pub mod reroute;
 
-use crate::analysis::effective::{Analysis, Forward};
+use crate::analysis::effective::{analyse_with_forward, Analysis, Forward};
 use crate::bitset::BitSet;
 use crate::error::{Error, Result};
 use crate::graph::Network;
@@ -168,7 +168,9 @@ fn attempt(
         fw.step(ni, Some(&layers[li]));
     }
     let mut masks = MaskSet { layers };
-    let analysis = repair::repair(net, ch, views, &mut masks, seed);
+    // The forward liveness of the placed masks is known already.
+    let placed = analyse_with_forward(net, &masks, fw.finish());
+    let analysis = repair::repair(net, ch, views, &mut masks, placed, seed);
     let unguaranteed = guarantee::diagnose(net, ch, views, counts, &masks, &analysis);
     Ok(Mica {
         masks,

@@ -31,7 +31,8 @@
 //! m.layers[0].set(7, true); // h1 <- x1: inactive, nothing reads h1
 //! m.layers[1].set(0, true); // y0 <- h0
 //! m.layers[1].set(3, true); // y0 <- h3: inactive, h3 has no input
-//! let a = repair(&net, &ch, &views, &mut m, 0);
+//! let placed = maskforge::analysis::effective::analyse(&net, &m);
+//! let a = repair(&net, &ch, &views, &mut m, placed, 0);
 //! assert_eq!(effective_masks(&net, &m), m);
 //! assert_eq!((m.layers[0].count_ones(), m.layers[1].count_ones()), (2, 2));
 //! assert_eq!(a.active, m);
@@ -59,17 +60,17 @@ const ROUNDS: usize = 8;
 /// sampled (a layer that large has pairs to spare whenever it has any).
 const ENUMERATE: usize = 1 << 24;
 
-/// Move inactive edges of `masks` onto functional pairs; returns the
-/// analysis of the result.
+/// Move inactive edges of `masks` (`a`: their analysis) onto functional
+/// pairs; returns the analysis of the result.
 pub fn repair(
     net: &Network,
     ch: &Channels,
     views: &[View],
     masks: &mut MaskSet,
+    mut a: Analysis,
     seed: u64,
 ) -> Analysis {
     let mut rngs: Vec<Option<ChaCha8Rng>> = vec![None; views.len()];
-    let mut a = analyse(net, masks);
     let router = Router::new(net, ch, views);
     for _ in 0..ROUNDS {
         let short: Vec<usize> = masks
