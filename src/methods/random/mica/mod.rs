@@ -24,6 +24,11 @@
 //! 4. *Repair* ([`repair`], [`reroute`]): an edge the construction still
 //!    left inactive moves to a functional pair of its layer, or to an output
 //!    nobody read once a short route (paid for by spare edges) reads it.
+//!    Should anything stay inactive, node analysis runs again (at most
+//!    [`PASSES`] times) steering demand to the groups that were fed, and
+//!    the run with the fewest inactive weights is kept: which groups of a
+//!    grouped conv its few-edged producers reach is only known after
+//!    placement.
 //! 5. *Report* ([`guarantee`]): the layers still keeping inactive weights,
 //!    each with the cause (a layer upstream or downstream keeps no weight,
 //!    or fewer functional pairs than edges). Everywhere else every kept
@@ -133,7 +138,7 @@ pub fn mica_run(net: &Network, counts: &[usize], choice: MicaChoice, seed: u64) 
 }
 
 /// Re-planning passes at most (see [`mica_run`]); each costs one MiCA run.
-const PASSES: usize = 3;
+pub const PASSES: usize = 3;
 
 /// Node analysis, placement, repair and diagnosis, once.
 fn attempt(

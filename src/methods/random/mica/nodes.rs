@@ -20,7 +20,12 @@
 //!   holds at most `kh * kw` edges per channel) takes more outputs, each one
 //!   a block that a consumer with spare edges adopts;
 //! - grouped convs split their edges over the groups that have used outputs,
-//!   in proportion to what each group can hold, and run Eq. 4 per group.
+//!   in proportion to what each group can hold, and run Eq. 4 per group;
+//! - a producer with `e` edges makes at most `min(e, n_out)` outputs live,
+//!   so consumers together ask it for no more, and a grouped consumer puts
+//!   that supply into the groups with the most used outputs;
+//! - a layer no consumer asked anything of (a concat's reader picked other
+//!   layers' channels) takes outputs that consumers with spare edges adopt.
 //!
 //! ```
 //! use maskforge::{zoo, methods::quota};
