@@ -9,6 +9,8 @@
 //!   weight, or its readers spend their few edges elsewhere);
 //! - no input position is reached from the graph input (a layer upstream
 //!   keeps no weight, or everything upstream leads elsewhere);
+//! - the layer has more edges than weights whose kernel tap ever reads
+//!   data at this input size (a 7x7 kernel on a 2x2 map: 9 of 49 taps);
 //! - fewer (input, output) pairs can carry a functional edge (in the
 //!   functional part of the mask) than the layer has edges: the quotas of the layers around it leave too few live
 //!   channels (a depthwise conv holds at most `kh * kw` edges per channel).
@@ -43,6 +45,9 @@ pub enum Cause {
     NoLiveOutput,
     /// Fewer functional (input, output) pairs than edges.
     TooFewPairs,
+    /// More edges than weights whose kernel tap ever reads data at this
+    /// input size (the others only ever see padding).
+    PaddingOnly,
 }
 
 /// A layer where MiCA's guarantee does not hold, and why.
@@ -132,7 +137,17 @@ pub fn diagnose(
         // The sides are read off the whole mask (what reaches this layer at
         // all, what it could reach), the pairs off its functional part.
         let sides = Pairs::new(net, &views[l], l, analysis, &masks.layers[l]);
-        let (cause, reason) = if !sides.any_output() {
+        let v = &views[l];
+        let reads_data = v.groups * v.opg * v.ipg * v.data_taps().len();
+        let (cause, reason) = if counts[l] > reads_data {
+            (
+                Cause::PaddingOnly,
+                format!(
+                    "only {reads_data} weights of this layer ever read data at this input size (its other kernel taps see padding only), for {} edges",
+                    counts[l]
+                ),
+            )
+        } else if !sides.any_output() {
             (
                 Cause::NoLiveOutput,
                 format!(
