@@ -79,7 +79,8 @@ fn inspection(net: &Network) -> Inspection {
 pub fn run(a: Args) -> Result<()> {
     let spec = &a.model.model;
     if spec.to_ascii_lowercase().ends_with(".onnx") && a.model.arch.is_none() {
-        let unsupported = maskforge::io::onnx::unsupported_ops(Path::new(spec))?;
+        let unsupported =
+            maskforge::io::onnx::unsupported_ops(Path::new(spec), &a.model.read_options()?)?;
         if !unsupported.is_empty() {
             if a.json {
                 let list: Vec<_> = unsupported
@@ -100,7 +101,7 @@ pub fn run(a: Args) -> Result<()> {
             )));
         }
     }
-    let m = maskforge::io::model::load(spec, a.model.arch.as_deref(), a.model.seed)?;
+    let m = a.model.load()?;
     let ins = inspection(&m.network);
     if a.json {
         return super::print_json(&ins);

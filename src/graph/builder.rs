@@ -112,6 +112,11 @@ impl NetworkBuilder {
         }
     }
 
+    /// A registered constant.
+    pub fn param(&self, name: &str) -> Option<&ConstTensor> {
+        self.params.get(name)
+    }
+
     pub fn add_param(&mut self, name: &str, t: ConstTensor) {
         self.params.insert(name, t);
     }

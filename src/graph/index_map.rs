@@ -382,7 +382,7 @@ pub fn dilate_pad(
         let mut pos = [0usize; 2];
         for a in 0..2 {
             let q = o[a + 1] as isize - begin[a];
-            if q < 0 || q >= dil[a] as isize || q as usize % stride[a] != 0 {
+            if q < 0 || q >= dil[a] as isize || !(q as usize).is_multiple_of(stride[a]) {
                 return Err(0.0);
             }
             pos[a] = q as usize / stride[a];
