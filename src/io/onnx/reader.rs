@@ -46,6 +46,10 @@ pub(super) struct Reader<'a> {
     pub opset: i64,
     pub b: NetworkBuilder,
     slots: HashMap<String, Slot>,
+    /// Where each activation's (unit) batch axis sits in its ONNX shape;
+    /// absent means in front. `None`: merged into another axis (Swin's
+    /// window partition), so the ONNX shape is the per-sample shape.
+    batch_axis: HashMap<ValueId, Option<usize>>,
     unsupported: Vec<Unsupported>,
     pub dir: &'a Path,
 }
@@ -62,6 +66,7 @@ pub fn translate(
         opset,
         b: NetworkBuilder::new(name),
         slots: HashMap::new(),
+        batch_axis: HashMap::new(),
         unsupported: Vec::new(),
         dir,
     };
@@ -263,19 +268,15 @@ fn topo_order(nodes: Vec<NodeProto>) -> Result<Vec<NodeProto>> {
         .collect())
 }
 
-/// Per-sample axis of an ONNX axis on a tensor of per-sample rank `rank`.
-pub(super) fn sample_axis(axis: i64, rank: usize, what: &str) -> Result<usize> {
-    let full = rank as i64 + 1;
-    let a = if axis < 0 { axis + full } else { axis };
-    if a == 0 {
-        return Err(Error::unsupported(format!("{what} along the batch axis")));
-    }
-    if a < 0 || a >= full {
+/// An ONNX axis (negative counts from the end) of a rank-`rank` tensor.
+pub(super) fn onnx_axis(axis: i64, rank: usize, what: &str) -> Result<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a < 0 || a >= rank as i64 {
         return Err(Error::input(format!(
-            "{what}: axis {axis} is out of range for rank {full}"
+            "{what}: axis {axis} is out of range for rank {rank}"
         )));
     }
-    Ok(a as usize - 1)
+    Ok(a as usize)
 }
 
 /// Element count of `shape`, an input error when it overflows.
@@ -313,14 +314,147 @@ impl Reader<'_> {
         self.set_const(n, c);
     }
 
-    /// Output `k` of `n` is the activation `v`, the last node built.
-    pub fn output_at(&mut self, n: &NodeProto, k: usize, v: ValueId) {
+    /// Output `k` of `n` is the activation `v`, the last node built, with
+    /// its batch axis where `batch` says (see [`Reader::batch_of`]).
+    pub fn output_with(&mut self, n: &NodeProto, k: usize, v: ValueId, batch: Option<usize>) {
         self.b.rename_last_output(&n.output[k]);
         self.slots.insert(n.output[k].clone(), Slot::Act(v));
+        if batch == Some(0) {
+            self.batch_axis.remove(&v);
+        } else {
+            self.batch_axis.insert(v, batch);
+        }
+    }
+
+    /// Output `k` of `n` is `v`, laid out as the node's first activation
+    /// input when the ranks agree (elementwise ops, slices, pads, ...), with
+    /// the batch in front otherwise.
+    pub fn output_at(&mut self, n: &NodeProto, k: usize, v: ValueId) {
+        let batch = (0..n.input.len())
+            .find_map(|i| self.input_act(n, i))
+            .filter(|&x| self.b.shape(x).len() == self.b.shape(v).len())
+            .map_or(Some(0), |x| self.batch_of(x));
+        self.output_with(n, k, v, batch);
     }
 
     pub fn output(&mut self, n: &NodeProto, v: ValueId) {
         self.output_at(n, 0, v);
+    }
+
+    /// Where `v`'s unit batch axis sits in its ONNX shape (`None`: merged away).
+    pub fn batch_of(&self, v: ValueId) -> Option<usize> {
+        self.batch_axis.get(&v).copied().unwrap_or(Some(0))
+    }
+
+    /// `v`'s shape as the ONNX graph sees it: the per-sample shape with the
+    /// unit batch axis put back.
+    pub fn onnx_shape(&self, v: ValueId) -> Vec<usize> {
+        let mut s = self.shape(v);
+        if let Some(b) = self.batch_of(v) {
+            s.insert(b.min(s.len()), 1);
+        }
+        s
+    }
+
+    /// The per-sample axis of ONNX axis `axis` of `v`; the batch axis itself
+    /// has none.
+    pub fn axis(&self, v: ValueId, axis: i64, what: &str) -> Result<usize> {
+        let a = onnx_axis(axis, self.onnx_shape(v).len(), what)?;
+        match self.batch_of(v) {
+            Some(b) if a == b => Err(Error::unsupported(format!("{what} along the batch axis"))),
+            Some(b) if a > b => Ok(a - 1),
+            _ => Ok(a),
+        }
+    }
+
+    /// Split an ONNX shape computed from activations (a Reshape target) into
+    /// the per-sample shape and its batch axis: the first unit axis, else
+    /// none (the batch has merged into another axis).
+    ///
+    /// With one sample, unit axes carry no data: dropping any of them keeps
+    /// the element order, and ops refuse to work along the dropped axis (see
+    /// [`Reader::axis`]), so the choice cannot change a result, only whether
+    /// a model is read.
+    pub fn split_batch(mut full: Vec<usize>) -> (Vec<usize>, Option<usize>) {
+        match full.iter().position(|&d| d == 1) {
+            Some(b) if full.len() > 1 => {
+                full.remove(b);
+                (full, Some(b))
+            }
+            _ => (full, None),
+        }
+    }
+
+    /// A constant's shape made per sample for broadcasting against `x`: the
+    /// dimension that meets `x`'s batch axis (which must be 1) dropped.
+    pub fn strip_batch(&self, shape: &[usize], x: ValueId) -> Result<Vec<usize>> {
+        let mut s = shape.to_vec();
+        if s.len() > self.onnx_shape(x).len() {
+            return Err(Error::unsupported(format!(
+                "a constant of shape {shape:?} broadcast over an activation of rank {}",
+                self.onnx_shape(x).len()
+            )));
+        }
+        if let Some(b) = self.batch_in_const(x, s.len()) {
+            if s[b] != 1 {
+                return Err(Error::unsupported(
+                    "a constant that varies along the batch axis",
+                ));
+            }
+            s.remove(b);
+        }
+        Ok(s)
+    }
+
+    /// The batch axis of `x` must be in front, as convolutions, pools and
+    /// channel normalisations read `[N, C, ...]`.
+    pub fn require_channels_first(&self, x: ValueId, what: &str) -> Result<()> {
+        match self.batch_of(x) {
+            Some(0) => Ok(()),
+            _ => Err(Error::unsupported(format!(
+                "{what} on an activation whose batch axis is not in front"
+            ))),
+        }
+    }
+
+    /// The right-aligned distance from the end of `x`'s ONNX shape to its
+    /// batch axis (how numpy broadcasting lines it up with other operands).
+    pub fn batch_from_end(&self, x: ValueId) -> Option<usize> {
+        self.batch_of(x).map(|b| self.onnx_shape(x).len() - b)
+    }
+
+    /// The batch axis of the broadcast of `xs` (ONNX right alignment), or
+    /// unsupported when their batch axes do not line up.
+    pub fn broadcast_batch(&self, xs: &[ValueId], out_rank: usize) -> Result<Option<usize>> {
+        let mut d: Option<usize> = None;
+        for &x in xs {
+            if let Some(e) = self.batch_from_end(x) {
+                if d.is_some_and(|d| d != e) {
+                    return Err(Error::unsupported(
+                        "operands whose batch axes do not line up",
+                    ));
+                }
+                d = Some(e);
+            }
+        }
+        if let Some(e) = d {
+            for &x in xs {
+                if self.batch_of(x).is_none() && self.onnx_shape(x).len() >= e {
+                    return Err(Error::unsupported(
+                        "operands whose batch axes do not line up",
+                    ));
+                }
+            }
+        }
+        Ok(d.map(|e| out_rank + 1 - e))
+    }
+
+    /// Where a constant operand of rank `rank` broadcast against `v` (ONNX
+    /// right alignment) meets `v`'s batch axis, if it reaches it.
+    pub fn batch_in_const(&self, v: ValueId, rank: usize) -> Option<usize> {
+        let full = self.onnx_shape(v).len();
+        let b = self.batch_of(v)?;
+        (b + rank >= full).then(|| b + rank - full)
     }
 
     /// The activation named `name`, if it is one.
@@ -380,26 +514,12 @@ impl Reader<'_> {
         self.b.shape(v).to_vec()
     }
 
-    /// Register a constant operand of an elementwise op as a parameter, its
-    /// shape made per sample (a leading batch axis of 1 dropped) for an
-    /// activation of per-sample rank `rank`.
-    pub fn const_param(&mut self, c: &Const, label: &str, i: usize, rank: usize) -> Result<String> {
+    /// Register a constant operand of an elementwise op on activation `x`
+    /// as a parameter, its shape made per sample (the dimension that meets
+    /// `x`'s unit batch axis dropped).
+    pub fn const_param(&mut self, c: &Const, label: &str, i: usize, x: ValueId) -> Result<String> {
         let mut t = c.materialize()?;
-        if t.shape.len() > rank + 1 {
-            return Err(Error::unsupported(format!(
-                "a constant of rank {} broadcast over an activation of rank {}",
-                t.shape.len(),
-                rank + 1
-            )));
-        }
-        if t.shape.len() == rank + 1 {
-            if t.shape[0] != 1 {
-                return Err(Error::unsupported(
-                    "a constant that varies along the batch axis",
-                ));
-            }
-            t.shape.remove(0);
-        }
+        t.shape = self.strip_batch(&t.shape, x)?;
         let name = if self.b.value_by_name(&c.stored_name).is_none() && c.index.is_none() {
             c.stored_name.clone()
         } else {

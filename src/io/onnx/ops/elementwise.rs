@@ -96,26 +96,10 @@ pub fn clip(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
 
 pub fn prelu(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
     let x = r.need_act(n, 0)?;
-    let rank = r.shape(x).len();
     let slope = r.need_const(n, 1, "slope")?;
-    let mut p = r.const_param(&slope, label, 1, rank)?;
-    // ONNX broadcasts the slope numpy-style (trailing axes), but PyTorch
-    // exports a per-channel [C] slope as [C, 1, 1]; a bare [C] on a [C, H, W]
-    // activation with C != W is the channel vector.
-    let t = r.b.param(&p).cloned();
-    if let Some(mut t) = t {
-        let s = r.shape(x);
-        if t.shape.len() == 1
-            && s.len() > 1
-            && t.shape[0] == s[0]
-            && t.shape[0] != s[s.len() - 1]
-            && t.shape[0] > 1
-        {
-            t.shape = [vec![s[0]], vec![1; s.len() - 1]].concat();
-            p = format!("{label}/slope");
-            r.b.add_param(&p, t);
-        }
-    }
+    // The slope broadcasts numpy-style onto the input (PyTorch exports a
+    // per-channel slope as [C, 1, 1]).
+    let p = r.const_param(&slope, label, 1, x)?;
     let v = r.b.norm(label, x, Norm::Prelu(p))?;
     r.output(n, v);
     Ok(())
@@ -167,6 +151,8 @@ pub fn arithmetic(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
                 }
             }
             (Some(a), Some(v)) => {
+                let out = crate::graph::builder::broadcast(&r.shape(a), &r.shape(v))?;
+                r.broadcast_batch(&[a, v], out.len())?;
                 acc = Some(if f == Binary::Add {
                     r.b.add(&name, &[a, v])?
                 } else {
@@ -187,7 +173,9 @@ pub fn arithmetic(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
     } else {
         v
     };
-    r.output(n, v);
+    let acts: Vec<ValueId> = ins.iter().filter_map(|&i| r.input_act(n, i)).collect();
+    let batch = r.broadcast_batch(&acts, r.shape(v).len())?;
+    r.output_with(n, 0, v, batch);
     Ok(())
 }
 
@@ -203,7 +191,7 @@ fn with_const(
     const_first: bool,
 ) -> Result<ValueId> {
     let s = r.shape(x);
-    let p = r.const_param(c, name, i, s.len())?;
+    let p = r.const_param(c, name, i, x)?;
     let grows = {
         let t = r.b.param(&p).map(|t| t.shape.clone()).unwrap_or_default();
         crate::graph::builder::broadcast(&s, &t)? != s
@@ -253,17 +241,16 @@ pub fn where_(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
                 }
             }
         }
-        let rank = acts.iter().map(|&v| r.shape(v).len()).max().unwrap_or(0);
-        // Constants may carry the batch axis; activations never do.
-        let strip = |s: &[usize]| -> Vec<usize> {
-            if s.len() == rank + 1 && s[0] == 1 {
-                s[1..].to_vec()
-            } else {
-                s.to_vec()
+        // Activations are per sample already; constants lose the batch axis.
+        let strip = |i: usize, s: &[usize]| -> Result<Vec<usize>> {
+            match i {
+                0 => r.strip_batch(s, acts[0]),
+                _ if values[i - 1].is_some() => r.strip_batch(s, acts[0]),
+                _ => Ok(s.to_vec()),
             }
         };
-        let cs = strip(&cond.shape);
-        let (xs, ys) = (strip(&shapes[0]), strip(&shapes[1]));
+        let cs = strip(0, &cond.shape)?;
+        let (xs, ys) = (strip(1, &shapes[0])?, strip(2, &shapes[1])?);
         let out =
             crate::graph::builder::broadcast(&crate::graph::builder::broadcast(&xs, &ys)?, &cs)?;
         let x = match &values[0] {
@@ -275,15 +262,17 @@ pub fn where_(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
             None => Branch::Act(&ys),
         };
         let map = select(&cs, &cv, x, y, &out)?;
+        let batch = r.broadcast_batch(&acts, out.len())?;
         let v = r.b.gather(label, &acts, map, out)?;
-        r.output(n, v);
+        r.output_with(n, 0, v, batch);
         return Ok(());
     }
     let (c, x, y) = (r.need_act(n, 0)?, r.input_act(n, 1), r.input_act(n, 2));
     match (x, y) {
         (Some(x), Some(y)) => {
             let v = r.b.where_(label, c, x, y)?;
-            r.output(n, v);
+            let batch = r.broadcast_batch(&[c, x, y], r.shape(v).len())?;
+            r.output_with(n, 0, v, batch);
             Ok(())
         }
         _ => Err(Error::unsupported(

@@ -317,6 +317,77 @@ fn take(data: &Const, map: &crate::graph::op::IndexMap, shape: Vec<usize>) -> Re
     .tensor(shape))
 }
 
+/// `GatherElements`: `out[i][j][k] = data[i][idx[i][j][k]][k]` along `axis`.
+fn gather_elements(data: &Const, indices: &Const, axis: i64) -> Result<ConstTensor> {
+    let rank = data.shape.len();
+    let a = super::super::reader::onnx_axis(axis, rank, "GatherElements")?;
+    if indices.shape.len() != rank {
+        return Err(Error::input(
+            "GatherElements: indices and data differ in rank",
+        ));
+    }
+    let v = Vals::of(data)?;
+    let idx = indices.to_i64()?;
+    let (ds, is) = (strides(&data.shape), strides(&indices.shape));
+    let n = data.shape[a] as i64;
+    let src: Vec<usize> = (0..idx.len())
+        .map(|e| {
+            let i = idx[e];
+            let j = if i < 0 { i + n } else { i };
+            if !(0..n).contains(&j) {
+                return Err(Error::input(format!(
+                    "GatherElements index {i} out of range"
+                )));
+            }
+            Ok((0..rank)
+                .map(|d| {
+                    let c = (e / is[d]) % indices.shape[d];
+                    (if d == a { j as usize } else { c }) * ds[d]
+                })
+                .sum())
+        })
+        .collect::<Result<_>>()?;
+    Ok(match v {
+        Vals::I(x) => Vals::I(src.iter().map(|&i| x[i]).collect()),
+        Vals::F(x) => Vals::F(src.iter().map(|&i| x[i]).collect()),
+    }
+    .tensor(indices.shape.clone()))
+}
+
+/// `ScatterND` without reduction: `updates` written into a copy of `data`
+/// at the index tuples of `indices` (Swin's shifted-window masks).
+fn scatter_nd(data: &Const, indices: &Const, updates: &Const) -> Result<ConstTensor> {
+    let mut out = Vals::of(data)?;
+    let upd = Vals::of(updates)?;
+    let idx = indices.to_i64()?;
+    let k = *indices.shape.last().unwrap_or(&0);
+    if k == 0 || k > data.shape.len() {
+        return Err(Error::input("ScatterND: bad index depth"));
+    }
+    let st = strides(&data.shape);
+    let slice: usize = data.shape[k..].iter().product();
+    for (t, tuple) in idx.chunks(k).enumerate() {
+        let mut base = 0;
+        for (d, &i) in tuple.iter().enumerate() {
+            let n = data.shape[d] as i64;
+            let j = if i < 0 { i + n } else { i };
+            if !(0..n).contains(&j) {
+                return Err(Error::input(format!("ScatterND index {i} out of range")));
+            }
+            base += j as usize * st[d];
+        }
+        for e in 0..slice {
+            let u = t * slice + e;
+            match (&mut out, &upd) {
+                (Vals::I(o), Vals::I(v)) => o[base + e] = v[u],
+                (Vals::F(o), v) => o[base + e] = v.f(u),
+                (Vals::I(o), v) => o[base + e] = v.f(u) as i64,
+            }
+        }
+    }
+    Ok(out.tensor(data.shape.clone()))
+}
+
 fn concat(parts: &[Const], axis: i64) -> Result<ConstTensor> {
     let r = parts[0].shape.len() as i64;
     let a = if axis < 0 { axis + r } else { axis };
@@ -366,7 +437,7 @@ fn concat(parts: &[Const], axis: i64) -> Result<ConstTensor> {
 }
 
 fn slice(r: &Reader, n: &NodeProto, data: &Const) -> Result<ConstTensor> {
-    let ranges = super::movement::slice_ranges(r, n, &data.shape, 0)?;
+    let ranges = super::movement::slice_ranges(r, n, &data.shape, None)?;
     let (map, shape) = crate::graph::index_map::slice(&data.shape, &ranges)?;
     take(data, &map, shape)
 }
@@ -487,6 +558,17 @@ pub fn fold(r: &mut Reader, n: &NodeProto) -> Result<()> {
         }
         "Gather" => {
             let t = gather(&c(0, "data")?, &c(1, "indices")?, at.int("axis", 0)?)?;
+            r.set_const_t(n, t);
+        }
+        "ScatterND" => {
+            if at.string("reduction", "none")? != "none" {
+                return Err(Error::unsupported("ScatterND with a reduction"));
+            }
+            let t = scatter_nd(&c(0, "data")?, &c(1, "indices")?, &c(2, "updates")?)?;
+            r.set_const_t(n, t);
+        }
+        "GatherElements" => {
+            let t = gather_elements(&c(0, "data")?, &c(1, "indices")?, at.int("axis", 0)?)?;
             r.set_const_t(n, t);
         }
         "Concat" => {

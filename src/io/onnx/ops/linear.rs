@@ -50,6 +50,7 @@ fn kernel_of(w: &Const, dims: usize, what: &str) -> Result<(Vec<usize>, [usize; 
 
 pub fn conv(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
     let x = r.need_act(n, 0)?;
+    r.require_channels_first(x, "Conv")?;
     let s = r.shape(x);
     let hw = spatial(&s, "Conv")?;
     let dims = s.len() - 1;
@@ -118,6 +119,7 @@ fn transposed_pads(
 
 pub fn conv_transpose(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
     let x = r.need_act(n, 0)?;
+    r.require_channels_first(x, "ConvTranspose")?;
     let s = r.shape(x);
     let hw = spatial(&s, "ConvTranspose")?;
     let dims = s.len() - 1;
@@ -230,6 +232,11 @@ fn dense(
         }
     };
     let view = if out_in { w } else { w.transposed(&[1, 0])? };
+    if r.batch_of(x)
+        .is_some_and(|b| b + 1 == r.onnx_shape(x).len())
+    {
+        return Err(Error::unsupported("a dense layer over the batch axis"));
+    }
     r.b.dense_stored(
         label,
         x,
@@ -280,14 +287,27 @@ pub fn matmul(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
             n.input.len()
         )));
     }
-    let v = match (r.input_act(n, 0), r.input_act(n, 1)) {
-        (Some(a), Some(b)) => r.b.matmul(label, a, b)?,
+    match (r.input_act(n, 0), r.input_act(n, 1)) {
+        (Some(a), Some(b)) => {
+            // The batch axis must be among the broadcast (leading) axes of
+            // both operands, not a row or column of a matrix.
+            for x in [a, b] {
+                if r.batch_from_end(x).is_some_and(|e| e <= 2) {
+                    return Err(Error::unsupported(
+                        "MatMul whose batch axis is a matrix axis",
+                    ));
+                }
+            }
+            let v = r.b.matmul(label, a, b)?;
+            let batch = r.broadcast_batch(&[a, b], r.shape(v).len())?;
+            r.output_with(n, 0, v, batch);
+        }
         (Some(x), None) => {
             let w = r.need_const(n, 1, "weight")?;
-            dense(r, label, x, w, false, None)?
+            let v = dense(r, label, x, w, false, None)?;
+            r.output(n, v);
         }
         _ => return Err(Error::unsupported("MatMul with the constant on the left")),
-    };
-    r.output(n, v);
+    }
     Ok(())
 }

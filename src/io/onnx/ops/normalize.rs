@@ -5,13 +5,14 @@
 use candle_onnx::onnx::NodeProto;
 
 use super::super::attrs::Attrs;
-use super::super::reader::{sample_axis, Reader};
+use super::super::reader::{onnx_axis, Reader};
 use crate::error::{Error, Result};
 use crate::graph::op::{Mix, MixKind, Norm, PoolKind, Reduce};
 use crate::graph::tensor::ConstTensor;
 
 pub fn batch_norm(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
     let x = r.need_act(n, 0)?;
+    r.require_channels_first(x, "BatchNormalization")?;
     let what = ["scale", "bias", "mean", "variance"];
     let mut ps = Vec::new();
     for (i, w) in what.iter().enumerate() {
@@ -35,6 +36,7 @@ pub fn batch_norm(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
 
 pub fn lrn(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
     let x = r.need_act(n, 0)?;
+    r.require_channels_first(x, "LRN")?;
     let at = Attrs::of(n);
     let norm = Norm::Lrn {
         size: at.int_in("size", 1, 1..=1 << 16)? as usize,
@@ -54,8 +56,11 @@ pub fn softmax(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
     // Before opset 13 the default axis is 1 and the op works on the input
     // flattened to 2-D from that axis on.
     let legacy = r.opset < 13;
+    if legacy {
+        r.require_channels_first(x, &n.op_type)?;
+    }
     let default = if legacy { 1 } else { -1 };
-    let axis = sample_axis(Attrs::of(n).int("axis", default)?, s.len(), &n.op_type)?;
+    let axis = r.axis(x, Attrs::of(n).int("axis", default)?, &n.op_type)?;
     let v = if legacy && axis + 1 < s.len() {
         let mut flat: Vec<usize> = s[..axis].to_vec();
         flat.push(s[axis..].iter().product());
@@ -111,9 +116,12 @@ fn channel_param(
 
 pub fn layer_norm(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
     let x = r.need_act(n, 0)?;
-    let s = r.shape(x);
     let at = Attrs::of(n);
-    let axis = sample_axis(at.int("axis", -1)?, s.len(), "LayerNormalization")?;
+    let full = r.onnx_shape(x).len();
+    let first = onnx_axis(at.int("axis", -1)?, full, "LayerNormalization")?;
+    let axes: Vec<usize> = (first..full)
+        .map(|a| r.axis(x, a as i64, "LayerNormalization"))
+        .collect::<Result<_>>()?;
     if n.output.iter().skip(1).any(|o| !o.is_empty()) {
         return Err(Error::unsupported(
             "LayerNormalization with mean / inv_std_dev outputs",
@@ -122,7 +130,7 @@ pub fn layer_norm(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
     let mut params = [None, None];
     for (k, i) in [1usize, 2].into_iter().enumerate() {
         if let Some(c) = r.konst(n, i).cloned() {
-            params[k] = Some(r.const_param(&c, label, i, s.len())?);
+            params[k] = Some(r.const_param(&c, label, i, x)?);
         } else if r.input_act(n, i).is_some() {
             return Err(Error::unsupported(
                 "LayerNormalization with computed scale or bias",
@@ -137,7 +145,7 @@ pub fn layer_norm(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
             bias,
         },
         view: None,
-        axes: (axis..s.len()).collect(),
+        axes,
     };
     let v = r.b.mix(label, x, mix)?;
     r.output(n, v);
@@ -148,6 +156,7 @@ pub fn layer_norm(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
 /// normalisation.
 pub fn group_norm(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
     let x = r.need_act(n, 0)?;
+    r.require_channels_first(x, &n.op_type)?;
     let s = r.shape(x);
     if s.len() < 2 {
         return Err(Error::input(format!(
@@ -188,6 +197,7 @@ pub fn group_norm(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
 
 pub fn global_pool(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
     let x = r.need_act(n, 0)?;
+    r.require_channels_first(x, &n.op_type)?;
     let kind = if n.op_type == "GlobalMaxPool" {
         PoolKind::Max
     } else {
@@ -233,14 +243,32 @@ pub fn reduce(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
             )))
         }
     };
-    let mut axes: Vec<usize> = axes
+    let full = r.onnx_shape(x).len();
+    let mut onnx_axes: Vec<usize> = axes
         .iter()
-        .map(|&a| sample_axis(a, s.len(), &n.op_type))
+        .map(|&a| onnx_axis(a, full, &n.op_type))
         .collect::<Result<_>>()?;
-    axes.sort_unstable();
-    axes.dedup();
+    onnx_axes.sort_unstable();
+    onnx_axes.dedup();
+    let axes: Vec<usize> = onnx_axes
+        .iter()
+        .map(|&a| r.axis(x, a as i64, &n.op_type))
+        .collect::<Result<_>>()?;
+    // Without keepdims the reduced axes vanish, moving a later batch axis.
+    let batch = r.batch_of(x).map(|b| {
+        if keepdims {
+            b
+        } else {
+            b - onnx_axes.iter().filter(|&&a| a < b).count()
+        }
+    });
     let spatial: Vec<usize> = (1..s.len()).collect();
-    if keepdims && s.len() >= 2 && axes == spatial && matches!(f, Reduce::Mean | Reduce::Max) {
+    if keepdims
+        && batch == Some(0)
+        && s.len() >= 2
+        && axes == spatial
+        && matches!(f, Reduce::Mean | Reduce::Max)
+    {
         let kind = if f == Reduce::Max {
             PoolKind::Max
         } else {
@@ -256,6 +284,6 @@ pub fn reduce(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
         axes,
     };
     let v = r.b.mix(label, x, mix)?;
-    r.output(n, v);
+    r.output_with(n, 0, v, batch);
     Ok(())
 }

@@ -136,6 +136,7 @@ pub fn pool(r: &mut Reader, n: &NodeProto, label: &str) -> Result<()> {
         return Err(Error::unsupported("MaxPool with an Indices output"));
     }
     let x = r.need_act(n, 0)?;
+    r.require_channels_first(x, &n.op_type)?;
     let s = r.shape(x);
     let hw = spatial(&s, &n.op_type)?;
     let dims = s.len() - 1;
