@@ -540,8 +540,15 @@ impl Reader<'_> {
                 Some(Slot::Act(_)) => any_act = true,
                 Some(Slot::Const(_)) => {}
                 Some(Slot::Unknown) => {
-                    for o in &n.output {
-                        self.slots.insert(o.clone(), Slot::Unknown);
+                    // Downstream of an unreadable node: still list this one
+                    // if its kind can never be read.
+                    match super::ops::never_read(&n.op_type) {
+                        Some(why) => self.unsupported(&n, why),
+                        None => {
+                            for o in &n.output {
+                                self.slots.insert(o.clone(), Slot::Unknown);
+                            }
+                        }
                     }
                     return Ok(());
                 }

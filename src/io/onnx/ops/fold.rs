@@ -607,14 +607,9 @@ pub fn fold(r: &mut Reader, n: &NodeProto) -> Result<()> {
             let t = range(&c(0, "start")?, &c(1, "limit")?, &c(2, "delta")?)?;
             r.set_const_t(n, t);
         }
-        op @ ("If" | "Loop" | "Scan") => {
-            return Err(Error::unsupported(format!(
-                "{op} has a subgraph; control flow is not supported"
-            )))
-        }
         op => {
-            return Err(Error::unsupported(format!(
-                "{op} on constants only is not folded"
+            return Err(Error::unsupported(super::never_read(op).unwrap_or_else(
+                || format!("{op} on constants only is not folded"),
             )))
         }
     }

@@ -18,6 +18,129 @@ use super::attrs::label;
 use super::reader::Reader;
 use crate::error::{Error, Result};
 
+/// Ops that enter the network translated on activations or folded on
+/// constants.
+const KNOWN: &[&str] = &[
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Identity",
+    "Dropout",
+    "Cast",
+    "Clip",
+    "PRelu",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Sum",
+    "Where",
+    "BatchNormalization",
+    "LRN",
+    "Softmax",
+    "LogSoftmax",
+    "LayerNormalization",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceL2",
+    "ReduceSumSquare",
+    "ReduceLogSumExp",
+    "MaxPool",
+    "AveragePool",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "Expand",
+    "Tile",
+    "Pad",
+    "Resize",
+    "Upsample",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Shape",
+    "Size",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Gelu",
+    "Elu",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+    "Erf",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Neg",
+    "Abs",
+    "Reciprocal",
+    "Sign",
+    "Mish",
+    "Selu",
+    "Celu",
+    "Softsign",
+    "Sin",
+    "Cos",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Constant",
+    "ConstantOfShape",
+    "Mod",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Not",
+    "Range",
+    "GatherElements",
+    "ScatterND",
+];
+
+/// Why `op` can never be read, for ops maskforge does not translate at all;
+/// `None` for ops it does (which may still fail on particular inputs). The
+/// reader asks this of nodes downstream of an unreadable one too, so one
+/// error lists every unsupported op of a model.
+pub(super) fn never_read(op: &str) -> Option<String> {
+    Some(match op {
+        "If" | "Loop" | "Scan" => {
+            format!("{op} has a subgraph; control flow is not supported")
+        }
+        "LSTM" | "GRU" | "RNN" => {
+            format!("{op} is a recurrent layer with state; recurrent layers are not supported")
+        }
+        "QLinearConv" | "QLinearMatMul" | "ConvInteger" | "MatMulInteger"
+        | "DynamicQuantizeLinear" => format!(
+            "{op} is operator-level quantization; only QDQ models (Quantize/DequantizeLinear pairs) are read"
+        ),
+        _ if KNOWN.contains(&op) => return None,
+        _ => format!("maskforge has no translation for {op}"),
+    })
+}
+
 /// Translate a node that reads at least one activation.
 pub(super) fn translate(r: &mut Reader, n: &NodeProto) -> Result<()> {
     let l = label(n);
@@ -42,8 +165,8 @@ pub(super) fn translate(r: &mut Reader, n: &NodeProto) -> Result<()> {
         "LayerNormalization" => normalize::layer_norm(r, n, &l),
         "GroupNormalization" | "InstanceNormalization" => normalize::group_norm(r, n, &l),
         "GlobalAveragePool" | "GlobalMaxPool" => normalize::global_pool(r, n, &l),
-        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceL2"
-        | "ReduceSumSquare" | "ReduceLogSumExp" => normalize::reduce(r, n, &l),
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceL2" | "ReduceSumSquare"
+        | "ReduceLogSumExp" => normalize::reduce(r, n, &l),
         "MaxPool" | "AveragePool" => pool::pool(r, n, &l),
         "Reshape" => movement::reshape(r, n, &l),
         "Flatten" => movement::flatten(r, n, &l),
@@ -60,16 +183,8 @@ pub(super) fn translate(r: &mut Reader, n: &NodeProto) -> Result<()> {
         "DepthToSpace" | "SpaceToDepth" => movement::depth_space(r, n, &l),
         "Shape" | "Size" => movement::shape_of(r, n),
         "QuantizeLinear" | "DequantizeLinear" => quant::activation(r, n, &l),
-        op @ ("If" | "Loop" | "Scan") => Err(Error::unsupported(format!(
-            "{op} has a subgraph; control flow is not supported"
-        ))),
-        op @ ("LSTM" | "GRU" | "RNN") => Err(Error::unsupported(format!(
-            "{op} is a recurrent layer with state; recurrent layers are not supported"
-        ))),
-        op @ ("QLinearConv" | "QLinearMatMul" | "ConvInteger" | "MatMulInteger"
-        | "DynamicQuantizeLinear") => Err(Error::unsupported(format!(
-            "{op} is operator-level quantization; only QDQ models (Quantize/DequantizeLinear pairs) are read"
-        ))),
-        op => Err(Error::unsupported(format!("maskforge has no translation for {op}"))),
+        op => Err(Error::unsupported(never_read(op).unwrap_or_else(|| {
+            format!("maskforge has no translation for {op}")
+        }))),
     }
 }
