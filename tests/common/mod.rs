@@ -162,7 +162,8 @@ pub fn fixtures() -> Vec<Graph> {
 /// those maskforge reads, at shapes they run at in onnxruntime.
 pub fn real_models() -> Vec<Graph> {
     let dir = fetched("fetch-real-models.sh");
-    let table: &[(&str, &[(&str, &[usize])])] = &[
+    type Shapes = &'static [(&'static str, &'static [usize])];
+    let table: &[(&str, Shapes)] = &[
         ("ch_PP-OCRv4_det_infer", &[("x", &[1, 3, 64, 64])]),
         ("ch_PP-OCRv4_rec_infer", &[("x", &[1, 3, 48, 320])]),
         ("ch_ppocr_mobile_v2.0_cls_infer", &[("x", &[1, 3, 48, 192])]),
