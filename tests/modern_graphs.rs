@@ -122,3 +122,87 @@ fn inspect_runs_on_every_fixture_from_the_binary() {
         );
     }
 }
+
+/// Graph method vs the float definition (CONVENTIONS: products of
+/// activations count as the sum of their operands), bit for bit.
+#[test]
+fn graph_effective_masks_equal_the_float_definition_on_every_graph() {
+    use maskforge::analysis::{effective, oracle};
+    for g in all_graphs() {
+        let net = g.load().network;
+        for (k, density) in [0.5, 0.1, 0.01].into_iter().enumerate() {
+            let masks = common::random_masks(&net, density, 7 + k as u64);
+            let graph = effective::effective_masks(&net, &masks);
+            let float = oracle::effective_masks(&net, &masks).unwrap();
+            assert!(
+                graph == float,
+                "{} at density {density}: {}",
+                g.name,
+                common::describe(&net, &graph, &float)
+            );
+        }
+    }
+}
+
+/// The executor's forward pass equals onnxruntime within 1e-4 on every
+/// graph (the QDQ fixture's activations are quantized in onnxruntime, which
+/// the executor skips, so it is compared through its float twin).
+#[test]
+fn executor_matches_onnxruntime_on_every_graph() {
+    use candle_core::{DType, Device, Tensor};
+    use maskforge::autodiff::executor::{Executor, Mode};
+    use rand::{Rng, SeedableRng};
+    common::setup_ort();
+    for g in all_graphs().into_iter().filter(|g| !g.name.contains("qdq")) {
+        let net = g.load().network;
+        let mut shape = vec![1];
+        shape.extend(&net.values[net.inputs[0]].shape);
+        let n: usize = shape.iter().product();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let x: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+        let xt = Tensor::from_vec(x.clone(), shape.clone(), &Device::Cpu).unwrap();
+        let ex = Executor::new(&net, &Device::Cpu, DType::F32).unwrap();
+        let y: Vec<f32> = ex
+            .forward(&xt, None, Mode::Eval)
+            .unwrap_or_else(|e| panic!("{}: {e}", g.name))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        common::ort_check(&g.path, &x, &shape, Some(&y));
+    }
+}
+
+/// `--apply` on the QDQ model: onnxruntime runs it, and it equals the model
+/// with the pruned int8 entries set to their zero point by hand.
+#[test]
+fn qdq_apply_prunes_to_the_zero_point() {
+    common::setup_ort();
+    let g = common::fixtures()
+        .into_iter()
+        .find(|g| g.name.contains("qdq"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (masks, out) = (dir.path().join("m.safetensors"), dir.path().join("p.onnx"));
+    let mut args: Vec<String> = ["prune", s(&g.path), "--method", "magnitude"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.extend(g.shape_args());
+    args.extend(
+        ["--compression", "4", "-o", s(&masks), "--apply", s(&out)]
+            .iter()
+            .map(|a| a.to_string()),
+    );
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    maskforge_ok(&a);
+    let dims: Vec<String> = g.shapes[0].1.iter().map(|d| d.to_string()).collect();
+    common::check(
+        "apply_check",
+        std::process::Command::new("python3")
+            .arg(common::root().join("scripts/apply_check.py"))
+            .args([s(&g.path), s(&masks), s(&out), &dims.join("x")])
+            .output()
+            .unwrap(),
+    );
+}
