@@ -139,7 +139,7 @@ fn one_tap(
     Ok(t.finish())
 }
 
-/// One axis of a [`slice`]: `len` elements from `start` by `step`.
+/// One axis of a [`slice()`]: `len` elements from `start` by `step`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AxisRange {
     pub start: usize,
