@@ -131,3 +131,67 @@ pub fn where_(cond: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor> {
     let y = y.broadcast_as(shape)?.contiguous()?;
     Ok(c.where_cond(&x, &y)?)
 }
+
+/// `g` (the gradient of a broadcast result, `[N, ...]`) summed back onto
+/// an operand of batched shape `shape`: over the axes the operand was
+/// broadcast along, and the axes it lacked.
+pub fn reduce_to(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    if g.dims() == shape {
+        return Ok(g.clone());
+    }
+    let rank = g.rank();
+    // The operand aligned after the batch axis, as `align` does.
+    let mut aligned = vec![shape[0]];
+    aligned.extend(std::iter::repeat_n(1, rank - shape.len()));
+    aligned.extend(&shape[1..]);
+    let axes: Vec<usize> = (0..rank)
+        .filter(|&a| aligned[a] == 1 && g.dim(a).is_ok_and(|d| d != 1))
+        .collect();
+    let s = if axes.is_empty() {
+        g.clone()
+    } else {
+        g.sum_keepdim(axes)?
+    };
+    Ok(s.reshape(shape)?)
+}
+
+/// The input gradients of `f(a, b)` for Add, Sub and Mul (where `need`ed),
+/// by hand: the gated units (SiLU written out, squeeze-and-excite) are
+/// activation-sized and everywhere in modern graphs. `None` for the other
+/// functions (differentiated by candle).
+pub fn backward(
+    f: Binary,
+    a: &Tensor,
+    b: &Tensor,
+    dy: &Tensor,
+    need: [bool; 2],
+) -> Result<Option<[Option<Tensor>; 2]>> {
+    let rank = dy.rank();
+    let grad =
+        |on: bool, local: Option<&Tensor>, neg: bool, shape: &[usize]| -> Result<Option<Tensor>> {
+            if !on {
+                return Ok(None);
+            }
+            let g = match local {
+                Some(t) => dy.broadcast_mul(&align(t, rank)?)?,
+                None => dy.clone(),
+            };
+            let g = if neg { g.neg()? } else { g };
+            Ok(Some(reduce_to(&g, shape)?))
+        };
+    Ok(Some(match f {
+        Binary::Add => [
+            grad(need[0], None, false, a.dims())?,
+            grad(need[1], None, false, b.dims())?,
+        ],
+        Binary::Sub => [
+            grad(need[0], None, false, a.dims())?,
+            grad(need[1], None, true, b.dims())?,
+        ],
+        Binary::Mul => [
+            grad(need[0], Some(b), false, a.dims())?,
+            grad(need[1], Some(a), false, b.dims())?,
+        ],
+        _ => return Ok(None),
+    }))
+}
