@@ -242,7 +242,8 @@ fn attention() -> Network {
 }
 
 /// LayerNorm written out (ReduceMean, Sub, Pow 2, Add eps, Sqrt, Div),
-/// then Where, Max, Min, Pow of activations, Erf, Selu, LogSumExp and L2.
+/// then Where, Max, Min, Pow of activations, a lower-rank gate, Erf, Selu,
+/// LogSumExp and L2.
 fn decomposed() -> Network {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let mut b = NetworkBuilder::new("decomposed");
@@ -298,6 +299,23 @@ fn decomposed() -> Network {
     let mn = b.binary("min", Binary::Min, mx, e).unwrap();
     let sg = b.activation("sig", h2, Activation::Sigmoid);
     let pw = b.binary("pow", Binary::Pow, sg, mn).unwrap();
+    // A gate of lower rank, first operand: [4] x [5, 4].
+    let g = b
+        .mix(
+            "g.mean",
+            h2,
+            Mix {
+                kind: MixKind::Reduce {
+                    f: Reduce::Mean,
+                    keepdims: false,
+                },
+                view: None,
+                axes: vec![0],
+            },
+        )
+        .unwrap();
+    let g = b.activation("g.sig", g, Activation::Sigmoid);
+    let pw = b.binary("gate", Binary::Mul, g, pw).unwrap();
     let lse = b
         .mix(
             "lse",
