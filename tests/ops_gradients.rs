@@ -406,10 +406,10 @@ fn loss_gradients_match_finite_differences() {
         let g = loss_gradients(&ex, &m, &cal, 1.0).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let mut nonzero = 0;
-        for l in 0..net.layers.len() {
+        for (l, (layer, gl)) in net.layers.iter().zip(&g).enumerate() {
             // Every layer: a few of its weights, kept or pruned.
             for _ in 0..4 {
-                let i = rng.random_range(0..net.layers[l].numel());
+                let i = rng.random_range(0..layer.numel());
                 let w0 = get(&ex, l, i);
                 let h = 1e-6;
                 set(&ex, l, i, w0 + h);
@@ -420,15 +420,15 @@ fn loss_gradients_match_finite_differences() {
                 let fd = (up - down) / (2.0 * h);
                 if m.layers[l].get(i) {
                     assert!(
-                        (g[l][i] - fd).abs() <= 1e-6 * (1.0 + fd.abs()),
+                        (gl[i] - fd).abs() <= 1e-6 * (1.0 + fd.abs()),
                         "{} {}[{i}]: {} vs {fd}",
                         net.name,
-                        net.layers[l].name,
-                        g[l][i]
+                        layer.name,
+                        gl[i]
                     );
                     nonzero += (fd.abs() > 1e-9) as usize;
                 } else {
-                    assert_eq!(g[l][i], 0.0, "{}: a pruned weight has a gradient", net.name);
+                    assert_eq!(gl[i], 0.0, "{}: a pruned weight has a gradient", net.name);
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! Reductions and normalisations over some per-sample axes ([`Mix`]):
+//! Reductions and normalisations over some per-sample axes
+//! ([`Mix`](crate::graph::op::Mix)):
 //! Reduce{Mean, Sum, Max, Min, L2, SumSquare, LogSumExp} with and without
 //! kept axes, and `(x - mean) / sqrt(var + eps) * scale + bias` (Layer,
 //! Instance and Group normalisation; biased variance, as ONNX).
