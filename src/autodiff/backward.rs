@@ -15,13 +15,20 @@
 //!
 //! The heavy nodes call the backward functions of this crate's ops
 //! directly (convolutions with their fused epilogue, dense layers as two
-//! matrix products, max pools, masked weights); ReLU passes gradient where
-//! its output is positive (PyTorch's rule, as the fused conv epilogue);
-//! reshapes and same-shape sums pass it through; every other node is
+//! matrix products, also over leading axes (a sequence's positions are
+//! rows: the weight gradient sums over them), max pools, masked weights);
+//! ReLU passes gradient where its output is positive (PyTorch's rule, as
+//! the fused conv epilogue); reshapes and same-shape sums pass it through;
+//! sigmoids and the broadcasting Add, Sub and Mul of two activations (the
+//! gates of SiLU, hard-swish and squeeze-and-excite) are done by hand too.
+//! Every other node (Where, Div, Pow, Max, Min, MatMul of activations,
+//! reductions and normalisations, element maps, the other functions) is
 //! differentiated on its own by candle (its forward re-run on copies of its
-//! inputs), so each op the executor runs is covered. Devices other than the
-//! CPU, and dtypes other than f32 and f64, use candle's autograd for the
-//! whole pass.
+//! inputs), so each op the executor runs is covered: the executor builds
+//! them only from candle ops with a backward pass. Floor, Ceil, Round and
+//! Sign pass no gradient, in candle's pass as in ours. Devices other than
+//! the CPU, and dtypes other than f32 and f64, use candle's autograd for
+//! the whole pass.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -258,6 +265,21 @@ fn plain_gradients(
         Op::Activation(Activation::Relu) => {
             let positive = y.gt(0.0)?.to_dtype(dy.dtype())?;
             vec![Some(dy.mul(&positive)?)]
+        }
+        Op::Activation(Activation::Sigmoid) => {
+            vec![Some(dy.mul(&y.mul(&y.affine(-1.0, 1.0)?)?)?)]
+        }
+        Op::Binary(f) => {
+            match crate::autodiff::ops::binary::backward(
+                *f,
+                &ins[0],
+                &ins[1],
+                dy,
+                [need[0], need[1]],
+            )? {
+                Some(g) => g.into(),
+                None => local_gradients(ex, ni, ins, dy, mode)?,
+            }
         }
         Op::Pool(p) if p.kind == PoolKind::Max => {
             vec![Some(crate::autodiff::ops::maxpool::max_pool2d_backward(
