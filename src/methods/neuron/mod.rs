@@ -12,7 +12,12 @@
 //! shift of a pruned neuron still produce a constant, which the cleared
 //! columns stop). The output layer's neurons are the classes and are never
 //! pruned; a layer whose output feeds a residual `Add` or a `Concat` is not a
-//! group, because removing its channel would also need the partner's.
+//! group, because removing its channel would also need the partner's, nor
+//! is one whose output meets any op that mixes or moves elements across
+//! channels (products of activations, MatMul, normalisations over axes,
+//! element maps): its channels are no longer neurons there. A dense layer
+//! over leading axes (`[..., in] -> [..., out]`) has its neurons on the last
+//! axis, so only elementwise ops may lie between it and a dense consumer.
 //!
 //! Units are chosen per group by a score ([`keep_top`]: highest kept, ties to
 //! the lower index, so a run is deterministic); the scores themselves come
@@ -71,6 +76,9 @@ fn group_of(
     let mut v = net.nodes[net.layers[li].node].output;
     let mut block = 1;
     let mut flat = false;
+    // Neurons on the last axis of a `[..., out]` output (a dense layer over
+    // leading axes) rather than on axis 0.
+    let last_axis = net.values[v].shape.len() > 1 && net.layers[li].kind == LayerKind::Dense;
     loop {
         if net.outputs.contains(&v) {
             return None;
@@ -86,9 +94,13 @@ fn group_of(
             let l = &net.layers[consumer];
             let fits = match (&node.op, l.kind) {
                 (Op::Conv { conv, .. }, LayerKind::Conv) => {
-                    conv.groups == 1 && block == 1 && conv.in_channels == width
+                    !last_axis && conv.groups == 1 && block == 1 && conv.in_channels == width
                 }
-                (_, LayerKind::Dense) => l.shape[1] == width * block,
+                // A dense consumer over leading axes reads features on its
+                // input's last axis: the neurons only when they lie there.
+                (_, LayerKind::Dense) => {
+                    l.shape[1] == width * block && (last_axis || net.values[v].shape.len() == 1)
+                }
                 _ => false,
             };
             return fits.then_some(NeuronGroup {
@@ -101,6 +113,14 @@ fn group_of(
         }
         let shape_in = &net.values[v].shape;
         let shape_out = &net.values[node.output].shape;
+        if last_axis {
+            let elementwise = matches!(node.op, Op::Activation(_) | Op::Norm(_) | Op::Identity);
+            if !elementwise || shape_out != shape_in {
+                return None;
+            }
+            v = node.output;
+            continue;
+        }
         match &node.op {
             Op::Activation(_) | Op::Norm(_) | Op::Identity => {}
             Op::Pool(_) | Op::GlobalPool(_) => {}
