@@ -308,6 +308,53 @@ mod tests {
     }
 
     #[test]
+    fn dense_layers_over_leading_axes_have_their_neurons_on_the_last_axis() {
+        use crate::graph::op::Activation;
+        use crate::graph::tensor::ConstTensor;
+        use crate::graph::NetworkBuilder;
+        let w = |o: usize, i: usize| ConstTensor::f32(vec![o, i], vec![0.5; o * i]);
+        // [4, 4] -> fc1 (4 -> 4, shared by the 4 positions) -> GELU -> fc2:
+        // a group of 4 neurons; a Flatten in between interleaves them
+        // (position-major), so it is no group even though 4 * 4 = 16.
+        for flatten in [false, true] {
+            let mut b = NetworkBuilder::new("seq");
+            let x = b.input("x", vec![4, 4]).unwrap();
+            let h = b.dense("fc1", x, "fc1.w", w(4, 4), None).unwrap();
+            let mut h = b.activation("gelu", h, Activation::Gelu);
+            if flatten {
+                h = b.flatten("flat", h);
+            }
+            let n_in = *b.shape(h).last().unwrap();
+            let y = b.dense("fc2", h, "fc2.w", w(2, n_in), None).unwrap();
+            b.output(y);
+            let g = groups(&b.finish().unwrap());
+            assert_eq!(g.len(), usize::from(!flatten), "flatten {flatten}");
+            if let Some(g) = g.first() {
+                assert_eq!((g.producer, g.consumer, g.width, g.block), (0, 1, 4, 1));
+            }
+        }
+        // A conv's 3 channels are not the features of a dense layer over
+        // the last axis of [3, 3, 3], although both number 3.
+        let mut b = NetworkBuilder::new("conv-dense");
+        let x = b.input("x", vec![1, 3, 3]).unwrap();
+        let c = ConstTensor::f32(vec![3, 1, 1, 1], vec![1.0; 3]);
+        let h = b
+            .conv(
+                "c",
+                x,
+                "c.w",
+                c,
+                None,
+                crate::graph::op::Window::same(1, 0),
+                1,
+            )
+            .unwrap();
+        let y = b.dense("fc", h, "fc.w", w(2, 3), None).unwrap();
+        b.output(y);
+        assert!(groups(&b.finish().unwrap()).is_empty());
+    }
+
+    #[test]
     fn keep_top_breaks_ties_by_index() {
         assert_eq!(
             keep_top(&[1.0, 3.0, 3.0, 0.0], 2),
