@@ -15,9 +15,11 @@
 //! group, because removing its channel would also need the partner's, nor
 //! is one whose output meets any op that mixes or moves elements across
 //! channels (products of activations, MatMul, normalisations over axes,
-//! element maps): its channels are no longer neurons there. A dense layer
-//! over leading axes (`[..., in] -> [..., out]`) has its neurons on the last
-//! axis, so only elementwise ops may lie between it and a dense consumer.
+//! element maps): its channels are no longer neurons there. Dense layers
+//! over leading axes (`[..., in] -> [..., out]`, a transformer's linear
+//! layers) are neither producers nor consumers of a group: their neurons are
+//! shared by every position, which neither these masks nor the neuron
+//! scores (one feature vector per sample) model yet.
 //!
 //! Units are chosen per group by a score ([`keep_top`]: highest kept, ties to
 //! the lower index, so a run is deterministic); the scores themselves come
@@ -76,9 +78,9 @@ fn group_of(
     let mut v = net.nodes[net.layers[li].node].output;
     let mut block = 1;
     let mut flat = false;
-    // Neurons on the last axis of a `[..., out]` output (a dense layer over
-    // leading axes) rather than on axis 0.
-    let last_axis = net.values[v].shape.len() > 1 && net.layers[li].kind == LayerKind::Dense;
+    if net.layers[li].kind == LayerKind::Dense && net.values[v].shape.len() > 1 {
+        return None;
+    }
     loop {
         if net.outputs.contains(&v) {
             return None;
@@ -94,12 +96,12 @@ fn group_of(
             let l = &net.layers[consumer];
             let fits = match (&node.op, l.kind) {
                 (Op::Conv { conv, .. }, LayerKind::Conv) => {
-                    !last_axis && conv.groups == 1 && block == 1 && conv.in_channels == width
+                    conv.groups == 1 && block == 1 && conv.in_channels == width
                 }
-                // A dense consumer over leading axes reads features on its
-                // input's last axis: the neurons only when they lie there.
+                // A dense layer over leading axes reads features on the
+                // last axis of each position, not the producer's neurons.
                 (_, LayerKind::Dense) => {
-                    l.shape[1] == width * block && (last_axis || net.values[v].shape.len() == 1)
+                    net.values[v].shape.len() == 1 && l.shape[1] == width * block
                 }
                 _ => false,
             };
@@ -113,14 +115,6 @@ fn group_of(
         }
         let shape_in = &net.values[v].shape;
         let shape_out = &net.values[node.output].shape;
-        if last_axis {
-            let elementwise = matches!(node.op, Op::Activation(_) | Op::Norm(_) | Op::Identity);
-            if !elementwise || shape_out != shape_in {
-                return None;
-            }
-            v = node.output;
-            continue;
-        }
         match &node.op {
             Op::Activation(_) | Op::Norm(_) | Op::Identity => {}
             Op::Pool(_) | Op::GlobalPool(_) => {}
@@ -308,14 +302,14 @@ mod tests {
     }
 
     #[test]
-    fn dense_layers_over_leading_axes_have_their_neurons_on_the_last_axis() {
-        use crate::graph::op::Activation;
+    fn dense_layers_over_leading_axes_are_not_neuron_groups() {
+        use crate::graph::op::{Activation, Window};
         use crate::graph::tensor::ConstTensor;
         use crate::graph::NetworkBuilder;
         let w = |o: usize, i: usize| ConstTensor::f32(vec![o, i], vec![0.5; o * i]);
-        // [4, 4] -> fc1 (4 -> 4, shared by the 4 positions) -> GELU -> fc2:
-        // a group of 4 neurons; a Flatten in between interleaves them
-        // (position-major), so it is no group even though 4 * 4 = 16.
+        // [4, 4] -> fc1 (4 -> 4 at each of 4 positions) -> GELU [-> Flatten]
+        // -> fc2: fc1's neurons are shared by the positions (and a Flatten
+        // interleaves them position-major, although 4 * 4 = 16 fits).
         for flatten in [false, true] {
             let mut b = NetworkBuilder::new("seq");
             let x = b.input("x", vec![4, 4]).unwrap();
@@ -327,11 +321,7 @@ mod tests {
             let n_in = *b.shape(h).last().unwrap();
             let y = b.dense("fc2", h, "fc2.w", w(2, n_in), None).unwrap();
             b.output(y);
-            let g = groups(&b.finish().unwrap());
-            assert_eq!(g.len(), usize::from(!flatten), "flatten {flatten}");
-            if let Some(g) = g.first() {
-                assert_eq!((g.producer, g.consumer, g.width, g.block), (0, 1, 4, 1));
-            }
+            assert!(groups(&b.finish().unwrap()).is_empty(), "flatten {flatten}");
         }
         // A conv's 3 channels are not the features of a dense layer over
         // the last axis of [3, 3, 3], although both number 3.
@@ -339,15 +329,7 @@ mod tests {
         let x = b.input("x", vec![1, 3, 3]).unwrap();
         let c = ConstTensor::f32(vec![3, 1, 1, 1], vec![1.0; 3]);
         let h = b
-            .conv(
-                "c",
-                x,
-                "c.w",
-                c,
-                None,
-                crate::graph::op::Window::same(1, 0),
-                1,
-            )
+            .conv("c", x, "c.w", c, None, Window::same(1, 0), 1)
             .unwrap();
         let y = b.dense("fc", h, "fc.w", w(2, 3), None).unwrap();
         b.output(y);
