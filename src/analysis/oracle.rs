@@ -11,6 +11,13 @@
 //! underflowing. It is slow by design (a full forward and backward pass); the
 //! graph pass in [`crate::analysis::effective`] is the production path.
 //!
+//! A kept weight whose value is exactly 0 (an int8 weight at its zero point
+//! in a QDQ model, a trained weight that happens to be 0) is still a kept
+//! connection: the mask, not the value, says what is kept (CONVENTIONS:
+//! "paths through kept weights"). Such a weight enters with coefficient 1;
+//! `|w|` only serves to keep every coefficient positive, and any positive
+//! value gives the same zero pattern.
+//!
 //! The ops of modern graphs are linearised as CONVENTIONS ("What effective
 //! means on any graph") reads them: a function of several activations
 //! (Mul, Div, Max, Where, ...) is the broadcast *sum* of its operands; a
@@ -37,11 +44,16 @@ use crate::graph::op::{IndexMap, Mix, MixKind, Op, Pool};
 use crate::graph::Network;
 use crate::mask::MaskSet;
 
-/// Canonical-order |w| * mask values of layer `li` as f64.
+/// Canonical-order |w| * mask values of layer `li` as f64, a kept weight
+/// of value 0 as 1 (it is still a connection).
 fn masked_abs(net: &Network, li: usize, mask: &BitSet) -> Result<Vec<f64>> {
     let v = net.canonical_weights(li)?;
     Ok((0..v.len())
-        .map(|c| if mask.get(c) { v[c].abs() as f64 } else { 0.0 })
+        .map(|c| match (mask.get(c), v[c].abs() as f64) {
+            (false, _) => 0.0,
+            (true, 0.0) => 1.0,
+            (true, a) => a,
+        })
         .collect())
 }
 
@@ -53,6 +65,29 @@ fn same_or_err(a: [usize; 2], what: &str) -> Result<usize> {
             "path-norm check: non-square {what} {a:?}"
         )))
     }
+}
+
+/// A 2-D convolution with per-axis `stride`: candle's conv2d takes one
+/// stride, so a non-square one runs at stride 1 and keeps every
+/// `stride[a]`-th row and column (the same sums, with a backward pass).
+fn conv2d_strided(
+    x: &Tensor,
+    w: &Tensor,
+    stride: [usize; 2],
+    d: usize,
+    groups: usize,
+) -> Result<Tensor> {
+    if stride[0] == stride[1] {
+        return Ok(x.conv2d(w, 0, stride[0], d, groups)?);
+    }
+    let mut y = x.conv2d(w, 0, 1, d, groups)?;
+    for a in 0..2 {
+        let n = y.dim(a + 2)?;
+        let keep: Vec<u32> = (0..n).step_by(stride[a]).map(|i| i as u32).collect();
+        let ix = Tensor::from_vec(keep.clone(), keep.len(), y.device())?;
+        y = y.index_select(&ix, a + 2)?;
+    }
+    Ok(y)
 }
 
 fn pad_spatial(x: &Tensor, pads: [usize; 4]) -> Result<Tensor> {
@@ -77,8 +112,7 @@ fn avg_pool(x: &Tensor, p: &Pool, in_hw: [usize; 2], out_hw: [usize; 2]) -> Resu
     // for overlapping windows.
     let c = x.dim(1)?;
     let k = Tensor::ones((c, 1, p.kernel[0], p.kernel[1]), DType::F64, x.device())?;
-    let s = same_or_err(p.window.stride, "pool stride")?;
-    Ok(x.conv2d(&k, 0, s, 1, c)?)
+    conv2d_strided(&x, &k, p.window.stride, 1, c)
 }
 
 /// The active masks by the float definition.
@@ -138,17 +172,17 @@ pub fn effective_masks(net: &Network, masks: &MaskSet) -> Result<MaskSet> {
             }
             Op::Conv { conv, .. } => {
                 let w = vars[layer_of[ni].unwrap()].as_tensor();
-                let s = same_or_err(conv.window.stride, "stride")?;
+                let s = conv.window.stride;
                 let d = same_or_err(conv.window.dilation, "dilation")?;
                 let mut xp = pad_spatial(&x(0), conv.window.pads)?;
                 // Rows and columns past the last window are never read; cut
                 // them, or candle's backward pass (a transposed conv that
                 // cannot produce them) returns a gradient of the wrong shape.
                 for a in 0..2 {
-                    let used = (out_shape[a + 1] - 1) * s + (conv.kernel[a] - 1) * d + 1;
+                    let used = (out_shape[a + 1] - 1) * s[a] + (conv.kernel[a] - 1) * d + 1;
                     xp = xp.narrow(a + 2, 0, used)?;
                 }
-                rescale(&xp.conv2d(w, 0, s, d, conv.groups)?)?
+                rescale(&conv2d_strided(&xp, w, s, d, conv.groups)?)?
             }
             Op::Dense { .. } => {
                 let w = vars[layer_of[ni].unwrap()].as_tensor();
