@@ -81,9 +81,9 @@ fn conv2d_strided(
         return Ok(x.conv2d(w, 0, stride[0], d, groups)?);
     }
     let mut y = x.conv2d(w, 0, 1, d, groups)?;
-    for a in 0..2 {
+    for (a, &s) in stride.iter().enumerate() {
         let n = y.dim(a + 2)?;
-        let keep: Vec<u32> = (0..n).step_by(stride[a]).map(|i| i as u32).collect();
+        let keep: Vec<u32> = (0..n).step_by(s).map(|i| i as u32).collect();
         let ix = Tensor::from_vec(keep.clone(), keep.len(), y.device())?;
         y = y.index_select(&ix, a + 2)?;
     }
