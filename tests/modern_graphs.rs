@@ -206,3 +206,75 @@ fn qdq_apply_prunes_to_the_zero_point() {
             .unwrap(),
     );
 }
+
+/// SNIP and SynFlow score a detector (YOLOv8: SiLU, C2f splits, FPN
+/// upsampling, DFL softmax), a mobile net (hard-swish, SE gates) and a
+/// transformer encoder (attention, LayerNorm, GELU) through the reverse pass;
+/// the gradients of each new op are checked against finite differences in
+/// tests/ops_gradients.rs. A detector's or encoder's output is no class
+/// scores: SNIP then scores the label-free output energy, and says so.
+#[test]
+fn snip_and_synflow_run_on_detectors_mobile_nets_and_encoders() {
+    for name in ["yolov8_tiny", "mobilenetv3_small", "bert_tiny_embeds"] {
+        let g = common::fixtures()
+            .into_iter()
+            .find(|g| g.name == name)
+            .unwrap();
+        let total = g.load().network.prunable_count();
+        let dir = tempfile::tempdir().unwrap();
+        for (method, extra) in [
+            ("snip", vec!["--data", "synthetic:4"]),
+            (
+                "synflow",
+                vec!["--synflow-precision", "f64", "--rounds", "20"],
+            ),
+        ] {
+            let (masks, report) = (dir.path().join("m.safetensors"), dir.path().join("r.json"));
+            let mut args: Vec<String> = vec!["prune".into(), s(&g.path).into()];
+            args.extend(g.shape_args());
+            for a in [
+                "--method",
+                method,
+                "--compression",
+                "10",
+                "-o",
+                s(&masks),
+                "--report",
+                s(&report),
+            ]
+            .into_iter()
+            .chain(extra)
+            {
+                args.push(a.to_string());
+            }
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = maskforge_ok(&a);
+            let r: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+            let kept = r["kept"].as_u64().unwrap() as usize;
+            // The reference count: N - int(0.9 N), ties kept.
+            assert!(
+                kept >= total - (total as f64 * 0.9) as usize,
+                "{name} {method}: {kept}"
+            );
+            assert!(kept <= total / 9, "{name} {method}: kept {kept} of {total}");
+            let note = String::from_utf8_lossy(&out.stderr).contains("label-free");
+            let classifier = name == "mobilenetv3_small";
+            assert_eq!(
+                note,
+                method == "snip" && !classifier,
+                "{name} {method}: note"
+            );
+            if method == "synflow" {
+                // SynFlow keeps the network connected (its paper's point):
+                // nearly all kept weights are active. (Whole parallel
+                // branches may go: YOLO's lower-flow detection heads do.)
+                let active = r["active"].as_u64().unwrap() as f64;
+                assert!(
+                    active >= 0.99 * kept as f64,
+                    "{name}: {active} of {kept} active"
+                );
+            }
+        }
+    }
+}

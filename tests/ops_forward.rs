@@ -1199,7 +1199,10 @@ fn dense_layers_run_over_leading_axes() {
 /// keeps powers and thresholds (they define the function) and the
 /// functions themselves.
 #[test]
-fn linear_mode_takes_absolute_coefficients_and_keeps_functions() {
+/// SynFlow's linear mode: |coefficients| of constant maps, the Pow
+/// exponent kept, PRelu with |slope|; smooth activations as the identity
+/// and a LayerNorm as the sum over its axes (the path norm).
+fn linear_mode_takes_absolute_coefficients_and_reads_the_path_norm() {
     let x = sample(1, 6, 20);
     let c = vec![-1.5f32, 2.0, -0.5];
     let lin = |net: &Network| run(net, &x, 1, DType::F64, Mode::Linear);
@@ -1229,9 +1232,8 @@ fn linear_mode_takes_absolute_coefficients_and_keeps_functions() {
         let t = b.activation("t", y, Activation::Tanh);
         b.output(t);
         let net = b.finish().unwrap();
-        let want: Vec<f64> = (0..6)
-            .map(|k| reference(x[k], c[k / 2] as f64).tanh())
-            .collect();
+        // tanh is the identity on the path-norm flow.
+        let want: Vec<f64> = (0..6).map(|k| reference(x[k], c[k / 2] as f64)).collect();
         compare(&format!("linear {f:?}"), &lin(&net), &want, 1e-12);
     }
     // Pow keeps its exponent (-1 stays a reciprocal).
@@ -1285,12 +1287,47 @@ fn linear_mode_takes_absolute_coefficients_and_keeps_functions() {
             }
         })
         .collect();
-    let params = [(vec![2], vec![2.0f32, 0.5]), (vec![2], vec![0.25f32, 1.0])];
-    let want = mix_reference(&pre, &[3, 2], &[3, 2], &[1], &kind, &params);
+    // The LayerNorm over axis 1 reads as the sum over that axis.
+    let want: Vec<f64> = (0..6)
+        .map(|k| pre[k - k % 2] + pre[k - k % 2 + 1])
+        .collect();
     compare(
         "linear PRelu + LayerNorm",
         &lin(&b.finish().unwrap()),
         &want,
         1e-10,
     );
+}
+
+/// Linear mode on gates and attention: a product of activations is their
+/// sum, `A @ B` is `A @ 1 + 1 @ B`, a softmax is the sum over its axis.
+#[test]
+fn linear_mode_reads_gates_and_attention_as_the_path_norm() {
+    let x = sample(1, 6, 21);
+    let lin = |net: &Network| run(net, &x, 1, DType::F64, Mode::Linear);
+    let mut b = NetworkBuilder::new("gate");
+    let i = b.input("x", vec![2, 3]).unwrap();
+    let g = b.activation("g", i, Activation::Sigmoid);
+    let y = b.binary("m", Binary::Mul, i, g).unwrap();
+    b.output(y);
+    let want: Vec<f64> = x.iter().map(|v| 2.0 * v).collect();
+    compare("linear SiLU", &lin(&b.finish().unwrap()), &want, 1e-12);
+
+    let mut b = NetworkBuilder::new("attn");
+    let i = b.input("x", vec![2, 3]).unwrap();
+    let t = b.transpose("t", i, vec![1, 0]).unwrap();
+    let s = b.matmul("s", i, t).unwrap();
+    let p = b.softmax("p", s, 1, false).unwrap();
+    b.output(p);
+    // s[m][n] = rowsum(x)[m] + rowsum(x)[n]; softmax: sum over n.
+    let r: Vec<f64> = (0..2)
+        .map(|m| x[3 * m] + x[3 * m + 1] + x[3 * m + 2])
+        .collect();
+    let want: Vec<f64> = (0..4)
+        .map(|e| {
+            let m = e / 2;
+            (0..2).map(|n| r[m] + r[n]).sum()
+        })
+        .collect();
+    compare("linear attention", &lin(&b.finish().unwrap()), &want, 1e-12);
 }

@@ -64,6 +64,10 @@ pub enum Seed<'a> {
     },
     /// The sum of the logits (SynFlow's `R`).
     Sum,
+    /// Half the squared output, averaged over the batch: a label-free
+    /// objective for outputs that are not class scores (detection maps,
+    /// sequences), where no cross-entropy against labels exists.
+    Energy,
 }
 
 impl Seed<'_> {
@@ -84,13 +88,16 @@ impl Seed<'_> {
                 candle_nn::loss::cross_entropy(&(logits / *temperature)?, labels)?
             }
             Seed::Sum => logits.sum_all()?,
+            Seed::Energy => (logits.sqr()?.sum_all()? * (0.5 / logits.dim(0)? as f64))?,
         })
     }
 
     /// Its gradient at `logits`.
     fn gradient(&self, logits: &Tensor) -> Result<Tensor> {
-        if let Seed::Sum = self {
-            return Ok(logits.ones_like()?);
+        match self {
+            Seed::Sum => return Ok(logits.ones_like()?),
+            Seed::Energy => return Ok((logits / logits.dim(0)? as f64)?),
+            Seed::CrossEntropy { .. } => {}
         }
         let z = Var::from_tensor(logits)?;
         let g = self.apply(z.as_tensor())?.backward()?;
@@ -259,7 +266,15 @@ fn plain_gradients(
         return Ok(vec![None; ins.len()]);
     }
     let same_shapes = ins.iter().all(|t| t.shape() == y.shape());
-    Ok(match &ex.network().nodes[ni].op {
+    let op = &ex.network().nodes[ni].op;
+    // In linear mode some ops read as the path norm, not as themselves:
+    // differentiate what the forward pass computed.
+    let path_norm =
+        mode == Mode::Linear && matches!(op, Op::Activation(Activation::Sigmoid) | Op::Binary(_));
+    if path_norm {
+        return local_gradients(ex, ni, ins, dy, mode);
+    }
+    Ok(match op {
         Op::Reshape | Op::Identity => vec![Some(dy.reshape(ins[0].shape())?)],
         Op::Add if same_shapes => vec![Some(dy.clone()); ins.len()],
         Op::Activation(Activation::Relu) => {

@@ -15,10 +15,19 @@
 //! and bias); a Pow's exponent and a Max/Min threshold define the function
 //! (as Clip's bounds do) and are kept, and so are an element map's weights
 //! and constants (interpolation coefficients, padding values, masks).
-//! Activation functions are not replaced by the identity: ReLU is one on the
-//! all-ones flow anyway, and a smooth one (tanh, SiLU, GELU) is what the
-//! reference differentiates. A product of two activations (a gate, an
-//! attention matmul) stays a product.
+//! ReLU, leaky ReLU and PRelu are evaluated as they are (identity on the
+//! positive flow; the reference's behaviour after a BatchNorm that subtracts
+//! its mean). Every other op reads as SynFlow's R = 1^T (prod |theta|) 1
+//! (Tanaka et al., Eq. 2) reads a chain, the path norm that CONVENTIONS uses
+//! for effective sparsity: a smooth or saturating activation (sigmoid,
+//! hard-sigmoid, tanh, GELU, ...) is the identity, a product of two
+//! activations (a gate) is the sum of its operands, a MatMul of two
+//! activations `A @ B` is `A @ 1 + 1 @ B`, and a softmax or normalisation is
+//! the sum over its axes. Evaluated as themselves they saturate on the
+//! all-ones flow (a sigmoid of 1e3 has gradient 0 in f32; a LayerNorm of
+//! equal values is 0), and every score upstream of a detector's sigmoid
+//! head or an attention block would be 0. Reductions, pools and element
+//! maps are evaluated as they are.
 //!
 //! Elementwise, binary, matrix, axis-mixing and data-movement ops follow
 //! ONNX's definitions ([`crate::autodiff::ops`]); a dense layer also takes
@@ -423,10 +432,58 @@ impl<'a> Executor<'a> {
         Ok(vals)
     }
 
+    /// Node `ni` in [`Mode::Linear`] when it reads as the path norm rather
+    /// than as itself (see the module documentation); `None` otherwise.
+    pub(crate) fn path_norm_reading(&self, ni: usize, ins: &[Tensor]) -> Result<Option<Tensor>> {
+        let node = &self.net.nodes[ni];
+        let x0 = &ins[0];
+        let sum_over = |axes: &[usize]| -> Result<Tensor> {
+            let mut s = x0.clone();
+            for &a in axes {
+                s = s.sum_keepdim(a + 1)?;
+            }
+            Ok(s.broadcast_as(x0.shape())?.contiguous()?)
+        };
+        Ok(Some(match &node.op {
+            Op::Activation(Activation::Relu | Activation::LeakyRelu(_)) => return Ok(None),
+            Op::Activation(_) => x0.clone(),
+            Op::Binary(_) => binary::binary(Binary::Add, x0, &ins[1])?,
+            Op::Where => {
+                let xy = binary::binary(Binary::Add, &ins[1], &ins[2])?;
+                binary::binary(Binary::Add, x0, &xy)?
+            }
+            Op::MatMul => {
+                let b = &ins[1];
+                let left = matmul::matmul(x0, &b.ones_like()?)?;
+                let right = matmul::matmul(&x0.ones_like()?, b)?;
+                (left + right)?
+            }
+            Op::Softmax(axis) | Op::LogSoftmax(axis) => sum_over(&[*axis])?,
+            Op::Mix(m) if matches!(m.kind, MixKind::Normalize { .. }) => {
+                let shape = &self.net.values[node.inputs[0]].shape;
+                let view = m.view.as_deref().unwrap_or(shape);
+                let mut v = vec![x0.dim(0)?];
+                v.extend(view);
+                let xv = x0.reshape(v)?;
+                let mut s = xv.clone();
+                for &a in &m.axes {
+                    s = s.sum_keepdim(a + 1)?;
+                }
+                s.broadcast_as(xv.shape())?.reshape(x0.shape())?
+            }
+            _ => return Ok(None),
+        }))
+    }
+
     /// Node `ni`, neither a conv nor a dense layer, on its inputs `ins`.
     pub(crate) fn eval_plain(&self, ni: usize, ins: &[Tensor], mode: Mode) -> Result<Tensor> {
         let net = self.net;
         let linear = mode == Mode::Linear;
+        if linear {
+            if let Some(y) = self.path_norm_reading(ni, ins)? {
+                return Ok(y);
+            }
+        }
         let node = &net.nodes[ni];
         let x0 = ins[0].clone();
         Ok(match &node.op {
