@@ -483,19 +483,27 @@ fn synflow_scores_match_finite_differences() {
 
 /// The reverse pass against candle's autograd over the whole forward
 /// pass: the largest difference relative to the layer's largest gradient.
-fn compare(net: &Network, masks: Option<&MaskSet>, mode: Mode, sum_seed: bool, what: &str) {
+/// The seed of [`compare`].
+#[derive(Clone, Copy, Debug)]
+enum Which {
+    CrossEntropy,
+    Sum,
+    Energy,
+}
+
+fn compare(net: &Network, masks: Option<&MaskSet>, mode: Mode, which: Which, what: &str) {
     let ex = Executor::new(net, &Device::Cpu, DType::F64).unwrap();
     let (x, labels) = calibration(net, 3, 7).batches.remove(0);
-    let (seed, x) = if sum_seed {
-        (Seed::Sum, x.ones_like().unwrap())
-    } else {
-        (
+    let (seed, x) = match which {
+        Which::Sum => (Seed::Sum, x.ones_like().unwrap()),
+        Which::Energy => (Seed::Energy, x),
+        Which::CrossEntropy => (
             Seed::CrossEntropy {
                 labels: &labels,
                 temperature: 2.0,
             },
             x,
-        )
+        ),
     };
     let ours = weight_gradients(&ex, &x, masks, mode, seed).unwrap();
     let logits = ex.logits(&x, masks, mode).unwrap();
@@ -504,6 +512,7 @@ fn compare(net: &Network, masks: Option<&MaskSet>, mode: Mode, sum_seed: bool, w
         Seed::CrossEntropy { labels, .. } => {
             candle_nn::loss::cross_entropy(&(logits / 2.0).unwrap(), labels).unwrap()
         }
+        Seed::Energy => (logits.sqr().unwrap().sum_all().unwrap() * (0.5 / 3.0)).unwrap(),
     };
     let theirs = loss.backward().unwrap();
     let flat = |t: &Tensor| -> Vec<f64> { t.flatten_all().unwrap().to_vec1().unwrap() };
@@ -537,16 +546,16 @@ fn reverse_pass_matches_candles_autograd() {
     for net in nets() {
         let masks = common::random_masks(&net, 0.6, 5);
         for mode in [Mode::Eval, Mode::Train, Mode::Linear] {
-            for sum_seed in [false, true] {
-                let what = format!("{} {mode:?} sum={sum_seed}", net.name);
-                compare(&net, Some(&masks), mode, sum_seed, &what);
+            for which in [Which::CrossEntropy, Which::Sum, Which::Energy] {
+                let what = format!("{} {mode:?} {which:?}", net.name);
+                compare(&net, Some(&masks), mode, which, &what);
             }
         }
         compare(
             &net,
             None,
             Mode::Eval,
-            false,
+            Which::CrossEntropy,
             &format!("{} dense", net.name),
         );
     }
