@@ -892,14 +892,14 @@ fn concat_forward(
     Live::from_elements(out_shape, &out)
 }
 
+/// The element of the concatenation `whole` that element `e` of `part`
+/// (placed at `offset` along `axis`) becomes. Row-major, a part is `outer`
+/// contiguous blocks of `part[axis..]` elements, each landing at its own
+/// place in a block of `whole[axis..]`.
 fn concat_index(part: &[usize], whole: &[usize], axis: usize, offset: usize, e: usize) -> usize {
-    let (ps, ws) = (strides(part), strides(whole));
-    (0..part.len())
-        .map(|d| {
-            let idx = (e / ps[d]) % part[d];
-            (if d == axis { idx + offset } else { idx }) * ws[d]
-        })
-        .sum()
+    let inner: usize = part[axis + 1..].iter().product();
+    let (block, whole_block) = (part[axis] * inner, whole[axis] * inner);
+    (e / block) * whole_block + offset * inner + e % block
 }
 
 fn concat_backward(net: &Network, node: &Node, out: &Live, axis: usize) -> Vec<Live> {
