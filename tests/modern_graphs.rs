@@ -278,3 +278,41 @@ fn snip_and_synflow_run_on_detectors_mobile_nets_and_encoders() {
         }
     }
 }
+
+/// A real model with a recurrent layer (Silero VAD from its wheel) is
+/// refused with one line naming op and node, nothing written; a model with
+/// operator-level quantization (ddddocr) likewise. (Control flow is checked
+/// on an edited export in tests/bad_inputs.rs: Silero's If model also has a
+/// scalar input, refused before its ops are read.)
+#[test]
+fn real_models_with_state_or_subgraphs_are_refused_by_name() {
+    let dir = common::fetched_dir("fetch-real-models.sh");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m.safetensors");
+    for (file, shape, needles) in [
+        (
+            "silero_vad_16k_sequence.onnx",
+            None,
+            &["LSTM", "/recurrent/LSTM"][..],
+        ),
+        (
+            "ddddocr_common_old.onnx",
+            Some("input1=1x1x64x128"),
+            &["DynamicQuantizeLinear", "QDQ"][..],
+        ),
+    ] {
+        let path = dir.join(file);
+        let mut args = vec!["audit", s(&path), "-o", s(&out)];
+        if let Some(sh) = shape {
+            args.extend(["--input-shape", sh]);
+        }
+        let o = common::maskforge(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{file}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{file}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{file}: {err} lacks {n}");
+        }
+        assert!(!out.exists(), "{file}: wrote a mask file");
+    }
+}

@@ -95,7 +95,7 @@ fn metadata(
 }
 
 fn print_table(r: &AuditReport) {
-    println!("model: {}", r.model);
+    println!("model: {} (input {})", r.model, r.input_shape);
     println!(
         "{:<40} {:>6} {:>12} {:>12} {:>12} {:>10}",
         "layer", "kind", "total", "kept", "active", "functional"

@@ -1,6 +1,5 @@
 //! `maskforge inspect`.
 
-
 use serde::Serialize;
 
 use maskforge::error::{Error, Result};

@@ -66,7 +66,7 @@ pub fn random_masks(net: &Network, density: f64, seed: u64) -> MaskSet {
 }
 
 /// The folder a fetch script prints, after it fetched and cached its files.
-fn fetched(script: &str) -> std::path::PathBuf {
+pub fn fetched_dir(script: &str) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("bash")
         .arg(root.join("scripts").join(script))
@@ -83,7 +83,7 @@ fn fetched(script: &str) -> std::path::PathBuf {
 
 /// Where the onnx wheel's light model graphs are (fetched and cached by the script).
 pub fn light_models_dir() -> std::path::PathBuf {
-    fetched("fetch-onnx-light.sh")
+    fetched_dir("fetch-onnx-light.sh")
 }
 
 /// A modern exported graph to test on: a committed fixture or a trained
@@ -161,7 +161,7 @@ pub fn fixtures() -> Vec<Graph> {
 /// Trained models shipped in PyPI wheels (scripts/fetch-real-models.sh),
 /// those maskforge reads, at shapes they run at in onnxruntime.
 pub fn real_models() -> Vec<Graph> {
-    let dir = fetched("fetch-real-models.sh");
+    let dir = fetched_dir("fetch-real-models.sh");
     type Shapes = &'static [(&'static str, &'static [usize])];
     let table: &[(&str, Shapes)] = &[
         ("ch_PP-OCRv4_det_infer", &[("x", &[1, 3, 64, 64])]),
