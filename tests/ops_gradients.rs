@@ -371,32 +371,6 @@ fn calibration(net: &Network, n: usize, seed: u64) -> Calibration {
     }
 }
 
-fn loss(ex: &Executor, m: &MaskSet, cal: &Calibration) -> f64 {
-    let (x, y) = &cal.batches[0];
-    let logits = ex.logits(x, Some(m), Mode::Eval).unwrap();
-    candle_nn::loss::cross_entropy(&logits, y)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
-
-fn set(ex: &Executor, layer: usize, i: usize, v: f64) {
-    let w = &ex.weights[layer];
-    let mut vals: Vec<f64> = w.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-    vals[i] = v;
-    w.set(&Tensor::from_vec(vals, w.shape(), &Device::Cpu).unwrap())
-        .unwrap();
-}
-
-fn get(ex: &Executor, layer: usize, i: usize) -> f64 {
-    ex.weights[layer]
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()[i]
-}
-
 #[test]
 fn loss_gradients_match_finite_differences() {
     for net in nets() {
@@ -410,13 +384,13 @@ fn loss_gradients_match_finite_differences() {
             // Every layer: a few of its weights, kept or pruned.
             for _ in 0..4 {
                 let i = rng.random_range(0..layer.numel());
-                let w0 = get(&ex, l, i);
+                let w0 = common::weight_at(&ex, l, i);
                 let h = 1e-6;
-                set(&ex, l, i, w0 + h);
-                let up = loss(&ex, &m, &cal);
-                set(&ex, l, i, w0 - h);
-                let down = loss(&ex, &m, &cal);
-                set(&ex, l, i, w0);
+                common::set_weight(&ex, l, i, w0 + h);
+                let up = common::ce_loss(&ex, &m, &cal, 1.0);
+                common::set_weight(&ex, l, i, w0 - h);
+                let down = common::ce_loss(&ex, &m, &cal, 1.0);
+                common::set_weight(&ex, l, i, w0);
                 let fd = (up - down) / (2.0 * h);
                 if m.layers[l].get(i) {
                     assert!(
@@ -461,13 +435,13 @@ fn synflow_scores_match_finite_differences() {
         };
         for (l, bits) in m.layers.iter().enumerate() {
             for i in bits.ones().take(3) {
-                let w0 = get(&ex, l, i);
+                let w0 = common::weight_at(&ex, l, i);
                 let h = 1e-6 * (1.0 + w0.abs());
-                set(&ex, l, i, w0 + h);
+                common::set_weight(&ex, l, i, w0 + h);
                 let up = r();
-                set(&ex, l, i, w0 - h);
+                common::set_weight(&ex, l, i, w0 - h);
                 let down = r();
-                set(&ex, l, i, w0);
+                common::set_weight(&ex, l, i, w0);
                 let fd = ((up - down) / (2.0 * h) * w0).abs();
                 assert!(
                     (s[l][i] - fd).abs() <= 1e-5 * (1.0 + fd),

@@ -79,16 +79,7 @@ impl MatMulDims {
     /// The dims of `a @ b` for per-sample shapes that multiply
     /// ([`crate::graph::builder::matmul_shape`] has checked them).
     pub fn new(a: &[usize], b: &[usize]) -> Self {
-        let a2 = if a.len() == 1 {
-            vec![1, a[0]]
-        } else {
-            a.to_vec()
-        };
-        let b2 = if b.len() == 1 {
-            vec![b[0], 1]
-        } else {
-            b.to_vec()
-        };
+        let (a2, b2) = crate::graph::builder::as_matrices(a, b);
         let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
         let batch = broadcast(ab, bb).expect("matmul shapes checked by the builder");
         let batches: usize = batch.iter().product();

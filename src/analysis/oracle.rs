@@ -281,16 +281,7 @@ fn broadcast_sum(parts: &[(Tensor, &[usize])], out_shape: &[usize]) -> Result<Te
 /// `A @ B` linearised: `rowsum(A)[.., m] + colsum(B)[.., n]`, broadcast to
 /// `[.., m, n]` (numpy matmul's batch broadcasting and 1-D rules).
 fn matmul_sums(a: &Tensor, a_shape: &[usize], b: &Tensor, b_shape: &[usize]) -> Result<Tensor> {
-    let a2 = if a_shape.len() == 1 {
-        vec![1, a_shape[0]]
-    } else {
-        a_shape.to_vec()
-    };
-    let b2 = if b_shape.len() == 1 {
-        vec![b_shape[0], 1]
-    } else {
-        b_shape.to_vec()
-    };
+    let (a2, b2) = crate::graph::builder::as_matrices(a_shape, b_shape);
     let (ra, rb) = (a2.len(), b2.len());
     let mut full = broadcast(&a2[..ra - 2], &b2[..rb - 2])?;
     full.extend([a2[ra - 2], b2[rb - 1]]);

@@ -259,3 +259,40 @@ pub fn describe(net: &Network, ours: &MaskSet, reference: &MaskSet) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Mean cross-entropy of `logits / temp` on the first calibration batch
+/// (the loss the finite-difference checks differentiate).
+pub fn ce_loss(
+    ex: &maskforge::autodiff::executor::Executor,
+    m: &MaskSet,
+    cal: &maskforge::autodiff::calibration::Calibration,
+    temp: f64,
+) -> f64 {
+    let (x, y) = &cal.batches[0];
+    let logits = ex
+        .logits(x, Some(m), maskforge::autodiff::executor::Mode::Eval)
+        .unwrap();
+    candle_nn::loss::cross_entropy(&(logits / temp).unwrap(), y)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// Set element `i` (canonical order) of layer `layer`'s weight to `v`.
+pub fn set_weight(ex: &maskforge::autodiff::executor::Executor, layer: usize, i: usize, v: f64) {
+    let w = &ex.weights[layer];
+    let mut vals: Vec<f64> = w.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+    vals[i] = v;
+    let t = candle_core::Tensor::from_vec(vals, w.shape(), &candle_core::Device::Cpu).unwrap();
+    w.set(&t).unwrap();
+}
+
+/// Element `i` (canonical order) of layer `layer`'s weight.
+pub fn weight_at(ex: &maskforge::autodiff::executor::Executor, layer: usize, i: usize) -> f64 {
+    ex.weights[layer]
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()[i]
+}

@@ -33,16 +33,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return Err(err());
     }
     // 1-D operands as matrices: [k] -> [1, k] on the left, [k, 1] on the right.
-    let a2: Vec<usize> = if sa.len() == 1 {
-        vec![1, sa[0]]
-    } else {
-        sa.to_vec()
-    };
-    let b2: Vec<usize> = if sb.len() == 1 {
-        vec![sb[0], 1]
-    } else {
-        sb.to_vec()
-    };
+    let (a2, b2) = crate::graph::builder::as_matrices(sa, sb);
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, p) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {

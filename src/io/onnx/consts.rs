@@ -90,31 +90,13 @@ impl Const {
                 self.shape.len()
             )));
         }
-        let n = self.numel();
-        if n > u32::MAX as usize {
-            return Err(Error::input(format!(
-                "'{}': transposed constant too large",
-                self.stored_name
-            )));
-        }
         let shape: Vec<usize> = perm.iter().map(|&p| self.shape[p]).collect();
         let (is, os) = (strides(&self.shape), strides(&shape));
-        let index: Vec<u32> = (0..n)
-            .map(|e| {
-                let src: usize = (0..perm.len())
-                    .map(|d| ((e / os[d]) % shape[d]) * is[perm[d]])
-                    .sum();
-                match &self.index {
-                    Some(ix) => ix[src],
-                    None => src as u32,
-                }
-            })
-            .collect();
-        Ok(Self {
-            shape,
-            stored_name: self.stored_name.clone(),
-            stored: self.stored.clone(),
-            index: Some(Arc::new(index)),
+        let dims = shape.clone();
+        self.remapped(shape, |e| {
+            (0..perm.len())
+                .map(|d| ((e / os[d]) % dims[d]) * is[perm[d]])
+                .sum()
         })
     }
 }

@@ -20,7 +20,8 @@
 //! let name = net.layers[0].name.clone();
 //! let zeros = ConstTensor::f32(net.layers[0].stored_shape.clone(), vec![0.0; 6]);
 //! let bytes = replace_weights(&src, &[(name.as_str(), &zeros)]).unwrap();
-//! let back = onnx::from_proto("m", onnx::decode_bytes(&bytes).unwrap(), dir.path()).unwrap();
+//! let model = onnx::decode_bytes(&bytes).unwrap();
+//! let back = onnx::from_proto("m", model, dir.path(), &Default::default()).unwrap();
 //! assert!(back.params.get(&name).unwrap().to_f32().unwrap().iter().all(|&w| w == 0.0));
 //! ```
 
