@@ -3,7 +3,8 @@
 
 usage: ort_check.py MODEL.onnx INPUT.bin IN_SHAPE OUTPUT.bin [RTOL]
 OUTPUT may be '-' (no reference: only run it). INPUT/OUTPUT are raw little-endian float32; IN_SHAPE like 2x3x32x32.
-Prints the max relative error; exits 1 when it exceeds RTOL (default 1e-4).
+Prints the max error relative to the output's scale (its largest magnitude,
+at least 0.01); exits 1 when it exceeds RTOL (default 1e-4).
 """
 import sys
 
@@ -25,7 +26,12 @@ def main():
         print(f"{model}: ran in onnxruntime, output shape {y.shape}, finite={ok}")
         sys.exit(0 if ok else 1)
     ref = np.fromfile(yref, dtype="<f4").reshape(y.shape)
-    err = float(np.max(np.abs(y - ref)) / max(float(np.max(np.abs(ref))), 1e-12))
+    # Relative to the output's scale, taken as at least 0.01: an output of a
+    # sigmoid far in its tail (1e-7) is compared to 1e-6 absolute, where
+    # float32 implementations legitimately differ (onnxruntime flushes such
+    # values to 0).
+    scale = max(float(np.max(np.abs(ref))), float(np.max(np.abs(y))), 1e-2)
+    err = float(np.max(np.abs(y - ref)) / scale)
     print(f"{model}: max relative error {err:.3e}")
     sys.exit(0 if err <= rtol else 1)
 

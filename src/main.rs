@@ -73,6 +73,12 @@ fn install_panic_exit() {
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "panic".into());
         let line = what.lines().next().unwrap_or_default().to_string();
+        // A reader that stops early (`maskforge inspect m.onnx | head`) is
+        // not our bug: stop quietly, as other Unix tools do.
+        if line.starts_with("failed printing to stdout") && line.contains("Broken pipe") {
+            maskforge::io::fs::remove_partial_outputs();
+            std::process::exit(0);
+        }
         let at = info
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))

@@ -52,6 +52,9 @@ fn compare(net: &Network, masks: Option<&MaskSet>, mode: Mode, sum_seed: bool, w
         Seed::CrossEntropy { labels, .. } => {
             candle_nn::loss::cross_entropy(&(flat_logits(logits) / 2.0).unwrap(), labels).unwrap()
         }
+        // Not reached: this file's comparisons seed with Sum and
+        // CrossEntropy (tests/ops_gradients.rs covers Energy).
+        Seed::Energy => unreachable!("the energy seed is checked in ops_gradients"),
     };
     let theirs = loss.backward().unwrap();
     for (li, (g, w)) in ours.iter().zip(&ex.weights).enumerate() {

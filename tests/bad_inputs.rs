@@ -4,7 +4,7 @@
 //! file) appears (CONVENTIONS.md, "What comes out" and "Command line").
 
 mod common;
-use common::{maskforge, s};
+use common::{maskforge, maskforge_ok, s};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -1370,4 +1370,108 @@ fn idx_header_overflow_is_named() {
         ],
         &[s(&images)],
     );
+}
+
+// ------------------------------------------------- modern graphs (issue #11)
+
+/// lenet300 exported and edited by `edit`, written to `dir/name`.
+fn edited_lenet300(
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut candle_onnx::onnx::GraphProto),
+) -> PathBuf {
+    let src = dir.join("lenet300.onnx");
+    export("lenet300", &src);
+    let mut m = maskforge::io::onnx::decode_file(&src).unwrap();
+    edit(m.graph.as_mut().unwrap());
+    let p = dir.join(name);
+    std::fs::write(&p, maskforge::io::onnx::writer::encode(&m)).unwrap();
+    std::fs::remove_file(&src).unwrap();
+    p
+}
+
+#[test]
+fn recurrent_and_control_flow_ops_are_all_named_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = edited_lenet300(dir.path(), "rnn.onnx", |g| {
+        g.node[2].op_type = "LSTM".into();
+        g.node[4].op_type = "If".into();
+    });
+    let msg = audit_fails(dir.path(), &[s(&p)], &["2 unsupported", "LSTM", "relu1"]);
+    assert!(msg.contains("If") && msg.contains("relu2"), "{msg}");
+    let out = maskforge(&["inspect", s(&p), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let ops: Vec<&str> = v["unsupported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["LSTM", "If"], "{v}");
+}
+
+#[test]
+fn a_symbolic_dimension_needs_input_shape() {
+    use candle_onnx::onnx::tensor_shape_proto::dimension::Value as D;
+    let dir = tempfile::tempdir().unwrap();
+    let p = edited_lenet300(dir.path(), "symbolic.onnx", |g| {
+        let t = match g.input[0].r#type.as_mut().unwrap().value.as_mut().unwrap() {
+            candle_onnx::onnx::type_proto::Value::TensorType(t) => t,
+            _ => unreachable!(),
+        };
+        t.shape.as_mut().unwrap().dim[2].value = Some(D::DimParam("height".into()));
+    });
+    audit_fails(
+        dir.path(),
+        &[s(&p)],
+        &["'input'", "dimension 2", "'height'", "--input-shape"],
+    );
+    // The wrong input name and a rank mismatch are named too.
+    audit_fails(
+        dir.path(),
+        &[s(&p), "--input-shape", "images=1x1x28x28"],
+        &["'images'", "input"],
+    );
+    audit_fails(
+        dir.path(),
+        &[s(&p), "--input-shape", "input=1x28x28"],
+        &["3 dimensions", "declares 4"],
+    );
+    audit_fails(
+        dir.path(),
+        &[s(&p), "--input-shape", "input=1x1x28x27"],
+        &["dimension 3", "fixes it at 28"],
+    );
+    // Given the shape, it reads; the mask file records the shape used.
+    let out_file = dir.path().join("eff.safetensors");
+    maskforge_ok(&[
+        "audit",
+        s(&p),
+        "--input-shape",
+        "input=1x1x28x28",
+        "-o",
+        s(&out_file),
+    ]);
+    let bytes = std::fs::read(&out_file).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().expect("__metadata__");
+    assert_eq!(
+        meta.get("input_shape").map(String::as_str),
+        Some("input=1x1x28x28")
+    );
+}
+
+#[test]
+fn a_mistyped_attribute_is_an_input_error_not_a_silent_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = edited_lenet300(dir.path(), "mistyped.onnx", |g| {
+        let a = &mut g.node[1].attribute[0];
+        assert_eq!(a.name, "transB");
+        // transB = 1 stored as a FLOAT: read as an INT it would be 0 and the
+        // weight would be taken untransposed.
+        a.r#type = 1;
+        a.f = 1.0;
+        a.i = 0;
+    });
+    audit_fails(dir.path(), &[s(&p)], &["fc1", "transB", "integer", "float"]);
 }

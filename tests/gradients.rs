@@ -103,32 +103,6 @@ fn calibration(net: &Network, n: usize, classes: usize) -> Calibration {
     }
 }
 
-fn loss(ex: &Executor, m: &MaskSet, cal: &Calibration, temp: f64) -> f64 {
-    let (x, y) = &cal.batches[0];
-    let logits = (ex.logits(x, Some(m), Mode::Eval).unwrap() / temp).unwrap();
-    candle_nn::loss::cross_entropy(&logits, y)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
-
-fn set(ex: &Executor, layer: usize, i: usize, v: f64) {
-    let w = &ex.weights[layer];
-    let mut vals: Vec<f64> = w.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-    vals[i] = v;
-    w.set(&Tensor::from_vec(vals, w.shape(), &Device::Cpu).unwrap())
-        .unwrap();
-}
-
-fn get(ex: &Executor, layer: usize, i: usize) -> f64 {
-    ex.weights[layer]
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()[i]
-}
-
 #[test]
 fn loss_gradients_match_finite_differences() {
     for net in nets() {
@@ -141,13 +115,13 @@ fn loss_gradients_match_finite_differences() {
         for _ in 0..12 {
             let l = rng.random_range(0..net.layers.len());
             let i = rng.random_range(0..net.layers[l].numel());
-            let w0 = get(&ex, l, i);
+            let w0 = common::weight_at(&ex, l, i);
             let h = 1e-6;
-            set(&ex, l, i, w0 + h);
-            let up = loss(&ex, &m, &cal, 1.0);
-            set(&ex, l, i, w0 - h);
-            let down = loss(&ex, &m, &cal, 1.0);
-            set(&ex, l, i, w0);
+            common::set_weight(&ex, l, i, w0 + h);
+            let up = common::ce_loss(&ex, &m, &cal, 1.0);
+            common::set_weight(&ex, l, i, w0 - h);
+            let down = common::ce_loss(&ex, &m, &cal, 1.0);
+            common::set_weight(&ex, l, i, w0);
             let fd = (up - down) / (2.0 * h);
             assert!(
                 (g[l][i] - fd).abs() <= 1e-6 * (1.0 + fd.abs()),
@@ -177,13 +151,13 @@ fn synflow_by_differences(ex: &Executor, net: &Network, m: &MaskSet, l: usize, i
             .to_scalar::<f64>()
             .unwrap()
     };
-    let w0 = get(ex, l, i);
+    let w0 = common::weight_at(ex, l, i);
     let h = 1e-6 * (1.0 + w0.abs());
-    set(ex, l, i, w0 + h);
+    common::set_weight(ex, l, i, w0 + h);
     let up = r();
-    set(ex, l, i, w0 - h);
+    common::set_weight(ex, l, i, w0 - h);
     let down = r();
-    set(ex, l, i, w0);
+    common::set_weight(ex, l, i, w0);
     ((up - down) / (2.0 * h) * w0).abs()
 }
 

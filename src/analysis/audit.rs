@@ -38,6 +38,8 @@ pub struct LayerAudit {
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditReport {
     pub model: String,
+    /// The input shapes the audit is exact for ([`Network::input_signature`]).
+    pub input_shape: String,
     pub layers: Vec<LayerAudit>,
     pub total: usize,
     pub kept: usize,
@@ -138,6 +140,7 @@ pub fn audit_with(
     let functional: usize = nodes.iter().map(|n| n.functional).sum();
     Ok(AuditReport {
         model: net.name.clone(),
+        input_shape: net.input_signature(),
         layers_without_active_weights: layers
             .iter()
             .filter(|l| l.active == 0)

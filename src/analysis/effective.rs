@@ -13,8 +13,14 @@
 //! maps exactly, per channel and, where they can differ, per position
 //! ([`crate::analysis::liveness`]), so no floats are needed and nothing can underflow.
 //!
-//! Element-level bookkeeping is used only for shape-shuffling ops (Reshape,
-//! Transpose, broadcasting Add, Concat off the channel axis).
+//! Element-level bookkeeping is used only where channels do not map to
+//! channels: shape-shuffling ops (Reshape, Transpose, broadcasting Add and
+//! elementwise functions of several activations, Concat off the channel
+//! axis) and the rules of [`crate::analysis::elements`] (MatMul of two
+//! activations, axis mixing, element maps, dense layers over leading axes).
+//! A product of two activations joins both operands, as a sum does: a gate
+//! is a coefficient on the path, not a cut (CONVENTIONS, "What effective
+//! means on any graph").
 //!
 //! ```
 //! use maskforge::{zoo, analysis::effective, mask::MaskSet};
@@ -28,10 +34,15 @@
 
 use std::collections::HashMap;
 
+use crate::analysis::elements::{
+    broadcast_source, gather_backward, gather_forward, last_axis_features, DenseRows, MatMulDims,
+    Slices,
+};
 use crate::analysis::liveness::{Geometry, Plane, PosSet};
 use crate::bitset::{ones_of_words as ones_of, BitSet};
+use crate::graph::index_map::strides;
 use crate::graph::op::{Conv2d, Op, Pool};
-use crate::graph::{Network, Node, ValueId};
+use crate::graph::{LayerKind, Network, Node, ValueId};
 use crate::mask::MaskSet;
 
 /// Liveness of every position of one value.
@@ -150,6 +161,12 @@ pub fn analyse_with_forward(net: &Network, masks: &MaskSet, forward: Vec<Live>) 
                 let back = &backward[node.output];
                 match &node.op {
                     Op::Conv { conv, .. } => conv_active(conv, &masks.layers[li], fwd, back),
+                    Op::Dense { .. } if shape(net, node.inputs[0]).len() > 1 => DenseRows {
+                        n_out: l.shape[0],
+                        n_in: l.shape[1],
+                        mask: &masks.layers[li],
+                    }
+                    .active(&fwd.to_elements(), &back.to_elements()),
                     Op::Dense { .. } => {
                         dense_active(l.shape[0], l.shape[1], &masks.layers[li], fwd, back)
                     }
@@ -209,12 +226,36 @@ impl<'a> Forward<'a> {
             .map(|&v| self.live[v].as_ref().expect("topological order"))
             .collect();
         let out_shape = shape(net, node.output);
+        let in_shape = shape(net, node.inputs[0]);
         let out = match &node.op {
-            Op::Binary(_) | Op::Where | Op::MatMul | Op::Mix(_) | Op::Gather(_) => {
-                unimplemented!("WIP #11: {}", node.op.kind())
+            Op::MatMul => {
+                let d = MatMulDims::new(in_shape, shape(net, node.inputs[1]));
+                let bits = d.forward(&ins[0].to_elements(), &ins[1].to_elements());
+                Live::from_elements(out_shape, &bits)
+            }
+            Op::Mix(mix) => {
+                let bits = Slices::of_mix(in_shape, mix).forward(&ins[0].to_elements());
+                Live::from_elements(out_shape, &bits)
+            }
+            Op::Softmax(axis) | Op::LogSoftmax(axis) => {
+                let bits = Slices::along(in_shape, *axis).forward(&ins[0].to_elements());
+                Live::from_elements(out_shape, &bits)
+            }
+            Op::Gather(map) => {
+                let elems: Vec<BitSet> = ins.iter().map(|l| l.to_elements()).collect();
+                let refs: Vec<&BitSet> = elems.iter().collect();
+                Live::from_elements(out_shape, &gather_forward(map, &refs))
             }
             Op::Conv { conv, .. } => {
                 conv_forward(conv, mask.expect("conv mask"), ins[0], out_shape)
+            }
+            Op::Dense { dense, .. } if in_shape.len() > 1 => {
+                let d = DenseRows {
+                    n_out: dense.out_features,
+                    n_in: dense.in_features,
+                    mask: mask.expect("dense mask"),
+                };
+                Live::from_elements(out_shape, &d.forward(&ins[0].to_elements()))
             }
             Op::Dense { dense, .. } => dense_forward(
                 dense.out_features,
@@ -224,10 +265,10 @@ impl<'a> Forward<'a> {
             ),
             Op::Pool(pool) => pool_forward(pool, ins[0], out_shape),
             Op::GlobalPool(_) => global_forward(ins[0], out_shape),
-            Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Softmax(_) | Op::LogSoftmax(_) => {
-                ins[0].clone()
-            }
-            Op::Add => add_forward(net, node, &ins, out_shape),
+            Op::Norm(_) | Op::Activation(_) | Op::Identity => ins[0].clone(),
+            // Every operand reaches the output elements it broadcasts to,
+            // whatever the function: a sum's rule.
+            Op::Add | Op::Binary(_) | Op::Where => add_forward(net, node, &ins, out_shape),
             Op::Concat(axis) => concat_forward(net, node, &ins, *axis, out_shape),
             Op::Reshape => Live::from_elements(out_shape, &ins[0].to_elements()),
             Op::Transpose(perm) => {
@@ -259,9 +300,42 @@ fn backward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> 
         if out.chans.iter().all(PosSet::is_none) {
             continue;
         }
+        let in_shape = shape(net, node.inputs[0]);
         let contributions: Vec<Live> = match &node.op {
-            Op::Binary(_) | Op::Where | Op::MatMul | Op::Mix(_) | Op::Gather(_) => {
-                unimplemented!("WIP #11: {}", node.op.kind())
+            Op::MatMul => {
+                let b_shape = shape(net, node.inputs[1]);
+                let (a, b) = MatMulDims::new(in_shape, b_shape).backward(&out.to_elements());
+                vec![
+                    Live::from_elements(in_shape, &a),
+                    Live::from_elements(b_shape, &b),
+                ]
+            }
+            Op::Mix(mix) => {
+                let bits = Slices::of_mix(in_shape, mix).backward(&out.to_elements());
+                vec![Live::from_elements(in_shape, &bits)]
+            }
+            Op::Softmax(axis) | Op::LogSoftmax(axis) => {
+                let bits = Slices::along(in_shape, *axis).backward(&out.to_elements());
+                vec![Live::from_elements(in_shape, &bits)]
+            }
+            Op::Gather(map) => {
+                let sizes: Vec<usize> = node.inputs.iter().map(|&v| net.value(v).numel()).collect();
+                gather_backward(map, &out.to_elements(), &sizes)
+                    .iter()
+                    .zip(&node.inputs)
+                    .map(|(b, &v)| Live::from_elements(shape(net, v), b))
+                    .collect()
+            }
+            Op::Dense { dense, .. } if in_shape.len() > 1 => {
+                let d = DenseRows {
+                    n_out: dense.out_features,
+                    n_in: dense.in_features,
+                    mask: &masks.layers[layer_of[ni].unwrap()],
+                };
+                vec![Live::from_elements(
+                    in_shape,
+                    &d.backward(&out.to_elements()),
+                )]
             }
             Op::Conv { conv, .. } => {
                 let m = &masks.layers[layer_of[ni].unwrap()];
@@ -287,10 +361,8 @@ fn backward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> 
                 }
                 vec![l]
             }
-            Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Softmax(_) | Op::LogSoftmax(_) => {
-                vec![out.clone()]
-            }
-            Op::Add => node
+            Op::Norm(_) | Op::Activation(_) | Op::Identity => vec![out.clone()],
+            Op::Add | Op::Binary(_) | Op::Where => node
                 .inputs
                 .iter()
                 .map(|&v| unbroadcast(out, shape(net, node.output), shape(net, v)))
@@ -746,36 +818,25 @@ fn add_forward(net: &Network, node: &Node, ins: &[&Live], out_shape: &[usize]) -
     out
 }
 
-/// Row-major strides of a shape.
-fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
-
-/// For each element of `to`, the element of `from` it broadcasts from.
-fn broadcast_source(from: &[usize], to: &[usize]) -> impl Fn(usize) -> usize {
-    let pad = to.len() - from.len();
-    let full: Vec<usize> = std::iter::repeat_n(1, pad)
-        .chain(from.iter().copied())
-        .collect();
-    let (ts, fs) = (strides(to), strides(&full));
-    let to = to.to_vec();
-    move |e| {
-        let mut src = 0;
-        for d in 0..to.len() {
-            let idx = (e / ts[d]) % to[d];
-            if full[d] != 1 {
-                src += idx * fs[d];
-            }
-        }
-        src
-    }
+/// True when `from` is `[C, 1, ..., 1]` broadcast onto `to = [C, ...]` (a
+/// squeeze-and-excite gate, a per-channel scale): channels map to channels.
+fn per_channel(from: &[usize], to: &[usize]) -> bool {
+    !from.is_empty()
+        && from.len() == to.len()
+        && from[0] == to[0]
+        && from[1..].iter().all(|&d| d == 1)
 }
 
 fn broadcast_live(l: &Live, from: &[usize], to: &[usize]) -> Live {
+    if per_channel(from, to) {
+        let mut out = Live::none(to);
+        for (o, c) in out.chans.iter_mut().zip(&l.chans) {
+            if !c.is_none() {
+                *o = PosSet::All;
+            }
+        }
+        return out;
+    }
     let bits = l.to_elements();
     let src = broadcast_source(from, to);
     let n: usize = to.iter().product();
@@ -786,6 +847,15 @@ fn broadcast_live(l: &Live, from: &[usize], to: &[usize]) -> Live {
 fn unbroadcast(out: &Live, out_shape: &[usize], in_shape: &[usize]) -> Live {
     if out_shape == in_shape {
         return out.clone();
+    }
+    if per_channel(in_shape, out_shape) {
+        let mut l = Live::none(in_shape);
+        for (i, c) in l.chans.iter_mut().zip(&out.chans) {
+            if !c.is_none() {
+                *i = PosSet::All;
+            }
+        }
+        return l;
     }
     let bits = out.to_elements();
     let src = broadcast_source(in_shape, out_shape);
@@ -822,14 +892,14 @@ fn concat_forward(
     Live::from_elements(out_shape, &out)
 }
 
+/// The element of the concatenation `whole` that element `e` of `part`
+/// (placed at `offset` along `axis`) becomes. Row-major, a part is `outer`
+/// contiguous blocks of `part[axis..]` elements, each landing at its own
+/// place in a block of `whole[axis..]`.
 fn concat_index(part: &[usize], whole: &[usize], axis: usize, offset: usize, e: usize) -> usize {
-    let (ps, ws) = (strides(part), strides(whole));
-    (0..part.len())
-        .map(|d| {
-            let idx = (e / ps[d]) % part[d];
-            (if d == axis { idx + offset } else { idx }) * ws[d]
-        })
-        .sum()
+    let inner: usize = part[axis + 1..].iter().product();
+    let (block, whole_block) = (part[axis] * inner, whole[axis] * inner);
+    (e / block) * whole_block + offset * inner + e % block
 }
 
 fn concat_backward(net: &Network, node: &Node, out: &Live, axis: usize) -> Vec<Live> {
@@ -897,13 +967,18 @@ pub struct NodeCounts {
 /// some position of it is forward-live, *functional* when one position is
 /// both forward- and backward-live. Functional is therefore "on some
 /// input -> output path through kept weights": the *effective node* of
-/// node-path balancing (papers/npb-node-path-balancing-abstract.txt).
+/// node-path balancing (papers/npb-node-path-balancing-abstract.txt). A
+/// dense layer over leading axes has one unit per output feature (its
+/// positions share the weights), live or functional at some position.
 pub fn node_counts(net: &Network, a: &Analysis) -> Vec<NodeCounts> {
     net.layers
         .iter()
         .map(|l| {
             let v = net.nodes[l.node].output;
             let (f, b) = (&a.forward[v], &a.backward[v]);
+            if l.kind == LayerKind::Dense && shape(net, v).len() > 1 {
+                return feature_counts(l.shape[0], &f.to_elements(), &b.to_elements());
+            }
             let p = f.plane;
             NodeCounts {
                 total: f.chans.len(),
@@ -917,4 +992,15 @@ pub fn node_counts(net: &Network, a: &Analysis) -> Vec<NodeCounts> {
             }
         })
         .collect()
+}
+
+/// [`NodeCounts`] of `n` features repeated at every leading position.
+fn feature_counts(n: usize, fwd: &BitSet, back: &BitSet) -> NodeCounts {
+    let mut both = fwd.clone();
+    both.and_with(back);
+    NodeCounts {
+        total: n,
+        reached: last_axis_features(fwd, n).count_ones(),
+        functional: last_axis_features(&both, n).count_ones(),
+    }
 }

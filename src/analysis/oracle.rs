@@ -11,6 +11,23 @@
 //! underflowing. It is slow by design (a full forward and backward pass); the
 //! graph pass in [`crate::analysis::effective`] is the production path.
 //!
+//! A kept weight whose value is exactly 0 (an int8 weight at its zero point
+//! in a QDQ model, a trained weight that happens to be 0) is still a kept
+//! connection: the mask, not the value, says what is kept (CONVENTIONS:
+//! "paths through kept weights"). Such a weight enters with coefficient 1;
+//! `|w|` only serves to keep every coefficient positive, and any positive
+//! value gives the same zero pattern.
+//!
+//! The ops of modern graphs are linearised as CONVENTIONS ("What effective
+//! means on any graph") reads them: a function of several activations
+//! (Mul, Div, Max, Where, ...) is the broadcast *sum* of its operands; a
+//! MatMul of two activations `A @ B` is `rowsum(A) + colsum(B)`, broadcast
+//! to `[.., m, n]`; a normalisation or reduction (Softmax included) is the
+//! sum over its axes, broadcast back over the slice when it keeps the
+//! shape; an element map sums its taps times `|weight|`, reading constants
+//! as 0; a dense layer over leading axes is the same `|w| * mask` product at
+//! every position.
+//!
 //! ```
 //! use maskforge::{zoo, mask::MaskSet, analysis::oracle, analysis::effective};
 //! let net = zoo::build("lenet5", 0).unwrap();
@@ -22,15 +39,21 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use crate::bitset::BitSet;
 use crate::error::{Error, Result};
-use crate::graph::op::{Op, Pool};
+use crate::graph::builder::{broadcast, matmul_shape};
+use crate::graph::op::{IndexMap, Mix, MixKind, Op, Pool};
 use crate::graph::Network;
 use crate::mask::MaskSet;
 
-/// Canonical-order |w| * mask values of layer `li` as f64.
+/// Canonical-order |w| * mask values of layer `li` as f64, a kept weight
+/// of value 0 as 1 (it is still a connection).
 fn masked_abs(net: &Network, li: usize, mask: &BitSet) -> Result<Vec<f64>> {
     let v = net.canonical_weights(li)?;
     Ok((0..v.len())
-        .map(|c| if mask.get(c) { v[c].abs() as f64 } else { 0.0 })
+        .map(|c| match (mask.get(c), v[c].abs() as f64) {
+            (false, _) => 0.0,
+            (true, 0.0) => 1.0,
+            (true, a) => a,
+        })
         .collect())
 }
 
@@ -42,6 +65,29 @@ fn same_or_err(a: [usize; 2], what: &str) -> Result<usize> {
             "path-norm check: non-square {what} {a:?}"
         )))
     }
+}
+
+/// A 2-D convolution with per-axis `stride`: candle's conv2d takes one
+/// stride, so a non-square one runs at stride 1 and keeps every
+/// `stride[a]`-th row and column (the same sums, with a backward pass).
+fn conv2d_strided(
+    x: &Tensor,
+    w: &Tensor,
+    stride: [usize; 2],
+    d: usize,
+    groups: usize,
+) -> Result<Tensor> {
+    if stride[0] == stride[1] {
+        return Ok(x.conv2d(w, 0, stride[0], d, groups)?);
+    }
+    let mut y = x.conv2d(w, 0, 1, d, groups)?;
+    for (a, &s) in stride.iter().enumerate() {
+        let n = y.dim(a + 2)?;
+        let keep: Vec<u32> = (0..n).step_by(s).map(|i| i as u32).collect();
+        let ix = Tensor::from_vec(keep.clone(), keep.len(), y.device())?;
+        y = y.index_select(&ix, a + 2)?;
+    }
+    Ok(y)
 }
 
 fn pad_spatial(x: &Tensor, pads: [usize; 4]) -> Result<Tensor> {
@@ -66,8 +112,7 @@ fn avg_pool(x: &Tensor, p: &Pool, in_hw: [usize; 2], out_hw: [usize; 2]) -> Resu
     // for overlapping windows.
     let c = x.dim(1)?;
     let k = Tensor::ones((c, 1, p.kernel[0], p.kernel[1]), DType::F64, x.device())?;
-    let s = same_or_err(p.window.stride, "pool stride")?;
-    Ok(x.conv2d(&k, 0, s, 1, c)?)
+    conv2d_strided(&x, &k, p.window.stride, 1, c)
 }
 
 /// The active masks by the float definition.
@@ -95,15 +140,49 @@ pub fn effective_masks(net: &Network, masks: &MaskSet) -> Result<MaskSet> {
         let in_shape = &net.values[node.inputs[0]].shape;
         let out_shape = &net.values[node.output].shape;
         let y = match &node.op {
-            Op::Binary(_) | Op::Where | Op::MatMul | Op::Mix(_) | Op::Gather(_) => {
-                unimplemented!("WIP #11: {}", node.op.kind())
+            Op::Add | Op::Binary(_) | Op::Where => {
+                let parts: Vec<(Tensor, &[usize])> = node
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &v)| (x(k), net.values[v].shape.as_slice()))
+                    .collect();
+                broadcast_sum(&parts, out_shape)?
+            }
+            Op::MatMul => {
+                let b_shape = &net.values[node.inputs[1]].shape;
+                rescale(&matmul_sums(&x(0), in_shape, &x(1), b_shape)?)?
+            }
+            Op::Mix(mix) => rescale(&mix_sums(&x(0), in_shape, mix, out_shape)?)?,
+            Op::Softmax(axis) | Op::LogSoftmax(axis) => {
+                let s = x(0).sum_keepdim(axis + 1)?;
+                s.broadcast_as(x(0).shape())?.contiguous()?
+            }
+            Op::Gather(map) => {
+                let parts: Vec<Tensor> = (0..node.inputs.len()).map(x).collect();
+                gather_sums(&parts, map, out_shape)?
+            }
+            Op::Dense { .. } if in_shape.len() > 1 => {
+                let w = vars[layer_of[ni].unwrap()].as_tensor();
+                let features = in_shape[in_shape.len() - 1];
+                let rows = x(0).reshape(((), features))?;
+                let mut s = vec![1];
+                s.extend(out_shape);
+                rescale(&rows.matmul(&w.t()?)?.reshape(s)?)?
             }
             Op::Conv { conv, .. } => {
                 let w = vars[layer_of[ni].unwrap()].as_tensor();
-                let s = same_or_err(conv.window.stride, "stride")?;
+                let s = conv.window.stride;
                 let d = same_or_err(conv.window.dilation, "dilation")?;
-                let xp = pad_spatial(&x(0), conv.window.pads)?;
-                rescale(&xp.conv2d(w, 0, s, d, conv.groups)?)?
+                let mut xp = pad_spatial(&x(0), conv.window.pads)?;
+                // Rows and columns past the last window are never read; cut
+                // them, or candle's backward pass (a transposed conv that
+                // cannot produce them) returns a gradient of the wrong shape.
+                for a in 0..2 {
+                    let used = (out_shape[a + 1] - 1) * s[a] + (conv.kernel[a] - 1) * d + 1;
+                    xp = xp.narrow(a + 2, 0, used)?;
+                }
+                rescale(&conv2d_strided(&xp, w, s, d, conv.groups)?)?
             }
             Op::Dense { .. } => {
                 let w = vars[layer_of[ni].unwrap()].as_tensor();
@@ -123,9 +202,7 @@ pub fn effective_masks(net: &Network, masks: &MaskSet) -> Result<MaskSet> {
                 }
                 t2
             }
-            Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Softmax(_) | Op::LogSoftmax(_) => {
-                x(0)
-            }
+            Op::Norm(_) | Op::Activation(_) | Op::Identity => x(0),
             Op::Reshape => {
                 let mut s = vec![1];
                 s.extend(out_shape);
@@ -135,13 +212,6 @@ pub fn effective_masks(net: &Network, masks: &MaskSet) -> Result<MaskSet> {
                 let mut perm = vec![0];
                 perm.extend(p.iter().map(|a| a + 1));
                 x(0).permute(perm)?.contiguous()?
-            }
-            Op::Add => {
-                let mut acc = x(0);
-                for k in 1..node.inputs.len() {
-                    acc = acc.broadcast_add(&x(k))?;
-                }
-                acc
             }
             Op::Concat(axis) => {
                 let parts: Vec<Tensor> = (0..node.inputs.len()).map(x).collect();
@@ -183,4 +253,95 @@ fn rescale(t: &Tensor) -> Result<Tensor> {
     } else {
         Ok(t.clone())
     }
+}
+
+/// `t` (batch 1, per-sample `shape`) with leading 1s up to `rank`
+/// per-sample dims, broadcast to `[1] + to`.
+fn expand_to(t: &Tensor, shape: &[usize], to: &[usize]) -> Result<Tensor> {
+    let mut s = vec![1; 1 + to.len() - shape.len()];
+    s.extend(shape);
+    let mut full = vec![1];
+    full.extend(to);
+    Ok(t.reshape(s)?.broadcast_as(full)?)
+}
+
+/// The numpy-broadcast sum of activations of per-sample shapes as given.
+fn broadcast_sum(parts: &[(Tensor, &[usize])], out_shape: &[usize]) -> Result<Tensor> {
+    let mut acc: Option<Tensor> = None;
+    for (t, shape) in parts {
+        let e = expand_to(t, shape, out_shape)?;
+        acc = Some(match acc {
+            None => e,
+            Some(a) => (a + e)?,
+        });
+    }
+    Ok(acc.expect("an operand").contiguous()?)
+}
+
+/// `A @ B` linearised: `rowsum(A)[.., m] + colsum(B)[.., n]`, broadcast to
+/// `[.., m, n]` (numpy matmul's batch broadcasting and 1-D rules).
+fn matmul_sums(a: &Tensor, a_shape: &[usize], b: &Tensor, b_shape: &[usize]) -> Result<Tensor> {
+    let (a2, b2) = crate::graph::builder::as_matrices(a_shape, b_shape);
+    let (ra, rb) = (a2.len(), b2.len());
+    let mut full = broadcast(&a2[..ra - 2], &b2[..rb - 2])?;
+    full.extend([a2[ra - 2], b2[rb - 1]]);
+    let mut a_sum = a2.clone();
+    a_sum[ra - 1] = 1;
+    let mut b_sum = b2.clone();
+    b_sum[rb - 2] = 1;
+    let rows = a.reshape([&[1][..], &a2].concat())?.sum_keepdim(ra)?;
+    let cols = b.reshape([&[1][..], &b2].concat())?.sum_keepdim(rb - 1)?;
+    let y = (expand_to(&rows, &a_sum, &full)? + expand_to(&cols, &b_sum, &full)?)?;
+    let mut out = vec![1];
+    out.extend(matmul_shape(a_shape, b_shape)?);
+    Ok(y.contiguous()?.reshape(out)?)
+}
+
+/// An axis-mixing op linearised: the sum over its axes of its view, kept
+/// as one element per slice (Reduce) or broadcast back over the slice
+/// (Normalize).
+fn mix_sums(x: &Tensor, in_shape: &[usize], mix: &Mix, out_shape: &[usize]) -> Result<Tensor> {
+    let view = mix.view.clone().unwrap_or_else(|| in_shape.to_vec());
+    let mut v = vec![1];
+    v.extend(&view);
+    let xv = x.reshape(v.clone())?;
+    let axes: Vec<usize> = mix.axes.iter().map(|a| a + 1).collect();
+    let s = xv.sum_keepdim(axes)?;
+    let mut out = vec![1];
+    out.extend(out_shape);
+    match mix.kind {
+        // With or without keepdims: the same elements in the same order.
+        MixKind::Reduce { .. } => Ok(s.reshape(out)?),
+        MixKind::Normalize { .. } => Ok(s.broadcast_as(v)?.contiguous()?.reshape(out)?),
+    }
+}
+
+/// An element map linearised: `out[e] = sum_k |weight[e, k]| * src[index[e, k]]`
+/// over the inputs' elements, in order, followed by the constants read as 0
+/// (a constant starts no path).
+fn gather_sums(parts: &[Tensor], map: &IndexMap, out_shape: &[usize]) -> Result<Tensor> {
+    let dev = Device::Cpu;
+    let mut flat: Vec<Tensor> = parts
+        .iter()
+        .map(|t| t.flatten_all()?.reshape((1, ())))
+        .collect::<candle_core::Result<_>>()?;
+    flat.push(Tensor::zeros(
+        (1, map.consts.len().max(1)),
+        DType::F64,
+        &dev,
+    )?);
+    let src = Tensor::cat(&flat, 1)?;
+    let index = Tensor::from_vec(map.index.to_vec(), map.index.len(), &dev)?;
+    let weight: Vec<f64> = match &map.weight {
+        Some(w) => w.iter().map(|&v| v.abs() as f64).collect(),
+        None => vec![1.0; map.index.len()],
+    };
+    let weight = Tensor::from_vec(weight, (1, map.index.len()), &dev)?;
+    let taps = (src.index_select(&index, 1)? * weight)?;
+    let mut out = vec![1];
+    out.extend(out_shape);
+    Ok(taps
+        .reshape((1, map.len(), map.taps))?
+        .sum(2)?
+        .reshape(out)?)
 }

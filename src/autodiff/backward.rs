@@ -15,13 +15,20 @@
 //!
 //! The heavy nodes call the backward functions of this crate's ops
 //! directly (convolutions with their fused epilogue, dense layers as two
-//! matrix products, max pools, masked weights); ReLU passes gradient where
-//! its output is positive (PyTorch's rule, as the fused conv epilogue);
-//! reshapes and same-shape sums pass it through; every other node is
+//! matrix products, also over leading axes (a sequence's positions are
+//! rows: the weight gradient sums over them), max pools, masked weights);
+//! ReLU passes gradient where its output is positive (PyTorch's rule, as
+//! the fused conv epilogue); reshapes and same-shape sums pass it through;
+//! sigmoids and the broadcasting Add, Sub and Mul of two activations (the
+//! gates of SiLU, hard-swish and squeeze-and-excite) are done by hand too.
+//! Every other node (Where, Div, Pow, Max, Min, MatMul of activations,
+//! reductions and normalisations, element maps, the other functions) is
 //! differentiated on its own by candle (its forward re-run on copies of its
-//! inputs), so each op the executor runs is covered. Devices other than the
-//! CPU, and dtypes other than f32 and f64, use candle's autograd for the
-//! whole pass.
+//! inputs), so each op the executor runs is covered: the executor builds
+//! them only from candle ops with a backward pass. Floor, Ceil, Round and
+//! Sign pass no gradient, in candle's pass as in ours. Devices other than
+//! the CPU, and dtypes other than f32 and f64, use candle's autograd for
+//! the whole pass.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -57,6 +64,10 @@ pub enum Seed<'a> {
     },
     /// The sum of the logits (SynFlow's `R`).
     Sum,
+    /// Half the squared output, averaged over the batch: a label-free
+    /// objective for outputs that are not class scores (detection maps,
+    /// sequences), where no cross-entropy against labels exists.
+    Energy,
 }
 
 impl Seed<'_> {
@@ -77,13 +88,16 @@ impl Seed<'_> {
                 candle_nn::loss::cross_entropy(&(logits / *temperature)?, labels)?
             }
             Seed::Sum => logits.sum_all()?,
+            Seed::Energy => (logits.sqr()?.sum_all()? * (0.5 / logits.dim(0)? as f64))?,
         })
     }
 
     /// Its gradient at `logits`.
     fn gradient(&self, logits: &Tensor) -> Result<Tensor> {
-        if let Seed::Sum = self {
-            return Ok(logits.ones_like()?);
+        match self {
+            Seed::Sum => return Ok(logits.ones_like()?),
+            Seed::Energy => return Ok((logits / logits.dim(0)? as f64)?),
+            Seed::CrossEntropy { .. } => {}
         }
         let z = Var::from_tensor(logits)?;
         let g = self.apply(z.as_tensor())?.backward()?;
@@ -252,12 +266,35 @@ fn plain_gradients(
         return Ok(vec![None; ins.len()]);
     }
     let same_shapes = ins.iter().all(|t| t.shape() == y.shape());
-    Ok(match &ex.network().nodes[ni].op {
+    let op = &ex.network().nodes[ni].op;
+    // In linear mode some ops read as the path norm, not as themselves:
+    // differentiate what the forward pass computed.
+    let path_norm =
+        mode == Mode::Linear && matches!(op, Op::Activation(Activation::Sigmoid) | Op::Binary(_));
+    if path_norm {
+        return local_gradients(ex, ni, ins, dy, mode);
+    }
+    Ok(match op {
         Op::Reshape | Op::Identity => vec![Some(dy.reshape(ins[0].shape())?)],
         Op::Add if same_shapes => vec![Some(dy.clone()); ins.len()],
         Op::Activation(Activation::Relu) => {
             let positive = y.gt(0.0)?.to_dtype(dy.dtype())?;
             vec![Some(dy.mul(&positive)?)]
+        }
+        Op::Activation(Activation::Sigmoid) => {
+            vec![Some(dy.mul(&y.mul(&y.affine(-1.0, 1.0)?)?)?)]
+        }
+        Op::Binary(f) => {
+            match crate::autodiff::ops::binary::backward(
+                *f,
+                &ins[0],
+                &ins[1],
+                dy,
+                [need[0], need[1]],
+            )? {
+                Some(g) => g.into(),
+                None => local_gradients(ex, ni, ins, dy, mode)?,
+            }
         }
         Op::Pool(p) if p.kind == PoolKind::Max => {
             vec![Some(crate::autodiff::ops::maxpool::max_pool2d_backward(

@@ -8,7 +8,30 @@
 //! [`crate::autodiff::ops::maxpool`]'s op; other pools are built from strided views and
 //! elementwise maxima/sums, because candle's own pools have no backward pass
 //! for overlapping windows. With [`Mode::Linear`] the network is
-//! SynFlow's: every parameter replaced by its absolute value.
+//! SynFlow's, as the reference code runs a model: every parameter replaced
+//! by its absolute value, every op evaluated as it is. That covers the
+//! graph's stored constants that act as weights and biases (BatchNorm's,
+//! Mul/Add/Sub/Div by a constant, PRelu's slope, a normalisation's scale
+//! and bias); a Pow's exponent and a Max/Min threshold define the function
+//! (as Clip's bounds do) and are kept, and so are an element map's weights
+//! and constants (interpolation coefficients, padding values, masks).
+//! ReLU, leaky ReLU and PRelu are evaluated as they are (identity on the
+//! positive flow; the reference's behaviour after a BatchNorm that subtracts
+//! its mean). Every other op reads as SynFlow's R = 1^T (prod |theta|) 1
+//! (Tanaka et al., Eq. 2) reads a chain, the path norm that CONVENTIONS uses
+//! for effective sparsity: a smooth or saturating activation (sigmoid,
+//! hard-sigmoid, tanh, GELU, ...) is the identity, a product of two
+//! activations (a gate) is the sum of its operands, a MatMul of two
+//! activations `A @ B` is `A @ 1 + 1 @ B`, and a softmax or normalisation is
+//! the sum over its axes. Evaluated as themselves they saturate on the
+//! all-ones flow (a sigmoid of 1e3 has gradient 0 in f32; a LayerNorm of
+//! equal values is 0), and every score upstream of a detector's sigmoid
+//! head or an attention block would be 0. Reductions, pools and element
+//! maps are evaluated as they are.
+//!
+//! Elementwise, binary, matrix, axis-mixing and data-movement ops follow
+//! ONNX's definitions ([`crate::autodiff::ops`]); a dense layer also takes
+//! inputs with leading axes (`[..., in] -> [..., out]`).
 //!
 //! Convolutions run as [`crate::autodiff::ops::conv`]'s op, which also does the conv's
 //! bias and, where each is the sole reader of the value before it, the
@@ -34,8 +57,12 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, Var};
 use rayon::prelude::*;
 
+use crate::autodiff::ops::activation::activation;
+use crate::autodiff::ops::binary;
+use crate::autodiff::ops::gather::Gather;
+use crate::autodiff::ops::{matmul, mix};
 use crate::error::{Error, Result};
-use crate::graph::op::{Activation, Norm, Op, Pool, PoolKind};
+use crate::graph::op::{Activation, Binary, MixKind, Norm, Op, Pool, PoolKind};
 use crate::graph::{Network, ValueId};
 use crate::mask::MaskSet;
 
@@ -46,7 +73,8 @@ pub enum Mode {
     Eval,
     /// BatchNorm with the batch's statistics.
     Train,
-    /// SynFlow's linearised net: |parameters|, BatchNorm in eval mode.
+    /// SynFlow's linearised net: |parameters|, BatchNorm in eval mode, the
+    /// ops themselves unchanged (see the module documentation).
     Linear,
 }
 
@@ -60,6 +88,8 @@ pub struct Executor<'a> {
     params: HashMap<String, Tensor>,
     /// Per Conv node: the BatchNorm and ReLU nodes its op may absorb.
     fusions: Vec<Fusion>,
+    /// Per Gather node: its element map as tensors on the device.
+    gathers: Vec<Option<Gather>>,
 }
 
 /// The nodes after a convolution that [`crate::autodiff::ops::conv::Epilogue`] can do
@@ -131,6 +161,14 @@ impl<'a> Executor<'a> {
             let v = Tensor::from_vec(t.to_f32()?, t.shape.clone(), device)?.to_dtype(dtype)?;
             params.insert(name.clone(), v);
         }
+        let gathers = net
+            .nodes
+            .iter()
+            .map(|n| match &n.op {
+                Op::Gather(map) => Gather::new(map, dtype, device).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             net,
             device: device.clone(),
@@ -138,6 +176,7 @@ impl<'a> Executor<'a> {
             weights,
             params,
             fusions: Fusion::plan(net),
+            gathers,
         })
     }
 
@@ -365,7 +404,7 @@ impl<'a> Executor<'a> {
                 Op::Dense { bias, .. } => {
                     let li = layer_of[ni].unwrap();
                     let w = self.weight(li, masks, linear, detach)?;
-                    let y = ins[0].matmul(&w.t()?)?;
+                    let y = dense(&ins[0], &w)?;
                     let y = match bias {
                         Some(b) => y.broadcast_add(&self.param(b, linear)?)?,
                         None => y,
@@ -393,20 +432,120 @@ impl<'a> Executor<'a> {
         Ok(vals)
     }
 
+    /// Node `ni` in [`Mode::Linear`] when it reads as the path norm rather
+    /// than as itself (see the module documentation); `None` otherwise.
+    pub(crate) fn path_norm_reading(&self, ni: usize, ins: &[Tensor]) -> Result<Option<Tensor>> {
+        let node = &self.net.nodes[ni];
+        let x0 = &ins[0];
+        let sum_over = |axes: &[usize]| -> Result<Tensor> {
+            let mut s = x0.clone();
+            for &a in axes {
+                s = s.sum_keepdim(a + 1)?;
+            }
+            Ok(s.broadcast_as(x0.shape())?.contiguous()?)
+        };
+        Ok(Some(match &node.op {
+            Op::Activation(Activation::Relu | Activation::LeakyRelu(_)) => return Ok(None),
+            Op::Activation(_) => x0.clone(),
+            Op::Binary(_) => binary::binary(Binary::Add, x0, &ins[1])?,
+            Op::Where => {
+                let xy = binary::binary(Binary::Add, &ins[1], &ins[2])?;
+                binary::binary(Binary::Add, x0, &xy)?
+            }
+            Op::MatMul => {
+                let b = &ins[1];
+                let left = matmul::matmul(x0, &b.ones_like()?)?;
+                let right = matmul::matmul(&x0.ones_like()?, b)?;
+                (left + right)?
+            }
+            Op::Softmax(axis) | Op::LogSoftmax(axis) => sum_over(&[*axis])?,
+            Op::Mix(m) if matches!(m.kind, MixKind::Normalize { .. }) => {
+                let shape = &self.net.values[node.inputs[0]].shape;
+                let view = m.view.as_deref().unwrap_or(shape);
+                let mut v = vec![x0.dim(0)?];
+                v.extend(view);
+                let xv = x0.reshape(v)?;
+                let mut s = xv.clone();
+                for &a in &m.axes {
+                    s = s.sum_keepdim(a + 1)?;
+                }
+                s.broadcast_as(xv.shape())?.reshape(x0.shape())?
+            }
+            _ => return Ok(None),
+        }))
+    }
+
     /// Node `ni`, neither a conv nor a dense layer, on its inputs `ins`.
     pub(crate) fn eval_plain(&self, ni: usize, ins: &[Tensor], mode: Mode) -> Result<Tensor> {
         let net = self.net;
         let linear = mode == Mode::Linear;
+        if linear {
+            if let Some(y) = self.path_norm_reading(ni, ins)? {
+                return Ok(y);
+            }
+        }
         let node = &net.nodes[ni];
         let x0 = ins[0].clone();
         Ok(match &node.op {
-            Op::Binary(_)
-            | Op::Where
-            | Op::MatMul
-            | Op::Mix(_)
-            | Op::Gather(_)
-            | Op::Norm(Norm::Const { .. } | Norm::Prelu(_)) => {
-                unimplemented!("WIP #11: {}", node.op.kind())
+            Op::Binary(f) => binary::binary(*f, &x0, &ins[1])?,
+            Op::Where => binary::where_(&x0, &ins[1], &ins[2])?,
+            Op::MatMul => matmul::matmul(&x0, &ins[1])?,
+            Op::Mix(m) => {
+                let view = m
+                    .view
+                    .as_deref()
+                    .unwrap_or(&net.values[node.inputs[0]].shape);
+                match &m.kind {
+                    MixKind::Reduce { f, keepdims } => {
+                        mix::reduce(&x0, *f, view, &m.axes, *keepdims)?
+                    }
+                    MixKind::Normalize { eps, scale, bias } => {
+                        let p = |n: &Option<String>| n.as_ref().map(|n| self.param(n, linear));
+                        mix::normalize(
+                            &x0,
+                            view,
+                            &m.axes,
+                            *eps as f64,
+                            p(scale).transpose()?.as_ref(),
+                            p(bias).transpose()?.as_ref(),
+                        )?
+                    }
+                }
+            }
+            Op::Gather(_) => {
+                let g = self.gathers[ni]
+                    .as_ref()
+                    .ok_or_else(|| Error::internal("executor: Gather without its map"))?;
+                g.forward(ins, &net.values[node.output].shape)?
+            }
+            Op::Norm(Norm::Const {
+                f,
+                param,
+                const_first,
+            }) => {
+                // Linear mode: the coefficients and offsets of Add, Sub,
+                // Mul and Div (the analogues of weights and biases) as
+                // |c|; the power of Pow and the thresholds of Max and Min
+                // define the function, as Clip's bounds, and are kept.
+                let abs =
+                    linear && matches!(f, Binary::Add | Binary::Sub | Binary::Mul | Binary::Div);
+                let c = self.param(param, abs)?;
+                match (f, *const_first) {
+                    // A scalar power: candle's powf is exactly ONNX's Pow.
+                    (Binary::Pow, false) if c.elem_count() == 1 => {
+                        let e = c.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0];
+                        x0.powf(e)?
+                    }
+                    (_, false) => binary::apply(*f, &x0, &c)?,
+                    (_, true) => binary::apply(*f, &c, &x0)?,
+                }
+            }
+            Op::Norm(Norm::Prelu(slope)) => {
+                // x where positive, slope * x elsewhere; the gradient at 0
+                // is the slope's (PyTorch's rule).
+                let s = self.param(slope, linear)?;
+                let scaled = x0.broadcast_mul(&s)?;
+                x0.gt(0.0)?.where_cond(&x0, &scaled)?
             }
             Op::Conv { .. } | Op::Dense { .. } => {
                 return Err(Error::internal(
@@ -627,21 +766,15 @@ fn lrn(x: &Tensor, size: usize, alpha: f32, beta: f32, bias: f32) -> Result<Tens
     Ok((x / denom)?)
 }
 
-fn activation(x: &Tensor, a: Activation) -> Result<Tensor> {
-    Ok(match a {
-        Activation::Relu => x.relu()?,
-        Activation::LeakyRelu(s) => (x.relu()? - (x.neg()?.relu()? * s as f64)?)?,
-        Activation::Sigmoid => candle_nn::ops::sigmoid(x)?,
-        Activation::Tanh => x.tanh()?,
-        Activation::Gelu => x.gelu_erf()?,
-        Activation::Silu => x.silu()?,
-        Activation::Elu(al) => x.elu(al as f64)?,
-        Activation::HardSigmoid { alpha, beta } => {
-            ((x * alpha as f64)? + beta as f64)?.clamp(0f32, 1f32)?
-        }
-        Activation::HardSwish => (x * ((x + 3.0)?.clamp(0f32, 6f32)? / 6.0)?)?,
-        Activation::Clip(lo, hi) => x.clamp(lo, hi)?,
-        Activation::Softplus => (x.exp()? + 1.0)?.log()?,
-        other => unimplemented!("WIP #11: {other:?}"),
-    })
+/// A dense layer's product: `x` (`[N, ..., in]`) times `w^T` (`w` is
+/// `[out, in]`) over the last axis, leading axes folded into one.
+fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.rank() == 2 {
+        return Ok(x.matmul(&w.t()?)?);
+    }
+    let (out_f, in_f) = w.dims2()?;
+    let mut shape = x.dims().to_vec();
+    let y = x.reshape(((), in_f))?.matmul(&w.t()?)?;
+    *shape.last_mut().unwrap() = out_f;
+    Ok(y.reshape(shape)?)
 }

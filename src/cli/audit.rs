@@ -39,7 +39,12 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(p) = &a.masks {
             inputs.push(p);
         }
-        let meta = metadata(&report, &m.sha256, a.masks.is_some());
+        let meta = metadata(
+            &report,
+            &m.sha256,
+            m.network.input_signature(),
+            a.masks.is_some(),
+        );
         maskfile::write(
             out,
             &inputs,
@@ -58,7 +63,12 @@ pub fn run(a: Args) -> Result<()> {
     }
 }
 
-fn metadata(r: &AuditReport, sha: &str, from_file: bool) -> BTreeMap<String, String> {
+fn metadata(
+    r: &AuditReport,
+    sha: &str,
+    inputs: String,
+    from_file: bool,
+) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert("maskforge_version".into(), env!("CARGO_PKG_VERSION").into());
     m.insert("method".into(), "effective".into());
@@ -80,11 +90,12 @@ fn metadata(r: &AuditReport, sha: &str, from_file: bool) -> BTreeMap<String, Str
         r.effective_compression.to_string(),
     );
     m.insert("model_sha256".into(), sha.into());
+    m.insert("input_shape".into(), inputs);
     m
 }
 
 fn print_table(r: &AuditReport) {
-    println!("model: {}", r.model);
+    println!("model: {} (input {})", r.model, r.input_shape);
     println!(
         "{:<40} {:>6} {:>12} {:>12} {:>12} {:>10}",
         "layer", "kind", "total", "kept", "active", "functional"

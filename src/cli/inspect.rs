@@ -1,7 +1,5 @@
 //! `maskforge inspect`.
 
-use std::path::Path;
-
 use serde::Serialize;
 
 use maskforge::error::{Error, Result};
@@ -76,31 +74,39 @@ fn inspection(net: &Network) -> Inspection {
     }
 }
 
+fn list_unsupported(spec: &str, ops: &[maskforge::error::UnsupportedOp], json: bool) -> Result<()> {
+    if json {
+        let list: Vec<_> = ops
+            .iter()
+            .map(|u| serde_json::json!({"op": u.op, "node": u.node, "why": u.detail}))
+            .collect();
+        super::print_json(&serde_json::json!({ "model": spec, "unsupported": list }))
+    } else {
+        println!("{spec}: {} unsupported op(s):", ops.len());
+        for u in ops {
+            println!("  {u}");
+        }
+        Ok(())
+    }
+}
+
 pub fn run(a: Args) -> Result<()> {
     let spec = &a.model.model;
-    if spec.to_ascii_lowercase().ends_with(".onnx") && a.model.arch.is_none() {
-        let unsupported = maskforge::io::onnx::unsupported_ops(Path::new(spec))?;
-        if !unsupported.is_empty() {
-            if a.json {
-                let list: Vec<_> = unsupported
-                    .iter()
-                    .map(|u| serde_json::json!({"op": u.op, "node": u.node, "why": u.detail}))
-                    .collect();
-                super::print_json(&serde_json::json!({ "model": spec, "unsupported": list }))?;
-            } else {
-                println!("{spec}: {} unsupported op(s):", unsupported.len());
-                for u in &unsupported {
-                    println!("  {u}");
-                }
+    // One read: a model with unreadable ops lists them all on stdout too.
+    let m = match a.model.load() {
+        Ok(m) => m,
+        Err(e) => {
+            if let Error::UnsupportedOps { ops } = e.root() {
+                list_unsupported(spec, ops, a.json)?;
+                return Err(Error::input(format!(
+                    "{spec}: {} unsupported op(s), first: {}",
+                    ops.len(),
+                    ops[0]
+                )));
             }
-            return Err(Error::input(format!(
-                "{spec}: {} unsupported op(s), first: {}",
-                unsupported.len(),
-                unsupported[0]
-            )));
+            return Err(e);
         }
-    }
-    let m = maskforge::io::model::load(spec, a.model.arch.as_deref(), a.model.seed)?;
+    };
     let ins = inspection(&m.network);
     if a.json {
         return super::print_json(&ins);

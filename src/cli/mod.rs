@@ -65,18 +65,52 @@ pub struct ModelArgs {
     /// Seed of zoo weights (and of any randomness).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Fix a symbolic ONNX input shape, batch first: NAME=1x3x224x224 (repeatable).
+    #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = input_shape)]
+    pub input_shape: Vec<(String, Vec<usize>)>,
+}
+
+/// `NAME=1x3x224x224`.
+fn input_shape(s: &str) -> std::result::Result<(String, Vec<usize>), String> {
+    let (name, dims) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("'{s}': expected NAME=DIMS, e.g. images=1x3x640x640"))?;
+    let dims: Vec<usize> = dims
+        .split(['x', ','])
+        .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            format!("'{dims}': dimensions must be positive integers separated by 'x'")
+        })?;
+    if name.is_empty() {
+        return Err(format!("'{s}': the input name is empty"));
+    }
+    Ok((name.to_string(), dims))
 }
 
 impl ModelArgs {
+    /// Reading options from `--input-shape`.
+    pub fn read_options(&self) -> Result<maskforge::io::onnx::ReadOptions> {
+        let mut o = maskforge::io::onnx::ReadOptions::default();
+        for (name, dims) in &self.input_shape {
+            if o.input_shapes.insert(name.clone(), dims.clone()).is_some() {
+                return Err(Error::input(format!("--input-shape gives '{name}' twice")));
+            }
+        }
+        Ok(o)
+    }
+
     /// Load the model; errors about its architecture name `--arch`.
     pub fn load(&self) -> Result<maskforge::io::model::Loaded> {
-        maskforge::io::model::load(&self.model, self.arch.as_deref(), self.seed).map_err(|e| {
-            if matches!(e.root(), Error::Architecture(_)) {
-                e.context("--arch")
-            } else {
-                e
-            }
-        })
+        let options = self.read_options()?;
+        maskforge::io::model::load_with(&self.model, self.arch.as_deref(), self.seed, &options)
+            .map_err(|e| {
+                if matches!(e.root(), Error::Architecture(_)) {
+                    e.context("--arch")
+                } else {
+                    e
+                }
+            })
     }
 }
 

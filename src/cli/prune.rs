@@ -529,6 +529,7 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
         r.effective_compression.to_string(),
     );
     meta.insert("model_sha256".into(), m.sha256.clone());
+    meta.insert("input_shape".into(), net.input_signature());
     if let Some(ns) = &p.neurons {
         meta.insert("target_unit".into(), "neurons".into());
         if a.method == "ossum" {

@@ -112,6 +112,11 @@ impl NetworkBuilder {
         }
     }
 
+    /// A registered constant.
+    pub fn param(&self, name: &str) -> Option<&ConstTensor> {
+        self.params.get(name)
+    }
+
     pub fn add_param(&mut self, name: &str, t: ConstTensor) {
         self.params.insert(name, t);
     }
@@ -673,12 +678,9 @@ fn canon_out(layers: &[Layer]) -> usize {
     layers.last().map(|l| l.shape[0]).unwrap_or(0)
 }
 
-/// Output shape of numpy `matmul`.
-pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
-    let err = || Error::input(format!("shapes {a:?} and {b:?} do not multiply"));
-    if a.is_empty() || b.is_empty() {
-        return Err(err());
-    }
+/// Numpy `matmul`'s operands as matrices: a 1-D left operand is a row
+/// `[1, k]`, a 1-D right operand a column `[k, 1]`.
+pub fn as_matrices(a: &[usize], b: &[usize]) -> (Vec<usize>, Vec<usize>) {
     let a2 = if a.len() == 1 {
         vec![1, a[0]]
     } else {
@@ -689,6 +691,16 @@ pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     } else {
         b.to_vec()
     };
+    (a2, b2)
+}
+
+/// Output shape of numpy `matmul`.
+pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let err = || Error::input(format!("shapes {a:?} and {b:?} do not multiply"));
+    if a.is_empty() || b.is_empty() {
+        return Err(err());
+    }
+    let (a2, b2) = as_matrices(a, b);
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {

@@ -39,6 +39,8 @@ struct Taps {
     sources: usize,
     taps: usize,
     weighted: bool,
+    /// Scratch for merging one element's taps (no allocation per element).
+    merged: Vec<(usize, f32)>,
 }
 
 impl Taps {
@@ -50,6 +52,7 @@ impl Taps {
             sources,
             taps,
             weighted: false,
+            merged: Vec::new(),
         }
     }
 
@@ -68,8 +71,18 @@ impl Taps {
     /// Append one output element's taps: equal indices merged, zero weights
     /// dropped, unused slots pointed at the constant 0 with weight 0.
     fn push(&mut self, taps: &mut Vec<(usize, f32)>) {
+        if let [(i, w)] = taps[..] {
+            if self.taps == 1 && w != 0.0 {
+                self.weighted |= w != 1.0;
+                self.index.push(i as u32);
+                self.weight.push(w);
+                taps.clear();
+                return;
+            }
+        }
         taps.sort_by_key(|t| t.0);
-        let mut merged: Vec<(usize, f32)> = Vec::with_capacity(taps.len());
+        let mut merged = std::mem::take(&mut self.merged);
+        merged.clear();
         for &(i, w) in taps.iter() {
             match merged.last_mut() {
                 Some(last) if last.0 == i => last.1 += w,
@@ -84,6 +97,7 @@ impl Taps {
             self.index.push(i as u32);
             self.weight.push(w);
         }
+        self.merged = merged;
         taps.clear();
     }
 
@@ -139,7 +153,7 @@ fn one_tap(
     Ok(t.finish())
 }
 
-/// One axis of a [`slice`]: `len` elements from `start` by `step`.
+/// One axis of a [`slice()`]: `len` elements from `start` by `step`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AxisRange {
     pub start: usize,
@@ -382,7 +396,7 @@ pub fn dilate_pad(
         let mut pos = [0usize; 2];
         for a in 0..2 {
             let q = o[a + 1] as isize - begin[a];
-            if q < 0 || q >= dil[a] as isize || q as usize % stride[a] != 0 {
+            if q < 0 || q >= dil[a] as isize || !(q as usize).is_multiple_of(stride[a]) {
                 return Err(0.0);
             }
             pos[a] = q as usize / stride[a];
@@ -583,11 +597,12 @@ pub fn resize(
         .product();
     let st = strides(shape);
     let mut t = Taps::new(shape.iter().product(), taps);
-    let mut buf = Vec::new();
+    let (mut buf, mut prev) = (Vec::new(), Vec::new());
     for_each_index(out, |o| {
         buf.push((0usize, 1.0f32));
         for a in 0..shape.len() {
-            let prev = std::mem::take(&mut buf);
+            std::mem::swap(&mut buf, &mut prev);
+            buf.clear();
             for &(i, w) in &prev {
                 for &(j, v) in &per_axis[a][o[a]] {
                     buf.push((i + j * st[a], w * v));

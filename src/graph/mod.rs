@@ -164,6 +164,23 @@ pub struct Network {
 }
 
 impl Network {
+    /// The input shapes the network was built for, batch first (batch 1):
+    /// `name=1x3x224x224`, several joined by `;`. Effective masks are exact
+    /// for these shapes, so reports and mask files record them.
+    pub fn input_signature(&self) -> String {
+        self.inputs
+            .iter()
+            .map(|&v| {
+                let dims: Vec<String> = std::iter::once(1)
+                    .chain(self.values[v].shape.iter().copied())
+                    .map(|d| d.to_string())
+                    .collect();
+                format!("{}={}", self.values[v].name, dims.join("x"))
+            })
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
     pub fn value(&self, v: ValueId) -> &Value {
         &self.values[v]
     }

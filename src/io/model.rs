@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::io::checkpoint::Checkpoint;
+use crate::io::onnx::ReadOptions;
 use crate::mask::MaskSet;
 
 /// A loaded model and where it came from.
@@ -55,13 +56,13 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn architecture(spec: &str, seed: u64) -> Result<(Network, Vec<PathBuf>)> {
+fn architecture(spec: &str, seed: u64, options: &ReadOptions) -> Result<(Network, Vec<PathBuf>)> {
     if spec.starts_with("zoo:") {
         return Ok((crate::zoo::build(spec, seed)?, vec![]));
     }
     let p = Path::new(spec);
     if spec.ends_with(".onnx") {
-        return crate::io::onnx::read_with_files(p);
+        return crate::io::onnx::read_with_files(p, options);
     }
     Err(Error::Architecture(format!(
         "architecture '{spec}': expected a .onnx file or zoo:NAME"
@@ -73,7 +74,22 @@ const ARCH_FOR_CHECKPOINTS: &str =
 
 /// Load `spec` (`zoo:NAME`, `x.onnx`, `x.safetensors`, `x.safetensors.index.json`).
 pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
+    load_with(spec, arch, seed, &ReadOptions::default())
+}
+
+/// [`load`] with reading options (the shapes of symbolic ONNX inputs).
+pub fn load_with(
+    spec: &str,
+    arch: Option<&str>,
+    seed: u64,
+    options: &ReadOptions,
+) -> Result<Loaded> {
     if spec.starts_with("zoo:") {
+        if !options.input_shapes.is_empty() {
+            return Err(Error::input(
+                "--input-shape is for ONNX models; zoo models have fixed input shapes",
+            ));
+        }
         if arch.is_some() {
             return Err(Error::Architecture(ARCH_FOR_CHECKPOINTS.into()));
         }
@@ -97,7 +113,7 @@ pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
         let ckpt = Checkpoint::open(path)?;
         let (bound, mut files) = match arch {
             Some(a) => {
-                let (net, files) = architecture(a, seed)?;
+                let (net, files) = architecture(a, seed, options)?;
                 (ckpt.bind(net)?, files)
             }
             None => (ckpt.infer_chain()?, vec![]),
@@ -124,7 +140,7 @@ pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
     if arch.is_some() {
         return Err(Error::Architecture(ARCH_FOR_CHECKPOINTS.into()));
     }
-    let (network, files) = crate::io::onnx::read_with_files(path)?;
+    let (network, files) = crate::io::onnx::read_with_files(path, options)?;
     Ok(Loaded {
         network,
         stored_masks: None,

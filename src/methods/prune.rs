@@ -305,6 +305,13 @@ pub fn prune_with(
             spec.target_kept
         )));
     }
+    let loss_based = matches!(
+        spec.method,
+        Method::Scored(Scorer::Snip | Scorer::Grasp | Scorer::SnipIt, _)
+    ) || matches!(
+        spec.quota,
+        Quota::Scored(Scorer::Snip | Scorer::Grasp | Scorer::SnipIt)
+    );
     let resolved;
     let spec = match spec.quota {
         Quota::Scored(_) => {
@@ -317,6 +324,21 @@ pub fn prune_with(
         _ => spec,
     };
     let iterative = matches!(spec.method, Method::Scored(s, _) if s.iterative());
+    let mut out = prune_at_target(net, spec, ctx, progress, iterative)?;
+    if loss_based && out.note.is_none() {
+        out.note = crate::methods::scored::snip::Objective::of(net).note(net);
+    }
+    Ok(out)
+}
+
+fn prune_at_target(
+    net: &Network,
+    spec: &PruneSpec,
+    ctx: &crate::methods::scored::Context,
+    progress: &mut dyn FnMut(usize, usize),
+    iterative: bool,
+) -> Result<PruneOutcome> {
+    let total = net.prunable_count();
     if !spec.effective {
         return run_at(net, spec, one_shot_kept(net, spec, ctx), ctx, progress);
     }

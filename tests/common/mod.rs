@@ -65,20 +65,127 @@ pub fn random_masks(net: &Network, density: f64, seed: u64) -> MaskSet {
     }
 }
 
-/// Where the onnx wheel's light model graphs are (fetched and cached by the script).
-pub fn light_models_dir() -> std::path::PathBuf {
+/// The folder a fetch script prints, after it fetched and cached its files.
+pub fn fetched_dir(script: &str) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("bash")
-        .arg(root.join("scripts/fetch-onnx-light.sh"))
+        .arg(root.join("scripts").join(script))
         .output()
-        .expect("run scripts/fetch-onnx-light.sh");
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
     assert!(
         out.status.success(),
-        "fetch-onnx-light failed: {}",
+        "{script} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let dir = String::from_utf8(out.stdout).unwrap().trim().to_string();
     std::path::PathBuf::from(dir)
+}
+
+/// Where the onnx wheel's light model graphs are (fetched and cached by the script).
+pub fn light_models_dir() -> std::path::PathBuf {
+    fetched_dir("fetch-onnx-light.sh")
+}
+
+/// A modern exported graph to test on: a committed fixture or a trained
+/// model from a PyPI wheel, with the input shapes it is read at.
+pub struct Graph {
+    pub name: String,
+    pub path: std::path::PathBuf,
+    pub shapes: Vec<(String, Vec<usize>)>,
+}
+
+impl Graph {
+    pub fn options(&self) -> maskforge::io::onnx::ReadOptions {
+        let mut o = maskforge::io::onnx::ReadOptions::default();
+        for (n, s) in &self.shapes {
+            o.input_shapes.insert(n.clone(), s.clone());
+        }
+        o
+    }
+
+    pub fn load(&self) -> maskforge::io::model::Loaded {
+        maskforge::io::model::load_with(s(&self.path), None, 0, &self.options())
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name))
+    }
+
+    /// `--input-shape` arguments for the binary.
+    pub fn shape_args(&self) -> Vec<String> {
+        self.shapes
+            .iter()
+            .flat_map(|(n, s)| {
+                let d: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+                ["--input-shape".to_string(), format!("{n}={}", d.join("x"))]
+            })
+            .collect()
+    }
+}
+
+/// The committed fixtures (fixtures/expected.json gives their test shapes),
+/// but those whose input is token ids (embedding lookups come with #12).
+pub fn fixtures() -> Vec<Graph> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let e: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("expected.json")).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for (name, m) in e["models"].as_object().unwrap() {
+        let ints = m["inputs"].as_array().unwrap().iter().any(|i| {
+            i["elem_type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("INT"))
+        });
+        if ints {
+            continue;
+        }
+        let shapes = m["test_shape"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(n, s)| {
+                let dims = s
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap() as usize);
+                (n.clone(), dims.collect())
+            })
+            .collect();
+        out.push(Graph {
+            name: name.clone(),
+            path: root.join(m["file"].as_str().unwrap()),
+            shapes,
+        });
+    }
+    out
+}
+
+/// Trained models shipped in PyPI wheels (scripts/fetch-real-models.sh),
+/// those maskforge reads, at shapes they run at in onnxruntime.
+pub fn real_models() -> Vec<Graph> {
+    let dir = fetched_dir("fetch-real-models.sh");
+    type Shapes = &'static [(&'static str, &'static [usize])];
+    let table: &[(&str, Shapes)] = &[
+        ("ch_PP-OCRv4_det_infer", &[("x", &[1, 3, 64, 64])]),
+        ("ch_PP-OCRv4_rec_infer", &[("x", &[1, 3, 48, 320])]),
+        ("ch_ppocr_mobile_v2.0_cls_infer", &[("x", &[1, 3, 48, 192])]),
+        ("PP-OCRv6_det_small", &[("x", &[1, 3, 64, 64])]),
+        ("PP-OCRv6_rec_small", &[("x", &[1, 3, 48, 320])]),
+        ("nudenet_320n_yolov8n", &[("images", &[1, 3, 320, 320])]),
+        ("mtcnn_pnet", &[("input_1", &[1, 12, 12, 3])]),
+        ("mtcnn_rnet", &[]),
+        ("mtcnn_onet", &[]),
+        ("ddddocr_common_det", &[]),
+    ];
+    table
+        .iter()
+        .map(|(name, shapes)| Graph {
+            name: name.to_string(),
+            path: dir.join(format!("{name}.onnx")),
+            shapes: shapes
+                .iter()
+                .map(|(n, s)| (n.to_string(), s.to_vec()))
+                .collect(),
+        })
+        .collect()
 }
 
 /// Run `model` in onnxruntime on `x` (`shape`) and require its output to
@@ -151,4 +258,41 @@ pub fn describe(net: &Network, ours: &MaskSet, reference: &MaskSet) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Mean cross-entropy of `logits / temp` on the first calibration batch
+/// (the loss the finite-difference checks differentiate).
+pub fn ce_loss(
+    ex: &maskforge::autodiff::executor::Executor,
+    m: &MaskSet,
+    cal: &maskforge::autodiff::calibration::Calibration,
+    temp: f64,
+) -> f64 {
+    let (x, y) = &cal.batches[0];
+    let logits = ex
+        .logits(x, Some(m), maskforge::autodiff::executor::Mode::Eval)
+        .unwrap();
+    candle_nn::loss::cross_entropy(&(logits / temp).unwrap(), y)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// Set element `i` (canonical order) of layer `layer`'s weight to `v`.
+pub fn set_weight(ex: &maskforge::autodiff::executor::Executor, layer: usize, i: usize, v: f64) {
+    let w = &ex.weights[layer];
+    let mut vals: Vec<f64> = w.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+    vals[i] = v;
+    let t = candle_core::Tensor::from_vec(vals, w.shape(), &candle_core::Device::Cpu).unwrap();
+    w.set(&t).unwrap();
+}
+
+/// Element `i` (canonical order) of layer `layer`'s weight.
+pub fn weight_at(ex: &maskforge::autodiff::executor::Executor, layer: usize, i: usize) -> f64 {
+    ex.weights[layer]
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()[i]
 }

@@ -17,11 +17,25 @@
 //! - max and average pools: every real position of the window is an edge,
 //!   and global pools every position of the channel (each window position
 //!   is a separate route, so a pool adds counts);
-//! - BatchNorm, LRN, constant Mul/Add, activations, Softmax, Identity: one to
-//!   one, as in the effective-sparsity analysis ([`crate::analysis::effective`]), which
+//! - BatchNorm, LRN, elementwise maps by constants (Mul, Add, Sub, Div,
+//!   Pow, PRelu, ...), activations, Identity: one to one, as in the
+//!   effective-sparsity analysis ([`crate::analysis::effective`]), which
 //!   reads them the same way;
-//! - Reshape, Transpose, Concat: one to one, element to element; Add: each
-//!   input element to every output element it broadcasts to.
+//! - Reshape, Transpose, Concat: one to one, element to element; Add and
+//!   every elementwise function of several activations (Mul, Div, Max,
+//!   Where, ...): each operand element to every output element it
+//!   broadcasts to, so a product counts as the sum of its operands;
+//! - MatMul of two activations: `out[.., m, n]` from every element of row
+//!   `m` of the left and of column `n` of the right operand, so its count is
+//!   `sum_k A[m, k] + sum_k B[k, n]`;
+//! - normalisations, reductions and Softmax over some axes: every element of
+//!   a slice to every output element of that slice (the reduced element, or
+//!   every element of the slice when the shape is kept);
+//! - element maps (Gather, Slice, Pad, Resize, ...): each stored tap into a
+//!   node input is one edge, whatever its interpolation weight, as each
+//!   window position of an average pool is (a tap into the map's constants
+//!   is no node, as padding is not);
+//! - dense layers over leading axes: the dense edges at every position.
 //!
 //! A path runs from an element of a graph input to an element of a graph
 //! output. Biases and constants start no path. The number of paths is the
@@ -65,9 +79,10 @@ pub mod scaled;
 
 use std::ops::Range;
 
+use crate::analysis::elements::{input_taps, MatMulDims, Slices};
 use crate::bitset::BitSet;
 use crate::error::Result;
-use crate::graph::op::{Conv2d, Op, Pool, Window};
+use crate::graph::op::{Conv2d, IndexMap, Op, Pool, Window};
 use crate::graph::{Network, Node};
 use crate::mask::MaskSet;
 
@@ -145,12 +160,7 @@ pub fn effective_paths(net: &Network, masks: &MaskSet) -> Result<PathCount> {
 fn passes_through(op: &Op) -> bool {
     matches!(
         op,
-        Op::Norm(_)
-            | Op::Activation(_)
-            | Op::Identity
-            | Op::Softmax(_)
-            | Op::LogSoftmax(_)
-            | Op::Reshape
+        Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Reshape
     )
 }
 
@@ -166,8 +176,30 @@ fn step(
     let out_shape = &net.value(node.output).shape;
     let x = ins[0];
     let data = match &node.op {
-        Op::Binary(_) | Op::Where | Op::MatMul | Op::Mix(_) | Op::Gather(_) => {
-            unimplemented!("WIP #11: {}", node.op.kind())
+        Op::Mix(mix) => Slices::of_mix(in_shape, mix).sums(&x.data),
+        Op::Softmax(axis) | Op::LogSoftmax(axis) => Slices::along(in_shape, *axis).sums(&x.data),
+        Op::Dense { dense, .. } if in_shape.len() > 1 => x
+            .data
+            .chunks(dense.in_features)
+            .flat_map(|row| {
+                dense_counts(
+                    dense.out_features,
+                    dense.in_features,
+                    mask.expect("dense mask"),
+                    row,
+                )
+            })
+            .collect(),
+        Op::MatMul | Op::Gather(_) => {
+            let (parts, exp2) = Scaled::align(ins, lost);
+            let joined = match &node.op {
+                Op::Gather(map) => gather_counts(map, &parts),
+                _ => {
+                    let d = MatMulDims::new(in_shape, &net.value(node.inputs[1]).shape);
+                    matmul_counts(&d, &parts[0], &parts[1])
+                }
+            };
+            return Ok(Scaled::new(joined, exp2, lost));
         }
         Op::Conv { conv, .. } => {
             conv_counts(conv, mask.expect("conv mask"), x, in_shape, out_shape)?
@@ -180,17 +212,12 @@ fn step(
         ),
         Op::Pool(pool) => pool_counts(pool, &x.data, in_shape, out_shape),
         Op::GlobalPool(_) => channel_sums(&x.data, in_shape[0]),
-        Op::Norm(_)
-        | Op::Activation(_)
-        | Op::Identity
-        | Op::Softmax(_)
-        | Op::LogSoftmax(_)
-        | Op::Reshape => {
+        Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Reshape => {
             debug_assert!(passes_through(&node.op));
             return Ok(x.clone());
         }
         Op::Transpose(perm) => permute(&x.data, in_shape, perm),
-        Op::Add | Op::Concat(_) => {
+        Op::Add | Op::Binary(_) | Op::Where | Op::Concat(_) => {
             let (parts, exp2) = Scaled::align(ins, lost);
             let shapes: Vec<&[usize]> = node
                 .inputs
@@ -387,6 +414,40 @@ fn pool_counts(pool: &Pool, x: &[f64], in_shape: &[usize], out_shape: &[usize]) 
 fn channel_sums(x: &[f64], channels: usize) -> Vec<f64> {
     let per = x.len() / channels.max(1);
     x.chunks(per.max(1)).map(|c| c.iter().sum()).collect()
+}
+
+/// `out[b, m, n] = sum_k a[ba, m, k] + sum_k b[bb, k, n]`.
+fn matmul_counts(d: &MatMulDims, a: &[f64], b: &[f64]) -> Vec<f64> {
+    let (m, k, n) = (d.m, d.k, d.n);
+    let rows: Vec<f64> = a.chunks(k.max(1)).map(|r| r.iter().sum()).collect();
+    let mut cols = vec![0.0; d.b_batches * n];
+    for (bb, block) in b.chunks((k * n).max(1)).enumerate() {
+        for line in block.chunks(n.max(1)) {
+            for (c, v) in cols[bb * n..(bb + 1) * n].iter_mut().zip(line) {
+                *c += v;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(d.batches() * m * n);
+    for (&ba, &bb) in d.a_of.iter().zip(&d.b_of) {
+        for i in 0..m {
+            let r = rows[ba * m + i];
+            out.extend(cols[bb * n..(bb + 1) * n].iter().map(|c| r + c));
+        }
+    }
+    out
+}
+
+/// `out[e]` = the sum of the counts of its taps into the node's inputs
+/// (`parts`, in order; constants count nothing).
+fn gather_counts(map: &IndexMap, parts: &[impl AsRef<[f64]>]) -> Vec<f64> {
+    let src: Vec<f64> = parts
+        .iter()
+        .flat_map(|p| p.as_ref().iter().copied())
+        .collect();
+    (0..map.len())
+        .map(|e| input_taps(map, src.len(), e).map(|i| src[i]).sum())
+        .collect()
 }
 
 /// Row-major strides of a shape.

@@ -90,24 +90,32 @@ impl Const {
                 self.shape.len()
             )));
         }
-        let n = self.numel();
-        if n > u32::MAX as usize {
-            return Err(Error::input(format!(
-                "'{}': transposed constant too large",
-                self.stored_name
-            )));
-        }
         let shape: Vec<usize> = perm.iter().map(|&p| self.shape[p]).collect();
         let (is, os) = (strides(&self.shape), strides(&shape));
+        let dims = shape.clone();
+        self.remapped(shape, |e| {
+            (0..perm.len())
+                .map(|d| ((e / os[d]) % dims[d]) * is[perm[d]])
+                .sum()
+        })
+    }
+}
+
+impl Const {
+    /// A view of `shape` whose element `e` is this view's element `src(e)`
+    /// (a transposed convolution's weight seen as an ordinary one).
+    pub fn remapped(&self, shape: Vec<usize>, src: impl Fn(usize) -> usize) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != self.numel() || n > u32::MAX as usize {
+            return Err(Error::internal(format!(
+                "'{}': cannot view {:?} as {shape:?}",
+                self.stored_name, self.shape
+            )));
+        }
         let index: Vec<u32> = (0..n)
-            .map(|e| {
-                let src: usize = (0..perm.len())
-                    .map(|d| ((e / os[d]) % shape[d]) * is[perm[d]])
-                    .sum();
-                match &self.index {
-                    Some(ix) => ix[src],
-                    None => src as u32,
-                }
+            .map(|e| match &self.index {
+                Some(ix) => ix[src(e)],
+                None => src(e) as u32,
             })
             .collect();
         Ok(Self {
@@ -165,75 +173,6 @@ pub fn resolve_reshape(input: &[usize], target: &[i64], allow_zero: bool) -> Res
         )));
     }
     Ok(out)
-}
-
-/// Elementwise arithmetic on small constants (shape computations), with
-/// scalar broadcasting.
-pub fn arith(op: &str, a: &Const, b: &Const) -> Result<ConstTensor> {
-    // Folding is for shape arithmetic: small tensors only.
-    const MAX_FOLD: usize = 1 << 24;
-    for c in [a, b] {
-        if c.shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .is_none_or(|n| n > MAX_FOLD)
-        {
-            return Err(Error::unsupported(format!(
-                "{op} on a constant of shape {:?} is not folded (too large)",
-                c.shape
-            )));
-        }
-    }
-    let (x, y) = (a.materialize()?, b.materialize()?);
-    let (nx, ny) = (x.numel(), y.numel());
-    let n = nx.max(ny);
-    if !(nx == ny || nx == 1 || ny == 1) {
-        return Err(Error::input(format!(
-            "{op} on constants of shapes {:?} and {:?} is not supported",
-            a.shape, b.shape
-        )));
-    }
-    let shape = if nx >= ny {
-        a.shape.clone()
-    } else {
-        b.shape.clone()
-    };
-    let ints = !x.dtype().is_float() && !y.dtype().is_float();
-    if ints {
-        let (u, v) = (x.to_i64(), y.to_i64());
-        let f = |i: usize| -> Result<i64> {
-            let (p, q) = (
-                u[if nx == 1 { 0 } else { i }],
-                v[if ny == 1 { 0 } else { i }],
-            );
-            Ok(match op {
-                "Add" => p.wrapping_add(q),
-                "Sub" => p.wrapping_sub(q),
-                "Mul" => p.wrapping_mul(q),
-                _ if q == 0 => return Err(Error::input("Div by zero in a constant".to_string())),
-                _ => p.div_euclid(q),
-            })
-        };
-        Ok(ConstTensor::i64(
-            shape,
-            (0..n).map(f).collect::<Result<_>>()?,
-        ))
-    } else {
-        let (u, v) = (x.to_f32()?, y.to_f32()?);
-        let f = |i: usize| {
-            let (p, q) = (
-                u[if nx == 1 { 0 } else { i }],
-                v[if ny == 1 { 0 } else { i }],
-            );
-            match op {
-                "Add" => p + q,
-                "Sub" => p - q,
-                "Mul" => p * q,
-                _ => p / q,
-            }
-        };
-        Ok(ConstTensor::f32(shape, (0..n).map(f).collect()))
-    }
 }
 
 /// The dtype an ONNX Cast produces, for folding.

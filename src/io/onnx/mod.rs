@@ -9,7 +9,9 @@
 //! println!("{} prunable layers", net.layers.len());
 //! ```
 
+pub mod attrs;
 mod consts;
+mod ops;
 pub mod patch;
 mod reader;
 mod tensor;
@@ -20,7 +22,7 @@ use std::path::Path;
 use prost::Message;
 
 pub use candle_onnx::onnx::ModelProto;
-pub use reader::Unsupported;
+pub use reader::{ReadOptions, Unsupported};
 pub use tensor::{encode, encode_f32};
 
 use crate::error::{Error, Result};
@@ -71,12 +73,16 @@ fn model_name(path: &Path) -> String {
 
 /// Read an ONNX model into a [`Network`]; every untranslatable op is named in the error.
 pub fn read(path: &Path) -> Result<Network> {
-    read_with_files(path).map(|(n, _)| n)
+    read_with_files(path, &ReadOptions::default()).map(|(n, _)| n)
 }
 
-/// Like [`read`], also returning every file the model's data comes from
-/// (the model and its external-data files), so outputs never overwrite them.
-pub fn read_with_files(path: &Path) -> Result<(Network, Vec<std::path::PathBuf>)> {
+/// Like [`read`], with `options` (input shapes), also returning every file
+/// the model's data comes from (the model and its external-data files), so
+/// outputs never overwrite them.
+pub fn read_with_files(
+    path: &Path,
+    options: &ReadOptions,
+) -> Result<(Network, Vec<std::path::PathBuf>)> {
     let m = decode_file(path)?;
     let dir = folder(path);
     let mut files = vec![path.to_path_buf()];
@@ -90,14 +96,16 @@ pub fn read_with_files(path: &Path) -> Result<(Network, Vec<std::path::PathBuf>)
             }
         }
     }
-    let net = from_proto(&model_name(path), m, dir).map_err(|e| e.context(path.display()))?;
+    let net =
+        from_proto(&model_name(path), m, dir, options).map_err(|e| e.context(path.display()))?;
     Ok((net, files))
 }
 
 /// Translate a decoded model; `dir` holds any external-data files.
-pub fn from_proto(name: &str, m: ModelProto, dir: &Path) -> Result<Network> {
+pub fn from_proto(name: &str, m: ModelProto, dir: &Path, options: &ReadOptions) -> Result<Network> {
     let opset = default_opset(&m);
-    let (net, unsupported) = reader::translate(name, m.graph.unwrap_or_default(), dir, opset)?;
+    let (net, unsupported) =
+        reader::translate(name, m.graph.unwrap_or_default(), dir, opset, options)?;
     match net {
         Some(n) => Ok(n),
         None => Err(Error::UnsupportedOps { ops: unsupported }),
@@ -105,7 +113,7 @@ pub fn from_proto(name: &str, m: ModelProto, dir: &Path) -> Result<Network> {
 }
 
 /// The ops of a model maskforge cannot translate (empty when it reads fully).
-pub fn unsupported_ops(path: &Path) -> Result<Vec<Unsupported>> {
+pub fn unsupported_ops(path: &Path, options: &ReadOptions) -> Result<Vec<Unsupported>> {
     let m = decode_file(path)?;
     let opset = default_opset(&m);
     let (_, u) = reader::translate(
@@ -113,6 +121,7 @@ pub fn unsupported_ops(path: &Path) -> Result<Vec<Unsupported>> {
         m.graph.unwrap_or_default(),
         folder(path),
         opset,
+        options,
     )
     .map_err(|e| e.context(path.display()))?;
     Ok(u)

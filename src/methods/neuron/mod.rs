@@ -12,7 +12,14 @@
 //! shift of a pruned neuron still produce a constant, which the cleared
 //! columns stop). The output layer's neurons are the classes and are never
 //! pruned; a layer whose output feeds a residual `Add` or a `Concat` is not a
-//! group, because removing its channel would also need the partner's.
+//! group, because removing its channel would also need the partner's, nor
+//! is one whose output meets any op that mixes or moves elements across
+//! channels (products of activations, MatMul, normalisations over axes,
+//! element maps): its channels are no longer neurons there. Dense layers
+//! over leading axes (`[..., in] -> [..., out]`, a transformer's linear
+//! layers) are neither producers nor consumers of a group: their neurons are
+//! shared by every position, which neither these masks nor the neuron
+//! scores (one feature vector per sample) model yet.
 //!
 //! Units are chosen per group by a score ([`keep_top`]: highest kept, ties to
 //! the lower index, so a run is deterministic); the scores themselves come
@@ -71,6 +78,9 @@ fn group_of(
     let mut v = net.nodes[net.layers[li].node].output;
     let mut block = 1;
     let mut flat = false;
+    if net.layers[li].kind == LayerKind::Dense && net.values[v].shape.len() > 1 {
+        return None;
+    }
     loop {
         if net.outputs.contains(&v) {
             return None;
@@ -88,7 +98,11 @@ fn group_of(
                 (Op::Conv { conv, .. }, LayerKind::Conv) => {
                     conv.groups == 1 && block == 1 && conv.in_channels == width
                 }
-                (_, LayerKind::Dense) => l.shape[1] == width * block,
+                // A dense layer over leading axes reads features on the
+                // last axis of each position, not the producer's neurons.
+                (_, LayerKind::Dense) => {
+                    net.values[v].shape.len() == 1 && l.shape[1] == width * block
+                }
                 _ => false,
             };
             return fits.then_some(NeuronGroup {
@@ -285,6 +299,41 @@ mod tests {
                 net.layers[x.producer].name
             );
         }
+    }
+
+    #[test]
+    fn dense_layers_over_leading_axes_are_not_neuron_groups() {
+        use crate::graph::op::{Activation, Window};
+        use crate::graph::tensor::ConstTensor;
+        use crate::graph::NetworkBuilder;
+        let w = |o: usize, i: usize| ConstTensor::f32(vec![o, i], vec![0.5; o * i]);
+        // [4, 4] -> fc1 (4 -> 4 at each of 4 positions) -> GELU [-> Flatten]
+        // -> fc2: fc1's neurons are shared by the positions (and a Flatten
+        // interleaves them position-major, although 4 * 4 = 16 fits).
+        for flatten in [false, true] {
+            let mut b = NetworkBuilder::new("seq");
+            let x = b.input("x", vec![4, 4]).unwrap();
+            let h = b.dense("fc1", x, "fc1.w", w(4, 4), None).unwrap();
+            let mut h = b.activation("gelu", h, Activation::Gelu);
+            if flatten {
+                h = b.flatten("flat", h);
+            }
+            let n_in = *b.shape(h).last().unwrap();
+            let y = b.dense("fc2", h, "fc2.w", w(2, n_in), None).unwrap();
+            b.output(y);
+            assert!(groups(&b.finish().unwrap()).is_empty(), "flatten {flatten}");
+        }
+        // A conv's 3 channels are not the features of a dense layer over
+        // the last axis of [3, 3, 3], although both number 3.
+        let mut b = NetworkBuilder::new("conv-dense");
+        let x = b.input("x", vec![1, 3, 3]).unwrap();
+        let c = ConstTensor::f32(vec![3, 1, 1, 1], vec![1.0; 3]);
+        let h = b
+            .conv("c", x, "c.w", c, None, Window::same(1, 0), 1)
+            .unwrap();
+        let y = b.dense("fc", h, "fc.w", w(2, 3), None).unwrap();
+        b.output(y);
+        assert!(groups(&b.finish().unwrap()).is_empty());
     }
 
     #[test]

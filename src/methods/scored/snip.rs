@@ -56,8 +56,55 @@ fn add_into(acc: &mut Vec<f64>, t: &Tensor) -> Result<()> {
     })
 }
 
+/// What the loss-based scorers (SNIP, GraSP, SNIP-it) differentiate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Objective {
+    /// Cross-entropy against the labels: the output is class scores
+    /// (`[C]`, or `[C, 1, 1]` after a global pool).
+    CrossEntropy,
+    /// Half the squared output: the output is a map or a sequence (a
+    /// detector's boxes, an encoder's states), which labels do not describe.
+    OutputEnergy,
+}
+
+impl Objective {
+    /// The objective for `net`'s output: class scores get the cross-entropy.
+    pub fn of(net: &crate::graph::Network) -> Self {
+        let out = net.outputs[0];
+        // The logits are read before a trailing softmax (the loss applies its own).
+        let logits = match net.nodes.iter().find(|n| n.output == out) {
+            Some(n)
+                if matches!(
+                    n.op,
+                    crate::graph::Op::Softmax(_) | crate::graph::Op::LogSoftmax(_)
+                ) =>
+            {
+                n.inputs[0]
+            }
+            _ => out,
+        };
+        let shape = &net.values[logits].shape;
+        if shape.iter().skip(1).all(|&d| d == 1) {
+            Objective::CrossEntropy
+        } else {
+            Objective::OutputEnergy
+        }
+    }
+
+    /// Why the scores differ from the paper's, when they do.
+    pub fn note(self, net: &crate::graph::Network) -> Option<String> {
+        (self == Objective::OutputEnergy).then(|| {
+            format!(
+                "the model's output {:?} is not class scores, so the loss-based scores are \
+                 the sensitivity of half its squared norm (label-free), not of a cross-entropy",
+                net.values[net.outputs[0]].shape
+            )
+        })
+    }
+}
+
 /// Sum over the batches of `dL/dw` for every layer (canonical order), with
-/// the loss on `logits / temperature`.
+/// the loss on `logits / temperature` ([`Objective::of`] the network).
 pub fn loss_gradients(
     ex: &Executor,
     masks: &MaskSet,
@@ -65,10 +112,14 @@ pub fn loss_gradients(
     temperature: f64,
 ) -> Result<Vec<Vec<f64>>> {
     let mut acc: Vec<Vec<f64>> = vec![Vec::new(); ex.weights.len()];
+    let objective = Objective::of(ex.network());
     for (x, y) in &cal.batches {
-        let seed = Seed::CrossEntropy {
-            labels: y,
-            temperature,
+        let seed = match objective {
+            Objective::CrossEntropy => Seed::CrossEntropy {
+                labels: y,
+                temperature,
+            },
+            Objective::OutputEnergy => Seed::Energy,
         };
         let grads = weight_gradients(ex, x, Some(masks), Mode::Eval, seed)?;
         acc.par_iter_mut()
