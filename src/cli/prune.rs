@@ -362,6 +362,7 @@ struct NeuronReport {
 #[derive(Serialize)]
 struct Report {
     model: String,
+    input_shape: String,
     method: String,
     quota: String,
     seed: u64,
@@ -566,6 +567,7 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
     }
     let report = Report {
         model: net.name.clone(),
+        input_shape: net.input_signature(),
         method: p.method.clone(),
         quota: p.quota.clone(),
         seed: a.model.seed,
