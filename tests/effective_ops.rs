@@ -797,26 +797,7 @@ fn softmax_mixes_along_its_axis_only() {
 // Path counts against brute force: the unrolled element graph built from
 // the definitions with plain loops, every input -> output path enumerated.
 
-fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
-
-fn unflatten(mut e: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        idx[d] = e % shape[d];
-        e /= shape[d];
-    }
-    idx
-}
-
-fn flatten(idx: &[usize], shape: &[usize]) -> usize {
-    idx.iter().zip(strides(shape)).map(|(i, s)| i * s).sum()
-}
+use common::{flatten, unflatten};
 
 /// The element of an operand of shape `from` that output index `o`
 /// (of a broadcast result) reads: dims aligned right, size 1 repeats.

@@ -27,26 +27,7 @@ struct Unrolled {
     is_output: Vec<bool>,
 }
 
-fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
-
-fn unflatten(mut e: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        idx[d] = e % shape[d];
-        e /= shape[d];
-    }
-    idx
-}
-
-fn flatten(idx: &[usize], shape: &[usize]) -> usize {
-    idx.iter().zip(strides(shape)).map(|(i, s)| i * s).sum()
-}
+use common::{flatten, unflatten};
 
 /// The input coordinate read by output coordinate `o` through tap `k`.
 fn src(o: usize, k: usize, stride: usize, dil: usize, pad: usize, n: usize) -> Option<usize> {

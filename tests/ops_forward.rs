@@ -19,25 +19,11 @@ use maskforge::graph::tensor::ConstTensor;
 use maskforge::graph::{Network, NetworkBuilder, ValueId};
 use rand::{Rng, SeedableRng};
 
+mod common;
+
 // ---------------------------------------------------------------- helpers
 
-fn strides(s: &[usize]) -> Vec<usize> {
-    let mut st = vec![1; s.len()];
-    for i in (0..s.len().saturating_sub(1)).rev() {
-        st[i] = st[i + 1] * s[i + 1];
-    }
-    st
-}
-
-/// The multi-index of flat element `e` of shape `s`.
-fn unflat(mut e: usize, s: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; s.len()];
-    for a in (0..s.len()).rev() {
-        idx[a] = e % s[a];
-        e /= s[a];
-    }
-    idx
-}
+use common::{strides, unflatten as unflat};
 
 /// The element of shape `s` that numpy broadcasting reads for output
 /// multi-index `o` (`s` right-aligned, size-1 axes read at 0).

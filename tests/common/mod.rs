@@ -296,3 +296,27 @@ pub fn weight_at(ex: &maskforge::autodiff::executor::Executor, layer: usize, i: 
         .to_vec1::<f64>()
         .unwrap()[i]
 }
+
+/// Row-major strides of `shape`.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// The multi-index of row-major element `e` of `shape`.
+pub fn unflatten(mut e: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        idx[d] = e % shape[d];
+        e /= shape[d];
+    }
+    idx
+}
+
+/// The row-major element of multi-index `idx` of `shape`.
+pub fn flatten(idx: &[usize], shape: &[usize]) -> usize {
+    idx.iter().zip(strides(shape)).map(|(i, s)| i * s).sum()
+}

@@ -522,23 +522,6 @@ fn pool(
     Tags::compress(os, out)
 }
 
-/// For each element of `to`, the element of `from` (numpy broadcasting,
-/// trailing axes aligned) it reads.
-fn broadcast_index(from: &[usize], to: &[usize]) -> impl Fn(usize) -> usize {
-    let pad = to.len() - from.len().min(to.len());
-    let full: Vec<usize> = std::iter::repeat_n(1, pad)
-        .chain(from.iter().copied())
-        .collect();
-    let (ts, fs) = (strides(to), strides(&full));
-    let to = to.to_vec();
-    move |e| {
-        (0..to.len())
-            .filter(|&d| full[d] != 1)
-            .map(|d| ((e / ts[d]) % to[d]) * fs[d])
-            .sum()
-    }
-}
-
 /// Elementwise joins (Add, gates, Where): each output element reads the
 /// elements of every operand that produce it.
 fn join(ins: &[Tags], shapes: &[&[usize]], os: &[usize], sets: &mut Sets) -> Tags {
@@ -568,7 +551,7 @@ fn join(ins: &[Tags], shapes: &[&[usize]], os: &[usize], sets: &mut Sets) -> Tag
     let mut acc = vec![0u32; n];
     for (t, s) in ins.iter().zip(shapes) {
         let el = t.elements(s);
-        let src = broadcast_index(s, os);
+        let src = crate::analysis::elements::broadcast_source(s, os);
         for (e, a) in acc.iter_mut().enumerate() {
             *a = sets.union(*a, el[src(e)]);
         }
@@ -616,7 +599,7 @@ fn mix_axes(el: &[u32], view: &[usize], axes: &[usize], sets: &mut Sets) -> Vec<
         .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
         .collect();
     let mut acc = vec![0u32; numel(&reduced)];
-    let key = broadcast_index(&reduced, view);
+    let key = crate::analysis::elements::broadcast_source(&reduced, view);
     for (e, &id) in el.iter().enumerate() {
         let k = key(e);
         acc[k] = sets.union(acc[k], id);
@@ -631,7 +614,7 @@ fn expand_reduced(reduced: &[u32], view: &[usize], axes: &[usize]) -> Vec<u32> {
         .enumerate()
         .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
         .collect();
-    let key = broadcast_index(&rs, view);
+    let key = crate::analysis::elements::broadcast_source(&rs, view);
     (0..numel(view)).map(|e| reduced[key(e)]).collect()
 }
 
@@ -669,7 +652,10 @@ fn matmul(ins: &[Tags], a: &[usize], b: &[usize], os: &[usize], sets: &mut Sets)
         .len()
         .saturating_sub(usize::from(a.len() > 1) + usize::from(b.len() > 1));
     let batch: Vec<usize> = os[..batch_len].to_vec();
-    let (ia, ib) = (broadcast_index(ba, &batch), broadcast_index(bb, &batch));
+    let (ia, ib) = (
+        crate::analysis::elements::broadcast_source(ba, &batch),
+        crate::analysis::elements::broadcast_source(bb, &batch),
+    );
     let nb = numel(&batch);
     let mut out = Vec::with_capacity(nb * m * n);
     for bi in 0..nb {
