@@ -5,7 +5,6 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use maskforge::autodiff::calibration::Calibration;
 use maskforge::autodiff::executor::{Executor, Mode};
 use maskforge::graph::op::{Activation, PoolKind, Window};
 use maskforge::graph::tensor::ConstTensor;
@@ -86,29 +85,12 @@ fn nets() -> Vec<Network> {
     vec![mlp, b.finish().unwrap()]
 }
 
-fn calibration(net: &Network, n: usize, classes: usize) -> Calibration {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-    let mut shape = vec![n];
-    shape.extend(&net.values[net.inputs[0]].shape);
-    let len: usize = shape.iter().product();
-    let x: Vec<f64> = (0..len).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
-    let y: Vec<u32> = (0..n)
-        .map(|_| rng.random_range(0..classes as u32))
-        .collect();
-    Calibration {
-        batches: vec![(
-            Tensor::from_vec(x, shape, &Device::Cpu).unwrap(),
-            Tensor::from_vec(y, n, &Device::Cpu).unwrap(),
-        )],
-    }
-}
-
 #[test]
 fn loss_gradients_match_finite_differences() {
     for net in nets() {
         let classes = net.values[net.outputs[0]].shape[0];
         let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
-        let cal = calibration(&net, 5, classes);
+        let cal = common::random_calibration(&net, 5, classes, 5);
         let m = common::random_masks(&net, 0.7, 2);
         let g = loss_gradients(&ex, &m, &cal, 1.0).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
@@ -190,7 +172,7 @@ fn pruned_weights_score_zero_under_a_mask() {
     for net in nets() {
         let classes = net.values[net.outputs[0]].shape[0];
         let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
-        let cal = calibration(&net, 5, classes);
+        let cal = common::random_calibration(&net, 5, classes, 5);
         let m = common::random_masks(&net, 0.5, 4);
         let snip = maskforge::methods::scored::snip::scores(&ex, &m, &cal).unwrap();
         let synflow = maskforge::methods::scored::synflow::scores(&ex, &net, &m).unwrap();
@@ -236,7 +218,10 @@ fn linear_mode_is_the_forward_on_absolute_parameters() {
         abs.params
             .insert(name, ConstTensor::f32(t.shape.clone(), v));
     }
-    let x = calibration(&net, 3, 4).batches.remove(0).0;
+    let x = common::random_calibration(&net, 3, 4, 5)
+        .batches
+        .remove(0)
+        .0;
     let run = |n: &Network, mode: Mode| -> Vec<f64> {
         let ex = Executor::new(n, &Device::Cpu, DType::F64).unwrap();
         ex.logits(&x, None, mode)
@@ -267,7 +252,7 @@ fn grasp_hessian_gradient_matches_the_analytic_hessian() {
     b.output(y);
     let net = b.finish().unwrap();
     let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
-    let cal = calibration(&net, n, k);
+    let cal = common::random_calibration(&net, n, k, 5);
     let m = MaskSet::dense(&net);
     let (hg, w) = maskforge::methods::scored::grasp::hessian_gradient(&ex, &m, &cal, temp).unwrap();
     let g = loss_gradients(&ex, &m, &cal, temp).unwrap();

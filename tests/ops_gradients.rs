@@ -12,7 +12,6 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use maskforge::autodiff::backward::{weight_gradients, Seed};
-use maskforge::autodiff::calibration::Calibration;
 use maskforge::autodiff::executor::{Executor, Mode};
 use maskforge::graph::index_map::{self, Branch, CoordMode, Interp};
 use maskforge::graph::op::{Activation, Binary, Mix, MixKind, Norm, PoolKind, Reduce, Window};
@@ -354,28 +353,11 @@ fn nets() -> Vec<Network> {
     vec![gated(), attention(), decomposed()]
 }
 
-fn calibration(net: &Network, n: usize, seed: u64) -> Calibration {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut shape = vec![n];
-    shape.extend(&net.values[net.inputs[0]].shape);
-    let len: usize = shape.iter().product();
-    let x: Vec<f64> = (0..len).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
-    let y: Vec<u32> = (0..n)
-        .map(|_| rng.random_range(0..CLASSES as u32))
-        .collect();
-    Calibration {
-        batches: vec![(
-            Tensor::from_vec(x, shape, &Device::Cpu).unwrap(),
-            Tensor::from_vec(y, n, &Device::Cpu).unwrap(),
-        )],
-    }
-}
-
 #[test]
 fn loss_gradients_match_finite_differences() {
     for net in nets() {
         let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
-        let cal = calibration(&net, 4, 5);
+        let cal = common::random_calibration(&net, 4, CLASSES, 5);
         let m = common::random_masks(&net, 0.8, 2);
         let g = loss_gradients(&ex, &m, &cal, 1.0).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
@@ -467,7 +449,9 @@ enum Which {
 
 fn compare(net: &Network, masks: Option<&MaskSet>, mode: Mode, which: Which, what: &str) {
     let ex = Executor::new(net, &Device::Cpu, DType::F64).unwrap();
-    let (x, labels) = calibration(net, 3, 7).batches.remove(0);
+    let (x, labels) = common::random_calibration(net, 3, CLASSES, 7)
+        .batches
+        .remove(0);
     let (seed, x) = match which {
         Which::Sum => (Seed::Sum, x.ones_like().unwrap()),
         Which::Energy => (Seed::Energy, x),

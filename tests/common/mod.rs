@@ -320,3 +320,28 @@ pub fn unflatten(mut e: usize, shape: &[usize]) -> Vec<usize> {
 pub fn flatten(idx: &[usize], shape: &[usize]) -> usize {
     idx.iter().zip(strides(shape)).map(|(i, s)| i * s).sum()
 }
+
+/// One batch of `n` uniform(-1, 1) inputs for `net` with labels below
+/// `classes`, seeded.
+pub fn random_calibration(
+    net: &Network,
+    n: usize,
+    classes: usize,
+    seed: u64,
+) -> maskforge::autodiff::calibration::Calibration {
+    use candle_core::{Device, Tensor};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut shape = vec![n];
+    shape.extend(&net.values[net.inputs[0]].shape);
+    let len: usize = shape.iter().product();
+    let x: Vec<f64> = (0..len).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
+    let y: Vec<u32> = (0..n)
+        .map(|_| rng.random_range(0..classes as u32))
+        .collect();
+    maskforge::autodiff::calibration::Calibration {
+        batches: vec![(
+            Tensor::from_vec(x, shape, &Device::Cpu).unwrap(),
+            Tensor::from_vec(y, n, &Device::Cpu).unwrap(),
+        )],
+    }
+}
