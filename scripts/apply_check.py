@@ -5,7 +5,8 @@ usage: apply_check.py DENSE.onnx MASKS.safetensors MASKED.onnx [DIMS]
 The mask file is parsed by hand (8-byte header length, JSON header, data), so
 no safetensors package is needed. Exits 1 when outputs differ (rel. 1e-5) or
 when the masked model's weights are not exactly the dense ones times the mask.
-A quantized (int8/uint8) weight of a QDQ model is pruned by hand the way its
+Weights stored as Constant nodes are handled as initializers of the same
+name. A quantized (int8/uint8) weight of a QDQ model is pruned by hand the way its
 DequantizeLinear reads as 0: pruned entries set to the zero point. The input
 is 4 samples of the model's input shape, or DIMS (e.g. 1x3x64x64) when given.
 """
@@ -63,6 +64,14 @@ def main():
     masked = onnx.load(masked_path)
     onnx.checker.check_model(masked, full_check=True)
     zeroed = 0
+    # Weights stored as Constant nodes (PaddlePaddle exports) become
+    # initializers of the same name first, as maskforge's --apply does.
+    for node in list(dense.graph.node):
+        if node.op_type == "Constant" and node.output[0] in masks:
+            t = next(a.t for a in node.attribute if a.name == "value")
+            t.name = node.output[0]
+            dense.graph.initializer.append(t)
+            dense.graph.node.remove(node)
     for init in dense.graph.initializer:
         if init.name in masks:
             w = numpy_helper.to_array(init)

@@ -182,29 +182,7 @@ fn qdq_apply_prunes_to_the_zero_point() {
         .into_iter()
         .find(|g| g.name.contains("qdq"))
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (masks, out) = (dir.path().join("m.safetensors"), dir.path().join("p.onnx"));
-    let mut args: Vec<String> = ["prune", s(&g.path), "--method", "magnitude"]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    args.extend(g.shape_args());
-    args.extend(
-        ["--compression", "4", "-o", s(&masks), "--apply", s(&out)]
-            .iter()
-            .map(|a| a.to_string()),
-    );
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    maskforge_ok(&a);
-    let dims: Vec<String> = g.shapes[0].1.iter().map(|d| d.to_string()).collect();
-    common::check(
-        "apply_check",
-        std::process::Command::new("python3")
-            .arg(common::root().join("scripts/apply_check.py"))
-            .args([s(&g.path), s(&masks), s(&out), &dims.join("x")])
-            .output()
-            .unwrap(),
-    );
+    prune_apply_and_check(&g, &["--method", "magnitude", "--compression", "4"]);
 }
 
 /// SNIP and SynFlow score a detector (YOLOv8: SiLU, C2f splits, FPN
@@ -315,4 +293,42 @@ fn real_models_with_state_or_subgraphs_are_refused_by_name() {
         }
         assert!(!out.exists(), "{file}: wrote a mask file");
     }
+}
+
+/// `--apply` on a trained model whose weights are Constant nodes (PP-OCR,
+/// a PaddlePaddle export): onnxruntime runs the written model and it equals
+/// the model with the pruned weights zeroed by hand.
+#[test]
+fn apply_on_a_model_with_constant_node_weights_runs_in_onnxruntime() {
+    common::setup_ort();
+    let g = common::real_models()
+        .into_iter()
+        .find(|g| g.name == "ch_PP-OCRv4_det_infer")
+        .unwrap();
+    let how = ["--method", "mica", "--quota", "erk", "--compression", "20"];
+    prune_apply_and_check(&g, &how);
+}
+
+/// `prune G <how> -o masks --apply out.onnx`, then scripts/apply_check.py:
+/// the written model runs in onnxruntime and equals `g` pruned by hand.
+fn prune_apply_and_check(g: &Graph, how: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (masks, out) = (dir.path().join("m.safetensors"), dir.path().join("p.onnx"));
+    let mut args: Vec<String> = vec!["prune".into(), s(&g.path).into()];
+    args.extend(how.iter().map(|a| a.to_string()));
+    args.extend(g.shape_args());
+    for a in ["-o", s(&masks), "--apply", s(&out)] {
+        args.push(a.to_string());
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    maskforge_ok(&a);
+    let dims: Vec<String> = g.shapes[0].1.iter().map(|d| d.to_string()).collect();
+    common::check(
+        "apply_check",
+        std::process::Command::new("python3")
+            .arg(common::root().join("scripts/apply_check.py"))
+            .args([s(&g.path), s(&masks), s(&out), &dims.join("x")])
+            .output()
+            .unwrap(),
+    );
 }
