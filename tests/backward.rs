@@ -67,15 +67,7 @@ fn compare(net: &Network, masks: Option<&MaskSet>, mode: Mode, sum_seed: bool, w
                 if a.is_some() { "ours" } else { "candle's" }
             ),
         };
-        let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
-        let diff = a
-            .iter()
-            .zip(&b)
-            .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
-        assert!(
-            diff <= 1e-9 * scale,
-            "{what} {name}: max difference {diff:e} against max |g| {scale:e}"
-        );
+        common::assert_gradients_agree(&a, &b, 1e-300, &format!("{what} {name}"));
     }
 }
 

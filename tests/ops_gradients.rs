@@ -487,15 +487,7 @@ fn compare(net: &Network, masks: Option<&MaskSet>, mode: Mode, which: Which, wha
         assert!(a.iter().all(|v| v.is_finite()), "{what} {name}: not finite");
         // (With the all-ones input every token is the same, and the
         // queries get no gradient through the softmax: scale 0.)
-        let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
-        let diff = a
-            .iter()
-            .zip(&b)
-            .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
-        assert!(
-            diff <= 1e-9 * scale,
-            "{what} {name}: max difference {diff:e} against max |g| {scale:e}"
-        );
+        common::assert_gradients_agree(&a, &b, 1e-12, &format!("{what} {name}"));
     }
 }
 

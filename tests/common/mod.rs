@@ -345,3 +345,17 @@ pub fn random_calibration(
         )],
     }
 }
+
+/// Our gradient `a` equals the reference `b` to 1e-9 of `b`'s largest
+/// magnitude (taken as at least `floor`).
+pub fn assert_gradients_agree(a: &[f64], b: &[f64], floor: f64, what: &str) {
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(floor);
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+    assert!(
+        diff <= 1e-9 * scale,
+        "{what}: max difference {diff:e} against max |g| {scale:e}"
+    );
+}
