@@ -10,6 +10,7 @@ use maskforge::error::{Error, Result};
 use maskforge::graph::Network;
 use maskforge::io::maskfile;
 use maskforge::methods::neuron::ossum::{Deep, NeuronMethod, Rank};
+use maskforge::methods::npb::NpbSettings;
 use maskforge::methods::prune::{prune_with, Method, PruneOutcome, PruneSpec};
 use maskforge::methods::quota::{self, Quota};
 use maskforge::methods::random::mica::{MicaChoice, Unguaranteed};
@@ -30,9 +31,9 @@ pub struct Args {
     pub method: String,
     /// Layerwise quota: uniform, uniform+, erk, igq, smart, the quota of a
     /// ranking method (snip, grasp, synflow), or masks:FILE (the effective
-    /// per-layer counts of a mask file).
-    #[arg(long, default_value = "igq")]
-    pub quota: String,
+    /// per-layer counts of a mask file). Default igq; erk for npb.
+    #[arg(long)]
+    pub quota: Option<String>,
     #[command(flatten)]
     pub amount: Amount,
     /// Reach the target as an effective compression (effective pruning).
@@ -47,6 +48,8 @@ pub struct Args {
     pub scope: Scope,
     #[command(flatten)]
     pub scoring: ScoringArgs,
+    #[command(flatten)]
+    pub npb: NpbArgs,
     /// OSSuM: how class-wise scores combine (sum: Eq. 2, linear: Eq. 4, log: Eq. 5).
     #[arg(long, value_parser = named::<Rank>(), default_value = "sum")]
     pub rank: Rank,
@@ -69,6 +72,61 @@ pub struct Args {
     pub format: MaskFormatArgs,
     #[arg(long)]
     pub json: bool,
+}
+
+impl Args {
+    /// `--quota` as given, or the method's default: ERK for NPB (the
+    /// reference's `--init_mode ERK`), IGQ otherwise.
+    fn quota_name(&self) -> &str {
+        match &self.quota {
+            Some(q) => q,
+            None if self.method == "npb" => "erk",
+            None => "igq",
+        }
+    }
+}
+
+/// Options of `--method npb` (node-path balancing); unset ones take the
+/// reference code's ResNet-20 settings ([`NpbSettings::default`]).
+#[derive(clap::Args, Debug, Default)]
+pub struct NpbArgs {
+    /// NPB: weight of effective nodes against effective paths (0.01).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// NPB: weight of used channel pairs (1).
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// NPB: kept taps per kernel at most (9).
+    #[arg(long)]
+    pub max_taps: Option<usize>,
+    /// NPB: output channels per programme of a wide layer (32).
+    #[arg(long)]
+    pub chunk: Option<usize>,
+    /// NPB: chunk conv layers with more channel pairs than this (default:
+    /// the reference's rule, 2048 for residual nets on 32x32, else 16384).
+    #[arg(long)]
+    pub chunk_above: Option<usize>,
+}
+
+impl NpbArgs {
+    fn given(&self) -> bool {
+        self.alpha.is_some()
+            || self.beta.is_some()
+            || self.max_taps.is_some()
+            || self.chunk.is_some()
+            || self.chunk_above.is_some()
+    }
+
+    fn settings(&self) -> NpbSettings {
+        let d = NpbSettings::default();
+        NpbSettings {
+            alpha: self.alpha.unwrap_or(d.alpha),
+            beta: self.beta.unwrap_or(d.beta),
+            max_taps: self.max_taps.unwrap_or(d.max_taps),
+            chunk: self.chunk.unwrap_or(d.chunk),
+            chunk_above: self.chunk_above.or(d.chunk_above),
+        }
+    }
 }
 
 /// Options of the score-based methods (snip, grasp, synflow, snip-it) and
@@ -287,7 +345,19 @@ fn parse_method(a: &Args) -> Result<Chosen> {
             "--mica-choice applies to --method mica, not {method}"
         )));
     }
-    let method = method.with_scope(a.scope);
+    if a.npb.given() && !matches!(method, Method::Npb(_)) {
+        return Err(Error::input(format!(
+            "--alpha, --beta, --max-taps, --chunk and --chunk-above apply to --method npb, not {method}"
+        )));
+    }
+    let method = match method {
+        Method::Npb(_) => {
+            let settings = a.npb.settings();
+            settings.check()?;
+            Method::Npb(settings)
+        }
+        m => m.with_scope(a.scope),
+    };
     Ok(Chosen::Weights(match a.mica_choice {
         Some(c) => method.with_mica_choice(c),
         None => method,
@@ -302,7 +372,7 @@ fn require_data(a: &Args, chosen: Chosen) -> Result<()> {
         Chosen::Neurons(NeuronMethod::Ossum { .. }) => true,
         _ => false,
     };
-    let by_quota = matches!(a.quota.parse::<Quota>(), Ok(Quota::Scored(s)) if scorer_needs(s))
+    let by_quota = matches!(a.quota_name().parse::<Quota>(), Ok(Quota::Scored(s)) if scorer_needs(s))
         && matches!(chosen, Chosen::Weights(m) if m.scope() == Scope::Layer);
     if a.scoring.data.is_some() || !(by_method || by_quota) {
         return Ok(());
@@ -310,7 +380,7 @@ fn require_data(a: &Args, chosen: Chosen) -> Result<()> {
     let what = if by_method {
         format!("--method {}", a.method)
     } else {
-        format!("--quota {}", a.quota)
+        format!("--quota {}", a.quota_name())
     };
     Err(Error::input(format!(
         "{what} needs calibration data: give --data FILE (safetensors x/y, IDX, CSV) or --data synthetic:N"
@@ -408,7 +478,7 @@ pub fn run(a: Args) -> Result<()> {
     require_data(&a, chosen)?;
     super::check_outputs(
         &[Some(&a.output), a.apply.as_deref(), a.report.as_deref()],
-        &inputs(&m, &a.quota),
+        &inputs(&m, a.quota_name()),
     )?;
     let produced = match chosen {
         Chosen::Neurons(nm) => prune_neurons(&a, &m.network, nm)?,
@@ -424,7 +494,7 @@ fn prune_weights(a: &Args, net: &Network, method: Method) -> Result<Produced> {
         // One global threshold: the quota plays no part.
         Quota::Uniform
     } else {
-        parse_quota(&a.quota, net)?
+        parse_quota(a.quota_name(), net)?
     };
     let mut ctx = a.scoring.context(net, a.model.seed)?;
     ctx.density = Some(a.amount.density()?);
@@ -447,7 +517,7 @@ fn prune_weights(a: &Args, net: &Network, method: Method) -> Result<Produced> {
         quota: if global_cut {
             "global".into()
         } else {
-            a.quota.clone()
+            a.quota_name().to_string()
         },
         neurons: None,
         method: method.to_string(),
@@ -511,7 +581,7 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
     } else {
         out.effective()
     };
-    let inputs = inputs(m, &a.quota);
+    let inputs = inputs(m, a.quota_name());
     let mut meta = BTreeMap::new();
     meta.insert("maskforge_version".into(), env!("CARGO_PKG_VERSION").into());
     meta.insert("method".into(), p.method.clone());

@@ -1,11 +1,12 @@
 //! The pruning methods: how many weights each layer keeps ([`quota`]) and
 //! which ones ([`random`]: RPI and MiCA; [`scored`]: SNIP, GraSP, SynFlow,
 //! SNIP-it; [`magnitude`]: magnitude and LAMP; [`neuron`]: structured
-//! pruning and OSSuM), cut into masks by [`select`] and dispatched by
+//! pruning and OSSuM; [`npb`]: node-path balancing), cut into masks by [`select`] and dispatched by
 //! [`prune`].
 
 pub mod magnitude;
 pub mod neuron;
+pub mod npb;
 pub mod prune;
 pub mod quota;
 pub mod random;

@@ -40,6 +40,8 @@ pub enum Method {
     Ranked(crate::methods::magnitude::Ranking, Scope),
     /// A gradient or flow score (SNIP, GraSP, SynFlow, SNIP-it).
     Scored(crate::methods::scored::Scorer, Scope),
+    /// Node-path balancing: a programme per layer.
+    Npb(crate::methods::npb::NpbSettings),
 }
 
 impl Method {
@@ -55,6 +57,7 @@ impl Method {
         "grasp",
         "synflow",
         "snip-it",
+        "npb",
     ];
 
     /// The method with the given scope where it has one: magnitude, SNIP
@@ -79,7 +82,7 @@ impl Method {
     /// The scope of the final cut (random methods place per layer).
     pub fn scope(self) -> Scope {
         match self {
-            Method::Rpi | Method::Mica(_) => Scope::Layer,
+            Method::Rpi | Method::Mica(_) | Method::Npb(_) => Scope::Layer,
             Method::Ranked(_, s) | Method::Scored(_, s) => s,
         }
     }
@@ -103,6 +106,7 @@ impl std::str::FromStr for Method {
             "grasp" => Method::Scored(Scorer::Grasp, Scope::Global),
             "synflow" => Method::Scored(Scorer::Synflow, Scope::Global),
             "snip-it" => Method::Scored(Scorer::SnipIt, Scope::Global),
+            "npb" => Method::Npb(crate::methods::npb::NpbSettings::default()),
             other => {
                 return Err(Error::UnknownName {
                     what: "method",
@@ -126,6 +130,7 @@ impl std::fmt::Display for Method {
             Method::Ranked(Ranking::Magnitude, _) => "magnitude",
             Method::Ranked(Ranking::Lamp, _) => "lamp",
             Method::Scored(s, _) => s.name(),
+            Method::Npb(_) => "npb",
         };
         f.write_str(name)
     }
@@ -180,6 +185,7 @@ pub fn place(net: &Network, method: Method, counts: &[usize], seed: u64) -> Resu
     match method {
         Method::Rpi => Ok(crate::methods::random::rpi::rpi(net, counts, seed)),
         Method::Mica(choice) => crate::methods::random::mica::mica(net, counts, choice, seed),
+        Method::Npb(settings) => crate::methods::npb::npb(net, counts, &settings, seed),
         Method::Ranked(r, _) => {
             let s = crate::methods::magnitude::scores(net, r, None)?;
             Ok(MaskSet {

@@ -83,7 +83,7 @@ use crate::analysis::elements::{input_taps, MatMulDims, Slices};
 use crate::bitset::BitSet;
 use crate::error::Result;
 use crate::graph::op::{Conv2d, IndexMap, Op, Pool, Window};
-use crate::graph::{Network, Node};
+use crate::graph::{Network, Node, ValueId};
 use crate::mask::MaskSet;
 
 use scaled::{Scaled, Underflow};
@@ -108,8 +108,39 @@ impl PathCount {
 
 /// Count the effective paths of `masks` on `net`.
 pub fn effective_paths(net: &Network, masks: &MaskSet) -> Result<PathCount> {
+    let (vals, lost) = forward(net, masks, None)?;
+    let log2 = scaled::log2_sum(net.outputs.iter().map(|&o| {
+        vals[o]
+            .as_ref()
+            .map_or(f64::NEG_INFINITY, Scaled::log2_total)
+    }));
+    Ok(PathCount {
+        log10: log2 * std::f64::consts::LOG10_2,
+        underflowed: lost.0,
+    })
+}
+
+/// The path counts of every element of `value`: how many effective paths
+/// from the graph inputs end there. The forward stops at the node that
+/// produces it, so a value near the input costs little (NPB asks for the
+/// input of each layer in turn).
+pub fn counts_at(net: &Network, masks: &MaskSet, value: ValueId) -> Result<Scaled> {
+    let (mut vals, _) = forward(net, masks, Some(value))?;
+    vals[value]
+        .take()
+        .ok_or_else(|| crate::error::Error::internal(format!("no path counts for value {value}")))
+}
+
+/// The counting forward pass; with `until`, it stops once that value is
+/// known and keeps it.
+fn forward(
+    net: &Network,
+    masks: &MaskSet,
+    until: Option<ValueId>,
+) -> Result<(Vec<Option<Scaled>>, Underflow)> {
     masks.check_fits(net)?;
     let layer_of = net.layer_of_node();
+    let kept = |v: ValueId| net.outputs.contains(&v) || until == Some(v);
     let mut uses = vec![0usize; net.values.len()];
     for node in &net.nodes {
         for &v in &node.inputs {
@@ -122,8 +153,11 @@ pub fn effective_paths(net: &Network, masks: &MaskSet) -> Result<PathCount> {
         vals[i] = Some(Scaled::ones(net.value(i).numel()));
     }
     for (ni, node) in net.nodes.iter().enumerate() {
+        if until.is_some_and(|v| vals[v].is_some()) {
+            break;
+        }
         let x = node.inputs[0];
-        if passes_through(&node.op) && uses[x] == 1 && !net.outputs.contains(&x) {
+        if passes_through(&node.op) && uses[x] == 1 && !kept(x) {
             // The last reader of `x` changes no count: hand the data over.
             uses[x] = 0;
             vals[node.output] = vals[x].take();
@@ -140,20 +174,12 @@ pub fn effective_paths(net: &Network, masks: &MaskSet) -> Result<PathCount> {
         // Free a value once its last reader has run (outputs stay).
         for &v in &node.inputs {
             uses[v] -= 1;
-            if uses[v] == 0 && !net.outputs.contains(&v) {
+            if uses[v] == 0 && !kept(v) {
                 vals[v] = None;
             }
         }
     }
-    let log2 = scaled::log2_sum(net.outputs.iter().map(|&o| {
-        vals[o]
-            .as_ref()
-            .map_or(f64::NEG_INFINITY, Scaled::log2_total)
-    }));
-    Ok(PathCount {
-        log10: log2 * std::f64::consts::LOG10_2,
-        underflowed: lost.0,
-    })
+    Ok((vals, lost))
 }
 
 /// Ops whose output element `i` has exactly the paths of input element `i`.

@@ -1,0 +1,71 @@
+//! From the optimum of an NPB programme (pairs and taps per group of equal
+//! path count) to a tap count for every (input, output) channel pair.
+//!
+//! The programme leaves open which inputs of a group and which outputs get
+//! the pairs, and how the taps stack on them: every such choice has the
+//! same objective ([`super::programme`]). The reference code takes whatever
+//! its MIP solver returns. We fix the choice so that it realises the
+//! optimum and then helps the *next* layer:
+//! - a group's pairs go to `min(s_g, K_g)` of its inputs (lowest index
+//!   first), as evenly as possible, so every input the optimum uses is used;
+//! - inputs are visited richest first; each takes the outputs no input has
+//!   used yet first (so `min(C_out, sum K)` outputs are used), then the
+//!   lowest-numbered outputs it has not taken;
+//! - every pair gets one tap, and a group's extra taps stack up to
+//!   `max_taps` on its pairs in that order, lowest output first.
+//!
+//! Stacking on the same low-numbered outputs makes their path counts
+//! unequal, and the next layer's programme then finds rich inputs to give
+//! its budget to: more paths for the same nodes.
+//!
+//! ```
+//! use maskforge::methods::npb::{allot::allot, programme::Programme};
+//! let p = Programme { path_in: vec![1.0, 1.0], outputs: 3, budget: 4, max_taps: 9, alpha: 0.01, beta: 1.0 };
+//! let m = allot(&p, &p.solve().unwrap());
+//! // Four pairs of one tap each, every input and output used.
+//! assert_eq!(m, vec![1, 1, 0, 1, 0, 1]);
+//! assert!((p.objective(&m) - p.solve().unwrap().objective).abs() < 1e-12);
+//! ```
+
+use super::programme::{Plan, Programme};
+
+/// Tap counts `C_in x C_out`, row-major, realising `plan`.
+pub fn allot(p: &Programme, plan: &Plan) -> Vec<u32> {
+    let c_out = p.outputs;
+    let mut m = vec![0u32; p.path_in.len() * c_out];
+    // Outputs are first used in increasing order: those below it are used.
+    let mut next_unused = 0;
+    for g in &plan.groups {
+        let rows = g.inputs.len().min(g.pairs);
+        if rows == 0 {
+            continue;
+        }
+        let mut extra = g.taps - g.pairs;
+        for (r, &i) in g.inputs[..rows].iter().enumerate() {
+            let k = g.pairs / rows + usize::from(r < g.pairs % rows);
+            let row = &mut m[i * c_out..(i + 1) * c_out];
+            let mut taken = 0;
+            while taken < k && next_unused < c_out {
+                row[next_unused] = 1;
+                taken += 1;
+                next_unused += 1;
+            }
+            for cell in row.iter_mut() {
+                if taken == k {
+                    break;
+                }
+                if *cell == 0 {
+                    *cell = 1;
+                    taken += 1;
+                }
+            }
+            for cell in row.iter_mut().filter(|c| **c > 0) {
+                let more = extra.min(p.max_taps - 1);
+                *cell += more as u32;
+                extra -= more;
+            }
+        }
+        debug_assert_eq!(extra, 0, "a group's taps fit on its pairs");
+    }
+    m
+}

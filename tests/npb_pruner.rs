@@ -1,0 +1,305 @@
+//! The NPB pruner (`--method npb`): its per-layer programme against brute
+//! force and against the reference's programme written out in full, and
+//! the whole method's masks.
+
+mod common;
+
+use maskforge::analysis::effective::effective_masks;
+use maskforge::analysis::paths::effective_paths;
+use maskforge::error::Error;
+use maskforge::methods::npb::allot::allot;
+use maskforge::methods::npb::programme::Programme;
+use maskforge::methods::npb::{npb, NpbSettings};
+use maskforge::methods::quota::{kept_counts, Quota};
+use maskforge::zoo;
+use microlp::{ComparisonOp, OptimizationDirection, Problem};
+use rand::{Rng, SeedableRng};
+
+fn random_programme(
+    rng: &mut impl Rng,
+    max_in: usize,
+    max_out: usize,
+    max_taps: usize,
+) -> Programme {
+    let inputs = rng.random_range(1..=max_in);
+    let outputs = rng.random_range(1..=max_out);
+    let max_taps = rng.random_range(1..=max_taps);
+    // Path counts with ties (equal inputs) and dead inputs (0).
+    let levels = [0.0, 1.0, 1.0, 2.5, 4.0, 7.0];
+    let mut path_in: Vec<f64> = (0..inputs)
+        .map(|_| levels[rng.random_range(0..levels.len())])
+        .collect();
+    if path_in.iter().all(|&p| p == 0.0) {
+        path_in[0] = 1.0;
+    }
+    let room = inputs * outputs * max_taps;
+    Programme {
+        path_in,
+        outputs,
+        budget: rng.random_range(1..=room),
+        max_taps,
+        alpha: [0.01, 0.5, 0.99][rng.random_range(0..3)],
+        beta: [0.0, 0.001, 1.0][rng.random_range(0..3)],
+    }
+}
+
+/// The best objective over every tap-count matrix within the budget.
+fn brute_force(p: &Programme) -> f64 {
+    let cells = p.path_in.len() * p.outputs;
+    let base = p.max_taps as u64 + 1;
+    let mut best = f64::NEG_INFINITY;
+    let mut m = vec![0u32; cells];
+    for code in 0..base.pow(cells as u32) {
+        let mut c = code;
+        for cell in m.iter_mut() {
+            *cell = (c % base) as u32;
+            c /= base;
+        }
+        if m.iter().map(|&v| v as usize).sum::<usize>() <= p.budget {
+            best = best.max(p.objective(&m));
+        }
+    }
+    best
+}
+
+#[test]
+fn the_programme_reaches_the_brute_force_optimum() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for case in 0..300 {
+        let p = random_programme(&mut rng, 3, 3, 2);
+        let plan = p.solve().unwrap();
+        let m = allot(&p, &plan);
+        let best = brute_force(&p);
+        let what = format!("case {case}: {p:?}");
+        assert!(
+            (plan.objective - best).abs() < 1e-9,
+            "{what}: solver {} vs brute force {best}",
+            plan.objective
+        );
+        assert!(
+            (p.objective(&m) - best).abs() < 1e-9,
+            "{what}: the allotted matrix scores {}",
+            p.objective(&m)
+        );
+        assert!(
+            m.iter().map(|&v| v as usize).sum::<usize>() <= p.budget,
+            "{what}: over budget"
+        );
+        assert!(
+            m.iter().all(|&v| v as usize <= p.max_taps),
+            "{what}: over max_taps"
+        );
+    }
+}
+
+/// The reference's programme as their cvxpy code states it (pvh1602/NPB,
+/// `optimize_layerwise`): one integer per channel pair, and each `pos(x)`
+/// as cvxpy rewrites it, an epigraph variable `t >= x, t >= 0`.
+fn their_programme(p: &Programme) -> f64 {
+    let (c_in, c_out) = (p.path_in.len(), p.outputs);
+    let nodes = (c_in + c_out) as f64;
+    let n = p.budget as f64;
+    let max_path = p.max_path();
+    let mut lp = Problem::new(OptimizationDirection::Maximize);
+    let m: Vec<_> = (0..c_in * c_out)
+        .map(|k| {
+            lp.add_integer_var(
+                (1.0 - p.alpha) * p.path_in[k / c_out] / max_path,
+                (0, p.max_taps as i32),
+            )
+        })
+        .collect();
+    // t >= 1 - sum(M over a line), entering the objective with -alpha / nodes.
+    let empty_line = |lp: &mut Problem, cells: Vec<usize>, cost: f64| {
+        let t = lp.add_var(-cost, (0.0, f64::INFINITY));
+        let mut terms = vec![(t, 1.0)];
+        terms.extend(cells.iter().map(|&k| (m[k], 1.0)));
+        lp.add_constraint(terms.as_slice(), ComparisonOp::Ge, 1.0);
+    };
+    for i in 0..c_in {
+        empty_line(
+            &mut lp,
+            (0..c_out).map(|j| i * c_out + j).collect(),
+            p.alpha / nodes,
+        );
+    }
+    for j in 0..c_out {
+        empty_line(
+            &mut lp,
+            (0..c_in).map(|i| i * c_out + j).collect(),
+            p.alpha / nodes,
+        );
+    }
+    for k in 0..c_in * c_out {
+        empty_line(&mut lp, vec![k], p.beta / n);
+    }
+    let all: Vec<_> = m.iter().map(|&v| (v, 1.0)).collect();
+    lp.add_constraint(all.as_slice(), ComparisonOp::Le, n);
+    let solution = lp.solve().unwrap().into_solution().unwrap();
+    // Their constants: alpha * (nodes / nodes) and beta * n / n.
+    solution.objective() + p.alpha + p.beta
+}
+
+#[test]
+fn the_grouped_programme_has_the_optimum_of_theirs() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for case in 0..60 {
+        let p = random_programme(&mut rng, 6, 5, 3);
+        let ours = p.solve().unwrap().objective;
+        let theirs = their_programme(&p);
+        assert!(
+            (ours - theirs).abs() < 1e-7,
+            "case {case}: {p:?}: ours {ours}, theirs {theirs}"
+        );
+    }
+}
+
+#[test]
+fn max_path_follows_their_numpy_edge_cases() {
+    let p = |budget, max_taps| Programme {
+        path_in: vec![3.0, 1.0, 2.0],
+        outputs: 2,
+        budget,
+        max_taps,
+        alpha: 0.01,
+        beta: 1.0,
+    };
+    // 5 taps, 2 per input: the 2 richest inputs full (3 + 2) * 2, then 1 of the next (1).
+    assert_eq!(p(5, 1).max_path(), 11.0);
+    // Fewer taps than one input holds: numpy's sort(P)[-0:] is every input
+    // (6 * 4), plus 3 taps of the richest (3 * 3).
+    assert_eq!(p(3, 2).max_path(), 33.0);
+    // Every input full: no next input, no remainder term.
+    assert_eq!(p(6, 1).max_path(), 12.0);
+}
+
+fn resnet20_counts(compression: f64) -> (maskforge::graph::Network, Vec<usize>) {
+    let net = zoo::build("resnet20", 0).unwrap();
+    let target = (net.prunable_count() as f64 / compression).round() as usize;
+    let counts = kept_counts(&net, &Quota::Erk, target).unwrap();
+    (net, counts)
+}
+
+#[test]
+fn resnet20_masks_keep_the_quota_active_and_balance_nodes_and_paths() {
+    let (net, counts) = resnet20_counts(100.0);
+    let settings = NpbSettings::default();
+    let masks = npb(&net, &counts, &settings, 0).unwrap();
+    let active = effective_masks(&net, &masks);
+    let target: usize = counts.iter().sum();
+    // The quota, plus the reference's rounding up per chunk and whole-unit refills.
+    assert!(
+        masks.count_ones() >= target - target / 50 && masks.count_ones() <= target + target / 20,
+        "kept {} for a quota of {target}",
+        masks.count_ones()
+    );
+    assert_eq!(
+        active.count_ones(),
+        masks.count_ones(),
+        "every kept weight on a path"
+    );
+    // Deterministic for a seed; another seed moves the taps.
+    assert_eq!(npb(&net, &counts, &settings, 0).unwrap(), masks);
+    assert_ne!(npb(&net, &counts, &settings, 1).unwrap(), masks);
+    // Where the paper puts NPB: more nodes than a path-greedy method
+    // (SynFlow-like), more paths than random pruning at the same quota.
+    let rpi = maskforge::methods::random::rpi::rpi(&net, &counts, 0);
+    let rpi_paths = effective_paths(&net, &effective_masks(&net, &rpi))
+        .unwrap()
+        .log10;
+    let ours = effective_paths(&net, &masks).unwrap().log10;
+    assert!(
+        ours > rpi_paths + 3.0,
+        "NPB 10^{ours:.1} paths vs RPI 10^{rpi_paths:.1}"
+    );
+}
+
+#[test]
+fn a_layer_no_path_reaches_is_an_error_naming_it() {
+    let (net, mut counts) = resnet20_counts(100.0);
+    counts[0] = 0;
+    let e = npb(&net, &counts, &NpbSettings::default(), 0).unwrap_err();
+    let Error::Infeasible { layer, detail } = e.root() else {
+        panic!("{e}")
+    };
+    assert_eq!(
+        layer.as_deref(),
+        Some(net.layers[1].name.as_str()),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("no input channel carries a path"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn max_taps_too_small_for_a_budget_is_an_error_naming_the_layer() {
+    let (net, counts) = resnet20_counts(3.0);
+    let settings = NpbSettings {
+        max_taps: 1,
+        ..NpbSettings::default()
+    };
+    let e = npb(&net, &counts, &settings, 0).unwrap_err();
+    let Error::Infeasible {
+        layer: Some(layer),
+        detail,
+    } = e.root()
+    else {
+        panic!("{e}")
+    };
+    assert!(net.layer_index(layer).is_some(), "{layer}");
+    assert!(detail.contains("--max-taps 1"), "{detail}");
+    let out = common::maskforge(&[
+        "prune",
+        "zoo:resnet20",
+        "--method",
+        "npb",
+        "--max-taps",
+        "1",
+        "--compression",
+        "3",
+        "-o",
+        "/dev/null",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(layer.as_str()));
+}
+
+#[test]
+fn the_cli_defaults_to_erk_and_refuses_npb_flags_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = dir.path().join("m.safetensors");
+    common::maskforge_ok(&[
+        "prune",
+        "zoo:lenet300",
+        "--method",
+        "npb",
+        "--compression",
+        "50",
+        "--alpha",
+        "0.5",
+        "-o",
+        common::s(&out),
+        "--report",
+        common::s(&report),
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["quota"], "erk");
+    assert_eq!(r["method"], "npb");
+    let bad = common::maskforge(&[
+        "prune",
+        "zoo:lenet300",
+        "--method",
+        "rpi",
+        "--alpha",
+        "0.5",
+        "--compression",
+        "50",
+        "-o",
+        common::s(&out),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("apply to --method npb"));
+}
