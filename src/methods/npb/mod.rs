@@ -262,7 +262,7 @@ fn place_layer(
             beta,
         };
         let plan = programme.solve()?;
-        let taps = allot::allot(&programme, &plan);
+        let taps = allot::allot(&programme, &plan, &mut rng);
         let first_out = chunk.group * shape.out_per_group + chunk.outputs.start;
         place_taps(
             &mut mask,
