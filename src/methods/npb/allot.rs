@@ -10,18 +10,23 @@
 //!   first), as evenly as possible, so every input the optimum uses is used;
 //! - inputs are visited richest first; each takes the outputs no input has
 //!   used yet first (so `min(C_out, sum K)` outputs are used), then outputs
-//!   it has not taken, at random;
+//!   it has not taken, at random, low-numbered outputs favoured (weight
+//!   `((C_out - j) / C_out)^4` for output `j`);
 //! - every pair gets one tap, and a group's extra taps stack up to
 //!   `max_taps` on its pairs in that order, lowest output first.
 //!
-//! Why at random: the path counts the outputs receive become the next
-//! layer's `P`, and how unequal they are decides how many inputs the next
-//! programme spreads over (inputs within a few percent of the richest are
-//! worth a node). A regular placement (every input on the lowest-numbered
-//! outputs) makes large groups of exactly equal counts, which the next
-//! programme covers whole: on VGG-16 at density 10^-2 that kept twice the
-//! reference's nodes with 10^2 times fewer paths. Random placement spreads
-//! the counts as the reference's solver output does (docs/npb.md).
+//! Why so: the path counts the outputs receive become the next layer's
+//! `P`, and how unequal they are decides how many inputs the next programme
+//! spreads over (inputs within a few percent of the richest are worth a
+//! node). A regular placement (every input on the lowest-numbered outputs)
+//! makes large groups of exactly equal counts, which the next programme
+//! covers whole: on VGG-16 at density 10^-2 that kept twice the reference's
+//! nodes with 10^2 times fewer paths. Uniform random placement leaves the
+//! counts within a few percent of each other (the next programme again
+//! spreads: 10^0.6 times fewer paths than the reference there); favouring
+//! low-numbered outputs spreads them out as the reference's solver output
+//! happens to, and matches or passes its nodes and paths (docs/npb.md has
+//! the skews tried).
 //!
 //! ```
 //! use maskforge::methods::npb::{allot::allot, programme::Programme};
@@ -58,11 +63,8 @@ pub fn allot(p: &Programme, plan: &Plan, rng: &mut impl rand::Rng) -> Vec<u32> {
                 taken += 1;
                 next_unused += 1;
             }
-            let mut free: Vec<usize> = (0..c_out).filter(|&j| row[j] == 0).collect();
-            for t in 0..k - taken {
-                let pick = rng.random_range(t..free.len());
-                free.swap(t, pick);
-                row[free[t]] = 1;
+            for j in skewed_sample(row, k - taken, rng) {
+                row[j] = 1;
             }
             for cell in row.iter_mut().filter(|c| **c > 0) {
                 let more = extra.min(p.max_taps - 1);
@@ -73,4 +75,25 @@ pub fn allot(p: &Programme, plan: &Plan, rng: &mut impl rand::Rng) -> Vec<u32> {
         debug_assert_eq!(extra, 0, "a group's taps fit on its pairs");
     }
     m
+}
+
+/// How strongly the free outputs of a row favour low numbers: output `j`
+/// of `C` is drawn with weight `((C - j) / C)^SKEW`.
+const SKEW: i32 = 4;
+
+/// `k` of the row's free outputs (cells still 0), drawn without
+/// replacement with the [`SKEW`] weights (Efraimidis and Spirakis: the
+/// `k` largest `ln(u) / w`).
+fn skewed_sample(row: &[u32], k: usize, rng: &mut impl rand::Rng) -> Vec<usize> {
+    let c_out = row.len() as f64;
+    let mut keyed: Vec<(f64, usize)> = (0..row.len())
+        .filter(|&j| row[j] == 0)
+        .map(|j| {
+            let w = ((c_out - j as f64) / c_out).powi(SKEW);
+            let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            (u.ln() / w, j)
+        })
+        .collect();
+    keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    keyed.into_iter().take(k).map(|(_, j)| j).collect()
 }
