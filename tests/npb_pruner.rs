@@ -362,8 +362,10 @@ fn every_programme_of_their_resnet20_runs_reaches_their_objective() {
 }
 
 #[test]
-fn every_programme_of_their_vgg16_run_reaches_their_objective() {
-    check_their_programmes("vgg16_0.01");
+fn every_programme_of_their_vgg16_runs_reaches_their_objective() {
+    for run in ["vgg16_0.1", "vgg16_0.01", "vgg16_0.001"] {
+        check_their_programmes(run);
+    }
 }
 
 /// Effective nodes and log10 paths of a mask set, by our audit.
@@ -382,6 +384,12 @@ fn nodes_and_paths(
 /// Our masks against the reference's final masks of the same model and
 /// density: as many effective nodes, and log10 paths within 2 %, or more.
 fn compare_with_their_masks(model: &str, density: f64) {
+    compare_with_their_masks_by(model, density, 0.98, 0.25)
+}
+
+/// As [`compare_with_their_masks`], with `paths_floor` for our log10 paths
+/// over theirs and `kept_tolerance` for the kept counts.
+fn compare_with_their_masks_by(model: &str, density: f64, paths_floor: f64, kept_tolerance: f64) {
     let run = format!("{model}_{density}");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("theirs.safetensors");
@@ -395,14 +403,14 @@ fn compare_with_their_masks(model: &str, density: f64) {
     let (their_nodes, their_paths) = nodes_and_paths(&net, &theirs);
     let what = format!("{run}: ours {our_nodes} nodes 10^{our_paths:.3} paths, theirs {their_nodes} nodes 10^{their_paths:.3}");
     assert!(our_nodes as f64 >= 0.98 * their_nodes as f64, "{what}");
-    assert!(our_paths >= 0.98 * their_paths, "{what}");
+    assert!(our_paths >= paths_floor * their_paths, "{what}");
     // Kept counts: the same quota, up to per-chunk rounding and whole-kernel
     // refills (at 10^-3 these add a third or more: 423 and 352 for a quota
     // of 271; filling exactly the inactive count would keep 271 at 10^13.3
     // paths, theirs 10^13.7 with 352).
     let (k_ours, k_theirs) = (ours.count_ones() as f64, theirs.count_ones() as f64);
     assert!(
-        (k_ours - k_theirs).abs() <= 0.25 * k_theirs,
+        (k_ours - k_theirs).abs() <= kept_tolerance * k_theirs,
         "{what}: kept {k_ours} vs {k_theirs}"
     );
 }
@@ -416,5 +424,48 @@ fn resnet20_masks_match_theirs_in_nodes_and_paths() {
 
 #[test]
 fn vgg16_masks_match_theirs_in_nodes_and_paths() {
+    compare_with_their_masks("vgg16", 0.1);
     compare_with_their_masks("vgg16", 0.01);
+}
+
+/// The one measured point outside 2 %: VGG-16 at 10^-3, where their code's
+/// lower `max_p` in the late layers shrinks its path normaliser and its
+/// programmes concentrate (498 nodes, 10^23.1 paths, from 11 556 kept)
+/// while ours spread (959 nodes, 10^19.4, from 14 795; docs/npb.md). We
+/// keep at least their nodes and 80 % of their log10 paths; their fine-tuning
+/// drops 3 160 weights it cannot make effective, so kept counts differ by
+/// 28 %.
+#[test]
+fn vgg16_at_a_thousandth_keeps_their_nodes_with_fewer_paths() {
+    compare_with_their_masks_by("vgg16", 0.001, 0.8, 0.3);
+}
+
+/// Largest number of kept taps in one kernel of a conv layer.
+fn fullest_kernel(
+    net: &maskforge::graph::Network,
+    masks: &maskforge::mask::MaskSet,
+    name: &str,
+) -> usize {
+    let li = net.layer_index(name).unwrap();
+    let taps: usize = net.layers[li].shape[2..].iter().product();
+    (0..masks.layers[li].len() / taps)
+        .map(|k| masks.layers[li].count_ones_in(k * taps, (k + 1) * taps))
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn max_taps_step_lowers_the_cap_per_halving_of_the_input() {
+    let (net, counts) = resnet20_counts(10.0);
+    let constant = npb(&net, &counts, &NpbSettings::default(), 0).unwrap();
+    let stepped = NpbSettings {
+        taps_step: 2,
+        ..NpbSettings::default()
+    };
+    let lowered = npb(&net, &counts, &stepped, 0).unwrap();
+    // Stage 1 (32 x 32) keeps 9, stage 2 (16 x 16) 7, stage 3 (8 x 8) 5.
+    assert_eq!(fullest_kernel(&net, &constant, "blocks.4.conv1.weight"), 9);
+    assert_eq!(fullest_kernel(&net, &lowered, "blocks.1.conv1.weight"), 9);
+    assert_eq!(fullest_kernel(&net, &lowered, "blocks.4.conv1.weight"), 7);
+    assert!(fullest_kernel(&net, &lowered, "blocks.7.conv1.weight") <= 5);
 }

@@ -106,6 +106,11 @@ pub struct NpbArgs {
     /// the reference's rule, 2048 for residual nets on 32x32, else 16384).
     #[arg(long)]
     pub chunk_above: Option<usize>,
+    /// NPB: lower --max-taps by this much per halving of a conv layer's
+    /// input height, to no less than 3 (0: constant; the reference lowers
+    /// it by 2 at its own layer indices).
+    #[arg(long)]
+    pub max_taps_step: Option<usize>,
 }
 
 impl NpbArgs {
@@ -115,6 +120,7 @@ impl NpbArgs {
             || self.max_taps.is_some()
             || self.chunk.is_some()
             || self.chunk_above.is_some()
+            || self.max_taps_step.is_some()
     }
 
     fn settings(&self) -> NpbSettings {
@@ -125,6 +131,7 @@ impl NpbArgs {
             max_taps: self.max_taps.unwrap_or(d.max_taps),
             chunk: self.chunk.unwrap_or(d.chunk),
             chunk_above: self.chunk_above.or(d.chunk_above),
+            taps_step: self.max_taps_step.unwrap_or(d.taps_step),
         }
     }
 }
@@ -347,7 +354,7 @@ fn parse_method(a: &Args) -> Result<Chosen> {
     }
     if a.npb.given() && !matches!(method, Method::Npb(_)) {
         return Err(Error::input(format!(
-            "--alpha, --beta, --max-taps, --chunk and --chunk-above apply to --method npb, not {method}"
+            "--alpha, --beta, --max-taps, --max-taps-step, --chunk and --chunk-above apply to --method npb, not {method}"
         )));
     }
     let method = match method {

@@ -39,11 +39,16 @@
 //! # Where we differ
 //! - `max_taps` too small for a layer's budget is an error naming the
 //!   layer (theirs raises it silently), as is a layer no path reaches;
-//! - their code lowers `max_p` by 2 after each ResNet shortcut and after
-//!   fixed VGG layer indices, and reads the input of a VGG layer from the
-//!   wrong hook after a pooling stage; we keep `max_taps` and read every
-//!   layer's true input. With `beta = 1` the cap binds only where a layer
-//!   keeps more than one tap per channel pair;
+//! - their code lowers `max_p` by 2 after each ResNet shortcut (not below
+//!   5) and after fixed VGG layer indices (down to 3). We keep `max_taps`
+//!   by default; `taps_step` (`--max-taps-step 2`) lowers it by that much
+//!   per halving of the input height, close to their schedule on both
+//!   nets. It matters beyond the cap: their normaliser `max_path` grows
+//!   with `max_taps`, so a lower cap weighs paths more against nodes
+//!   (docs/npb.md has both settings measured);
+//! - their code reads the input of some VGG layers from the wrong hook
+//!   after a pooling stage (a layer's own dense output); we read every
+//!   layer's true input;
 //! - path counts follow [`crate::analysis::paths`] (a max pool sums its
 //!   window, theirs keeps the maximum); only their ratios matter here;
 //! - grouped convolutions (theirs has none) are one programme per group,
@@ -90,6 +95,9 @@ pub struct NpbSettings {
     /// Chunk conv layers with more channel pairs than this; `None`: the
     /// reference code's rule (see the module doc).
     pub chunk_above: Option<usize>,
+    /// Lower `max_taps` by this much per halving of a conv layer's input
+    /// height (see the module doc); 0 keeps it.
+    pub taps_step: usize,
 }
 
 // alpha and beta are checked finite by `check`, so equality is total.
@@ -103,6 +111,7 @@ impl Default for NpbSettings {
             max_taps: 9,
             chunk: 32,
             chunk_above: None,
+            taps_step: 0,
         }
     }
 }
@@ -189,13 +198,17 @@ pub fn npb(net: &Network, counts: &[usize], settings: &NpbSettings, seed: u64) -
             e => e.context(name),
         };
         let paths = inflow::paths_into(net, &masks, li).map_err(in_layer)?;
+        let here = NpbSettings {
+            max_taps: max_taps_at(net, li, order[0], settings),
+            ..*settings
+        };
         masks.layers[li] = place_layer(
             net,
             li,
             rank == 0,
             counts[li],
             &paths,
-            settings,
+            &here,
             chunk_above,
             seed,
         )
@@ -203,6 +216,28 @@ pub fn npb(net: &Network, counts: &[usize], settings: &NpbSettings, seed: u64) -
     }
     reinvest::reinvest(net, &mut masks, &order);
     Ok(masks)
+}
+
+/// `max_taps` for layer `li`: lowered by `taps_step` for every halving of
+/// the input's height since the first layer's, to no less than 3 (or
+/// `max_taps` when that is lower).
+fn max_taps_at(net: &Network, li: usize, first: usize, settings: &NpbSettings) -> usize {
+    let height = |l: usize| {
+        let v = net.nodes[net.layers[l].node].inputs[0];
+        match (net.layers[l].kind, net.value(v).shape.as_slice()) {
+            (LayerKind::Conv, [_, h, _]) => Some(*h as f64),
+            _ => None,
+        }
+    };
+    let (Some(h0), Some(h)) = (height(first), height(li)) else {
+        return settings.max_taps;
+    };
+    let halvings = (h0 / h).log2().round().max(0.0) as usize;
+    let floor = settings.max_taps.min(3);
+    settings
+        .max_taps
+        .saturating_sub(settings.taps_step * halvings)
+        .max(floor)
 }
 
 /// Their chunking threshold: 64 x 32 pairs for a residual network on 32 x
