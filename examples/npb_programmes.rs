@@ -1,13 +1,9 @@
 //! Every programme of an official NPB run (a fixtures/npb/*.json.gz made by
 //! fixtures/npb/make.sh) solved again by maskforge: per programme, the
-//! objective their cvxpy/HiGHS run reached, ours, and the effective nodes
-//! (used inputs plus used outputs) of each optimum; then the totals.
+//! objective their cvxpy/HiGHS run reached, ours, and the difference (how
+//! far their solver stopped from the optimum); then the largest difference.
 //!
 //!     cargo run --release --example npb_programmes fixtures/npb/vgg16_0.001.json.gz
-//!
-//! Their nodes come from the dump's objective is not possible (it mixes the
-//! terms), so only ours are counted exactly; the objective gap says how far
-//! their solver stopped from the optimum.
 
 use std::io::Read;
 
