@@ -469,3 +469,39 @@ fn max_taps_step_lowers_the_cap_per_halving_of_the_input() {
     assert_eq!(fullest_kernel(&net, &lowered, "blocks.4.conv1.weight"), 7);
     assert!(fullest_kernel(&net, &lowered, "blocks.7.conv1.weight") <= 5);
 }
+
+/// Every exported fixture graph (grouped and depthwise convs, squeeze-excite
+/// gates, channel shuffles, concats, upsampling, attention, dense layers over
+/// tokens): NPB runs, keeps about its quota, leaves a path, and is
+/// deterministic for a seed.
+#[test]
+fn npb_prunes_every_fixture_graph() {
+    for g in common::fixtures() {
+        let net = g.load().network;
+        let target = (net.prunable_count() / 50).max(net.layers.len());
+        let counts = kept_counts(&net, &Quota::Erk, target).unwrap();
+        let what = format!("{} at {target} kept", g.name);
+        let masks = npb(&net, &counts, &NpbSettings::default(), 0)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let kept = masks.count_ones();
+        // Per-chunk rounding up and whole-kernel refills add (a depthwise
+        // 5 x 5 kernel is 25 taps); inactive weights no refill can place
+        // are dropped, as the reference does: on MobileNetV3 at 50x the
+        // kept count ends at two thirds of the quota (docs/npb.md).
+        eprintln!("{what}: kept {kept}");
+        assert!(
+            kept as f64 >= 0.5 * target as f64 && kept as f64 <= 2.0 * target as f64,
+            "{what}: kept {kept}"
+        );
+        let (nodes, paths) = nodes_and_paths(&net, &masks);
+        assert!(
+            nodes > 0 && paths.is_finite(),
+            "{what}: {nodes} nodes, 10^{paths} paths"
+        );
+        assert_eq!(
+            npb(&net, &counts, &NpbSettings::default(), 0).unwrap(),
+            masks,
+            "{what}"
+        );
+    }
+}

@@ -198,6 +198,12 @@ pub fn npb(net: &Network, counts: &[usize], settings: &NpbSettings, seed: u64) -
             e => e.context(name),
         };
         let paths = inflow::paths_into(net, &masks, li).map_err(in_layer)?;
+        if !paths.iter().any(|&p| p > 0.0) {
+            return Err(in_layer(Error::infeasible(
+                None,
+                "no input channel carries a path (every layer before it is cut off)",
+            )));
+        }
         let here = NpbSettings {
             max_taps: max_taps_at(net, li, order[0], settings),
             ..*settings

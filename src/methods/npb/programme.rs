@@ -139,7 +139,10 @@ impl Programme {
         let empty_rows: f64 = (0..c_in).map(|i| pos(1.0 - row(i))).sum();
         let empty_cols: f64 = (0..c_out).map(|j| pos(1.0 - col(j))).sum();
         let a = (nodes - empty_rows - empty_cols) / nodes;
-        let b = (0..c_in).map(|i| self.path_in[i] * row(i)).sum::<f64>() / self.max_path();
+        let b = match self.max_path() {
+            0.0 => 0.0,
+            max_path => (0..c_in).map(|i| self.path_in[i] * row(i)).sum::<f64>() / max_path,
+        };
         let n = self.budget as f64;
         let empty_pairs: f64 = m.iter().map(|&v| pos(1.0 - v as f64)).sum();
         let r = (n - empty_pairs) / n;
@@ -160,17 +163,12 @@ impl Programme {
         groups
     }
 
-    /// Check the programme can be posed: some input carries paths, and the
-    /// budget fits in `max_taps` per pair.
+    /// Check the programme can be posed: the budget fits in `max_taps` per
+    /// pair. (A programme whose inputs carry no path, a group of a grouped
+    /// conv behind dead channels, has `max_path = 0`: its `B` term is 0.)
     pub fn check(&self) -> Result<()> {
         if self.outputs == 0 || self.inputs() == 0 {
             return Err(Error::infeasible(None, "the layer has no channels"));
-        }
-        if !self.path_in.iter().any(|&p| p > 0.0) {
-            return Err(Error::infeasible(
-                None,
-                "no input channel carries a path (every layer before it is cut off)",
-            ));
         }
         if self.path_in.iter().any(|p| !p.is_finite() || *p < 0.0) {
             return Err(Error::internal("path counts must be finite and >= 0"));
@@ -227,8 +225,9 @@ impl Programme {
             let s = g.len();
             let p = self.path_in[g[0]];
             let pairs = lp.add_integer_var(pair_gain, (0, int(s * c_out)?));
+            let path_gain = if max_path > 0.0 { p / max_path } else { 0.0 };
             let taps = lp.add_integer_var(
-                (1.0 - self.alpha) * p / max_path * n,
+                (1.0 - self.alpha) * path_gain * n,
                 (0, int(s * c_out * self.max_taps)?),
             );
             let used = lp.add_integer_var(node_gain, (0, int(s)?));
