@@ -204,24 +204,136 @@ pub fn npb(net: &Network, counts: &[usize], settings: &NpbSettings, seed: u64) -
                 "no input channel carries a path (every layer before it is cut off)",
             )));
         }
-        let here = NpbSettings {
-            max_taps: max_taps_at(net, li, order[0], settings),
-            ..*settings
-        };
-        masks.layers[li] = place_layer(
-            net,
-            li,
-            rank == 0,
-            counts[li],
-            &paths,
-            &here,
-            chunk_above,
-            seed,
-        )
-        .map_err(in_layer)?;
+        let rule = LayerRule::of(net, li, rank == 0, order[0], settings, chunk_above);
+        masks.layers[li] = rule
+            .place(net, li, counts[li], &paths, settings.alpha, seed)
+            .map_err(in_layer)?;
     }
     reinvest::reinvest(net, &mut masks, &order);
     Ok(masks)
+}
+
+/// How one layer's programmes are posed: the reference's per-layer rules.
+struct LayerRule {
+    shape: Shape,
+    max_taps: usize,
+    beta: f64,
+    /// Output channels per chunk.
+    width: usize,
+}
+
+impl LayerRule {
+    /// The first layer may stack every tap and is never chunked; dense
+    /// layers get one tap per pair, `beta = 0` and chunks of 10 outputs
+    /// when wide; conv layers the settings' cap (per stage with
+    /// `taps_step`) and chunks when wider than `chunk_above` pairs.
+    fn of(
+        net: &Network,
+        li: usize,
+        first: bool,
+        first_layer: usize,
+        settings: &NpbSettings,
+        chunk_above: usize,
+    ) -> Self {
+        let shape = Shape::of(net, li);
+        let pairs = shape.in_per_group * shape.out_per_group;
+        let whole = shape.out_per_group;
+        let (max_taps, beta, width) = match net.layers[li].kind {
+            _ if first => (shape.taps, settings.beta, whole),
+            LayerKind::Dense => (
+                1,
+                0.0,
+                if pairs > DENSE_CHUNK_ABOVE {
+                    DENSE_CHUNK
+                } else {
+                    whole
+                },
+            ),
+            LayerKind::Conv => (
+                max_taps_at(net, li, first_layer, settings).min(shape.taps),
+                settings.beta,
+                if pairs > chunk_above {
+                    settings.chunk
+                } else {
+                    whole
+                },
+            ),
+        };
+        Self {
+            shape,
+            max_taps,
+            beta,
+            width,
+        }
+    }
+
+    /// Solve and place every programme of layer `li`.
+    fn place(
+        &self,
+        net: &Network,
+        li: usize,
+        count: usize,
+        paths: &[f64],
+        alpha: f64,
+        seed: u64,
+    ) -> Result<BitSet> {
+        let layer = &net.layers[li];
+        let shape = &self.shape;
+        let mut mask = BitSet::new(layer.numel());
+        let mut rng = stream(stream_key(seed, "npb", &layer.name));
+        for chunk in self.chunks(count) {
+            let inputs = chunk.group * shape.in_per_group..(chunk.group + 1) * shape.in_per_group;
+            let programme = Programme {
+                path_in: paths[inputs].to_vec(),
+                outputs: chunk.outputs.len(),
+                budget: chunk.budget,
+                max_taps: self.max_taps,
+                alpha,
+                beta: self.beta,
+            };
+            let plan = programme.solve()?;
+            let taps = allot::allot(&programme, &plan, &mut rng);
+            let first_out = chunk.group * shape.out_per_group + chunk.outputs.start;
+            place_taps(
+                &mut mask,
+                shape,
+                first_out,
+                &taps,
+                chunk.outputs.len(),
+                &mut rng,
+            );
+        }
+        Ok(mask)
+    }
+
+    /// The programmes of a layer: per group, its outputs cut into chunks of
+    /// `width`, each with its budget.
+    fn chunks(&self, count: usize) -> Vec<Chunk> {
+        let shape = &self.shape;
+        let group_size = shape.in_per_group * shape.out_per_group * shape.taps;
+        let mut out = Vec::new();
+        for g in 0..shape.groups {
+            // The count split exactly over groups, the remainder to the first.
+            let group_count = count / shape.groups + usize::from(g < count % shape.groups);
+            let mut start = 0;
+            while start < shape.out_per_group {
+                let end = (start + self.width).min(shape.out_per_group);
+                let size = shape.in_per_group * (end - start) * shape.taps;
+                let budget = if end - start == shape.out_per_group {
+                    group_count
+                } else {
+                    (group_count * size).div_ceil(group_size)
+                };
+                out.push(Chunk {
+                    group: g,
+                    outputs: start..end,
+                    budget,
+                });
+                start = end;
+            }
+        }
+        out
+    }
 }
 
 /// `max_taps` for layer `li`: lowered by `taps_step` for every halving of
@@ -262,101 +374,6 @@ fn reference_chunk_above(net: &Network) -> usize {
     } else {
         128 * 128
     }
-}
-
-/// Solve and place every programme of layer `li`.
-#[allow(clippy::too_many_arguments)]
-fn place_layer(
-    net: &Network,
-    li: usize,
-    first: bool,
-    count: usize,
-    paths: &[f64],
-    settings: &NpbSettings,
-    chunk_above: usize,
-    seed: u64,
-) -> Result<BitSet> {
-    let layer = &net.layers[li];
-    let shape = Shape::of(net, li);
-    let (max_taps, beta) = match layer.kind {
-        _ if first => (shape.taps, settings.beta),
-        LayerKind::Dense => (1, 0.0),
-        LayerKind::Conv => (settings.max_taps.min(shape.taps), settings.beta),
-    };
-    let mut mask = BitSet::new(layer.numel());
-    let mut rng = stream(stream_key(seed, "npb", &layer.name));
-    for chunk in chunks(
-        layer.kind,
-        &shape,
-        count,
-        first,
-        settings.chunk,
-        chunk_above,
-    ) {
-        let inputs = chunk.group * shape.in_per_group..(chunk.group + 1) * shape.in_per_group;
-        let programme = Programme {
-            path_in: paths[inputs].to_vec(),
-            outputs: chunk.outputs.len(),
-            budget: chunk.budget,
-            max_taps,
-            alpha: settings.alpha,
-            beta,
-        };
-        let plan = programme.solve()?;
-        let taps = allot::allot(&programme, &plan, &mut rng);
-        let first_out = chunk.group * shape.out_per_group + chunk.outputs.start;
-        place_taps(
-            &mut mask,
-            &shape,
-            first_out,
-            &taps,
-            chunk.outputs.len(),
-            &mut rng,
-        );
-    }
-    Ok(mask)
-}
-
-/// The programmes of a layer: per group, its outputs cut into chunks when
-/// the layer is wide, each with its budget.
-fn chunks(
-    kind: LayerKind,
-    shape: &Shape,
-    count: usize,
-    first: bool,
-    chunk: usize,
-    chunk_above: usize,
-) -> Vec<Chunk> {
-    let pairs = shape.in_per_group * shape.out_per_group;
-    let width = match kind {
-        _ if first => shape.out_per_group,
-        LayerKind::Dense if pairs > DENSE_CHUNK_ABOVE => DENSE_CHUNK,
-        LayerKind::Conv if pairs > chunk_above => chunk,
-        _ => shape.out_per_group,
-    };
-    let group_size = pairs * shape.taps;
-    let mut out = Vec::new();
-    for g in 0..shape.groups {
-        // The count split exactly over groups, the remainder to the first.
-        let group_count = count / shape.groups + usize::from(g < count % shape.groups);
-        let mut start = 0;
-        while start < shape.out_per_group {
-            let end = (start + width).min(shape.out_per_group);
-            let size = shape.in_per_group * (end - start) * shape.taps;
-            let budget = if end - start == shape.out_per_group {
-                group_count
-            } else {
-                (group_count * size).div_ceil(group_size)
-            };
-            out.push(Chunk {
-                group: g,
-                outputs: start..end,
-                budget,
-            });
-            start = end;
-        }
-    }
-    out
 }
 
 /// Set `taps[i * width + j]` random taps of kernel (output `first_out + j`,
