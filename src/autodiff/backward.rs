@@ -118,10 +118,54 @@ pub fn weight_gradients(
     seed: Seed,
 ) -> Result<Vec<Option<Tensor>>> {
     // The ops' own backward functions take f32 and f64 on the CPU.
-    let ours = matches!(ex.device(), Device::Cpu) && matches!(ex.dtype(), DType::F32 | DType::F64);
-    if !ours {
+    if !ours(ex) {
         return candle_gradients(ex, x, masks, mode, seed);
     }
+    Ok(reverse(ex, x, masks, mode, |z| seed.gradient(z), false)?.weights)
+}
+
+/// What [`parameter_gradients`] returns.
+pub struct Gradients {
+    /// Per layer, as [`weight_gradients`].
+    pub weights: Vec<Option<Tensor>>,
+    /// Per stored bias of a layer (a Conv's or dense layer's, by its name):
+    /// its gradient, where one reaches it.
+    pub biases: Vec<(String, Tensor)>,
+}
+
+/// The gradients of the weights and of the layers' biases for the batch
+/// `x`, where `seed` is given the logits (the forward pass's own, no second
+/// pass) and returns the loss's gradient at them: the training step
+/// ([`crate::train`]) reads its loss and accuracy from the same logits.
+/// Our reverse pass on the CPU in f32 and f64 only.
+pub fn parameter_gradients(
+    ex: &Executor,
+    x: &Tensor,
+    masks: Option<&MaskSet>,
+    mode: Mode,
+    seed: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Gradients> {
+    if !ours(ex) {
+        return Err(Error::input(
+            "training runs on the CPU in f32 or f64 (our reverse pass)",
+        ));
+    }
+    reverse(ex, x, masks, mode, seed, true)
+}
+
+fn ours(ex: &Executor) -> bool {
+    matches!(ex.device(), Device::Cpu) && matches!(ex.dtype(), DType::F32 | DType::F64)
+}
+
+/// The reverse pass; bias gradients only when `biases`.
+fn reverse(
+    ex: &Executor,
+    x: &Tensor,
+    masks: Option<&MaskSet>,
+    mode: Mode,
+    seed: impl FnOnce(&Tensor) -> Result<Tensor>,
+    biases: bool,
+) -> Result<Gradients> {
     let rec = ex.record(x, masks, mode)?;
     let mut values = rec.values;
     let net = ex.network();
@@ -130,8 +174,9 @@ pub fn weight_gradients(
     let logits = values[rec.target]
         .as_ref()
         .ok_or_else(|| Error::internal("backward: no logits"))?;
-    grads[rec.target] = Some(seed.gradient(logits)?);
+    grads[rec.target] = Some(seed(logits)?);
     let mut out: Vec<Option<Tensor>> = vec![None; ex.weights.len()];
+    let mut bias_grads: Vec<(String, Tensor)> = Vec::new();
     for step in rec.steps.into_iter().rev() {
         let y = values[step.out].take();
         let Some(dy) = grads[step.out].take() else {
@@ -139,6 +184,14 @@ pub fn weight_gradients(
         };
         let y = y.ok_or_else(|| Error::internal("backward: a value was not kept"))?;
         let node = &net.nodes[step.node];
+        if biases {
+            if let Some((name, g)) = bias_gradient(&step, &node.op, &y, &dy)? {
+                match bias_grads.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, acc)) => *acc = (&*acc + g)?,
+                    None => bias_grads.push((name, g)),
+                }
+            }
+        }
         let ins = node
             .inputs
             .iter()
@@ -167,7 +220,43 @@ pub fn weight_gradients(
             }
         }
     }
-    Ok(out)
+    Ok(Gradients {
+        weights: out,
+        biases: bias_grads,
+    })
+}
+
+/// The gradient of a layer's bias at one step, for the output gradient
+/// `dy`: the sum over every axis but the channel (a dense layer's last
+/// axis, a conv's axis 1), through the conv epilogue's ReLU (where its
+/// output `y` is positive) and a fused BatchNorm's scale.
+fn bias_gradient(
+    step: &Step,
+    op: &Op,
+    y: &Tensor,
+    dy: &Tensor,
+) -> Result<Option<(String, Tensor)>> {
+    Ok(match (&step.kind, op) {
+        (StepKind::Dense { w, .. }, Op::Dense { bias: Some(b), .. }) => {
+            let out_f = w.dim(0)?;
+            Some((b.clone(), dy.reshape(((), out_f))?.sum(0)?))
+        }
+        (StepKind::Conv { epi, .. }, Op::Conv { bias: Some(b), .. }) => {
+            let d = if epi.relu {
+                dy.mul(&y.gt(0.0)?.to_dtype(dy.dtype())?)?
+            } else {
+                dy.clone()
+            };
+            let c = d.dim(1)?;
+            let mut g = d.transpose(0, 1)?.contiguous()?.reshape((c, ()))?.sum(1)?;
+            if let Some(a) = &epi.scale {
+                let a = Tensor::from_vec(a.clone(), c, dy.device())?.to_dtype(dy.dtype())?;
+                g = g.mul(&a)?;
+            }
+            Some((b.clone(), g))
+        }
+        _ => None,
+    })
 }
 
 /// The same with candle's autograd over the whole pass.

@@ -193,6 +193,31 @@ impl<'a> Executor<'a> {
         self.dtype
     }
 
+    /// A stored float parameter that is not a layer's weight (a bias,
+    /// BatchNorm's, a constant operand), as the forward pass reads it.
+    pub fn parameter(&self, name: &str) -> Option<&Tensor> {
+        self.params.get(name)
+    }
+
+    /// Replace such a parameter's values (the same shape; converted to the
+    /// executor's dtype and device): training updates the layers' biases
+    /// through this, as it updates [`Executor::weights`] with `Var::set`.
+    pub fn set_parameter(&mut self, name: &str, t: &Tensor) -> Result<()> {
+        let old = self
+            .params
+            .get_mut(name)
+            .ok_or_else(|| Error::internal(format!("parameter '{name}' missing")))?;
+        if old.dims() != t.dims() {
+            return Err(Error::internal(format!(
+                "parameter '{name}': shape {:?} replaced by {:?}",
+                old.dims(),
+                t.dims()
+            )));
+        }
+        *old = t.to_dtype(self.dtype)?.to_device(&self.device)?;
+        Ok(())
+    }
+
     fn param(&self, name: &str, linear: bool) -> Result<Tensor> {
         let t = self
             .params
