@@ -137,7 +137,8 @@ fn groups_of(net: &Network, l: &Layer) -> usize {
     }
 }
 
-pub(crate) fn bias_of(net: &Network, li: usize) -> Option<String> {
+/// The stored bias of layer `li`, if it has one.
+pub fn bias_of(net: &Network, li: usize) -> Option<String> {
     match &net.nodes[net.layers[li].node].op {
         Op::Conv { bias, .. } | Op::Dense { bias, .. } => bias.clone(),
         _ => None,
