@@ -153,6 +153,15 @@ pub fn parameter_gradients(
     reverse(ex, x, masks, mode, seed, true)
 }
 
+/// A tensor's values as f64 on the host, in row-major order.
+fn host(t: &Tensor) -> Result<Vec<f64>> {
+    let t = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::F32 => t.to_vec1::<f32>()?.into_iter().map(f64::from).collect(),
+        _ => t.to_dtype(DType::F64)?.to_vec1()?,
+    })
+}
+
 fn ours(ex: &Executor) -> bool {
     matches!(ex.device(), Device::Cpu) && matches!(ex.dtype(), DType::F32 | DType::F64)
 }
@@ -242,17 +251,32 @@ fn bias_gradient(
             Some((b.clone(), dy.reshape(((), out_f))?.sum(0)?))
         }
         (StepKind::Conv { epi, .. }, Op::Conv { bias: Some(b), .. }) => {
-            let d = if epi.relu {
-                dy.mul(&y.gt(0.0)?.to_dtype(dy.dtype())?)?
-            } else {
-                dy.clone()
-            };
-            let c = d.dim(1)?;
-            let mut g = d.transpose(0, 1)?.contiguous()?.reshape((c, ()))?.sum(1)?;
-            if let Some(a) = &epi.scale {
-                let a = Tensor::from_vec(a.clone(), c, dy.device())?.to_dtype(dy.dtype())?;
-                g = g.mul(&a)?;
+            let (n, c) = (dy.dim(0)?, dy.dim(1)?);
+            let plane = dy.elem_count() / (n * c).max(1);
+            // One pass over dy (and y for the ReLU), summed per channel in f64.
+            let (dyv, yv) = (host(dy)?, if epi.relu { Some(host(y)?) } else { None });
+            let mut g = vec![0.0f64; c];
+            for (k, chunk) in dyv.chunks(plane.max(1)).enumerate() {
+                let ch = k % c;
+                g[ch] += match &yv {
+                    Some(yv) => {
+                        let ys = &yv[k * plane..(k + 1) * plane];
+                        chunk
+                            .iter()
+                            .zip(ys)
+                            .filter(|(_, &y)| y > 0.0)
+                            .map(|(d, _)| d)
+                            .sum::<f64>()
+                    }
+                    None => chunk.iter().sum::<f64>(),
+                };
             }
+            if let Some(a) = &epi.scale {
+                for (gi, ai) in g.iter_mut().zip(a) {
+                    *gi *= ai;
+                }
+            }
+            let g = Tensor::from_vec(g, c, dy.device())?.to_dtype(dy.dtype())?;
             Some((b.clone(), g))
         }
         _ => None,
