@@ -58,7 +58,14 @@ fn loss(ex: &Executor, m: Option<&MaskSet>, x: &Tensor, y: &[u32], alpha: f64) -
 /// One SGD step (no momentum, no decay) on `net` in f64 against
 /// `w - lr * g` with `g` the central difference of the loss, on the
 /// weight entries `pick(layer)` and every bias entry.
-fn check_step(net: &Network, masks: Option<&MaskSet>, x: &Tensor, y: &[u32], pick: usize) {
+fn check_step(
+    net: &Network,
+    masks: Option<&MaskSet>,
+    x: &Tensor,
+    y: &[u32],
+    pick: usize,
+    pswish: Option<f64>,
+) {
     let (lr, alpha, h) = (0.5, 0.1, 1e-6);
     let sgd = Optimizer::Sgd {
         momentum: 0.0,
@@ -66,6 +73,8 @@ fn check_step(net: &Network, masks: Option<&MaskSet>, x: &Tensor, y: &[u32], pic
     };
     let mut t = Trainer::new(net, masks, sgd, DType::F64).unwrap();
     let mut probe = Executor::new(net, &Device::Cpu, DType::F64).unwrap();
+    t.ex.set_pswish(pswish);
+    probe.set_pswish(pswish);
     let before: Vec<Vec<f64>> = net
         .layers
         .iter()
@@ -136,7 +145,7 @@ fn check_step(net: &Network, masks: Option<&MaskSet>, x: &Tensor, y: &[u32], pic
         }
     }
     eprintln!(
-        "{}: {checked} entries, worst |step - finite difference| {worst:.2e}",
+        "{} (PSwish {pswish:?}): {checked} entries, worst |step - finite difference| {worst:.2e}",
         net.name
     );
 }
@@ -155,15 +164,19 @@ fn batch(shape: &[usize], n: usize, classes: u32, seed: u64) -> (Tensor, Vec<u32
 fn an_sgd_step_matches_finite_differences_of_the_loss() {
     let mlp = random_biases(zoo::build("mlp:6-8-5-3", 0).unwrap(), 1);
     let (x, y) = batch(&[6], 7, 3, 2);
-    check_step(&mlp, None, &x, &y, 12);
+    let (x_mlp, y_mlp) = (x.clone(), y.clone());
+    check_step(&mlp, None, &x, &y, 12, None);
     // Masked: pruned entries stay 0, kept ones follow the masked loss.
     let masks = common::random_masks(&mlp, 0.6, 3);
-    check_step(&mlp, Some(&masks), &x, &y, 12);
+    check_step(&mlp, Some(&masks), &x, &y, 12, None);
     // Convolutions with their fused bias and ReLU, max pools.
     let lenet5 = random_biases(zoo::build("lenet5", 0).unwrap(), 4);
     let (x, y) = batch(&[1, 28, 28], 3, 10, 5);
     let masks = common::random_masks(&lenet5, 0.5, 6);
-    check_step(&lenet5, Some(&masks), &x, &y, 6);
+    check_step(&lenet5, Some(&masks), &x, &y, 6, None);
+    // Every ReLU as PSwish (the conv no longer absorbs it).
+    check_step(&lenet5, Some(&masks), &x, &y, 6, Some(2.0));
+    check_step(&mlp, None, &x_mlp, &y_mlp, 12, Some(0.5));
 }
 
 /// The 5 000 real digits split as the other MNIST tests do: every fifth
@@ -344,6 +357,7 @@ fn dense_lenet300_reaches_93_percent_on_held_out_digits_with_defaults() {
     ]);
     let secs = start.elapsed().as_secs_f64();
     let r = json(&o);
+    assert!(r["epochs"][0].get("pswish_beta").is_none());
     let last = r["epochs"].as_array().unwrap().last().unwrap().clone();
     let acc = last["held_out"]["accuracy"].as_f64().unwrap();
     eprintln!(
@@ -359,4 +373,57 @@ fn dense_lenet300_reaches_93_percent_on_held_out_digits_with_defaults() {
         (eacc - acc).abs() < 1e-12,
         "eval of the file: {eacc} vs {acc}"
     );
+}
+
+#[test]
+fn pswish_label_smoothing_and_step_schedule_follow_their_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.safetensors");
+    let r = json(&maskforge_ok(&[
+        "train",
+        "zoo:mlp:784-30-10",
+        "--data",
+        "synthetic:64",
+        "--val-fraction",
+        "0.25",
+        "--epochs",
+        "4",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.1",
+        "--schedule",
+        "step",
+        "--milestones",
+        "2,3",
+        "--label-smoothing",
+        "0.2",
+        "--smoothing-epochs",
+        "2",
+        "--activation",
+        "pswish",
+        "--beta0",
+        "1",
+        "--beta-max",
+        "5",
+        "--json",
+        "-o",
+        s(&out),
+    ]));
+    let col = |k: &str| -> Vec<f64> {
+        r["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[k].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(col("pswish_beta"), [1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(col("label_smoothing"), [0.2, 0.1, 0.0, 0.0]);
+    let lr = col("lr");
+    assert!((lr[0] - 0.1).abs() < 1e-15 && (lr[1] - 0.1).abs() < 1e-15);
+    assert!((lr[2] - 0.01).abs() < 1e-15 && (lr[3] - 0.001).abs() < 1e-15);
+    assert_eq!(r["train_samples"], 48);
+    assert_eq!(r["held_out_samples"], 16);
+    assert_eq!(r["held_out"], "validation");
 }

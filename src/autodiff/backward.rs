@@ -390,9 +390,17 @@ fn plain_gradients(
     Ok(match op {
         Op::Reshape | Op::Identity => vec![Some(dy.reshape(ins[0].shape())?)],
         Op::Add if same_shapes => vec![Some(dy.clone()); ins.len()],
-        Op::Activation(Activation::Relu) => {
+        Op::Activation(Activation::Relu) if ex.pswish().is_none() => {
             let positive = y.gt(0.0)?.to_dtype(dy.dtype())?;
             vec![Some(dy.mul(&positive)?)]
+        }
+        Op::Activation(Activation::Relu) => {
+            // PSwish x s(bx): s + b x s (1 - s).
+            let b = ex.pswish().unwrap_or(1.0);
+            let x = &ins[0];
+            let sg = crate::autodiff::ops::activation::activation(&(x * b)?, Activation::Sigmoid)?;
+            let d = (&sg + ((x * b)? * &sg)?.mul(&sg.affine(-1.0, 1.0)?)?)?;
+            vec![Some(dy.mul(&d)?)]
         }
         Op::Activation(Activation::Sigmoid) => {
             vec![Some(dy.mul(&y.mul(&y.affine(-1.0, 1.0)?)?)?)]

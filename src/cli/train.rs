@@ -8,6 +8,7 @@ use serde::Serialize;
 use maskforge::error::{Error, Result};
 use maskforge::io::data::Dataset;
 use maskforge::train::optim::Optimizer;
+use maskforge::train::pswish::PSwish;
 use maskforge::train::schedule::Schedule;
 use maskforge::train::{train, Config, EpochLog, Progress};
 
@@ -58,6 +59,20 @@ pub struct Args {
     /// Epochs over which label smoothing decays to 0 (default: --epochs).
     #[arg(long)]
     pub smoothing_epochs: Option<usize>,
+    /// `pswish` trains every ReLU as the pipeline paper's PSwish
+    /// `x * sigmoid(beta x)`, beta from --beta0 to --beta-max over
+    /// --beta-epochs (the file written keeps the ReLU graph).
+    #[arg(long, value_enum, default_value_t = ActivationArg::Relu)]
+    pub activation: ActivationArg,
+    /// PSwish's initial temperature.
+    #[arg(long, default_value_t = 1.0)]
+    pub beta0: f64,
+    /// PSwish's final temperature.
+    #[arg(long, default_value_t = 10.0)]
+    pub beta_max: f64,
+    /// Epochs over which PSwish's temperature rises to --beta-max (default: --epochs).
+    #[arg(long)]
+    pub beta_epochs: Option<usize>,
     /// trained.safetensors or trained.onnx.
     #[arg(short = 'o', long)]
     pub output: PathBuf,
@@ -69,6 +84,13 @@ pub struct Args {
 pub enum OptimizerArg {
     Adam,
     Sgd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActivationArg {
+    /// The network's own activations.
+    Relu,
+    Pswish,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -121,6 +143,11 @@ impl Args {
             schedule,
             label_smoothing: self.label_smoothing,
             smoothing_epochs: self.smoothing_epochs.unwrap_or(self.epochs),
+            pswish: (self.activation == ActivationArg::Pswish).then_some(PSwish {
+                beta0: self.beta0,
+                beta_max: self.beta_max,
+                epochs: self.beta_epochs.unwrap_or(self.epochs),
+            }),
             seed: self.model.seed,
             dtype: candle_core::DType::F32,
         })

@@ -27,6 +27,7 @@
 //! ```
 
 pub mod optim;
+pub mod pswish;
 pub mod schedule;
 pub mod smoothing;
 
@@ -58,6 +59,8 @@ pub struct Config {
     /// Initial label smoothing `a_0` and its decay time in epochs.
     pub label_smoothing: f64,
     pub smoothing_epochs: usize,
+    /// Train every ReLU as PSwish with this temperature schedule.
+    pub pswish: Option<pswish::PSwish>,
     pub seed: u64,
     /// f32 (the default) or f64 (for checks against finite differences).
     pub dtype: DType,
@@ -73,6 +76,7 @@ impl Default for Config {
             schedule: Schedule::Cosine,
             label_smoothing: 0.0,
             smoothing_epochs: 0,
+            pswish: None,
             seed: 0,
             dtype: DType::F32,
         }
@@ -86,6 +90,9 @@ pub struct EpochLog {
     pub epoch: usize,
     pub lr: f64,
     pub label_smoothing: f64,
+    /// PSwish's temperature this epoch (with `--activation pswish`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pswish_beta: Option<f64>,
     /// Mean training loss over the epoch's batches (with smoothing), and
     /// the fraction of training samples classified right as they were seen.
     pub train_loss: f64,
@@ -358,6 +365,8 @@ pub fn train(
     for epoch in 0..cfg.epochs {
         let lr = cfg.schedule.rate(cfg.lr, epoch, cfg.epochs);
         let alpha = smoothing::alpha(cfg.label_smoothing, epoch, cfg.smoothing_epochs);
+        let beta = cfg.pswish.map(|p| p.beta(epoch));
+        t.ex.set_pswish(beta);
         let mut order: Vec<usize> = (0..data.len()).collect();
         let key = crate::rng::stream_key(cfg.seed, "train-shuffle", &epoch.to_string());
         order.shuffle(&mut crate::rng::stream(key));
@@ -386,6 +395,7 @@ pub fn train(
             epoch: epoch + 1,
             lr,
             label_smoothing: alpha,
+            pswish_beta: beta,
             train_loss: loss / data.len() as f64,
             train_accuracy: correct as f64 / data.len() as f64,
             held_out: held,
