@@ -71,7 +71,7 @@ fn check_step(
         momentum: 0.0,
         weight_decay: 0.0,
     };
-    let mut t = Trainer::new(net, masks, sgd, DType::F64).unwrap();
+    let mut t = Trainer::<f64>::new(net, masks, sgd).unwrap();
     let mut probe = Executor::new(net, &Device::Cpu, DType::F64).unwrap();
     t.ex.set_pswish(pswish);
     probe.set_pswish(pswish);

@@ -43,7 +43,7 @@ use crate::graph::tensor::ConstTensor;
 use crate::graph::Network;
 use crate::io::data::Dataset;
 use crate::mask::MaskSet;
-use optim::{Optimizer, Param, State};
+use optim::{Optimizer, Param, Real, State};
 use schedule::Schedule;
 
 /// Hyperparameters of a run. The defaults train LeNet-300-100 and
@@ -134,21 +134,18 @@ enum Slot {
 
 /// An executor and the optimiser's view of its parameters: one training
 /// step at a time ([`Trainer::step`]); [`train`] runs the epochs.
-pub struct Trainer<'a> {
+pub struct Trainer<'a, T> {
     pub ex: Executor<'a>,
     masks: Option<&'a MaskSet>,
-    params: Vec<(Slot, Param, State)>,
+    params: Vec<(Slot, Param<T>, State<T>)>,
     optimizer: Optimizer,
     steps: u64,
 }
 
-impl<'a> Trainer<'a> {
-    pub fn new(
-        net: &'a Network,
-        masks: Option<&'a MaskSet>,
-        optimizer: Optimizer,
-        dtype: DType,
-    ) -> Result<Self> {
+impl<'a, T: Real> Trainer<'a, T> {
+    /// A trainer in `T`'s dtype (f32 or f64) with its executor.
+    pub fn new(net: &'a Network, masks: Option<&'a MaskSet>, optimizer: Optimizer) -> Result<Self> {
+        let dtype = T::DTYPE;
         if let Some(n) = net
             .nodes
             .iter()
@@ -172,14 +169,7 @@ impl<'a> Trainer<'a> {
                     .map(|i| m.layers[li].get(i))
                     .collect::<Vec<bool>>()
             });
-            let mut values = host(w.as_tensor())?;
-            if let Some(m) = &mask {
-                for (v, &k) in values.iter_mut().zip(m) {
-                    if !k {
-                        *v = 0.0;
-                    }
-                }
-            }
+            let values = host::<T>(w.as_tensor())?;
             let p = Param::new(&net.layers[li].name, values, mask);
             params.push((Slot::Weight(li), p));
         }
@@ -193,7 +183,7 @@ impl<'a> Trainer<'a> {
             let t = ex
                 .parameter(&b)
                 .ok_or_else(|| Error::internal(format!("bias '{b}' missing")))?;
-            let p = Param::new(&b, host(t)?, None);
+            let p = Param::new(&b, host::<T>(t)?, None);
             params.push((Slot::Bias, p));
         }
         let params = params
@@ -207,7 +197,7 @@ impl<'a> Trainer<'a> {
         for (slot, p, _) in &params {
             if let Slot::Weight(li) = slot {
                 let w = &ex.weights[*li];
-                w.set(&device_tensor(&p.values, w.dims(), dtype)?)?;
+                w.set(&Tensor::from_slice(&p.values, w.dims(), &Device::Cpu)?)?;
             }
         }
         Ok(Self {
@@ -220,7 +210,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// The current values of a trained tensor (canonical layout), by name.
-    pub fn values(&self, name: &str) -> Option<&[f64]> {
+    pub fn values(&self, name: &str) -> Option<&[T]> {
         self.params
             .iter()
             .find(|(_, p, _)| p.name == name)
@@ -265,19 +255,19 @@ impl<'a> Trainer<'a> {
                     .map(|(_, g)| g),
             };
             let g = match g {
-                Some(g) => host(g)?,
-                None => vec![0.0; p.values.len()],
+                Some(g) => host::<T>(g)?,
+                None => vec![T::from_f64(0.0); p.values.len()],
             };
             self.optimizer.step(p, s, &g, lr, self.steps);
             match slot {
                 Slot::Weight(li) => {
                     let w = &self.ex.weights[*li];
-                    w.set(&device_tensor(&p.values, w.dims(), self.ex.dtype())?)?;
+                    w.set(&Tensor::from_slice(&p.values, w.dims(), &Device::Cpu)?)?;
                 }
                 Slot::Bias => {
                     let dims = self.ex.parameter(&p.name).map(|t| t.dims().to_vec());
                     let dims = dims.ok_or_else(|| Error::internal("bias missing"))?;
-                    let t = device_tensor(&p.values, &dims, self.ex.dtype())?;
+                    let t = Tensor::from_slice(&p.values, dims, &Device::Cpu)?;
                     self.ex.set_parameter(&p.name, &t)?;
                 }
             }
@@ -318,7 +308,7 @@ impl<'a> Trainer<'a> {
                 .params
                 .get(&p.name)
                 .ok_or_else(|| Error::internal(format!("parameter '{}' missing", p.name)))?;
-            let canon: Vec<f32> = p.values.iter().map(|&v| v as f32).collect();
+            let canon: Vec<f32> = p.values.iter().map(|&v| v.to_f64() as f32).collect();
             let stored = match slot {
                 Slot::Weight(li) => crate::init::to_stored_order(&net.layers[*li], &canon),
                 Slot::Bias => canon,
@@ -359,7 +349,22 @@ pub fn train(
             cfg.label_smoothing
         )));
     }
-    let mut t = Trainer::new(net, masks, cfg.optimizer, cfg.dtype)?;
+    match cfg.dtype {
+        DType::F32 => run::<f32>(net, masks, data, held_out, cfg, progress),
+        DType::F64 => run::<f64>(net, masks, data, held_out, cfg, progress),
+        d => Err(Error::input(format!("training in {d:?}: f32 or f64 only"))),
+    }
+}
+
+fn run<T: Real>(
+    net: &Network,
+    masks: Option<&MaskSet>,
+    data: &Dataset,
+    held_out: Option<&Dataset>,
+    cfg: &Config,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Trained> {
+    let mut t = Trainer::<T>::new(net, masks, cfg.optimizer)?;
     let mut log = Vec::with_capacity(cfg.epochs);
     let batches = data.len().div_ceil(cfg.batch_size);
     for epoch in 0..cfg.epochs {
@@ -449,18 +454,8 @@ fn batch(data: &Dataset, idx: &[usize]) -> Result<(Tensor, Vec<u32>)> {
     Ok((Tensor::from_vec(x, shape, &Device::Cpu)?, y))
 }
 
-fn host(t: &Tensor) -> Result<Vec<f64>> {
-    Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?)
-}
-
-fn device_tensor(v: &[f64], dims: &[usize], dtype: DType) -> Result<Tensor> {
-    Ok(match dtype {
-        DType::F64 => Tensor::from_slice(v, dims, &Device::Cpu)?,
-        _ => {
-            let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-            Tensor::from_vec(f, dims, &Device::Cpu)?.to_dtype(dtype)?
-        }
-    })
+fn host<T: Real>(t: &Tensor) -> Result<Vec<T>> {
+    Ok(t.flatten_all()?.to_dtype(T::DTYPE)?.to_vec1()?)
 }
 
 /// Index of the largest value, the first on ties.

@@ -1,16 +1,16 @@
 //! The optimisers: SGD with momentum and weight decay, and Adam, each as
 //! PyTorch defines its update (`torch.optim.SGD` without dampening or
 //! Nesterov, `torch.optim.Adam` with L2 weight decay added to the
-//! gradient), on host copies of the parameters in f64.
+//! gradient), on host copies of the parameters in the dtype trained in
+//! (f32, as PyTorch's, or f64).
 //!
-//! A parameter may carry a mask: where it is 0 the gradient, the weight
-//! decay term and every state entry are forced to 0 and the value is not
-//! touched, so a pruned weight that starts at 0 stays exactly 0.
+//! A parameter may carry a mask: where it is 0 the value and every state
+//! entry are set to 0 after each update (as if its gradient and weight
+//! decay were 0 from a start at 0), so a pruned weight stays exactly 0.
 //!
 //! ```
 //! use maskforge::train::optim::{Optimizer, Param};
-//! let mut p = Param::new("w", vec![1.0, 2.0], Some(vec![true, false]));
-//! p.values[1] = 0.0;
+//! let mut p = Param::new("w", vec![1.0f64, 2.0], Some(vec![true, false]));
 //! let sgd = Optimizer::Sgd { momentum: 0.9, weight_decay: 0.0 };
 //! let mut state = sgd.state(&p);
 //! sgd.step(&mut p, &mut state, &[0.5, 7.0], 0.1, 1);
@@ -21,26 +21,47 @@
 //! assert_eq!(p.values[1], 0.0);
 //! ```
 
-/// One trained tensor: its name, values (canonical layout for a layer's
-/// weight) and which entries may change (`None`: all).
-#[derive(Clone, Debug)]
-pub struct Param {
-    pub name: String,
-    pub values: Vec<f64>,
-    pub mask: Option<Vec<bool>>,
+/// The element types trained in.
+pub trait Real: candle_core::WithDType {
+    fn sqrt(self) -> Self;
 }
 
-impl Param {
-    pub fn new(name: &str, values: Vec<f64>, mask: Option<Vec<bool>>) -> Self {
+impl Real for f32 {
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+}
+
+impl Real for f64 {
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+}
+
+/// One trained tensor: its name, values (canonical layout for a layer's
+/// weight) and the entries that must stay 0 (pruned).
+#[derive(Clone, Debug)]
+pub struct Param<T> {
+    pub name: String,
+    pub values: Vec<T>,
+    /// Indices of the pruned entries.
+    pruned: Vec<usize>,
+}
+
+impl<T: Real> Param<T> {
+    /// `mask[i]` false: entry `i` is pruned (set to 0 here and kept so).
+    pub fn new(name: &str, mut values: Vec<T>, mask: Option<Vec<bool>>) -> Self {
+        let pruned: Vec<usize> = mask
+            .map(|m| (0..m.len()).filter(|&i| !m[i]).collect())
+            .unwrap_or_default();
+        for &i in &pruned {
+            values[i] = T::from_f64(0.0);
+        }
         Self {
             name: name.to_string(),
             values,
-            mask,
+            pruned,
         }
-    }
-
-    fn kept(&self, i: usize) -> bool {
-        self.mask.as_ref().is_none_or(|m| m[i])
     }
 }
 
@@ -61,9 +82,9 @@ pub enum Optimizer {
 
 /// Per-parameter state: SGD's momentum buffer, Adam's two moments.
 #[derive(Clone, Debug)]
-pub struct State {
-    first: Vec<f64>,
-    second: Vec<f64>,
+pub struct State<T> {
+    first: Vec<T>,
+    second: Vec<T>,
 }
 
 impl Optimizer {
@@ -78,12 +99,12 @@ impl Optimizer {
     }
 
     /// Zero state for `p`.
-    pub fn state(&self, p: &Param) -> State {
+    pub fn state<T: Real>(&self, p: &Param<T>) -> State<T> {
         let n = p.values.len();
         State {
-            first: vec![0.0; n],
+            first: vec![T::from_f64(0.0); n],
             second: match self {
-                Optimizer::Adam { .. } => vec![0.0; n],
+                Optimizer::Adam { .. } => vec![T::from_f64(0.0); n],
                 Optimizer::Sgd { .. } => Vec::new(),
             },
         }
@@ -91,29 +112,27 @@ impl Optimizer {
 
     /// One update of `p` by its gradient `grad` at rate `lr`; `t` is the
     /// step number from 1 (Adam's bias correction).
-    // Four arrays indexed together read best by index.
-    #[allow(clippy::needless_range_loop)]
-    pub fn step(&self, p: &mut Param, s: &mut State, grad: &[f64], lr: f64, t: u64) {
+    pub fn step<T: Real>(&self, p: &mut Param<T>, s: &mut State<T>, grad: &[T], lr: f64, t: u64) {
         assert_eq!(grad.len(), p.values.len(), "gradient of '{}'", p.name);
+        let c = T::from_f64;
         match *self {
             Optimizer::Sgd {
                 momentum,
                 weight_decay,
             } => {
-                for i in 0..grad.len() {
-                    if !p.kept(i) {
-                        s.first[i] = 0.0;
-                        continue;
+                let (wd, mom, lr) = (c(weight_decay), c(momentum), c(lr));
+                let vals = p.values.iter_mut().zip(grad);
+                if momentum == 0.0 {
+                    for (v, &g) in vals {
+                        *v -= lr * (g + wd * *v);
                     }
-                    let g = grad[i] + weight_decay * p.values[i];
-                    let d = if momentum != 0.0 {
-                        // PyTorch's first step sets the buffer to g.
-                        s.first[i] = if t == 1 { g } else { momentum * s.first[i] + g };
-                        s.first[i]
-                    } else {
-                        g
-                    };
-                    p.values[i] -= lr * d;
+                } else {
+                    // PyTorch's first step sets the buffer to g.
+                    let keep = if t == 1 { T::from_f64(0.0) } else { mom };
+                    for ((v, &g), b) in vals.zip(s.first.iter_mut()) {
+                        *b = keep * *b + (g + wd * *v);
+                        *v -= lr * *b;
+                    }
                 }
             }
             Optimizer::Adam {
@@ -122,21 +141,24 @@ impl Optimizer {
                 eps,
                 weight_decay,
             } => {
-                let c1 = 1.0 - beta1.powf(t as f64);
-                let c2 = (1.0 - beta2.powf(t as f64)).sqrt();
-                let step = lr / c1;
-                for i in 0..grad.len() {
-                    if !p.kept(i) {
-                        s.first[i] = 0.0;
-                        s.second[i] = 0.0;
-                        continue;
-                    }
-                    let g = grad[i] + weight_decay * p.values[i];
-                    s.first[i] = beta1 * s.first[i] + (1.0 - beta1) * g;
-                    s.second[i] = beta2 * s.second[i] + (1.0 - beta2) * g * g;
-                    let denom = s.second[i].sqrt() / c2 + eps;
-                    p.values[i] -= step * s.first[i] / denom;
+                let c2 = c((1.0 - beta2.powf(t as f64)).sqrt());
+                let step = c(lr / (1.0 - beta1.powf(t as f64)));
+                let (b1, b2, eps, wd) = (c(beta1), c(beta2), c(eps), c(weight_decay));
+                let (o1, o2) = (c(1.0 - beta1), c(1.0 - beta2));
+                let state = s.first.iter_mut().zip(s.second.iter_mut());
+                for ((v, &g), (m, q)) in p.values.iter_mut().zip(grad).zip(state) {
+                    let g = g + wd * *v;
+                    *m = b1 * *m + o1 * g;
+                    *q = b2 * *q + o2 * g * g;
+                    *v -= step * *m / (q.sqrt() / c2 + eps);
                 }
+            }
+        }
+        for &i in &p.pruned {
+            p.values[i] = T::from_f64(0.0);
+            s.first[i] = T::from_f64(0.0);
+            if let Some(q) = s.second.get_mut(i) {
+                *q = T::from_f64(0.0);
             }
         }
     }
