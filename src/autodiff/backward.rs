@@ -153,15 +153,6 @@ pub fn parameter_gradients(
     reverse(ex, x, masks, mode, seed, true)
 }
 
-/// A tensor's values as f64 on the host, in row-major order.
-fn host(t: &Tensor) -> Result<Vec<f64>> {
-    let t = t.flatten_all()?;
-    Ok(match t.dtype() {
-        DType::F32 => t.to_vec1::<f32>()?.into_iter().map(f64::from).collect(),
-        _ => t.to_dtype(DType::F64)?.to_vec1()?,
-    })
-}
-
 fn ours(ex: &Executor) -> bool {
     matches!(ex.device(), Device::Cpu) && matches!(ex.dtype(), DType::F32 | DType::F64)
 }
@@ -193,14 +184,6 @@ fn reverse(
         };
         let y = y.ok_or_else(|| Error::internal("backward: a value was not kept"))?;
         let node = &net.nodes[step.node];
-        if biases {
-            if let Some((name, g)) = bias_gradient(&step, &node.op, &y, &dy)? {
-                match bias_grads.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, acc)) => *acc = (&*acc + g)?,
-                    None => bias_grads.push((name, g)),
-                }
-            }
-        }
         let ins = node
             .inputs
             .iter()
@@ -211,7 +194,13 @@ fn reverse(
             })
             .collect::<Result<Vec<_>>>()?;
         let need: Vec<bool> = node.inputs.iter().map(|&v| needs[v]).collect();
-        let (dins, dw) = step_gradients(ex, &step, &ins, &need, &y, &dy, mode)?;
+        let (dins, dw, db) = step_gradients(ex, &step, &ins, &need, &y, &dy, mode, biases)?;
+        if let Some((name, g)) = db {
+            match bias_grads.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, acc)) => *acc = (&*acc + g)?,
+                None => bias_grads.push((name, g)),
+            }
+        }
         if let Some((layer, dw)) = dw {
             let mask = masks.map(|m| &m.layers[layer]);
             let w = ex.weights[layer].as_tensor();
@@ -232,54 +221,6 @@ fn reverse(
     Ok(Gradients {
         weights: out,
         biases: bias_grads,
-    })
-}
-
-/// The gradient of a layer's bias at one step, for the output gradient
-/// `dy`: the sum over every axis but the channel (a dense layer's last
-/// axis, a conv's axis 1), through the conv epilogue's ReLU (where its
-/// output `y` is positive) and a fused BatchNorm's scale.
-fn bias_gradient(
-    step: &Step,
-    op: &Op,
-    y: &Tensor,
-    dy: &Tensor,
-) -> Result<Option<(String, Tensor)>> {
-    Ok(match (&step.kind, op) {
-        (StepKind::Dense { w, .. }, Op::Dense { bias: Some(b), .. }) => {
-            let out_f = w.dim(0)?;
-            Some((b.clone(), dy.reshape(((), out_f))?.sum(0)?))
-        }
-        (StepKind::Conv { epi, .. }, Op::Conv { bias: Some(b), .. }) => {
-            let (n, c) = (dy.dim(0)?, dy.dim(1)?);
-            let plane = dy.elem_count() / (n * c).max(1);
-            // One pass over dy (and y for the ReLU), summed per channel in f64.
-            let (dyv, yv) = (host(dy)?, if epi.relu { Some(host(y)?) } else { None });
-            let mut g = vec![0.0f64; c];
-            for (k, chunk) in dyv.chunks(plane.max(1)).enumerate() {
-                let ch = k % c;
-                g[ch] += match &yv {
-                    Some(yv) => {
-                        let ys = &yv[k * plane..(k + 1) * plane];
-                        chunk
-                            .iter()
-                            .zip(ys)
-                            .filter(|(_, &y)| y > 0.0)
-                            .map(|(d, _)| d)
-                            .sum::<f64>()
-                    }
-                    None => chunk.iter().sum::<f64>(),
-                };
-            }
-            if let Some(a) = &epi.scale {
-                for (gi, ai) in g.iter_mut().zip(a) {
-                    *gi *= ai;
-                }
-            }
-            let g = Tensor::from_vec(g, c, dy.device())?.to_dtype(dy.dtype())?;
-            Some((b.clone(), g))
-        }
-        _ => None,
     })
 }
 
@@ -319,8 +260,9 @@ fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
 }
 
 /// Input gradients (where `need`ed) and the layer's masked-weight
-/// gradient of one step, for the output gradient `dy`.
-#[allow(clippy::type_complexity)]
+/// gradient of one step, for the output gradient `dy`; with `bias`, also
+/// the gradient of the layer's bias, by its name.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn step_gradients(
     ex: &Executor,
     step: &Step,
@@ -329,23 +271,46 @@ fn step_gradients(
     y: &Tensor,
     dy: &Tensor,
     mode: Mode,
-) -> Result<(Vec<Option<Tensor>>, Option<(usize, Tensor)>)> {
+    bias: bool,
+) -> Result<(
+    Vec<Option<Tensor>>,
+    Option<(usize, Tensor)>,
+    Option<(String, Tensor)>,
+)> {
     let node = &ex.network().nodes[step.node];
     match (&step.kind, &node.op) {
-        (StepKind::Conv { layer, w, epi }, Op::Conv { conv, .. }) => {
-            let (dx, dw) = crate::autodiff::ops::conv::conv2d_backward(
-                &ins[0],
-                w,
-                y,
-                dy,
-                conv.window,
-                conv.groups,
-                epi,
-                need[0],
-            )?;
-            Ok((vec![dx], Some((*layer, dw))))
+        (StepKind::Conv { layer, w, epi }, Op::Conv { conv, bias: b, .. }) => {
+            let (dx, dw, db) = match b.as_ref().filter(|_| bias) {
+                Some(b) => {
+                    let (dx, dw, db) = crate::autodiff::ops::conv::conv2d_backward_with_bias(
+                        &ins[0],
+                        w,
+                        y,
+                        dy,
+                        conv.window,
+                        conv.groups,
+                        epi,
+                        need[0],
+                    )?;
+                    (dx, dw, Some((b.clone(), db)))
+                }
+                None => {
+                    let (dx, dw) = crate::autodiff::ops::conv::conv2d_backward(
+                        &ins[0],
+                        w,
+                        y,
+                        dy,
+                        conv.window,
+                        conv.groups,
+                        epi,
+                        need[0],
+                    )?;
+                    (dx, dw, None)
+                }
+            };
+            Ok((vec![dx], Some((*layer, dw)), db))
         }
-        (StepKind::Dense { layer, w }, Op::Dense { .. }) => {
+        (StepKind::Dense { layer, w }, Op::Dense { bias: b, .. }) => {
             let (out_f, in_f) = w.dims2()?;
             let dy2 = dy.reshape(((), out_f))?;
             let x2 = ins[0].reshape(((), in_f))?;
@@ -355,10 +320,15 @@ fn step_gradients(
             } else {
                 None
             };
-            Ok((vec![dx], Some((*layer, dw))))
+            let db = match b.as_ref().filter(|_| bias) {
+                Some(b) => Some((b.clone(), dy2.sum(0)?)),
+                None => None,
+            };
+            Ok((vec![dx], Some((*layer, dw)), db))
         }
         (StepKind::Plain, _) => Ok((
             plain_gradients(ex, step.node, ins, need, y, dy, mode)?,
+            None,
             None,
         )),
         _ => Err(Error::internal("backward: a step does not match its node")),
