@@ -10,7 +10,10 @@
 # TORCH_PYTHON: a python with torch (default: python3 with PYTHONPATH set to
 # the shared install /work/main/.cache/py when it exists, else
 # .cache/torch-venv as scripts/bench-scorers.sh makes it).
-# OPTIMIZER=adam|sgd (default adam), BATCH (default 64), THREADS (default 2).
+# OPTIMIZER=adam|sgd (default adam), BATCH (default 64), THREADS (default 2:
+# both sides use that many threads; on cores shared with other work
+# PyTorch's OpenMP threads slow down far more than ours, so THREADS=1 is the
+# steadier comparison there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --release
