@@ -108,6 +108,10 @@ struct Summary<'a> {
     held_out_samples: usize,
     /// `test` (--test), `validation` (--val-fraction) or none.
     held_out: Option<&'static str>,
+    optimizer: &'static str,
+    lr: f64,
+    batch_size: usize,
+    seed: u64,
     epochs: &'a [EpochLog],
 }
 
@@ -219,6 +223,13 @@ pub fn run(a: Args) -> Result<()> {
         train_samples: data.len(),
         held_out_samples: held_out.as_ref().map_or(0, Dataset::len),
         held_out: kind,
+        optimizer: match a.optimizer {
+            OptimizerArg::Adam => "adam",
+            OptimizerArg::Sgd => "sgd",
+        },
+        lr: cfg.lr,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
         epochs: &r.log,
     };
     if json {
