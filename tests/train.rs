@@ -427,3 +427,37 @@ fn pswish_label_smoothing_and_step_schedule_follow_their_epochs() {
     assert_eq!(r["held_out_samples"], 16);
     assert_eq!(r["held_out"], "validation");
 }
+
+/// An ONNX source keeps its graph: the trained initializers are patched
+/// in, and `eval` of the file reproduces the run's last held-out figures.
+#[test]
+fn an_onnx_source_is_written_back_with_its_trained_initializers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = mnist_split(dir.path());
+    let src = dir.path().join("m.onnx");
+    let out = dir.path().join("t.onnx");
+    maskforge_ok(&["zoo", "export", "lenet300", "-o", s(&src)]);
+    let r = json(&maskforge_ok(&[
+        "train",
+        s(&src),
+        "--data",
+        &train,
+        "--test",
+        &test,
+        "--epochs",
+        "1",
+        "--json",
+        "-o",
+        s(&out),
+    ]));
+    let held = &r["epochs"][0]["held_out"];
+    let e = json(&maskforge_ok(&["eval", s(&out), "--data", &test, "--json"]));
+    assert_eq!(e["accuracy"], held["accuracy"]);
+    assert!((e["loss"].as_f64().unwrap() - held["loss"].as_f64().unwrap()).abs() < 1e-9);
+    let before = json(&maskforge_ok(&["eval", s(&src), "--data", &test, "--json"]));
+    assert!(
+        before["accuracy"].as_f64().unwrap() < 0.5,
+        "untrained: {}",
+        before["accuracy"]
+    );
+}
