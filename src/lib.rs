@@ -32,6 +32,7 @@ pub mod mask;
 pub mod methods;
 pub mod report;
 pub mod rng;
+pub mod train;
 pub mod vocab;
 pub mod zoo;
 

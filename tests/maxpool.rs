@@ -170,3 +170,30 @@ fn op_gradient_matches_finite_differences() {
         }
     }
 }
+
+/// The 2x2, stride-2 pool inside the input (LeNet's, VGG's) has its own
+/// path in the op: ties and odd extents against the direct pool.
+#[test]
+fn the_2x2_stride_2_path_matches_the_direct_pool_with_ties() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for (h, w) in [(2, 2), (7, 6), (8, 9), (28, 28)] {
+        let k = Case {
+            n: 2,
+            c: 3,
+            h,
+            w,
+            kernel: [2, 2],
+            win: Window::same(2, 0),
+            ceil: false,
+        };
+        let len = k.n * k.c * k.h * k.w;
+        let x: Vec<f64> = (0..len)
+            .map(|_| rng.random_range(0..3) as f64 - 1.0)
+            .collect();
+        let (oh, ow) = k.out();
+        let r: Vec<f64> = (0..k.n * k.c * oh * ow)
+            .map(|_| rng.random::<f64>() - 0.5)
+            .collect();
+        assert_eq!(ours(&k, &x, &r), reference(&k, &x, &r), "{h}x{w}");
+    }
+}

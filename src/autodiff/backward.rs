@@ -118,10 +118,54 @@ pub fn weight_gradients(
     seed: Seed,
 ) -> Result<Vec<Option<Tensor>>> {
     // The ops' own backward functions take f32 and f64 on the CPU.
-    let ours = matches!(ex.device(), Device::Cpu) && matches!(ex.dtype(), DType::F32 | DType::F64);
-    if !ours {
+    if !ours(ex) {
         return candle_gradients(ex, x, masks, mode, seed);
     }
+    Ok(reverse(ex, x, masks, mode, |z| seed.gradient(z), false)?.weights)
+}
+
+/// What [`parameter_gradients`] returns.
+pub struct Gradients {
+    /// Per layer, as [`weight_gradients`].
+    pub weights: Vec<Option<Tensor>>,
+    /// Per stored bias of a layer (a Conv's or dense layer's, by its name):
+    /// its gradient, where one reaches it.
+    pub biases: Vec<(String, Tensor)>,
+}
+
+/// The gradients of the weights and of the layers' biases for the batch
+/// `x`, where `seed` is given the logits (the forward pass's own, no second
+/// pass) and returns the loss's gradient at them: the training step
+/// ([`crate::train`]) reads its loss and accuracy from the same logits.
+/// Our reverse pass on the CPU in f32 and f64 only.
+pub fn parameter_gradients(
+    ex: &Executor,
+    x: &Tensor,
+    masks: Option<&MaskSet>,
+    mode: Mode,
+    seed: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Gradients> {
+    if !ours(ex) {
+        return Err(Error::input(
+            "training runs on the CPU in f32 or f64 (our reverse pass)",
+        ));
+    }
+    reverse(ex, x, masks, mode, seed, true)
+}
+
+fn ours(ex: &Executor) -> bool {
+    matches!(ex.device(), Device::Cpu) && matches!(ex.dtype(), DType::F32 | DType::F64)
+}
+
+/// The reverse pass; bias gradients only when `biases`.
+fn reverse(
+    ex: &Executor,
+    x: &Tensor,
+    masks: Option<&MaskSet>,
+    mode: Mode,
+    seed: impl FnOnce(&Tensor) -> Result<Tensor>,
+    biases: bool,
+) -> Result<Gradients> {
     let rec = ex.record(x, masks, mode)?;
     let mut values = rec.values;
     let net = ex.network();
@@ -130,8 +174,9 @@ pub fn weight_gradients(
     let logits = values[rec.target]
         .as_ref()
         .ok_or_else(|| Error::internal("backward: no logits"))?;
-    grads[rec.target] = Some(seed.gradient(logits)?);
+    grads[rec.target] = Some(seed(logits)?);
     let mut out: Vec<Option<Tensor>> = vec![None; ex.weights.len()];
+    let mut bias_grads: Vec<(String, Tensor)> = Vec::new();
     for step in rec.steps.into_iter().rev() {
         let y = values[step.out].take();
         let Some(dy) = grads[step.out].take() else {
@@ -149,7 +194,13 @@ pub fn weight_gradients(
             })
             .collect::<Result<Vec<_>>>()?;
         let need: Vec<bool> = node.inputs.iter().map(|&v| needs[v]).collect();
-        let (dins, dw) = step_gradients(ex, &step, &ins, &need, &y, &dy, mode)?;
+        let (dins, dw, db) = step_gradients(ex, &step, &ins, &need, &y, &dy, mode, biases)?;
+        if let Some((name, g)) = db {
+            match bias_grads.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, acc)) => *acc = (&*acc + g)?,
+                None => bias_grads.push((name, g)),
+            }
+        }
         if let Some((layer, dw)) = dw {
             let mask = masks.map(|m| &m.layers[layer]);
             let w = ex.weights[layer].as_tensor();
@@ -167,7 +218,10 @@ pub fn weight_gradients(
             }
         }
     }
-    Ok(out)
+    Ok(Gradients {
+        weights: out,
+        biases: bias_grads,
+    })
 }
 
 /// The same with candle's autograd over the whole pass.
@@ -206,8 +260,9 @@ fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
 }
 
 /// Input gradients (where `need`ed) and the layer's masked-weight
-/// gradient of one step, for the output gradient `dy`.
-#[allow(clippy::type_complexity)]
+/// gradient of one step, for the output gradient `dy`; with `bias`, also
+/// the gradient of the layer's bias, by its name.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn step_gradients(
     ex: &Executor,
     step: &Step,
@@ -216,23 +271,46 @@ fn step_gradients(
     y: &Tensor,
     dy: &Tensor,
     mode: Mode,
-) -> Result<(Vec<Option<Tensor>>, Option<(usize, Tensor)>)> {
+    bias: bool,
+) -> Result<(
+    Vec<Option<Tensor>>,
+    Option<(usize, Tensor)>,
+    Option<(String, Tensor)>,
+)> {
     let node = &ex.network().nodes[step.node];
     match (&step.kind, &node.op) {
-        (StepKind::Conv { layer, w, epi }, Op::Conv { conv, .. }) => {
-            let (dx, dw) = crate::autodiff::ops::conv::conv2d_backward(
-                &ins[0],
-                w,
-                y,
-                dy,
-                conv.window,
-                conv.groups,
-                epi,
-                need[0],
-            )?;
-            Ok((vec![dx], Some((*layer, dw))))
+        (StepKind::Conv { layer, w, epi }, Op::Conv { conv, bias: b, .. }) => {
+            let (dx, dw, db) = match b.as_ref().filter(|_| bias) {
+                Some(b) => {
+                    let (dx, dw, db) = crate::autodiff::ops::conv::conv2d_backward_with_bias(
+                        &ins[0],
+                        w,
+                        y,
+                        dy,
+                        conv.window,
+                        conv.groups,
+                        epi,
+                        need[0],
+                    )?;
+                    (dx, dw, Some((b.clone(), db)))
+                }
+                None => {
+                    let (dx, dw) = crate::autodiff::ops::conv::conv2d_backward(
+                        &ins[0],
+                        w,
+                        y,
+                        dy,
+                        conv.window,
+                        conv.groups,
+                        epi,
+                        need[0],
+                    )?;
+                    (dx, dw, None)
+                }
+            };
+            Ok((vec![dx], Some((*layer, dw)), db))
         }
-        (StepKind::Dense { layer, w }, Op::Dense { .. }) => {
+        (StepKind::Dense { layer, w }, Op::Dense { bias: b, .. }) => {
             let (out_f, in_f) = w.dims2()?;
             let dy2 = dy.reshape(((), out_f))?;
             let x2 = ins[0].reshape(((), in_f))?;
@@ -242,10 +320,15 @@ fn step_gradients(
             } else {
                 None
             };
-            Ok((vec![dx], Some((*layer, dw))))
+            let db = match b.as_ref().filter(|_| bias) {
+                Some(b) => Some((b.clone(), dy2.sum(0)?)),
+                None => None,
+            };
+            Ok((vec![dx], Some((*layer, dw)), db))
         }
         (StepKind::Plain, _) => Ok((
             plain_gradients(ex, step.node, ins, need, y, dy, mode)?,
+            None,
             None,
         )),
         _ => Err(Error::internal("backward: a step does not match its node")),
@@ -277,9 +360,17 @@ fn plain_gradients(
     Ok(match op {
         Op::Reshape | Op::Identity => vec![Some(dy.reshape(ins[0].shape())?)],
         Op::Add if same_shapes => vec![Some(dy.clone()); ins.len()],
-        Op::Activation(Activation::Relu) => {
+        Op::Activation(Activation::Relu) if ex.pswish().is_none() => {
             let positive = y.gt(0.0)?.to_dtype(dy.dtype())?;
             vec![Some(dy.mul(&positive)?)]
+        }
+        Op::Activation(Activation::Relu) => {
+            // PSwish x s(bx): s + b x s (1 - s).
+            let b = ex.pswish().unwrap_or(1.0);
+            let x = &ins[0];
+            let sg = crate::autodiff::ops::activation::activation(&(x * b)?, Activation::Sigmoid)?;
+            let d = (&sg + ((x * b)? * &sg)?.mul(&sg.affine(-1.0, 1.0)?)?)?;
+            vec![Some(dy.mul(&d)?)]
         }
         Op::Activation(Activation::Sigmoid) => {
             vec![Some(dy.mul(&y.mul(&y.affine(-1.0, 1.0)?)?)?)]

@@ -90,6 +90,9 @@ pub struct Executor<'a> {
     fusions: Vec<Fusion>,
     /// Per Gather node: its element map as tensors on the device.
     gathers: Vec<Option<Gather>>,
+    /// Training's soft activation: every ReLU evaluated as PSwish
+    /// `x * sigmoid(beta x)` ([`Executor::set_pswish`]).
+    pswish: Option<f64>,
 }
 
 /// The nodes after a convolution that [`crate::autodiff::ops::conv::Epilogue`] can do
@@ -177,6 +180,7 @@ impl<'a> Executor<'a> {
             params,
             fusions: Fusion::plan(net),
             gathers,
+            pswish: None,
         })
     }
 
@@ -191,6 +195,45 @@ impl<'a> Executor<'a> {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Evaluate every ReLU as the pipeline paper's PSwish
+    /// `x * sigmoid(beta x)` (`None`: as ReLU again). Training's soft
+    /// activation (`maskforge train --activation pswish`): a conv no
+    /// longer absorbs the ReLU after it, and the reverse pass
+    /// differentiates the PSwish.
+    pub fn set_pswish(&mut self, beta: Option<f64>) {
+        self.pswish = beta;
+    }
+
+    /// The PSwish temperature ReLUs are evaluated with, if any.
+    pub fn pswish(&self) -> Option<f64> {
+        self.pswish
+    }
+
+    /// A stored float parameter that is not a layer's weight (a bias,
+    /// BatchNorm's, a constant operand), as the forward pass reads it.
+    pub fn parameter(&self, name: &str) -> Option<&Tensor> {
+        self.params.get(name)
+    }
+
+    /// Replace such a parameter's values (the same shape; converted to the
+    /// executor's dtype and device): training updates the layers' biases
+    /// through this, as it updates [`Executor::weights`] with `Var::set`.
+    pub fn set_parameter(&mut self, name: &str, t: &Tensor) -> Result<()> {
+        let old = self
+            .params
+            .get_mut(name)
+            .ok_or_else(|| Error::internal(format!("parameter '{name}' missing")))?;
+        if old.dims() != t.dims() {
+            return Err(Error::internal(format!(
+                "parameter '{name}': shape {:?} replaced by {:?}",
+                old.dims(),
+                t.dims()
+            )));
+        }
+        *old = t.to_dtype(self.dtype)?.to_device(&self.device)?;
+        Ok(())
     }
 
     fn param(&self, name: &str, linear: bool) -> Result<Tensor> {
@@ -276,7 +319,7 @@ impl<'a> Executor<'a> {
         }
         if let Some(r) = f
             .relu
-            .filter(|_| out != target && (f.bn.is_none() || bn.is_some()))
+            .filter(|_| out != target && (f.bn.is_none() || bn.is_some()) && self.pswish.is_none())
         {
             epi.relu = true;
             absorbed.push(r);
@@ -589,6 +632,11 @@ impl<'a> Executor<'a> {
             }) => lrn(&x0, *size, *alpha, *beta, *bias)?,
             Op::Norm(Norm::MulConst(p)) => x0.broadcast_mul(&self.param(p, linear)?)?,
             Op::Norm(Norm::AddConst(p)) => x0.broadcast_add(&self.param(p, linear)?)?,
+            Op::Activation(Activation::Relu) if self.pswish.is_some() => {
+                let beta = self.pswish.unwrap_or(1.0);
+                let gate = activation(&(&x0 * beta)?, Activation::Sigmoid)?;
+                (x0 * gate)?
+            }
             Op::Activation(a) => activation(&x0, *a)?,
             Op::Pool(p) => pool(&x0, p)?,
             Op::GlobalPool(k) => {

@@ -10,6 +10,7 @@ mod inspect;
 mod prune;
 mod quotas;
 mod sweep;
+mod train;
 mod zoo;
 
 use std::path::Path;
@@ -49,6 +50,8 @@ pub enum Command {
     Quotas(quotas::Args),
     /// Prune over a range of compressions; CSV of direct vs effective figures, and plots.
     Sweep(sweep::Args),
+    /// Masked training (SGD or Adam); writes the trained weights as .safetensors or .onnx.
+    Train(train::Args),
     /// Built-in architectures.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -124,6 +127,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Prune(a) => prune::run(a),
         Command::Quotas(a) => quotas::run(a),
         Command::Sweep(a) => sweep::run(a),
+        Command::Train(a) => train::run(a),
         Command::Zoo(z) => zoo::run(z),
     }
 }

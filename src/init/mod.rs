@@ -137,7 +137,8 @@ fn groups_of(net: &Network, l: &Layer) -> usize {
     }
 }
 
-fn bias_of(net: &Network, li: usize) -> Option<String> {
+/// The stored bias of layer `li`, if it has one.
+pub fn bias_of(net: &Network, li: usize) -> Option<String> {
     match &net.nodes[net.layers[li].node].op {
         Op::Conv { bias, .. } | Op::Dense { bias, .. } => bias.clone(),
         _ => None,
@@ -171,7 +172,7 @@ fn canonical_values(l: &Layer, groups: usize, scheme: Scheme) -> Result<(Vec<f32
 }
 
 /// Canonical values rearranged into the order the source stores them.
-fn to_stored_order(l: &Layer, canon: &[f32]) -> Vec<f32> {
+pub(crate) fn to_stored_order(l: &Layer, canon: &[f32]) -> Vec<f32> {
     match &l.stored_index {
         None => canon.to_vec(),
         Some(ix) => {
@@ -213,18 +214,29 @@ impl Format {
 /// with the rewritten initializers when the model came from an ONNX file,
 /// else the network exported as ONNX). Never overwrites one of `inputs`.
 pub fn write(path: &Path, inputs: &[&Path], r: &Reinit, onnx_source: Option<&Path>) -> Result<()> {
+    write_network(path, inputs, &r.network, &r.rewritten, onnx_source)
+}
+
+/// Write `net`, whose stored tensors `rewritten` have new values, as
+/// [`write`] does (`maskforge train` writes its trained weights so).
+pub fn write_network(
+    path: &Path,
+    inputs: &[&Path],
+    net: &Network,
+    rewritten: &[String],
+    onnx_source: Option<&Path>,
+) -> Result<()> {
     let bytes = match (Format::of(path)?, onnx_source) {
-        (Format::Safetensors, _) => safetensors_bytes(&r.network)?,
+        (Format::Safetensors, _) => safetensors_bytes(net)?,
         (Format::Onnx, Some(src)) => {
-            let weights = r
-                .rewritten
+            let weights = rewritten
                 .iter()
-                .map(|n| Ok((n.as_str(), stored_tensor(&r.network, n)?)))
+                .map(|n| Ok((n.as_str(), stored_tensor(net, n)?)))
                 .collect::<Result<Vec<_>>>()?;
             crate::io::onnx::patch::replace_weights(src, &weights)?
         }
         (Format::Onnx, None) => {
-            crate::io::onnx::writer::encode(&crate::io::onnx::writer::to_proto(&r.network)?)
+            crate::io::onnx::writer::encode(&crate::io::onnx::writer::to_proto(net)?)
         }
     };
     crate::io::fs::write_atomic(path, inputs, |w| std::io::Write::write_all(w, &bytes))

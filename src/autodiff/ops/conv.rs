@@ -165,6 +165,38 @@ pub fn conv2d_backward(
     Ok((dx, dw))
 }
 
+/// [`conv2d_backward`] and the gradient of the conv's own bias (added
+/// before the epilogue's scale, as [`Epilogue::shift`] folds it in): the
+/// sum over samples and positions of the gradient before the epilogue,
+/// which the weight gradient reads anyway.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_with_bias(
+    x: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+    win: Window,
+    groups: usize,
+    epi: &Epilogue,
+    need_dx: bool,
+) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+    let mut dz = dy.contiguous()?;
+    if epi.changes_gradient() {
+        dz = dz.apply_op2_no_bwd(y, &EpilogueGrad(Arc::new(epi.clone())))?;
+    }
+    // The epilogue is done: the plain conv's gradients at dz.
+    let op = Conv {
+        win,
+        groups,
+        epi: Arc::new(Epilogue::default()),
+    };
+    let (dx, dw) = op.grads(&x.contiguous()?, &w.contiguous()?, y, &dz, need_dx, true)?;
+    let dw = dw.ok_or_else(|| Error::internal("conv backward: no weight gradient"))?;
+    let (n, c) = (dz.dim(0)?, dz.dim(1)?);
+    let db = dz.reshape((n, c, ()))?.sum(2)?.sum(0)?;
+    Ok((dx, dw, db))
+}
+
 /// candle's own conv2d: square strides and dilations only, asymmetric
 /// padding made explicit. The reference the tests and benches compare
 /// against, and the path for CUDA devices.

@@ -174,6 +174,48 @@ impl MaxPool {
     }
 }
 
+/// The winner among the taps `taps` of a plane, in order, by
+/// [`MaxPool::argmax`]'s rule.
+#[inline(always)]
+fn pick<T: WithDType>(x: &[T], taps: [usize; 4]) -> Option<(usize, T)> {
+    let mut best: Option<(usize, T)> = None;
+    let mut top = T::from_f64(f64::NEG_INFINITY);
+    for i in taps {
+        let v = x[i];
+        let nan = v.partial_cmp(&v).is_none();
+        let top_nan = top.partial_cmp(&top).is_none();
+        if !top_nan && (v > top || nan) {
+            top = v;
+            best = Some((i, v));
+        }
+    }
+    best
+}
+
+/// For the common 2x2 pool of stride 2 inside the input (LeNet's, VGG's):
+/// every output's winner of plane `x`, in output order, called with the
+/// output index; the taps are fixed and no division is made per output.
+#[inline(always)]
+fn each_2x2<T: WithDType>(d: &Dims, x: &[T], mut f: impl FnMut(usize, Option<(usize, T)>)) {
+    for oy in 0..d.oh {
+        let row = 2 * oy * d.w;
+        for ox in 0..d.ow {
+            let i0 = row + 2 * ox;
+            f(
+                oy * d.ow + ox,
+                pick(x, [i0, i0 + 1, i0 + d.w, i0 + d.w + 1]),
+            );
+        }
+    }
+}
+
+impl MaxPool {
+    /// A 2x2 window of stride 2 and dilation 1, every window inside.
+    fn is_2x2(&self, inside: bool) -> bool {
+        inside && self.kernel == [2, 2] && self.win.stride == [2, 2] && self.win.dilation == [1, 1]
+    }
+}
+
 /// Planes per parallel task: about 16 K outputs.
 fn planes_per_task(d: &Dims) -> usize {
     ((1 << 14) / (d.oh * d.ow).max(1)).max(1)
@@ -190,12 +232,19 @@ fn forward<T: WithDType>(op: &MaxPool, d: &Dims, x: &[T]) -> Vec<T> {
     let (ip, op_len) = (d.h * d.w, d.oh * d.ow);
     let per = planes_per_task(d);
     let inside = op.windows_inside(d);
+    let fast = op.is_2x2(inside);
     let mut y = vec![T::zero(); d.planes * op_len];
     y.par_chunks_mut(per * op_len.max(1))
         .enumerate()
         .for_each(|(t, ys)| {
             for (k, yp) in ys.chunks_mut(op_len.max(1)).enumerate() {
                 let xp = &x[(t * per + k) * ip..][..ip];
+                if fast {
+                    each_2x2(d, xp, |i, w| {
+                        yp[i] = w.map_or(T::from_f64(f64::NEG_INFINITY), |(_, m)| m)
+                    });
+                    continue;
+                }
                 for (i, v) in yp.iter_mut().enumerate() {
                     *v = op
                         .winner(d, xp, inside, i / d.ow, i % d.ow)
@@ -210,6 +259,7 @@ fn backward<T: WithDType>(op: &MaxPool, d: &Dims, dy: &[T], x: &[T]) -> Vec<T> {
     let (ip, op_len) = (d.h * d.w, d.oh * d.ow);
     let per = planes_per_task(d);
     let inside = op.windows_inside(d);
+    let fast = op.is_2x2(inside);
     let mut dx = vec![T::zero(); d.planes * ip];
     dx.par_chunks_mut(per * ip.max(1))
         .enumerate()
@@ -217,6 +267,14 @@ fn backward<T: WithDType>(op: &MaxPool, d: &Dims, dy: &[T], x: &[T]) -> Vec<T> {
             for (k, dxp) in dxs.chunks_mut(ip.max(1)).enumerate() {
                 let plane = t * per + k;
                 let (xp, dyp) = (&x[plane * ip..][..ip], &dy[plane * op_len..][..op_len]);
+                if fast {
+                    each_2x2(d, xp, |i, w| {
+                        if let Some((at, _)) = w {
+                            dxp[at] += dyp[i];
+                        }
+                    });
+                    continue;
+                }
                 for (i, &g) in dyp.iter().enumerate() {
                     if let Some((at, _)) = op.winner(d, xp, inside, i / d.ow, i % d.ow) {
                         dxp[at] += g;
