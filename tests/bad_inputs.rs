@@ -1329,7 +1329,7 @@ fn malformed_graphs_are_input_errors_naming_the_node() {
 /// (`cargo test --test bad_inputs -- --ignored write_onnx_fuzz_seeds`)
 /// before every fuzzing session, so the seeds follow the catalogue.
 #[test]
-#[ignore]
+#[ignore = "writes into the source tree; scripts/fuzz.sh runs it"]
 fn write_onnx_fuzz_seeds() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/onnx_reader");
     for (file, _, m) in malformed_models() {
