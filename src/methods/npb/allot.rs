@@ -25,8 +25,8 @@
 //! counts within a few percent of each other (the next programme again
 //! spreads: 10^0.6 times fewer paths than the reference there); favouring
 //! low-numbered outputs spreads them out as the reference's solver output
-//! happens to, and matches or passes its nodes and paths (docs/npb.md has
-//! the skews tried).
+//! happens to, and matches or passes its nodes and paths at five of the six
+//! measured points (docs/npb.md has the skews tried, and the sixth).
 //!
 //! ```
 //! use maskforge::methods::npb::{allot::allot, programme::Programme};

@@ -47,7 +47,8 @@ use crate::mask::MaskSet;
 
 use super::Shape;
 
-/// Reinvest the inactive weights of the conv layers, visited in `order`.
+/// Reinvest the inactive weights of every layer, visited in `order`: conv
+/// layers by whole units, dense layers weight by weight.
 pub fn reinvest(net: &Network, masks: &mut MaskSet, order: &[usize]) {
     let mut carried = 0;
     for &li in order {
