@@ -50,18 +50,21 @@ use super::Shape;
 /// Reinvest the inactive weights of every layer, visited in `order`: conv
 /// layers by whole units, dense layers weight by weight.
 pub fn reinvest(net: &Network, masks: &mut MaskSet, order: &[usize]) {
+    // Liveness changes only where a layer is refilled (dropping inactive
+    // weights changes no one's), so it is recomputed only then.
+    let mut active = effective_masks(net, masks);
     let mut carried = 0;
     for &li in order {
-        let active = effective_masks(net, masks).layers.swap_remove(li);
-        let owed = masks.layers[li].count_ones() - active.count_ones() + carried;
+        let owed = masks.layers[li].count_ones() - active.layers[li].count_ones() + carried;
         if owed <= 1 {
             continue;
         }
         let whole = net.layers[li].kind == LayerKind::Conv;
-        masks.layers[li] = fill_richest(&active, &units(&Shape::of(net, li)), owed, whole);
-        let still = effective_masks(net, masks).layers.swap_remove(li);
-        carried = masks.layers[li].count_ones() - still.count_ones();
-        masks.layers[li] = still;
+        masks.layers[li] =
+            fill_richest(&active.layers[li], &units(&Shape::of(net, li)), owed, whole);
+        active = effective_masks(net, masks);
+        carried = masks.layers[li].count_ones() - active.layers[li].count_ones();
+        masks.layers[li] = active.layers[li].clone();
     }
 }
 
