@@ -280,34 +280,19 @@ fn step_gradients(
     let node = &ex.network().nodes[step.node];
     match (&step.kind, &node.op) {
         (StepKind::Conv { layer, w, epi }, Op::Conv { conv, bias: b, .. }) => {
-            let (dx, dw, db) = match b.as_ref().filter(|_| bias) {
-                Some(b) => {
-                    let (dx, dw, db) = crate::autodiff::ops::conv::conv2d_backward_with_bias(
-                        &ins[0],
-                        w,
-                        y,
-                        dy,
-                        conv.window,
-                        conv.groups,
-                        epi,
-                        need[0],
-                    )?;
-                    (dx, dw, Some((b.clone(), db)))
-                }
-                None => {
-                    let (dx, dw) = crate::autodiff::ops::conv::conv2d_backward(
-                        &ins[0],
-                        w,
-                        y,
-                        dy,
-                        conv.window,
-                        conv.groups,
-                        epi,
-                        need[0],
-                    )?;
-                    (dx, dw, None)
-                }
-            };
+            let bias = b.as_ref().filter(|_| bias);
+            let (dx, dw, db) = crate::autodiff::ops::conv::conv2d_backward(
+                &ins[0],
+                w,
+                y,
+                dy,
+                conv.window,
+                conv.groups,
+                epi,
+                need[0],
+                bias.is_some(),
+            )?;
+            let db = bias.cloned().zip(db);
             Ok((vec![dx], Some((*layer, dw)), db))
         }
         (StepKind::Dense { layer, w }, Op::Dense { bias: b, .. }) => {

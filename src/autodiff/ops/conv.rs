@@ -141,9 +141,12 @@ pub fn conv2d_with(
 }
 
 /// The gradients of `y = conv2d_with(x, w, win, groups, epi)` for the
-/// output gradient `dy`: `(dx, dw)`, `dx` only when `need_dx` (a data
-/// input needs none). The backward pass of this module's op, for a reverse
-/// pass that is not candle's ([`crate::autodiff::backward`]); f32 and f64 on the CPU.
+/// output gradient `dy`: `(dx, dw, db)`, `dx` only when `need_dx` (a data
+/// input needs none), `db` (the gradient of the conv's own bias, added
+/// before the epilogue's scale as [`Epilogue::shift`] folds it in) only
+/// when `need_db`. The backward pass of this module's op, for a reverse
+/// pass that is not candle's ([`crate::autodiff::backward`]); f32 and f64
+/// on the CPU.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward(
     x: &Tensor,
@@ -154,47 +157,33 @@ pub fn conv2d_backward(
     groups: usize,
     epi: &Epilogue,
     need_dx: bool,
-) -> Result<(Option<Tensor>, Tensor)> {
-    let op = Conv {
-        win,
-        groups,
-        epi: Arc::new(epi.clone()),
+    need_db: bool,
+) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+    let grads = |epi: &Epilogue, dy: &Tensor| {
+        let op = Conv {
+            win,
+            groups,
+            epi: Arc::new(epi.clone()),
+        };
+        let (dx, dw) = op.grads(&x.contiguous()?, &w.contiguous()?, y, dy, need_dx, true)?;
+        let dw = dw.ok_or_else(|| Error::internal("conv backward: no weight gradient"))?;
+        Ok::<_, Error>((dx, dw))
     };
-    let (dx, dw) = op.grads(&x.contiguous()?, &w.contiguous()?, y, dy, need_dx, true)?;
-    let dw = dw.ok_or_else(|| Error::internal("conv backward: no weight gradient"))?;
-    Ok((dx, dw))
-}
-
-/// [`conv2d_backward`] and the gradient of the conv's own bias (added
-/// before the epilogue's scale, as [`Epilogue::shift`] folds it in): the
-/// sum over samples and positions of the gradient before the epilogue,
-/// which the weight gradient reads anyway.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_backward_with_bias(
-    x: &Tensor,
-    w: &Tensor,
-    y: &Tensor,
-    dy: &Tensor,
-    win: Window,
-    groups: usize,
-    epi: &Epilogue,
-    need_dx: bool,
-) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+    if !need_db {
+        let (dx, dw) = grads(epi, dy)?;
+        return Ok((dx, dw, None));
+    }
+    // The bias gradient is the sum of the gradient before the epilogue,
+    // which the weight gradient reads anyway: undo the epilogue once, then
+    // the plain conv's gradients at dz.
     let mut dz = dy.contiguous()?;
     if epi.changes_gradient() {
         dz = dz.apply_op2_no_bwd(y, &EpilogueGrad(Arc::new(epi.clone())))?;
     }
-    // The epilogue is done: the plain conv's gradients at dz.
-    let op = Conv {
-        win,
-        groups,
-        epi: Arc::new(Epilogue::default()),
-    };
-    let (dx, dw) = op.grads(&x.contiguous()?, &w.contiguous()?, y, &dz, need_dx, true)?;
-    let dw = dw.ok_or_else(|| Error::internal("conv backward: no weight gradient"))?;
+    let (dx, dw) = grads(&Epilogue::default(), &dz)?;
     let (n, c) = (dz.dim(0)?, dz.dim(1)?);
     let db = dz.reshape((n, c, ()))?.sum(2)?.sum(0)?;
-    Ok((dx, dw, db))
+    Ok((dx, dw, Some(db)))
 }
 
 /// candle's own conv2d: square strides and dilations only, asymmetric
