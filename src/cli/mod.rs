@@ -7,6 +7,7 @@ mod audit;
 mod eval;
 mod init;
 mod inspect;
+mod pipeline;
 mod prune;
 mod quotas;
 mod sweep;
@@ -43,6 +44,9 @@ pub enum Command {
     Init(init::Args),
     /// The layer graph as maskforge sees it, and any unsupported op.
     Inspect(inspect::Args),
+    /// The end-to-end pruning pipeline: init, pre-pruning training with a
+    /// learned mask, magnitude pruning, post-pruning training.
+    Pipeline(pipeline::Args),
     /// Write a pruning mask: random (rpi, mica), magnitude/LAMP, gradient
     /// and flow scores (snip, grasp, synflow, snip-it) or neurons (ossum).
     Prune(prune::Args),
@@ -128,6 +132,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Quotas(a) => quotas::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Train(a) => train::run(a),
+        Command::Pipeline(a) => pipeline::run(a),
         Command::Zoo(z) => zoo::run(z),
     }
 }

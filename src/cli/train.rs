@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use maskforge::error::{Error, Result};
 use maskforge::io::data::Dataset;
+use maskforge::train::mask_learning::MaskLearning;
 use maskforge::train::optim::Optimizer;
 use maskforge::train::pswish::PSwish;
 use maskforge::train::schedule::Schedule;
@@ -20,6 +21,26 @@ pub struct Args {
     /// training (or the checkpoint's own `*_mask` tensors).
     #[arg(long)]
     pub masks: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub hyper: HyperArgs,
+    /// Learn a sparsity mask alongside the weights (the pipeline paper's
+    /// pre-pruning training, Sec. 3.1) and write `theta * M`.
+    #[arg(long)]
+    pub learn_mask: bool,
+    #[command(flatten)]
+    pub mask_learning: MaskLearningArgs,
+    /// trained.safetensors or trained.onnx.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The labelled data of a training run.
+#[derive(clap::Args, Debug)]
+pub struct DataArgs {
     /// Training data: x/y safetensors, IDX images (labels beside), CSV.
     #[arg(long)]
     pub data: String,
@@ -31,6 +52,38 @@ pub struct Args {
     pub val_fraction: Option<f64>,
     #[command(flatten)]
     pub normalization: super::NormalizationArgs,
+}
+
+/// Training data, the held-out set if any, and what the held-out set is.
+pub type Splits = (Dataset, Option<Dataset>, Option<&'static str>);
+
+impl DataArgs {
+    /// Load the data for `net`'s input and classes; `seed` draws the
+    /// `--val-fraction` split.
+    pub fn load(&self, net: &maskforge::graph::Network, seed: u64) -> Result<Splits> {
+        let shape = net.values[net.inputs[0]].shape.clone();
+        let classes = net.values[net.outputs[0]].numel();
+        let load = |spec: &str, flag: &'static str| -> Result<Dataset> {
+            let mut d = Dataset::load(spec, &shape, classes, seed).map_err(super::flag(flag))?;
+            self.normalization.apply(&mut d)?;
+            Ok(d)
+        };
+        let data = load(&self.data, "--data")?;
+        Ok(match (&self.test, self.val_fraction) {
+            (Some(t), _) => (data, Some(load(t, "--test")?), Some("test")),
+            (None, Some(f)) => {
+                let (tr, va) = maskforge::train::split(&data, f, seed)
+                    .map_err(super::flag("--val-fraction"))?;
+                (tr, Some(va), Some("validation"))
+            }
+            (None, None) => (data, None, None),
+        })
+    }
+}
+
+/// The optimisation settings of a training run.
+#[derive(clap::Args, Debug)]
+pub struct HyperArgs {
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
     #[arg(long, default_value_t = 64)]
@@ -73,11 +126,63 @@ pub struct Args {
     /// Epochs over which PSwish's temperature rises to --beta-max (default: --epochs).
     #[arg(long)]
     pub beta_epochs: Option<usize>,
-    /// trained.safetensors or trained.onnx.
-    #[arg(short = 'o', long)]
-    pub output: PathBuf,
-    #[arg(long)]
-    pub json: bool,
+}
+
+/// The regulariser of a learned mask: `lambda1 sum M(1-M) + lambda2 sum M`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct MaskLearningArgs {
+    /// Weight of `sum M(1-M)` (pushes each keep probability to 0 or 1).
+    #[arg(long, default_value_t = DEFAULT_LAMBDA1)]
+    pub lambda1: f64,
+    /// Weight of `sum M` (pushes keep probabilities to 0).
+    #[arg(long, default_value_t = DEFAULT_LAMBDA2)]
+    pub lambda2: f64,
+    /// The keep probabilities' learning rate over the weights'.
+    #[arg(long, default_value_t = DEFAULT_MASK_RATE)]
+    pub mask_rate_factor: f64,
+}
+
+// Chosen on a validation split of the 4 000 training digits (docs/pipeline.md).
+const DEFAULT_LAMBDA1: f64 = 1e-5;
+const DEFAULT_LAMBDA2: f64 = 1e-5;
+const DEFAULT_MASK_RATE: f64 = 30.0;
+
+impl MaskLearningArgs {
+    /// The settings when `learn` is set. Lambda flags without it are an
+    /// error: they would silently do nothing.
+    pub fn settings_if(&self, learn: bool) -> Result<Option<MaskLearning>> {
+        if learn {
+            return self.settings().map(Some);
+        }
+        let given = self.lambda1 != DEFAULT_LAMBDA1
+            || self.lambda2 != DEFAULT_LAMBDA2
+            || self.mask_rate_factor != DEFAULT_MASK_RATE;
+        if given {
+            return Err(Error::input(
+                "--lambda1, --lambda2 and --mask-rate-factor need --learn-mask",
+            ));
+        }
+        Ok(None)
+    }
+
+    pub fn settings(&self) -> Result<MaskLearning> {
+        if !(self.mask_rate_factor > 0.0 && self.mask_rate_factor.is_finite()) {
+            return Err(Error::input(format!(
+                "--mask-rate-factor {}: must be positive",
+                self.mask_rate_factor
+            )));
+        }
+        for (flag, v) in [("--lambda1", self.lambda1), ("--lambda2", self.lambda2)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(Error::input(format!("{flag} {v}: must be 0 or positive")));
+            }
+        }
+        Ok(MaskLearning {
+            lambda1: self.lambda1,
+            lambda2: self.lambda2,
+            rate_factor: self.mask_rate_factor,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -115,8 +220,9 @@ struct Summary<'a> {
     epochs: &'a [EpochLog],
 }
 
-impl Args {
-    fn config(&self) -> Result<Config> {
+impl HyperArgs {
+    /// The run's [`Config`] (no mask learning), seeded by `seed`.
+    pub fn config(&self, seed: u64) -> Result<Config> {
         let optimizer = match self.optimizer {
             OptimizerArg::Adam => Optimizer::adam(self.weight_decay),
             OptimizerArg::Sgd => Optimizer::Sgd {
@@ -152,15 +258,24 @@ impl Args {
                 beta_max: self.beta_max,
                 epochs: self.beta_epochs.unwrap_or(self.epochs),
             }),
-            seed: self.model.seed,
+            seed,
             dtype: candle_core::DType::F32,
+            mask_learning: None,
         })
+    }
+
+    pub fn optimizer_name(&self) -> &'static str {
+        match self.optimizer {
+            OptimizerArg::Adam => "adam",
+            OptimizerArg::Sgd => "sgd",
+        }
     }
 }
 
 pub fn run(a: Args) -> Result<()> {
     maskforge::init::Format::of(&a.output)?;
-    let cfg = a.config()?;
+    let mut cfg = a.hyper.config(a.model.seed)?;
+    cfg.mask_learning = a.mask_learning.settings_if(a.learn_mask)?;
     let m = a.model.load()?;
     let inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
     super::check_outputs(&[Some(&a.output)], &inputs)?;
@@ -168,34 +283,10 @@ pub fn run(a: Args) -> Result<()> {
     let masks = m
         .masks(a.masks.as_deref())
         .map_err(super::flag("--masks"))?;
-    let shape = net.values[net.inputs[0]].shape.clone();
-    let classes = net.values[net.outputs[0]].numel();
-    let load = |spec: &str, flag: &'static str| -> Result<Dataset> {
-        let mut d =
-            Dataset::load(spec, &shape, classes, a.model.seed).map_err(super::flag(flag))?;
-        a.normalization.apply(&mut d)?;
-        Ok(d)
-    };
-    let data = load(&a.data, "--data")?;
-    let (data, held_out, kind) = match (&a.test, a.val_fraction) {
-        (Some(t), _) => (data, Some(load(t, "--test")?), Some("test")),
-        (None, Some(f)) => {
-            let (tr, va) = maskforge::train::split(&data, f, a.model.seed)
-                .map_err(super::flag("--val-fraction"))?;
-            (tr, Some(va), Some("validation"))
-        }
-        (None, None) => (data, None, None),
-    };
+    let (data, held_out, kind) = a.data.load(net, a.model.seed)?;
     let bar = epoch_bar();
     let json = a.json;
-    let mut report = |p: Progress| {
-        if p.batch == 1 {
-            bar.reset();
-            bar.set_length(p.batches as u64);
-            bar.set_prefix(format!("epoch {}/{}", p.epoch + 1, cfg.epochs));
-        }
-        bar.set_position(p.batch as u64);
-    };
+    let mut report = bar_reporter(&bar, "", cfg.epochs);
     let r = train(
         net,
         masks.as_ref(),
@@ -223,10 +314,7 @@ pub fn run(a: Args) -> Result<()> {
         train_samples: data.len(),
         held_out_samples: held_out.as_ref().map_or(0, Dataset::len),
         held_out: kind,
-        optimizer: match a.optimizer {
-            OptimizerArg::Adam => "adam",
-            OptimizerArg::Sgd => "sgd",
-        },
+        optimizer: a.hyper.optimizer_name(),
         lr: cfg.lr,
         batch_size: cfg.batch_size,
         seed: cfg.seed,
@@ -239,7 +327,23 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn epoch_bar() -> indicatif::ProgressBar {
+/// A progress callback drawing on `bar`, its prefix `label` + the epoch.
+pub fn bar_reporter<'b>(
+    bar: &'b indicatif::ProgressBar,
+    label: &'b str,
+    epochs: usize,
+) -> impl FnMut(Progress) + 'b {
+    move |p: Progress| {
+        if p.batch == 1 {
+            bar.reset();
+            bar.set_length(p.batches as u64);
+            bar.set_prefix(format!("{label}epoch {}/{epochs}", p.epoch + 1));
+        }
+        bar.set_position(p.batch as u64);
+    }
+}
+
+pub fn epoch_bar() -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();

@@ -26,7 +26,9 @@
 //! assert!(r.log[1].train_loss.is_finite() && r.log[1].held_out.is_some());
 //! ```
 
+pub mod mask_learning;
 pub mod optim;
+pub mod pipeline;
 pub mod pswish;
 pub mod schedule;
 pub mod smoothing;
@@ -43,6 +45,7 @@ use crate::graph::tensor::ConstTensor;
 use crate::graph::Network;
 use crate::io::data::Dataset;
 use crate::mask::MaskSet;
+use mask_learning::{MaskLearning, MaskStats};
 use optim::{Optimizer, Param, Real, State};
 use schedule::Schedule;
 
@@ -64,6 +67,9 @@ pub struct Config {
     pub seed: u64,
     /// f32 (the default) or f64 (for checks against finite differences).
     pub dtype: DType,
+    /// Learn a sparsity mask alongside the weights ([`mask_learning`]) and
+    /// write `theta * M`: the pipeline's pre-pruning training.
+    pub mask_learning: Option<MaskLearning>,
 }
 
 impl Default for Config {
@@ -79,6 +85,7 @@ impl Default for Config {
             pswish: None,
             seed: 0,
             dtype: DType::F32,
+            mask_learning: None,
         }
     }
 }
@@ -101,6 +108,9 @@ pub struct EpochLog {
     pub held_out: Option<HeldOut>,
     /// Wall time of the epoch's training steps (not the evaluation).
     pub seconds: f64,
+    /// With mask learning: the keep probabilities after the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<MaskStats>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -132,6 +142,13 @@ enum Slot {
     Bias,
 }
 
+/// The keep probabilities of a mask-learning run, one per prunable layer.
+struct Learned<T> {
+    ml: MaskLearning,
+    seed: u64,
+    probs: Vec<(Param<T>, State<T>)>,
+}
+
 /// An executor and the optimiser's view of its parameters: one training
 /// step at a time ([`Trainer::step`]); [`train`] runs the epochs.
 pub struct Trainer<'a, T> {
@@ -140,6 +157,7 @@ pub struct Trainer<'a, T> {
     params: Vec<(Slot, Param<T>, State<T>)>,
     optimizer: Optimizer,
     steps: u64,
+    learned: Option<Learned<T>>,
 }
 
 impl<'a, T: Real> Trainer<'a, T> {
@@ -206,7 +224,104 @@ impl<'a, T: Real> Trainer<'a, T> {
             params,
             optimizer,
             steps: 0,
+            learned: None,
         })
+    }
+
+    /// From now on, learn a keep probability per weight (from 1/2; pruned
+    /// weights at 0), sampling the weights used in each step from the
+    /// streams of `seed` ([`mask_learning`]).
+    pub fn learn_mask(&mut self, ml: MaskLearning, seed: u64) -> Result<()> {
+        let mut probs = Vec::with_capacity(self.ex.weights.len());
+        for (li, layer) in self.ex.weights.iter().enumerate() {
+            let mask = self.masks.map(|m| {
+                (0..m.layers[li].len())
+                    .map(|i| m.layers[li].get(i))
+                    .collect::<Vec<bool>>()
+            });
+            let p = Param::new(
+                &format!("{li}"),
+                vec![T::from_f64(0.5); layer.elem_count()],
+                mask,
+            );
+            let s = self.optimizer.without_decay().state(&p);
+            probs.push((p, s));
+        }
+        self.learned = Some(Learned { ml, seed, probs });
+        for li in 0..self.ex.weights.len() {
+            self.upload_expected(li)?;
+        }
+        Ok(())
+    }
+
+    /// The learned keep probabilities of layer `li` (canonical layout).
+    pub fn mask_probabilities(&self, li: usize) -> Option<&[T]> {
+        self.learned
+            .as_ref()
+            .map(|l| l.probs[li].0.values.as_slice())
+    }
+
+    /// Where the learned probabilities stand (with mask learning).
+    pub fn mask_stats(&self) -> Option<MaskStats> {
+        let l = self.learned.as_ref()?;
+        let layers: Vec<&[T]> = l.probs.iter().map(|(p, _)| p.values.as_slice()).collect();
+        Some(MaskStats::of(&l.ml, &layers))
+    }
+
+    /// Layer `li`'s weight param (its index in `params`).
+    fn weight_param(&self, li: usize) -> Result<usize> {
+        self.params
+            .iter()
+            .position(|(s, _, _)| matches!(s, Slot::Weight(l) if *l == li))
+            .ok_or_else(|| Error::internal(format!("weight of layer {li} missing")))
+    }
+
+    /// The weights layer `li` uses outside a step: `theta`, or `theta * M`
+    /// with mask learning.
+    fn expected_weights(&self, li: usize) -> Result<Vec<T>> {
+        let theta = &self.params[self.weight_param(li)?].1.values;
+        Ok(match &self.learned {
+            None => theta.clone(),
+            Some(l) => theta
+                .iter()
+                .zip(&l.probs[li].0.values)
+                .map(|(&t, &m)| t * m)
+                .collect(),
+        })
+    }
+
+    fn upload_expected(&self, li: usize) -> Result<()> {
+        let values = self.expected_weights(li)?;
+        self.upload(li, &values)
+    }
+
+    fn upload(&self, li: usize, values: &[T]) -> Result<()> {
+        let w = &self.ex.weights[li];
+        w.set(&Tensor::from_slice(values, w.dims(), &Device::Cpu)?)?;
+        Ok(())
+    }
+
+    /// With mask learning: draw this step's weights, upload `theta * m`
+    /// and return the draws per layer.
+    fn draw_weights(&self) -> Result<Option<Vec<Vec<bool>>>> {
+        let Some(l) = &self.learned else {
+            return Ok(None);
+        };
+        let mut draws = Vec::with_capacity(l.probs.len());
+        for (li, (probs, _)) in l.probs.iter().enumerate() {
+            let name = &self.params[self.weight_param(li)?].1.name;
+            let m = mask_learning::sample(&probs.values, l.seed, name, self.steps + 1);
+            let theta = &self.params[self.weight_param(li)?].1.values;
+            let zero = T::from_f64(0.0);
+            let used: Vec<T> = theta
+                .iter()
+                .zip(&m)
+                .map(|(&t, &k)| if k { t } else { zero })
+                .collect();
+            self.upload(li, &used)?;
+            draws.push(m);
+        }
+        Ok(Some(draws))
     }
 
     /// The current values of a trained tensor (canonical layout), by name.
@@ -243,6 +358,7 @@ impl<'a, T: Real> Trainer<'a, T> {
             let g = Tensor::from_vec(g, z.dims(), &Device::Cpu)?.to_dtype(logits.dtype())?;
             Ok(g.reshape(logits.dims())?)
         };
+        let draws = self.draw_weights()?;
         let grads = parameter_gradients(&self.ex, x, self.masks, Mode::Train, seed)?;
         self.steps += 1;
         for (slot, p, s) in self.params.iter_mut() {
@@ -254,15 +370,36 @@ impl<'a, T: Real> Trainer<'a, T> {
                     .find(|(b, _)| *b == p.name)
                     .map(|(_, g)| g),
             };
-            let g = match g {
+            let mut g = match g {
                 Some(g) => host::<T>(g)?,
                 None => vec![T::from_f64(0.0); p.values.len()],
             };
+            if let (Slot::Weight(li), Some(l), Some(d)) = (&*slot, self.learned.as_mut(), &draws) {
+                learn_step(
+                    l,
+                    *li,
+                    &p.values,
+                    &mut g,
+                    &d[*li],
+                    self.optimizer,
+                    lr,
+                    self.steps,
+                );
+            }
             self.optimizer.step(p, s, &g, lr, self.steps);
             match slot {
                 Slot::Weight(li) => {
+                    let values = match &self.learned {
+                        None => p.values.clone(),
+                        Some(l) => p
+                            .values
+                            .iter()
+                            .zip(&l.probs[*li].0.values)
+                            .map(|(&t, &m)| t * m)
+                            .collect(),
+                    };
                     let w = &self.ex.weights[*li];
-                    w.set(&Tensor::from_slice(&p.values, w.dims(), &Device::Cpu)?)?;
+                    w.set(&Tensor::from_slice(&values, w.dims(), &Device::Cpu)?)?;
                 }
                 Slot::Bias => {
                     let dims = self.ex.parameter(&p.name).map(|t| t.dims().to_vec());
@@ -299,7 +436,8 @@ impl<'a, T: Real> Trainer<'a, T> {
     }
 
     /// The network with the trained values in its stored tensors (each in
-    /// its source's layout and dtype), and their names.
+    /// its source's layout and dtype; with mask learning the weights are
+    /// `theta * M`), and their names.
     pub fn into_network(self, net: &Network) -> Result<(Network, Vec<String>)> {
         let mut out = net.clone();
         let mut rewritten = Vec::new();
@@ -308,7 +446,11 @@ impl<'a, T: Real> Trainer<'a, T> {
                 .params
                 .get(&p.name)
                 .ok_or_else(|| Error::internal(format!("parameter '{}' missing", p.name)))?;
-            let canon: Vec<f32> = p.values.iter().map(|&v| v.to_f64() as f32).collect();
+            let values = match slot {
+                Slot::Weight(li) => self.expected_weights(*li)?,
+                Slot::Bias => p.values.clone(),
+            };
+            let canon: Vec<f32> = values.iter().map(|&v| v.to_f64() as f32).collect();
             let stored = match slot {
                 Slot::Weight(li) => crate::init::to_stored_order(&net.layers[*li], &canon),
                 Slot::Bias => canon,
@@ -365,6 +507,9 @@ fn run<T: Real>(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Trained> {
     let mut t = Trainer::<T>::new(net, masks, cfg.optimizer)?;
+    if let Some(ml) = cfg.mask_learning {
+        t.learn_mask(ml, cfg.seed)?;
+    }
     let mut log = Vec::with_capacity(cfg.epochs);
     let batches = data.len().div_ceil(cfg.batch_size);
     for epoch in 0..cfg.epochs {
@@ -405,6 +550,7 @@ fn run<T: Real>(
             train_accuracy: correct as f64 / data.len() as f64,
             held_out: held,
             seconds,
+            mask: t.mask_stats(),
         });
     }
     let (network, rewritten) = t.into_network(net)?;
@@ -452,6 +598,39 @@ fn batch(data: &Dataset, idx: &[usize]) -> Result<(Tensor, Vec<u32>)> {
     let mut shape = vec![idx.len()];
     shape.extend(&data.shape);
     Ok((Tensor::from_vec(x, shape, &Device::Cpu)?, y))
+}
+
+/// The mask half of a step on layer `li` (straight-through, see
+/// [`mask_learning`]): `M` moves by `g * theta + lambda1 (1 - 2M) +
+/// lambda2` and is projected onto `[0, 1]`; `g`, the gradient of the
+/// used weights `theta * m`, becomes `theta`'s (`g * m`).
+#[allow(clippy::too_many_arguments)]
+fn learn_step<T: Real>(
+    l: &mut Learned<T>,
+    li: usize,
+    theta: &[T],
+    g: &mut [T],
+    draw: &[bool],
+    optimizer: Optimizer,
+    lr: f64,
+    step: u64,
+) {
+    let (probs, state) = &mut l.probs[li];
+    let grad_m: Vec<T> = g
+        .iter()
+        .zip(theta)
+        .zip(&probs.values)
+        .map(|((&gw, &t), &m)| gw * t + T::from_f64(l.ml.gradient(m.to_f64())))
+        .collect();
+    optimizer
+        .without_decay()
+        .step(probs, state, &grad_m, lr * l.ml.rate_factor, step);
+    mask_learning::project(&mut probs.values);
+    for (gw, &kept) in g.iter_mut().zip(draw) {
+        if !kept {
+            *gw = T::from_f64(0.0);
+        }
+    }
 }
 
 fn host<T: Real>(t: &Tensor) -> Result<Vec<T>> {

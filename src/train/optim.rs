@@ -98,6 +98,25 @@ impl Optimizer {
         }
     }
 
+    /// The same rule without weight decay (for parameters that are not
+    /// weights, such as learned mask probabilities).
+    pub fn without_decay(self) -> Self {
+        match self {
+            Optimizer::Sgd { momentum, .. } => Optimizer::Sgd {
+                momentum,
+                weight_decay: 0.0,
+            },
+            Optimizer::Adam {
+                beta1, beta2, eps, ..
+            } => Optimizer::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay: 0.0,
+            },
+        }
+    }
+
     /// Zero state for `p`.
     pub fn state<T: Real>(&self, p: &Param<T>) -> State<T> {
         let n = p.values.len();
