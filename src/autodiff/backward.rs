@@ -299,9 +299,9 @@ fn step_gradients(
             let (out_f, in_f) = w.dims2()?;
             let dy2 = dy.reshape(((), out_f))?;
             let x2 = ins[0].reshape(((), in_f))?;
-            let dw = dy2.t()?.matmul(&x2)?;
+            let dw = crate::autodiff::ops::gemm::product(&dy2.t()?, &x2)?;
             let dx = if need[0] {
-                Some(dy2.matmul(w)?.reshape(ins[0].shape())?)
+                Some(crate::autodiff::ops::gemm::product(&dy2, w)?.reshape(ins[0].shape())?)
             } else {
                 None
             };

@@ -60,7 +60,7 @@ use rayon::prelude::*;
 use crate::autodiff::ops::activation::activation;
 use crate::autodiff::ops::binary;
 use crate::autodiff::ops::gather::Gather;
-use crate::autodiff::ops::{matmul, mix};
+use crate::autodiff::ops::{gemm, matmul, mix};
 use crate::error::{Error, Result};
 use crate::graph::op::{Activation, Binary, MixKind, Norm, Op, Pool, PoolKind};
 use crate::graph::{Network, ValueId};
@@ -447,7 +447,7 @@ impl<'a> Executor<'a> {
                 Op::Dense { bias, .. } => {
                     let li = layer_of[ni].unwrap();
                     let w = self.weight(li, masks, linear, detach)?;
-                    let y = dense(&ins[0], &w)?;
+                    let y = dense(&ins[0], &w, detach)?;
                     let y = match bias {
                         Some(b) => y.broadcast_add(&self.param(b, linear)?)?,
                         None => y,
@@ -816,13 +816,22 @@ fn lrn(x: &Tensor, size: usize, alpha: f32, beta: f32, bias: f32) -> Result<Tens
 
 /// A dense layer's product: `x` (`[N, ..., in]`) times `w^T` (`w` is
 /// `[out, in]`) over the last axis, leading axes folded into one.
-fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+/// `detached`: nothing is tracked, so the untracked (and, when small,
+/// single-threaded) [`gemm::product`] may run it.
+fn dense(x: &Tensor, w: &Tensor, detached: bool) -> Result<Tensor> {
+    let mul = |a: &Tensor, b: &Tensor| -> Result<Tensor> {
+        if detached {
+            gemm::product(a, b)
+        } else {
+            Ok(a.matmul(b)?)
+        }
+    };
     if x.rank() == 2 {
-        return Ok(x.matmul(&w.t()?)?);
+        return mul(x, &w.t()?);
     }
     let (out_f, in_f) = w.dims2()?;
     let mut shape = x.dims().to_vec();
-    let y = x.reshape(((), in_f))?.matmul(&w.t()?)?;
+    let y = mul(&x.reshape(((), in_f))?, &w.t()?)?;
     *shape.last_mut().unwrap() = out_f;
     Ok(y.reshape(shape)?)
 }

@@ -40,6 +40,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, W
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::gemm::{gemm, Mat};
 use crate::error::{Error, Result};
 use crate::graph::op::Window;
 
@@ -397,69 +398,6 @@ fn col2im<T: WithDType>(g: &Geometry, cols: &[T], ld: usize, col0: usize, dx: &m
                 }
             }
         }
-    }
-}
-
-/// A read-only strided matrix: element `(i, j)` at `data[i * rs + j * cs]`.
-#[derive(Clone, Copy)]
-struct Mat<'a, T> {
-    data: &'a [T],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<T> Mat<'_, T> {
-    /// Whether every element lies inside `len` elements.
-    fn fits(rows: usize, cols: usize, rs: usize, cs: usize, len: usize) -> bool {
-        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
-    }
-}
-
-/// `dst (= dst +) lhs . rhs`, `dst` row-major with row stride `ld`.
-fn gemm<T: WithDType>(
-    dst: &mut [T],
-    ld: usize,
-    accumulate: bool,
-    lhs: Mat<T>,
-    rhs: Mat<T>,
-    par: Parallelism,
-) {
-    let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
-    assert_eq!(k, rhs.rows, "gemm: inner dimensions differ");
-    assert!(Mat::<T>::fits(m, n, ld, 1, dst.len()));
-    assert!(Mat::<T>::fits(m, k, lhs.rs, lhs.cs, lhs.data.len()));
-    assert!(Mat::<T>::fits(k, n, rhs.rs, rhs.cs, rhs.data.len()));
-    if m == 0 || n == 0 {
-        return;
-    }
-    let alpha = if accumulate { T::one() } else { T::zero() };
-    // SAFETY: the asserts above keep every access of the three matrices
-    // inside their slices; `dst` is borrowed mutably, so it aliases neither
-    // operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            ld as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            alpha,
-            T::one(),
-            false,
-            false,
-            false,
-            par,
-        )
     }
 }
 

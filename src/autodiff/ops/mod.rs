@@ -10,6 +10,7 @@ pub mod activation;
 pub mod binary;
 pub mod conv;
 pub mod gather;
+pub mod gemm;
 pub mod masked;
 pub mod matmul;
 pub mod maxpool;
