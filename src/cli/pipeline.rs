@@ -73,6 +73,9 @@ struct Summary<'a> {
     train_samples: usize,
     held_out_samples: usize,
     held_out: Option<&'static str>,
+    /// Layers the cut emptied of active weights (the network is then
+    /// disconnected).
+    layers_without_active_weights: &'a [String],
     pre_training: &'a [EpochLog],
     post_training: &'a [EpochLog],
 }
@@ -113,6 +116,15 @@ pub fn run(a: Args) -> Result<()> {
         out.pruned.analysis.clone(),
         maskforge::analysis::audit::Paths::Skip,
     )?;
+    if !report.layers_without_active_weights.is_empty() {
+        // Global magnitude can empty whole layers (their weights are
+        // smaller than the rest); post-training then cannot recover.
+        eprintln!(
+            "warning: the magnitude cut left layers with no active weight (network disconnected): {}; \
+             post-pruning training cannot learn through them (ask for a higher density)",
+            report.layers_without_active_weights.join(", ")
+        );
+    }
     let meta = mask_metadata(&a, &files.pre, &report)?;
     maskfile::write(
         &files.masks,
@@ -138,6 +150,7 @@ pub fn run(a: Args) -> Result<()> {
         train_samples: data.len(),
         held_out_samples: held_out.as_ref().map_or(0, |d| d.len()),
         held_out: kind,
+        layers_without_active_weights: &report.layers_without_active_weights,
         pre_training: &pre.log,
         post_training: &fin.log,
     };
