@@ -7,6 +7,7 @@ use maskforge::analysis::audit::{audit, AuditReport};
 use maskforge::error::Result;
 use maskforge::io::maskfile;
 use maskforge::mask::MaskSet;
+use maskforge::methods::nm::{check, Conformance, Pattern};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -21,12 +22,23 @@ pub struct Args {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub format: super::MaskFormatArgs,
+    /// Also check an N:M pattern (e.g. 2:4): per layer, whether every
+    /// group of M consecutive weights along the input dimension keeps at
+    /// most N (the mask's, or the checkpoint's nonzero weights).
+    #[arg(long)]
+    pub pattern: Option<String>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let pattern = a
+        .pattern
+        .as_deref()
+        .map(Pattern::parse)
+        .transpose()
+        .map_err(super::flag("--pattern"))?;
     let m = a.model.load()?;
     let net = &m.network;
     let masks = match m.masks(a.masks.as_deref())? {
@@ -34,6 +46,7 @@ pub fn run(a: Args) -> Result<()> {
         None => MaskSet::from_weights(net)?,
     };
     let report = audit(net, &masks)?;
+    let conformance = pattern.map(|p| (p, check(net, &masks, p)));
     if let Some(out) = &a.output {
         let mut inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
         if let Some(p) = &a.masks {
@@ -56,10 +69,56 @@ pub fn run(a: Args) -> Result<()> {
         )?;
     }
     if a.json {
-        super::print_json(&report)
+        let mut v = serde_json::to_value(&report)
+            .map_err(|e| maskforge::error::Error::internal(e.to_string()))?;
+        if let (Some((p, layers)), Some(obj)) = (&conformance, v.as_object_mut()) {
+            obj.insert(
+                "pattern".into(),
+                serde_json::json!({
+                    "pattern": p.to_string(),
+                    "conforms": layers.iter().all(|l| l.conforms),
+                    "layers": layers,
+                }),
+            );
+        }
+        return super::print_json(&v);
+    }
+    print_table(&report);
+    if let Some((p, layers)) = &conformance {
+        print_conformance(*p, layers);
+    }
+    Ok(())
+}
+
+fn print_conformance(p: Pattern, layers: &[Conformance]) {
+    println!(
+        "{:<40} {:>10} {:>10} {:>10}  {p}",
+        "layer", "groups", "breaking", "exactly N"
+    );
+    for l in layers {
+        let verdict = match (&l.unfit, l.conforms) {
+            (Some(why), _) => format!("cannot hold it: {why}"),
+            (None, true) => "conforms".to_string(),
+            (None, false) => format!("breaks {p}"),
+        };
+        println!(
+            "{:<40} {:>10} {:>10} {:>10}  {verdict}",
+            l.layer, l.groups, l.violating, l.exactly_n
+        );
+    }
+    let breaking: Vec<&str> = layers
+        .iter()
+        .filter(|l| l.unfit.is_none() && !l.conforms)
+        .map(|l| l.layer.as_str())
+        .collect();
+    if breaking.is_empty() {
+        println!("every layer that can hold {p} conforms");
     } else {
-        print_table(&report);
-        Ok(())
+        println!(
+            "{} layers break {p}: {}",
+            breaking.len(),
+            breaking.join(", ")
+        );
     }
 }
 

@@ -10,8 +10,9 @@ use maskforge::error::{Error, Result};
 use maskforge::graph::Network;
 use maskforge::io::maskfile;
 use maskforge::methods::neuron::ossum::{Deep, NeuronMethod, Rank};
+use maskforge::methods::nm::{Conformance, DenseLayer, Pattern};
 use maskforge::methods::npb::NpbSettings;
-use maskforge::methods::prune::{prune_with, Method, PruneOutcome, PruneSpec};
+use maskforge::methods::prune::{prune_pattern, prune_with, Method, PruneOutcome, PruneSpec};
 use maskforge::methods::quota::{self, Quota};
 use maskforge::methods::random::mica::{MicaChoice, Unguaranteed};
 use maskforge::methods::scored::synflow::Precision;
@@ -57,6 +58,12 @@ pub struct Args {
     /// by OSSuM against a random read-out (OSSuM+PAB, Algorithm 2).
     #[arg(long, value_parser = named::<Deep>(), default_value = "norm")]
     pub deep: Deep,
+    /// N:M semi-structured masks, e.g. 2:4: exactly N kept in every M
+    /// consecutive weights along each layer's input dimension (rpi,
+    /// magnitude, lamp, snip, grasp, synflow). Sets the density: no
+    /// --compression, --quota or --effective. The raw mask is written.
+    #[arg(long)]
+    pub pattern: Option<String>,
     #[arg(short = 'o', long)]
     pub output: PathBuf,
     /// Write the raw mask (inactive edges included) instead of the effective one.
@@ -234,7 +241,7 @@ fn calibration(
 /// How much to prune: exactly one of these. For neuron methods the ratios
 /// count the neurons of each hidden layer, not weights.
 #[derive(clap::Args, Debug)]
-#[group(required = true, multiple = false)]
+#[group(required = false, multiple = false)]
 pub struct Amount {
     /// total / kept, e.g. 1000, 1e3, 10^3.
     #[arg(long)]
@@ -465,6 +472,16 @@ struct Report {
     /// Neuron methods: kept neurons per hidden layer.
     #[serde(skip_serializing_if = "Option::is_none")]
     neurons: Option<Vec<NeuronReport>>,
+    /// With --pattern: the layers left dense and every layer's conformance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pattern: Option<PatternReport>,
+}
+
+#[derive(Serialize)]
+struct PatternReport {
+    pattern: String,
+    dense_layers: Vec<DenseLayer>,
+    layers: Vec<Conformance>,
 }
 
 /// What a method produced, before it is written and reported.
@@ -477,6 +494,8 @@ struct Produced {
     neurons: Option<Vec<NeuronReport>>,
     /// The method's canonical name (`mica-min` for `mica --mica-choice min`).
     method: String,
+    /// With --pattern: the pattern and the layers it could not fit.
+    pattern: Option<(Pattern, Vec<DenseLayer>)>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -487,9 +506,16 @@ pub fn run(a: Args) -> Result<()> {
         &[Some(&a.output), a.apply.as_deref(), a.report.as_deref()],
         &inputs(&m, a.quota_name()),
     )?;
-    let produced = match chosen {
-        Chosen::Neurons(nm) => prune_neurons(&a, &m.network, nm)?,
-        Chosen::Weights(method) => prune_weights(&a, &m.network, method)?,
+    let produced = match (chosen, &a.pattern) {
+        (Chosen::Weights(method), Some(p)) => prune_to_pattern(&a, &m.network, method, p)?,
+        (Chosen::Neurons(_), Some(_)) => {
+            return Err(Error::input(format!(
+                "--pattern with --method {}: neuron methods remove whole neurons",
+                a.method
+            )))
+        }
+        (Chosen::Neurons(nm), None) => prune_neurons(&a, &m.network, nm)?,
+        (Chosen::Weights(method), None) => prune_weights(&a, &m.network, method)?,
     };
     emit(&a, &m, produced)
 }
@@ -528,6 +554,39 @@ fn prune_weights(a: &Args, net: &Network, method: Method) -> Result<Produced> {
         },
         neurons: None,
         method: method.to_string(),
+        pattern: None,
+    })
+}
+
+fn prune_to_pattern(a: &Args, net: &Network, method: Method, pattern: &str) -> Result<Produced> {
+    let pattern = Pattern::parse(pattern).map_err(flag("--pattern"))?;
+    let amount_given =
+        a.amount.compression.is_some() || a.amount.density.is_some() || a.amount.sparsity.is_some();
+    if amount_given || a.quota.is_some() || a.effective {
+        return Err(Error::input(format!(
+            "--pattern {pattern} sets the density ({}) and the place of every kept weight: \
+             drop --compression/--density/--sparsity, --quota and --effective",
+            pattern.density()
+        )));
+    }
+    let ctx = a.scoring.context(net, a.model.seed)?;
+    let bar = super::progress_bar(&a.method);
+    let (placed, history) =
+        prune_pattern(net, method, pattern, a.model.seed, &ctx, &mut |k, n| {
+            bar.set_length(n as u64);
+            bar.set_position(k as u64);
+        })?;
+    bar.finish_and_clear();
+    let mut out = PruneOutcome::of(net, placed.masks);
+    out.history = history;
+    let kept = out.raw.count_ones();
+    Ok(Produced {
+        target_compression: net.prunable_count() as f64 / kept.max(1) as f64,
+        out,
+        quota: pattern.to_string(),
+        neurons: None,
+        method: method.to_string(),
+        pattern: Some((pattern, placed.dense)),
     })
 }
 
@@ -575,6 +634,7 @@ fn prune_neurons(a: &Args, net: &Network, method: NeuronMethod) -> Result<Produc
         quota: "neurons".into(),
         neurons: Some(neurons),
         method: a.method.clone(),
+        pattern: None,
     })
 }
 
@@ -583,7 +643,9 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
     let out = &p.out;
     // The report has no path figures: skip the path count.
     let r = audit_with(net, &out.raw, out.analysis.clone(), Paths::Skip)?;
-    let written = if a.keep_inactive {
+    // A pattern is a storage format: dropping inactive weights would leave
+    // groups below N, so the raw mask is written.
+    let written = if a.keep_inactive || p.pattern.is_some() {
         &out.raw
     } else {
         out.effective()
@@ -608,6 +670,9 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
     );
     meta.insert("model_sha256".into(), m.sha256.clone());
     meta.insert("input_shape".into(), net.input_signature());
+    if let Some((pattern, _)) = &p.pattern {
+        meta.insert("pattern".into(), pattern.to_string());
+    }
     if let Some(ns) = &p.neurons {
         meta.insert("target_unit".into(), "neurons".into());
         if a.method == "ossum" {
@@ -678,7 +743,25 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
             })
             .collect(),
         neurons: p.neurons,
+        pattern: p.pattern.as_ref().map(|(pattern, dense)| PatternReport {
+            pattern: pattern.to_string(),
+            dense_layers: dense.clone(),
+            layers: maskforge::methods::nm::check(net, &out.raw, *pattern),
+        }),
     };
+    if let Some(pr) = report
+        .pattern
+        .as_ref()
+        .filter(|p| !p.dense_layers.is_empty())
+    {
+        let names: Vec<&str> = pr.dense_layers.iter().map(|d| d.layer.as_str()).collect();
+        eprintln!(
+            "note: {} layers cannot hold {} and stay dense: {} (reasons under pattern.dense_layers in --json/--report)",
+            names.len(),
+            pr.pattern,
+            names.join(", ")
+        );
+    }
     if let Some(path) = &a.report {
         let s =
             serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?;

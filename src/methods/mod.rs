@@ -6,6 +6,7 @@
 
 pub mod magnitude;
 pub mod neuron;
+pub mod nm;
 pub mod npb;
 pub mod prune;
 pub mod quota;

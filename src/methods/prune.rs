@@ -449,3 +449,54 @@ fn unreachable(target: usize, out: &PruneOutcome) -> Option<String> {
         )
     })
 }
+
+/// Prune to the N:M `pattern` ([`crate::methods::nm`]): the method's
+/// scores choose inside each group (RPI: a uniform draw from the stream
+/// `(seed, "nm-random", layer)`; magnitude and LAMP: the weights, which
+/// LAMP ranks as magnitude inside a layer; SNIP, GraSP: their one-shot
+/// scores; SynFlow: its rounds, each keeping a shrinking share of every
+/// group, [`crate::methods::scored::rounds::iterate_groups`]). Returns the
+/// placement and, for SynFlow, the density after each round.
+pub fn prune_pattern(
+    net: &Network,
+    method: Method,
+    pattern: crate::methods::nm::Pattern,
+    seed: u64,
+    ctx: &crate::methods::scored::Context,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(crate::methods::nm::Placed, Vec<f64>)> {
+    use crate::methods::nm::keep_top_in_groups;
+    let scores = match method {
+        Method::Rpi => net
+            .layers
+            .iter()
+            .map(|l| {
+                use rand::Rng;
+                let key = crate::rng::stream_key(seed, "nm-random", &l.name);
+                let mut rng = crate::rng::stream(key);
+                (0..l.numel()).map(|_| rng.random::<f64>()).collect()
+            })
+            .collect(),
+        Method::Ranked(r, _) => crate::methods::magnitude::scores(net, r, None)?,
+        Method::Scored(s @ (Scorer::Snip | Scorer::Grasp), _) => {
+            crate::methods::scored::one_shot_scores(net, s, ctx, progress)?.to_vec()
+        }
+        Method::Scored(Scorer::Synflow, _) => {
+            let rounds = if ctx.rounds == 0 { 100 } else { ctx.rounds };
+            let flow = crate::methods::scored::synflow::Flow::new(net, ctx.synflow.precision)?;
+            return crate::methods::scored::rounds::iterate_groups(
+                net,
+                pattern,
+                rounds,
+                &mut |m| flow.scores(m),
+                progress,
+            );
+        }
+        other => {
+            return Err(Error::input(format!(
+                "an N:M pattern with {other}: it applies to rpi, magnitude, lamp, snip, grasp and synflow"
+            )))
+        }
+    };
+    Ok((keep_top_in_groups(net, &scores, pattern), Vec::new()))
+}

@@ -124,6 +124,48 @@ fn select(
     }
 }
 
+/// SNIP's or GraSP's scores of the dense network (higher kept; GraSP's
+/// signed), computed once per context and scorer.
+pub fn one_shot_scores(
+    net: &Network,
+    scorer: Scorer,
+    ctx: &Context,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Arc<Vec<Vec<f64>>>> {
+    let cached = ctx
+        .cache
+        .lock()
+        .ok()
+        .and_then(|c| c.iter().find(|(k, _)| *k == scorer).map(|(_, s)| s.clone()));
+    if let Some(s) = cached {
+        return Ok(s);
+    }
+    let cal = calibration(ctx, scorer)?;
+    // GraSP's finite-difference H g needs f64 (grasp.rs).
+    let dtype = if scorer == Scorer::Grasp {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let ex = Executor::new(net, &ctx.device, dtype)?;
+    let dense = MaskSet::dense(net);
+    let s = Arc::new(match scorer {
+        Scorer::Snip => crate::methods::scored::snip::scores(&ex, &dense, cal)?,
+        Scorer::Grasp => crate::methods::scored::grasp::scores(&ex, &dense, cal)?,
+        _ => {
+            return Err(Error::internal(format!(
+                "{} is not one-shot",
+                scorer.name()
+            )))
+        }
+    });
+    progress(1, 1);
+    if let Ok(mut c) = ctx.cache.lock() {
+        c.push((scorer, s.clone()));
+    }
+    Ok(s)
+}
+
 /// How the last round of an iterative method cuts its ranking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cut {
@@ -164,35 +206,7 @@ pub fn prune_scored(
     let counts = if scope == Scope::Layer { counts } else { None };
     match scorer {
         Scorer::Snip | Scorer::Grasp => {
-            let cached = ctx
-                .cache
-                .lock()
-                .ok()
-                .and_then(|c| c.iter().find(|(k, _)| *k == scorer).map(|(_, s)| s.clone()));
-            let s = match cached {
-                Some(s) => s,
-                None => {
-                    let cal = calibration(ctx, scorer)?;
-                    // GraSP's finite-difference H g needs f64 (grasp.rs).
-                    let dtype = if scorer == Scorer::Grasp {
-                        DType::F64
-                    } else {
-                        DType::F32
-                    };
-                    let ex = Executor::new(net, &ctx.device, dtype)?;
-                    let dense = MaskSet::dense(net);
-                    let s = Arc::new(if scorer == Scorer::Snip {
-                        crate::methods::scored::snip::scores(&ex, &dense, cal)?
-                    } else {
-                        crate::methods::scored::grasp::scores(&ex, &dense, cal)?
-                    });
-                    progress(1, 1);
-                    if let Ok(mut c) = ctx.cache.lock() {
-                        c.push((scorer, s.clone()));
-                    }
-                    s
-                }
-            };
+            let s = one_shot_scores(net, scorer, ctx, progress)?;
             let m = MaskSet {
                 layers: select(&s, scorer == Scorer::Grasp, target, counts),
             };

@@ -101,6 +101,51 @@ pub fn iterate(
     Ok((masks, history))
 }
 
+/// The rounds under an N:M pattern: round `k` of `rounds` keeps
+/// `ceil(M p^(k / rounds))` of every group of `M` (`p = N / M`, so `N` in
+/// the last round) by the current scores, weights already pruned ranked
+/// below every kept one. A round whose per-group count does not change
+/// prunes nothing and is not scored. Returns the placement and the density
+/// of the fitting layers after each round.
+pub fn iterate_groups(
+    net: &Network,
+    pattern: crate::methods::nm::Pattern,
+    rounds: usize,
+    score: &mut dyn FnMut(&MaskSet) -> Result<Vec<Vec<f64>>>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(crate::methods::nm::Placed, Vec<f64>)> {
+    use crate::methods::nm::keep_per_group;
+    let rounds = rounds.max(1);
+    let m = pattern.m;
+    let mut keep = m;
+    let mut placed = keep_per_group(net, &vec_of_ones(net), m, m);
+    let mut history = Vec::with_capacity(rounds);
+    for k in 1..=rounds {
+        let d = pattern.density().powf(k as f64 / rounds as f64);
+        // The float guard keeps an exact N from rounding up in the last round.
+        let want = ((m as f64 * d) - 1e-9).ceil().max(pattern.n as f64) as usize;
+        if want < keep {
+            let mut s = score(&placed.masks)?;
+            for (layer, bits) in s.iter_mut().zip(&placed.masks.layers) {
+                for (i, v) in layer.iter_mut().enumerate() {
+                    if !bits.get(i) {
+                        *v = f64::NEG_INFINITY;
+                    }
+                }
+            }
+            placed = keep_per_group(net, &s, want, m);
+            keep = want;
+        }
+        history.push(keep as f64 / m as f64);
+        progress(k, rounds);
+    }
+    Ok((placed, history))
+}
+
+fn vec_of_ones(net: &Network) -> Vec<Vec<f64>> {
+    net.layers.iter().map(|l| vec![1.0; l.numel()]).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
