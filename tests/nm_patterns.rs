@@ -287,3 +287,51 @@ fn patterns_refuse_what_they_cannot_honour() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// A real export whose MatMul weights are stored `[in, out]`: the groups
+/// run along the stored rows there (the input dimension), along dimension
+/// 1 for the `[out, in]` ones, and the weights the pattern cannot fit (the
+/// RGB patch embedding) stay dense.
+#[test]
+fn groups_follow_the_input_dimension_of_the_stored_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::root().join("fixtures/vit_tiny.onnx");
+    let out = dir.path().join("m.safetensors");
+    maskforge_ok(&[
+        "prune",
+        s(&model),
+        "--method",
+        "magnitude",
+        "--pattern",
+        "2:4",
+        "-o",
+        s(&out),
+    ]);
+    let net = maskforge::io::model::load(s(&model), None, 0)
+        .unwrap()
+        .network;
+    let (mut transposed, mut plain) = (0, 0);
+    for (name, shape, kept) in tensors(&out) {
+        let l = net.layers.iter().find(|l| l.name == name).unwrap();
+        let counts = if l.stored_index.is_some() && shape.len() == 2 {
+            transposed += 1;
+            // Stored [in, out]: regroup as [out, in] first.
+            let (rows, cols) = (shape[0], shape[1]);
+            let t: Vec<f32> = (0..rows * cols)
+                .map(|i| kept[(i % rows) * cols + i / rows])
+                .collect();
+            group_counts(&[cols, rows], &t, 4)
+        } else {
+            plain += 1;
+            group_counts(&shape, &kept, 4)
+        };
+        match counts {
+            Some(c) => assert!(c.iter().all(|&k| k == 2), "{name}"),
+            None => assert!(kept.iter().all(|&k| k == 1.0), "{name} must stay dense"),
+        }
+    }
+    assert!(
+        transposed > 0 && plain > 0,
+        "{transposed} transposed, {plain} plain"
+    );
+}

@@ -114,20 +114,63 @@ pub struct Placed {
     pub dense: Vec<DenseLayer>,
 }
 
-/// Keep the `keep` highest scores of each group of `m` in layer `l`.
-fn keep_in_layer(l: &Layer, scores: &[f64], keep: usize, m: usize) -> BitSet {
+/// Keep the `keep` highest `score(i)` of each group of `m` in layer `l`
+/// (which must fit, [`unfit`]); ties to the lower index.
+pub fn keep_in_layer(l: &Layer, keep: usize, m: usize, score: impl Fn(usize) -> f64) -> BitSet {
     let mut bits = BitSet::new(l.numel());
     let mut order: Vec<usize> = Vec::with_capacity(m);
     for_each_group(l, m, |g| {
         order.clear();
         order.extend(0..m);
-        // Highest first, ties to the lower index (a stable sort).
-        order.sort_by(|&a, &b| scores[g[b]].total_cmp(&scores[g[a]]));
+        // Highest first; the sort is stable, so ties keep the lower index.
+        order.sort_by(|&a, &b| score(g[b]).total_cmp(&score(g[a])));
         for &j in &order[..keep] {
             bits.set(g[j], true);
         }
     });
     bits
+}
+
+/// `n` of every group of `m` in layer `l` drawn uniformly from the stream
+/// `key`, group after group.
+pub fn random_in_layer(l: &Layer, n: usize, m: usize, key: [u8; 32]) -> BitSet {
+    use rand::seq::index::sample;
+    let mut rng = crate::rng::stream(key);
+    let mut bits = BitSet::new(l.numel());
+    for_each_group(l, m, |g| {
+        for j in sample(&mut rng, m, n) {
+            bits.set(g[j], true);
+        }
+    });
+    bits
+}
+
+/// A mask per layer from `layer(index, layer)` on every layer that can
+/// hold groups of `m`; the others dense and listed. One layer is worked at
+/// a time, so `layer` may read (and release) one layer's weights.
+pub fn place(
+    net: &Network,
+    m: usize,
+    mut layer: impl FnMut(usize, &Layer) -> Result<BitSet>,
+) -> Result<Placed> {
+    let mut dense = Vec::new();
+    let mut layers = Vec::with_capacity(net.layers.len());
+    for (li, l) in net.layers.iter().enumerate() {
+        layers.push(match unfit(l, m) {
+            Some(reason) => {
+                dense.push(DenseLayer {
+                    layer: l.name.clone(),
+                    reason,
+                });
+                BitSet::from_fn(l.numel(), |_| true)
+            }
+            None => layer(li, l)?,
+        });
+    }
+    Ok(Placed {
+        masks: MaskSet { layers },
+        dense,
+    })
 }
 
 /// The pattern `p` on every layer that fits it, chosen by `scores`
@@ -138,26 +181,10 @@ pub fn keep_top_in_groups(net: &Network, scores: &[Vec<f64>], p: Pattern) -> Pla
 
 /// `keep` of every `m` by `scores`; layers `m` does not fit stay dense.
 pub fn keep_per_group(net: &Network, scores: &[Vec<f64>], keep: usize, m: usize) -> Placed {
-    let mut dense = Vec::new();
-    let layers = net
-        .layers
-        .iter()
-        .zip(scores)
-        .map(|(l, s)| match unfit(l, m) {
-            Some(reason) => {
-                dense.push(DenseLayer {
-                    layer: l.name.clone(),
-                    reason,
-                });
-                BitSet::from_fn(l.numel(), |_| true)
-            }
-            None => keep_in_layer(l, s, keep, m),
-        })
-        .collect();
-    Placed {
-        masks: MaskSet { layers },
-        dense,
-    }
+    let placed = place(net, m, |li, l| {
+        Ok(keep_in_layer(l, keep, m, |i| scores[li][i]))
+    });
+    placed.expect("placing by given scores cannot fail")
 }
 
 /// How one layer's mask (or its weights' zeros) meets a pattern.
@@ -222,6 +249,29 @@ mod tests {
         assert_eq!(Pattern::parse(" 4 : 8 ").unwrap().density(), 0.5);
         for bad in ["4:4", "0:4", "2", "a:4", "5:4"] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Random N:M keeps each position of a group about equally often, and
+    /// exactly N per group.
+    #[test]
+    fn random_groups_are_uniform() {
+        let net = crate::zoo::build("lenet300", 0).unwrap();
+        let l = &net.layers[0];
+        let bits = random_in_layer(l, 2, 4, crate::rng::stream_key(1, "t", "fc1"));
+        let mut by_slot = [0usize; 4];
+        let mut groups = 0;
+        for_each_group(l, 4, |g| {
+            let kept: Vec<usize> = (0..4).filter(|&j| bits.get(g[j])).collect();
+            assert_eq!(kept.len(), 2);
+            for j in kept {
+                by_slot[j] += 1;
+            }
+            groups += 1;
+        });
+        for c in by_slot {
+            let share = c as f64 / groups as f64;
+            assert!((share - 0.5).abs() < 0.01, "{by_slot:?} of {groups}");
         }
     }
 

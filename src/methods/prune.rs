@@ -451,11 +451,14 @@ fn unreachable(target: usize, out: &PruneOutcome) -> Option<String> {
 }
 
 /// Prune to the N:M `pattern` ([`crate::methods::nm`]): the method's
-/// scores choose inside each group (RPI: a uniform draw from the stream
-/// `(seed, "nm-random", layer)`; magnitude and LAMP: the weights, which
-/// LAMP ranks as magnitude inside a layer; SNIP, GraSP: their one-shot
-/// scores; SynFlow: its rounds, each keeping a shrinking share of every
-/// group, [`crate::methods::scored::rounds::iterate_groups`]). Returns the
+/// scores choose inside each group (RPI: `N` of each `M` drawn uniformly
+/// from the stream `(seed, "nm-random", layer)`; magnitude and LAMP: the
+/// largest `|w|`, LAMP's order inside a layer being magnitude's; SNIP,
+/// GraSP: their one-shot scores; SynFlow: its rounds, each keeping a
+/// shrinking share of every group,
+/// [`crate::methods::scored::rounds::iterate_groups`]). RPI, magnitude and
+/// LAMP work one layer at a time, reading (and releasing) one layer's
+/// weights: a checkpoint larger than memory streams through. Returns the
 /// placement and, for SynFlow, the density after each round.
 pub fn prune_pattern(
     net: &Network,
@@ -465,21 +468,32 @@ pub fn prune_pattern(
     ctx: &crate::methods::scored::Context,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(crate::methods::nm::Placed, Vec<f64>)> {
-    use crate::methods::nm::keep_top_in_groups;
-    let scores = match method {
-        Method::Rpi => net
-            .layers
-            .iter()
-            .map(|l| {
-                use rand::Rng;
-                let key = crate::rng::stream_key(seed, "nm-random", &l.name);
-                let mut rng = crate::rng::stream(key);
-                (0..l.numel()).map(|_| rng.random::<f64>()).collect()
-            })
-            .collect(),
-        Method::Ranked(r, _) => crate::methods::magnitude::scores(net, r, None)?,
+    use crate::methods::nm::{keep_in_layer, keep_top_in_groups, place, random_in_layer};
+    let (n, m) = (pattern.n, pattern.m);
+    let layers = net.layers.len();
+    let placed = match method {
+        Method::Rpi => place(net, m, |li, l| {
+            progress(li + 1, layers);
+            let key = crate::rng::stream_key(seed, "nm-random", &l.name);
+            Ok(random_in_layer(l, n, m, key))
+        })?,
+        Method::Ranked(..) => place(net, m, |li, l| {
+            progress(li + 1, layers);
+            let w = net.canonical_weights(li)?;
+            if let Some(t) = net.params.get(&l.name) {
+                t.release();
+            }
+            if w.iter().any(|x| !x.is_finite()) {
+                return Err(Error::input(format!(
+                    "weight '{}' has NaN or infinite values: a magnitude ranking of it is meaningless",
+                    l.name
+                )));
+            }
+            Ok(keep_in_layer(l, n, m, |i| f64::from(w[i].abs())))
+        })?,
         Method::Scored(s @ (Scorer::Snip | Scorer::Grasp), _) => {
-            crate::methods::scored::one_shot_scores(net, s, ctx, progress)?.to_vec()
+            let scores = crate::methods::scored::one_shot_scores(net, s, ctx, progress)?;
+            keep_top_in_groups(net, &scores, pattern)
         }
         Method::Scored(Scorer::Synflow, _) => {
             let rounds = if ctx.rounds == 0 { 100 } else { ctx.rounds };
@@ -488,7 +502,7 @@ pub fn prune_pattern(
                 net,
                 pattern,
                 rounds,
-                &mut |m| flow.scores(m),
+                &mut |mk| flow.scores(mk),
                 progress,
             );
         }
@@ -498,5 +512,5 @@ pub fn prune_pattern(
             )))
         }
     };
-    Ok((keep_top_in_groups(net, &scores, pattern), Vec::new()))
+    Ok((placed, Vec::new()))
 }
