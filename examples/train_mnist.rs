@@ -12,6 +12,13 @@
 //! - (b) papers/mica-restricted-random-pruning.txt, Fig. 5 (VGG-16 and
 //!   ResNet-20 there): RPI vs MiCA, both with IGQ quotas, at C = 10^2 ..
 //!   10^3.5.
+//! - (c) papers/end-to-end-pruning-pipeline.txt, Table 1 (a 6-layer MLP
+//!   there): the pipeline (pre-pruning training with a learned mask, global
+//!   magnitude pruning, post-pruning training; [`maskforge::train::pipeline`])
+//!   against "vanilla" magnitude pruning (plain training, the same cut and
+//!   post-training) and SNIP at initialisation (10 digits per class), at 5,
+//!   2 and 1 % density. As in the paper, the two-stage arms train the
+//!   epochs twice (before and after the cut) and SNIP once.
 //!
 //! The dense nets are trained too (the reference line). Every fifth digit
 //! (4, 9, ...) is the test set, the other 4 000 train, as in `tests/train.rs`;
@@ -26,17 +33,21 @@
 //! `cargo run --release --example train_mnist -- DATA.csv.gz OUT
 //!  [--seeds N] [--epochs N] [--nets lenet300,lenet5] [--experiments a,b]`
 
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
+use maskforge::autodiff::calibration::Calibration;
 use maskforge::io::data::Dataset;
 use maskforge::mask::MaskSet;
+use maskforge::methods::magnitude::Ranking;
 use maskforge::methods::quota::target_from_compression;
 use maskforge::methods::random::mica::MicaChoice;
 use maskforge::methods::scored::{Context, Scorer};
 use maskforge::methods::select::Scope;
 use maskforge::report::eval::evaluate;
-use maskforge::train::{train, Config};
+use maskforge::train::{pipeline, train, Config};
 use maskforge::{prune_with, Method, Network, PruneOutcome, PruneSpec, Quota};
 use plotters::coord::combinators::LogCoord;
 use plotters::coord::types::RangedCoordf64;
@@ -90,6 +101,15 @@ struct Compression {
 }
 
 impl Compression {
+    /// `c` itself (density `1 / c`).
+    fn ratio(c: f64) -> Self {
+        Self {
+            label: format!("{c}"),
+            value: c,
+            density: 1.0 / c,
+        }
+    }
+
     /// `10^e`.
     fn power(e: f64) -> Self {
         Self {
@@ -115,9 +135,23 @@ struct Setting<'a> {
     net: &'a Network,
     compression: &'a Compression,
     seed: u64,
+    /// The digits and the training settings (for arms that train before
+    /// they prune, or score on data).
+    split: &'a Split,
+    cfg: &'a Config,
+    /// Networks trained before a cut, by arm, computed once per net and
+    /// seed for all compressions.
+    pretrained: &'a RefCell<Vec<(&'static str, Network)>>,
 }
 
-type MakeMasks = Box<dyn Fn(&Setting) -> maskforge::Result<PruneOutcome>>;
+/// What an arm hands to training: the masks, and the weights to start
+/// from when they are not the net's initial ones (a pre-trained net).
+struct Prepared {
+    start: Option<Network>,
+    outcome: PruneOutcome,
+}
+
+type MakeMasks = Box<dyn Fn(&Setting) -> maskforge::Result<Prepared>>;
 
 /// Where the plot puts a run: at the direct compression it was pruned to,
 /// or at the effective compression it reached.
@@ -182,7 +216,74 @@ fn experiments() -> Vec<Experiment> {
                 pruned("mica-igq", XPos::Direct, mica, Quota::Igq, false),
             ],
         },
+        Experiment {
+            id: "c",
+            title: "(c) pipeline vs vanilla magnitude vs SNIP (pipeline paper, Table 1)",
+            compressions: [20.0, 50.0, 100.0].map(Compression::ratio).to_vec(),
+            arms: vec![
+                two_stage("pipeline", PreTraining::LearnedMask),
+                two_stage("magnitude (vanilla)", PreTraining::Plain),
+                Arm {
+                    label: "snip",
+                    x: XPos::Direct,
+                    make: Box::new(snip_at_init),
+                },
+            ],
+        },
     ]
+}
+
+/// How a two-stage arm trains before its magnitude cut.
+#[derive(Clone, Copy)]
+enum PreTraining {
+    /// The pipeline paper's Sec. 3.1 (`train --learn-mask` defaults).
+    LearnedMask,
+    /// Plain training: the paper's "vanilla" baseline.
+    Plain,
+}
+
+/// Train (once per net and seed), then cut by global magnitude: the
+/// pipeline's stages 2 and 3; `run_one` is its stage 4.
+fn two_stage(label: &'static str, pre: PreTraining) -> Arm {
+    Arm {
+        label,
+        x: XPos::Direct,
+        make: Box::new(move |s: &Setting| {
+            let trained = pretrained(s, label, pre)?;
+            let magnitude = Method::Ranked(Ranking::Magnitude, Scope::Global);
+            let outcome = prune_to(s, &trained, magnitude, Quota::Uniform, false, None)?;
+            Ok(Prepared {
+                start: Some(trained),
+                outcome,
+            })
+        }),
+    }
+}
+
+fn pretrained(s: &Setting, label: &'static str, pre: PreTraining) -> maskforge::Result<Network> {
+    if let Some((_, n)) = s.pretrained.borrow().iter().find(|(l, _)| *l == label) {
+        return Ok(n.clone());
+    }
+    let cfg = match pre {
+        PreTraining::LearnedMask => pipeline::pre_config(s.cfg.clone()),
+        PreTraining::Plain => s.cfg.clone(),
+    };
+    let t = train(s.net, None, &s.split.train, None, &cfg, &mut |_| {})?;
+    s.pretrained.borrow_mut().push((label, t.network.clone()));
+    Ok(t.network)
+}
+
+/// SNIP at initialisation on 10 training digits per class (the `prune`
+/// command's default), one global cut.
+fn snip_at_init(s: &Setting) -> maskforge::Result<Prepared> {
+    let idx = s.split.train.per_class(10, s.seed);
+    let cal = Calibration::from_dataset(&s.split.train, &idx, 100, &Device::Cpu)?;
+    let snip = Method::Scored(Scorer::Snip, Scope::Global);
+    let outcome = prune_to(s, s.net, snip, Quota::Uniform, false, Some(Arc::new(cal)))?;
+    Ok(Prepared {
+        start: None,
+        outcome,
+    })
 }
 
 /// The dense net, trained as the pruned ones are: the reference.
@@ -190,7 +291,12 @@ fn dense() -> Arm {
     Arm {
         label: DENSE,
         x: XPos::Direct,
-        make: Box::new(|s: &Setting| Ok(PruneOutcome::of(s.net, MaskSet::dense(s.net)))),
+        make: Box::new(|s: &Setting| {
+            Ok(Prepared {
+                start: None,
+                outcome: PruneOutcome::of(s.net, MaskSet::dense(s.net)),
+            })
+        }),
     }
 }
 
@@ -199,20 +305,29 @@ fn pruned(label: &'static str, x: XPos, method: Method, quota: Quota, effective:
     Arm {
         label,
         x,
-        make: Box::new(move |s: &Setting| prune_to(s, method, quota.clone(), effective)),
+        make: Box::new(move |s: &Setting| {
+            Ok(Prepared {
+                start: None,
+                outcome: prune_to(s, s.net, method, quota.clone(), effective, None)?,
+            })
+        }),
     }
 }
 
+/// Prune `net` (the setting's net, or a pre-trained copy) to the setting's
+/// compression, with `calibration` for the data-driven methods.
 fn prune_to(
     s: &Setting,
+    net: &Network,
     method: Method,
     quota: Quota,
     effective: bool,
+    calibration: Option<Arc<Calibration>>,
 ) -> maskforge::Result<PruneOutcome> {
     let spec = PruneSpec {
         method,
         quota,
-        target_kept: target_from_compression(s.net.prunable_count(), s.compression.value)?,
+        target_kept: target_from_compression(net.prunable_count(), s.compression.value)?,
         seed: s.seed,
         effective,
     };
@@ -220,9 +335,10 @@ fn prune_to(
     let ctx = Context {
         rounds: SYNFLOW_ROUNDS,
         density: Some(s.compression.density),
+        calibration,
         ..Context::default()
     };
-    prune_with(s.net, &spec, &ctx, &mut |_, _| {})
+    prune_with(net, &spec, &ctx, &mut |_, _| {})
 }
 
 /// One trained and tested net.
@@ -363,11 +479,15 @@ fn run_net(
         ..Config::default()
     };
     let dense_c = Compression::dense();
+    let pretrained = RefCell::new(Vec::new());
     let at = |compression| Setting {
         net_name: spec.name,
         net: &net,
         compression,
         seed,
+        split: &split,
+        cfg: &cfg,
+        pretrained: &pretrained,
     };
     let mut runs = vec![run_one(DENSE, &dense(), &at(&dense_c), &split, &cfg)?];
     for e in exps {
@@ -388,7 +508,10 @@ fn run_one(
     cfg: &Config,
 ) -> Res<Run> {
     let start = Instant::now();
-    let out = (arm.make)(s)?;
+    let Prepared {
+        start: pre_trained,
+        outcome: out,
+    } = (arm.make)(s)?;
     if let Some(note) = &out.note {
         eprintln!("  note: {note}");
     }
@@ -397,7 +520,8 @@ fn run_one(
     // weight either never reaches the output or only carries a constant that
     // the next layer's bias can carry as well, so nothing is lost.
     let masks = out.effective();
-    let trained = train(s.net, Some(masks), &split.train, None, cfg, &mut |_| {})?;
+    let from = pre_trained.as_ref().unwrap_or(s.net);
+    let trained = train(from, Some(masks), &split.train, None, cfg, &mut |_| {})?;
     let accuracy = evaluate(
         &trained.network,
         Some(masks),

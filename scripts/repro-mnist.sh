@@ -2,7 +2,8 @@
 # Pruning at initialisation then training on the 5 000 real MNIST digits
 # (docs/repro-mnist.md): LeNet-300-100 and LeNet-5, (a) the effective-sparsity
 # paper's Fig. 2 (random pruning to a direct vs an effective compression,
-# SynFlow) and (b) MiCA vs RPI with IGQ quotas, over seeds. Writes
+# SynFlow), (b) MiCA vs RPI with IGQ quotas and (c) the end-to-end pipeline
+# vs vanilla magnitude pruning and SNIP at 5-1 % density, over seeds. Writes
 # OUT.csv, OUT-lenet300.svg, OUT-lenet5.svg and the table into OUT.md
 # (OUT=docs/repro-mnist by default), and prints the table.
 #
