@@ -68,14 +68,15 @@ fn a_mask_learning_step_matches_finite_differences_through_the_draw() {
     let ml = MaskLearning {
         lambda1: 0.3,
         lambda2: 0.2,
-        rate_factor: 2.0,
+        lr: 1.0,
     };
     let sgd = Optimizer::Sgd {
         momentum: 0.0,
         weight_decay: 0.0,
     };
     let mut t = Trainer::<f64>::new(&net, None, sgd).unwrap();
-    t.learn_mask(ml, seed).unwrap();
+    // The step runs at the base rate: M moves at its own rate ml.lr.
+    t.learn_mask(ml, seed, lr).unwrap();
     let theta: Vec<Vec<f64>> = net
         .layers
         .iter()
@@ -110,8 +111,7 @@ fn a_mask_learning_step_matches_finite_differences_through_the_draw() {
             let kept = draws[li][i];
             let want_theta = theta[li][i] - lr * g * if kept { 1.0 } else { 0.0 };
             // At M = 1/2 the lambda1 term's gradient 1 - 2M is 0.
-            let want_m =
-                (0.5 - lr * ml.rate_factor * (g * theta[li][i] + ml.lambda2)).clamp(0.0, 1.0);
+            let want_m = (0.5 - ml.lr * (g * theta[li][i] + ml.lambda2)).clamp(0.0, 1.0);
             assert!(
                 (after[i] - want_theta).abs() < 1e-8,
                 "{} [{i}] theta: {} vs {want_theta}",

@@ -9,6 +9,7 @@ use maskforge::error::{Error, Result};
 use maskforge::io::data::Dataset;
 use maskforge::train::mask_learning::MaskLearning;
 use maskforge::train::optim::Optimizer;
+use maskforge::train::pipeline::DEFAULT_MASK_LEARNING;
 use maskforge::train::pswish::PSwish;
 use maskforge::train::schedule::Schedule;
 use maskforge::train::{train, Config, EpochLog, Progress};
@@ -137,15 +138,15 @@ pub struct MaskLearningArgs {
     /// Weight of `sum M` (pushes keep probabilities to 0).
     #[arg(long, default_value_t = DEFAULT_LAMBDA2)]
     pub lambda2: f64,
-    /// The keep probabilities' learning rate over the weights'.
-    #[arg(long, default_value_t = DEFAULT_MASK_RATE)]
-    pub mask_rate_factor: f64,
+    /// The keep probabilities' own learning rate (on the weights' schedule).
+    #[arg(long, default_value_t = DEFAULT_MASK_LR)]
+    pub mask_lr: f64,
 }
 
 // Chosen on a validation split of the 4 000 training digits (docs/pipeline.md).
-const DEFAULT_LAMBDA1: f64 = 1e-5;
-const DEFAULT_LAMBDA2: f64 = 1e-5;
-const DEFAULT_MASK_RATE: f64 = 30.0;
+const DEFAULT_LAMBDA1: f64 = DEFAULT_MASK_LEARNING.lambda1;
+const DEFAULT_LAMBDA2: f64 = DEFAULT_MASK_LEARNING.lambda2;
+const DEFAULT_MASK_LR: f64 = DEFAULT_MASK_LEARNING.lr;
 
 impl MaskLearningArgs {
     /// The settings when `learn` is set. Lambda flags without it are an
@@ -156,20 +157,20 @@ impl MaskLearningArgs {
         }
         let given = self.lambda1 != DEFAULT_LAMBDA1
             || self.lambda2 != DEFAULT_LAMBDA2
-            || self.mask_rate_factor != DEFAULT_MASK_RATE;
+            || self.mask_lr != DEFAULT_MASK_LR;
         if given {
             return Err(Error::input(
-                "--lambda1, --lambda2 and --mask-rate-factor need --learn-mask",
+                "--lambda1, --lambda2 and --mask-lr need --learn-mask",
             ));
         }
         Ok(None)
     }
 
     pub fn settings(&self) -> Result<MaskLearning> {
-        if !(self.mask_rate_factor > 0.0 && self.mask_rate_factor.is_finite()) {
+        if !(self.mask_lr > 0.0 && self.mask_lr.is_finite()) {
             return Err(Error::input(format!(
-                "--mask-rate-factor {}: must be positive",
-                self.mask_rate_factor
+                "--mask-lr {}: must be positive",
+                self.mask_lr
             )));
         }
         for (flag, v) in [("--lambda1", self.lambda1), ("--lambda2", self.lambda2)] {
@@ -180,7 +181,7 @@ impl MaskLearningArgs {
         Ok(MaskLearning {
             lambda1: self.lambda1,
             lambda2: self.lambda2,
-            rate_factor: self.mask_rate_factor,
+            lr: self.mask_lr,
         })
     }
 }

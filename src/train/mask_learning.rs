@@ -19,13 +19,14 @@
 //!   the used weight `w_i = theta_i m_i`. The regulariser's gradient
 //!   `lambda1 (1 - 2 M_i) + lambda2` is exact ([`MaskLearning::gradient`]).
 //! - **Update.** `M` is trained by the run's optimiser (its own state, no
-//!   weight decay) and projected back onto `[0, 1]` after every step.
+//!   weight decay, its own rate [`MaskLearning::lr`] on the run's
+//!   schedule) and projected back onto `[0, 1]` after every step.
 //! - **Evaluation** between epochs uses the expected weights `theta * M`,
 //!   the network the run writes.
 //!
 //! ```
 //! use maskforge::train::mask_learning::MaskLearning;
-//! let ml = MaskLearning { lambda1: 1e-4, lambda2: 1e-5, rate_factor: 10.0 };
+//! let ml = MaskLearning { lambda1: 1e-4, lambda2: 1e-5, lr: 0.03 };
 //! // At 1/2 only lambda2 pushes; at 0 and 1, lambda1 pulls outwards.
 //! assert_eq!(ml.gradient(0.5), 1e-5);
 //! assert!(ml.gradient(0.9) < 0.0 && ml.gradient(0.1) > 0.0);
@@ -43,10 +44,11 @@ use super::optim::Real;
 pub struct MaskLearning {
     pub lambda1: f64,
     pub lambda2: f64,
-    /// `M`'s rate over the weights' at every step (the schedule is shared):
-    /// probabilities must cross `[0, 1]` in a run whose weight steps are
-    /// far smaller.
-    pub rate_factor: f64,
+    /// `M`'s own learning rate, on the run's schedule (at step `t` it is
+    /// `lr * lr_t / lr_0`). Absolute, not a multiple of the weights' rate:
+    /// probabilities live on `[0, 1]` whatever the weights' scale, and a
+    /// multiple of a high weight rate collapses the mask in a few steps.
+    pub lr: f64,
 }
 
 impl MaskLearning {

@@ -146,6 +146,7 @@ enum Slot {
 struct Learned<T> {
     ml: MaskLearning,
     seed: u64,
+    base_lr: f64,
     probs: Vec<(Param<T>, State<T>)>,
 }
 
@@ -230,8 +231,9 @@ impl<'a, T: Real> Trainer<'a, T> {
 
     /// From now on, learn a keep probability per weight (from 1/2; pruned
     /// weights at 0), sampling the weights used in each step from the
-    /// streams of `seed` ([`mask_learning`]).
-    pub fn learn_mask(&mut self, ml: MaskLearning, seed: u64) -> Result<()> {
+    /// streams of `seed` ([`mask_learning`]); `base_lr` is the weights'
+    /// initial rate, against which a step's rate gives the schedule.
+    pub fn learn_mask(&mut self, ml: MaskLearning, seed: u64, base_lr: f64) -> Result<()> {
         let mut probs = Vec::with_capacity(self.ex.weights.len());
         for (li, layer) in self.ex.weights.iter().enumerate() {
             let mask = self.masks.map(|m| {
@@ -247,7 +249,12 @@ impl<'a, T: Real> Trainer<'a, T> {
             let s = self.optimizer.without_decay().state(&p);
             probs.push((p, s));
         }
-        self.learned = Some(Learned { ml, seed, probs });
+        self.learned = Some(Learned {
+            ml,
+            seed,
+            base_lr,
+            probs,
+        });
         for li in 0..self.ex.weights.len() {
             self.upload_expected(li)?;
         }
@@ -508,7 +515,7 @@ fn run<T: Real>(
 ) -> Result<Trained> {
     let mut t = Trainer::<T>::new(net, masks, cfg.optimizer)?;
     if let Some(ml) = cfg.mask_learning {
-        t.learn_mask(ml, cfg.seed)?;
+        t.learn_mask(ml, cfg.seed, cfg.lr)?;
     }
     let mut log = Vec::with_capacity(cfg.epochs);
     let batches = data.len().div_ceil(cfg.batch_size);
@@ -624,7 +631,7 @@ fn learn_step<T: Real>(
         .collect();
     optimizer
         .without_decay()
-        .step(probs, state, &grad_m, lr * l.ml.rate_factor, step);
+        .step(probs, state, &grad_m, l.ml.lr * lr / l.base_lr, step);
     mask_learning::project(&mut probs.values);
     for (gw, &kept) in g.iter_mut().zip(draw) {
         if !kept {

@@ -47,7 +47,7 @@ use super::{train, Config, Progress, Trained};
 pub const DEFAULT_MASK_LEARNING: MaskLearning = MaskLearning {
     lambda1: 1e-5,
     lambda2: 1e-5,
-    rate_factor: 30.0,
+    lr: 0.03,
 };
 
 /// `cfg` as pre-pruning training: the default mask learning, no label
