@@ -164,15 +164,19 @@ pub fn write_atomic(
     let io_err = |e: std::io::Error| Error::input(format!("{}: cannot write: {e}", path.display()));
     let mut builder = tempfile::Builder::new();
     builder.prefix(".maskforge-").suffix(".tmp");
-    // tempfile creates 0600 files; outputs should follow the umask like any other file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder.tempfile_in(&dir).map_err(io_err)?;
+    // The name is tracked before the file exists: an interrupt landing
+    // between the creation and the tracking would otherwise leave it behind.
+    let mut tmp = builder
+        .make_in(&dir, |p| {
+            track(p, true);
+            let created = create_new(p);
+            if created.is_err() {
+                track(p, false);
+            }
+            created
+        })
+        .map_err(io_err)?;
     let tmp_path = tmp.path().to_path_buf();
-    track(&tmp_path, true);
     let result = (|| {
         {
             let mut w = std::io::BufWriter::new(tmp.as_file_mut());
@@ -187,6 +191,19 @@ pub fn write_atomic(
     })();
     track(&tmp_path, false);
     result
+}
+
+/// A new file at `p` (an error if one exists). Outputs follow the umask
+/// like any other file (tempfile's own files are 0600).
+fn create_new(p: &Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o666);
+    }
+    o.open(p)
 }
 
 /// Tests of interruption set `MASKFORGE_TEST_WRITE_DELAY_MS` to hold a
