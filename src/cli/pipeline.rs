@@ -76,6 +76,9 @@ struct Summary<'a> {
     /// Layers the cut emptied of active weights (the network is then
     /// disconnected).
     layers_without_active_weights: &'a [String],
+    /// Why fewer than the target were kept, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
     pre_training: &'a [EpochLog],
     post_training: &'a [EpochLog],
 }
@@ -116,6 +119,18 @@ pub fn run(a: Args) -> Result<()> {
         out.pruned.analysis.clone(),
         maskforge::analysis::audit::Paths::Skip,
     )?;
+    let kept = out.pruned.raw.count_ones();
+    let short = (kept < settings.target_kept).then(|| {
+        format!(
+            "the pre-trained weights have only {kept} nonzero entries, fewer than the target {}: \
+             the learned mask is sparser than asked and magnitude pruning never keeps a zero \
+             (lower --lambda2 or --mask-lr for a denser mask)",
+            settings.target_kept
+        )
+    });
+    if let Some(n) = &short {
+        eprintln!("note: {n}");
+    }
     if !report.layers_without_active_weights.is_empty() {
         // Global magnitude can empty whole layers (their weights are
         // smaller than the rest); post-training then cannot recover.
@@ -143,7 +158,7 @@ pub fn run(a: Args) -> Result<()> {
         init: init_name(a.init),
         learned_mask: settings.pre.mask_learning.is_some(),
         target_kept: settings.target_kept,
-        kept: out.pruned.raw.count_ones(),
+        kept,
         active: masks.count_ones(),
         direct_compression: report.direct_compression,
         effective_compression: report.effective_compression,
@@ -151,6 +166,7 @@ pub fn run(a: Args) -> Result<()> {
         held_out_samples: held_out.as_ref().map_or(0, |d| d.len()),
         held_out: kind,
         layers_without_active_weights: &report.layers_without_active_weights,
+        note: short,
         pre_training: &pre.log,
         post_training: &fin.log,
     };
