@@ -11,22 +11,9 @@ use common::{maskforge, maskforge_ok, s};
 
 /// Every tensor of a safetensors file: name, shape, values as f32.
 fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
+    common::tensors(path)
         .into_iter()
-        .map(|(n, v)| {
-            let vals = match v.dtype() {
-                safetensors::Dtype::BOOL => v.data().iter().map(|&b| f32::from(b)).collect(),
-                safetensors::Dtype::F32 => v
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                    .collect(),
-                d => panic!("{n}: {d:?}"),
-            };
-            (n, v.shape().to_vec(), vals)
-        })
+        .map(|(n, _, shape, v)| (n, shape, v))
         .collect()
 }
 

@@ -8,35 +8,20 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use maskforge::autodiff::executor::{Executor, Mode};
-use maskforge::graph::tensor::{ConstTensor, DType as StoredDType};
-use maskforge::graph::Network;
 use maskforge::train::mask_learning::{sample, MaskLearning};
 use maskforge::train::optim::Optimizer;
 use maskforge::train::{smoothing, Trainer};
 use maskforge::zoo;
 use rand::{Rng, SeedableRng};
 
-use common::{maskforge, maskforge_ok, s};
+use common::{maskforge, maskforge_ok, mnist_split, random_biases, s};
 
-fn random_biases(mut net: Network, seed: u64) -> Network {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let names: Vec<String> = net
-        .params
-        .iter()
-        .filter(|(n, _)| n.ends_with(".bias"))
-        .map(|(n, _)| n.clone())
-        .collect();
-    for n in names {
-        let shape = net.params.get(&n).unwrap().shape.clone();
-        let v: Vec<f32> = (0..shape.iter().product::<usize>())
-            .map(|_| rng.random_range(-0.2..0.2))
-            .collect();
-        net.params.insert(
-            &n,
-            ConstTensor::from_f32_as(shape, StoredDType::F32, &v).unwrap(),
-        );
-    }
-    net
+/// Every tensor of a safetensors file: name and values.
+fn tensors(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+    common::tensors(path)
+        .into_iter()
+        .map(|(n, _, _, v)| (n, v))
+        .collect()
 }
 
 fn loss(ex: &Executor, x: &Tensor, y: &[u32]) -> f64 {
@@ -135,46 +120,6 @@ fn a_mask_learning_step_matches_finite_differences_through_the_draw() {
         }
     }
     assert!(dropped > 20 && used > 20, "{dropped} dropped, {used} used");
-}
-
-fn mnist_split(dir: &std::path::Path) -> (String, String) {
-    let raw = std::fs::read(common::mnist_csv()).unwrap();
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut text).unwrap();
-    let (mut train, mut test) = (String::new(), String::new());
-    for (i, line) in text.lines().enumerate() {
-        let out = if i % 5 == 4 { &mut test } else { &mut train };
-        out.push_str(line);
-        out.push('\n');
-    }
-    let (a, b) = (dir.join("train.csv"), dir.join("test.csv"));
-    std::fs::write(&a, train).unwrap();
-    std::fs::write(&b, test).unwrap();
-    (s(&a).to_string(), s(&b).to_string())
-}
-
-/// Every tensor of a safetensors file as f32 values, by name.
-fn tensors(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| {
-            let vals = match v.dtype() {
-                safetensors::Dtype::F32 => v
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                    .collect(),
-                safetensors::Dtype::BOOL => v.data().iter().map(|&b| f32::from(b)).collect(),
-                d => panic!("{n}: {d:?}"),
-            };
-            (n, vals)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
 }
 
 const NORM: [&str; 4] = ["--mean", "0.1307", "--std", "0.3081"];

@@ -6,7 +6,6 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use maskforge::autodiff::executor::{Executor, Mode};
-use maskforge::graph::tensor::{ConstTensor, DType as StoredDType};
 use maskforge::graph::Network;
 use maskforge::mask::MaskSet;
 use maskforge::train::optim::Optimizer;
@@ -15,29 +14,7 @@ use maskforge::zoo;
 use rand::{Rng, SeedableRng};
 use safetensors::SafeTensors;
 
-use common::{maskforge_ok, s};
-
-/// `net` with every layer's bias drawn at random (the zoo's are 0).
-fn random_biases(mut net: Network, seed: u64) -> Network {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let names: Vec<String> = net
-        .params
-        .iter()
-        .filter(|(n, _)| n.ends_with(".bias"))
-        .map(|(n, _)| n.clone())
-        .collect();
-    for n in names {
-        let shape = net.params.get(&n).unwrap().shape.clone();
-        let v: Vec<f32> = (0..shape.iter().product::<usize>())
-            .map(|_| rng.random_range(-0.2..0.2))
-            .collect();
-        net.params.insert(
-            &n,
-            ConstTensor::from_f32_as(shape, StoredDType::F32, &v).unwrap(),
-        );
-    }
-    net
-}
+use common::{maskforge_ok, mnist_split, random_biases, s};
 
 /// The training loss (mean smoothed cross-entropy) of `ex` on a batch.
 fn loss(ex: &Executor, m: Option<&MaskSet>, x: &Tensor, y: &[u32], alpha: f64) -> f64 {
@@ -179,47 +156,19 @@ fn an_sgd_step_matches_finite_differences_of_the_loss() {
     check_step(&mlp, None, &x_mlp, &y_mlp, 12, Some(0.5));
 }
 
-/// The 5 000 real digits split as the other MNIST tests do: every fifth
-/// (4, 9, ...) held out, 4 000 to train and 1 000 to test, as CSV files.
-fn mnist_split(dir: &std::path::Path) -> (String, String) {
-    let raw = std::fs::read(common::mnist_csv()).unwrap();
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut text).unwrap();
-    let (mut train, mut test) = (String::new(), String::new());
-    for (i, line) in text.lines().enumerate() {
-        let out = if i % 5 == 4 { &mut test } else { &mut train };
-        out.push_str(line);
-        out.push('\n');
-    }
-    let (a, b) = (dir.join("train.csv"), dir.join("test.csv"));
-    std::fs::write(&a, train).unwrap();
-    std::fs::write(&b, test).unwrap();
-    (s(&a).to_string(), s(&b).to_string())
-}
-
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Every F32 tensor of a safetensors file.
 fn tensors(path: &std::path::Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<_> = st
-        .tensors()
+    common::tensors(path)
         .into_iter()
-        .map(|(n, v)| {
-            assert_eq!(v.dtype(), safetensors::Dtype::F32, "{n}");
-            let vals = v
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
-            (n, v.shape().to_vec(), vals)
+        .map(|(n, dtype, shape, v)| {
+            assert_eq!(dtype, safetensors::Dtype::F32, "{n}");
+            (n, shape, v)
         })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+        .collect()
 }
 
 #[test]

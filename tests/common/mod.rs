@@ -359,3 +359,68 @@ pub fn assert_gradients_agree(a: &[f64], b: &[f64], floor: f64, what: &str) {
         "{what}: max difference {diff:e} against max |g| {scale:e}"
     );
 }
+
+/// `net` with every `.bias` tensor drawn uniformly from (-0.2, 0.2) (the
+/// zoo's biases are 0, which would hide bias bugs).
+pub fn random_biases(mut net: Network, seed: u64) -> Network {
+    use maskforge::graph::tensor::{ConstTensor, DType};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let names: Vec<String> = net
+        .params
+        .iter()
+        .filter(|(n, _)| n.ends_with(".bias"))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for n in names {
+        let shape = net.params.get(&n).unwrap().shape.clone();
+        let v: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rng.random_range(-0.2..0.2))
+            .collect();
+        net.params
+            .insert(&n, ConstTensor::from_f32_as(shape, DType::F32, &v).unwrap());
+    }
+    net
+}
+
+/// The 5 000 real digits split as the MNIST tests do: every fifth (4, 9,
+/// ...) held out, 4 000 to train and 1 000 to test, as CSV files in `dir`.
+pub fn mnist_split(dir: &std::path::Path) -> (String, String) {
+    let raw = std::fs::read(mnist_csv()).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut text).unwrap();
+    let (mut train, mut test) = (String::new(), String::new());
+    for (i, line) in text.lines().enumerate() {
+        let out = if i % 5 == 4 { &mut test } else { &mut train };
+        out.push_str(line);
+        out.push('\n');
+    }
+    let (a, b) = (dir.join("train.csv"), dir.join("test.csv"));
+    std::fs::write(&a, train).unwrap();
+    std::fs::write(&b, test).unwrap();
+    (s(&a).to_string(), s(&b).to_string())
+}
+
+/// Every tensor of a safetensors file, sorted by name: name, dtype, shape
+/// and values as f32 (F32 and BOOL tensors only).
+pub fn tensors(path: &std::path::Path) -> Vec<(String, safetensors::Dtype, Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let vals = match v.dtype() {
+                safetensors::Dtype::F32 => v
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+                safetensors::Dtype::BOOL => v.data().iter().map(|&b| f32::from(b)).collect(),
+                d => panic!("{n}: {d:?}"),
+            };
+            (n, v.dtype(), v.shape().to_vec(), vals)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
