@@ -7,10 +7,10 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use maskforge::autodiff::executor::{Executor, Mode};
+use maskforge::autodiff::executor::Executor;
 use maskforge::train::mask_learning::{sample, MaskLearning};
 use maskforge::train::optim::Optimizer;
-use maskforge::train::{smoothing, Trainer};
+use maskforge::train::Trainer;
 use maskforge::zoo;
 use rand::{Rng, SeedableRng};
 
@@ -22,21 +22,6 @@ fn tensors(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
         .into_iter()
         .map(|(n, _, _, v)| (n, v))
         .collect()
-}
-
-fn loss(ex: &Executor, x: &Tensor, y: &[u32]) -> f64 {
-    let z: Vec<Vec<f64>> = ex
-        .logits(x, None, Mode::Train)
-        .unwrap()
-        .flatten_from(1)
-        .unwrap()
-        .to_vec2()
-        .unwrap();
-    z.iter()
-        .zip(y)
-        .map(|(r, &l)| smoothing::loss_and_gradient(r, l as usize, 0.0).0)
-        .sum::<f64>()
-        / y.len() as f64
 }
 
 /// One SGD step with mask learning against the paper's loss worked by
@@ -88,9 +73,9 @@ fn a_mask_learning_step_matches_finite_differences_through_the_draw() {
         for i in 0..after.len() {
             let w = common::weight_at(&probe, li, i);
             common::set_weight(&probe, li, i, w + h);
-            let up = loss(&probe, &x, &y);
+            let up = common::train_loss(&probe, None, &x, &y, 0.0);
             common::set_weight(&probe, li, i, w - h);
-            let down = loss(&probe, &x, &y);
+            let down = common::train_loss(&probe, None, &x, &y, 0.0);
             common::set_weight(&probe, li, i, w);
             let g = (up - down) / (2.0 * h);
             let kept = draws[li][i];

@@ -5,32 +5,16 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use maskforge::autodiff::executor::{Executor, Mode};
+use maskforge::autodiff::executor::Executor;
 use maskforge::graph::Network;
 use maskforge::mask::MaskSet;
 use maskforge::train::optim::Optimizer;
-use maskforge::train::{smoothing, Trainer};
+use maskforge::train::Trainer;
 use maskforge::zoo;
 use rand::{Rng, SeedableRng};
 use safetensors::SafeTensors;
 
 use common::{maskforge_ok, mnist_split, random_biases, s};
-
-/// The training loss (mean smoothed cross-entropy) of `ex` on a batch.
-fn loss(ex: &Executor, m: Option<&MaskSet>, x: &Tensor, y: &[u32], alpha: f64) -> f64 {
-    let z: Vec<Vec<f64>> = ex
-        .logits(x, m, Mode::Train)
-        .unwrap()
-        .flatten_from(1)
-        .unwrap()
-        .to_vec2()
-        .unwrap();
-    z.iter()
-        .zip(y)
-        .map(|(r, &l)| smoothing::loss_and_gradient(r, l as usize, alpha).0)
-        .sum::<f64>()
-        / y.len() as f64
-}
 
 /// One SGD step (no momentum, no decay) on `net` in f64 against
 /// `w - lr * g` with `g` the central difference of the loss, on the
@@ -80,9 +64,9 @@ fn check_step(
             }
             let w0 = before[li][i];
             common::set_weight(&probe, li, i, w0 + h);
-            let up = loss(&probe, masks, x, y, alpha);
+            let up = common::train_loss(&probe, masks, x, y, alpha);
             common::set_weight(&probe, li, i, w0 - h);
-            let down = loss(&probe, masks, x, y, alpha);
+            let down = common::train_loss(&probe, masks, x, y, alpha);
             common::set_weight(&probe, li, i, w0);
             let want = w0 - lr * (up - down) / (2.0 * h);
             let err = (after[i] - want).abs();
@@ -110,9 +94,9 @@ fn check_step(
                 probe.set_parameter(&b, &t).unwrap();
             };
             set(&mut probe, b0[i] + h);
-            let up = loss(&probe, masks, x, y, alpha);
+            let up = common::train_loss(&probe, masks, x, y, alpha);
             set(&mut probe, b0[i] - h);
-            let down = loss(&probe, masks, x, y, alpha);
+            let down = common::train_loss(&probe, masks, x, y, alpha);
             set(&mut probe, b0[i]);
             let want = b0[i] - lr * (up - down) / (2.0 * h);
             let err = (after[i] - want).abs();

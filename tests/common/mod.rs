@@ -424,3 +424,26 @@ pub fn tensors(path: &std::path::Path) -> Vec<(String, safetensors::Dtype, Vec<u
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
+
+/// The training loss of `ex` on a batch: the mean cross-entropy with label
+/// smoothing `alpha`, in training mode.
+pub fn train_loss(
+    ex: &maskforge::autodiff::executor::Executor,
+    m: Option<&MaskSet>,
+    x: &candle_core::Tensor,
+    y: &[u32],
+    alpha: f64,
+) -> f64 {
+    let z: Vec<Vec<f64>> = ex
+        .logits(x, m, maskforge::autodiff::executor::Mode::Train)
+        .unwrap()
+        .flatten_from(1)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    z.iter()
+        .zip(y)
+        .map(|(r, &l)| maskforge::train::smoothing::loss_and_gradient(r, l as usize, alpha).0)
+        .sum::<f64>()
+        / y.len() as f64
+}
