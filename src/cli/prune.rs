@@ -704,8 +704,24 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
         } else {
             None
         };
-        maskforge::io::apply::write(path, &inputs, net, written, onnx_src.map(|x| x.as_path()))
-            .map_err(super::flag("--apply"))?;
+        match &m.folder_checkpoint {
+            Some(ckpt)
+                if !path
+                    .to_string_lossy()
+                    .to_ascii_lowercase()
+                    .ends_with(".onnx") =>
+            {
+                maskforge::io::apply::write_checkpoint(path, &inputs, ckpt, net, written)
+            }
+            _ => maskforge::io::apply::write(
+                path,
+                &inputs,
+                net,
+                written,
+                onnx_src.map(|x| x.as_path()),
+            ),
+        }
+        .map_err(super::flag("--apply"))?;
     }
     let report = Report {
         model: net.name.clone(),

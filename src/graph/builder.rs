@@ -104,12 +104,16 @@ impl NetworkBuilder {
 
     /// Name the output value of the last node (ONNX keeps node and value names apart).
     pub fn rename_last_output(&mut self, output: &str) {
-        if let Some(n) = self.nodes.last() {
-            let v = n.output;
-            let old = std::mem::replace(&mut self.values[v].name, output.to_string());
-            self.names.remove(&old);
-            self.names.insert(output.to_string(), v);
+        if let Some(v) = self.nodes.last().map(|n| n.output) {
+            self.rename(v, output);
         }
+    }
+
+    /// Give value `v` the name `name` (an output's conventional name).
+    pub fn rename(&mut self, v: ValueId, name: &str) {
+        let old = std::mem::replace(&mut self.values[v].name, name.to_string());
+        self.names.remove(&old);
+        self.names.insert(name.to_string(), v);
     }
 
     /// A registered constant.

@@ -146,6 +146,8 @@ pub enum Activation {
     Sigmoid,
     Tanh,
     Gelu,
+    /// GELU's tanh approximation (GPT-2's `gelu_new`, ONNX Gelu `approximate="tanh"`).
+    GeluTanh,
     Silu,
     Elu(f32),
     /// `clamp(alpha * x + beta, 0, 1)`.

@@ -8,6 +8,7 @@
 //! apply::write(std::path::Path::new("masked.safetensors"), &[], &net, &MaskSet::dense(&net), None).unwrap();
 //! ```
 
+use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -93,6 +94,57 @@ fn safetensors_bytes(net: &Network) -> Result<Vec<u8>> {
         });
     }
     Ok(crate::io::stfile::serialize(entries, &Default::default()))
+}
+
+/// Write every tensor of the source checkpoint `ckpt` to `path`, each in
+/// its stored dtype, with the pruned elements of the network's layers set to
+/// zero (zero bytes are 0.0 in every float format): a drop-in
+/// `model.safetensors` for the folder the checkpoint came from.
+pub fn write_checkpoint(
+    path: &Path,
+    inputs: &[&Path],
+    ckpt: &crate::io::checkpoint::Checkpoint,
+    net: &Network,
+    masks: &MaskSet,
+) -> Result<()> {
+    if !path
+        .to_string_lossy()
+        .to_ascii_lowercase()
+        .ends_with(".safetensors")
+    {
+        return Err(Error::input(format!(
+            "{}: a Hugging Face folder's weights are written as .safetensors",
+            path.display()
+        )));
+    }
+    masks.check_fits(net)?;
+    let names: Vec<&String> = ckpt.tensors.keys().collect();
+    let mut specs = Vec::with_capacity(names.len());
+    for name in &names {
+        let t = &ckpt.tensors[*name].tensor;
+        specs.push(crate::io::stfile::Spec {
+            name: (*name).clone(),
+            dtype: t.dtype().safetensors_name(),
+            shape: t.shape.clone(),
+            len: t.numel() * t.dtype().size(),
+        });
+    }
+    crate::io::fs::write_atomic(path, inputs, |w| {
+        crate::io::stfile::write_streamed(w, &specs, &Default::default(), |i, w| {
+            let t = &ckpt.tensors[names[i]].tensor;
+            let mut bytes = t.le_bytes().map_err(std::io::Error::other)?;
+            if let Some(li) = net.layer_index(names[i]) {
+                let size = t.dtype().size();
+                let kept = net.layers[li].stored_from_canonical(&masks.layers[li]);
+                for (e, chunk) in bytes.chunks_exact_mut(size).enumerate() {
+                    if !kept.get(e) {
+                        chunk.fill(0);
+                    }
+                }
+            }
+            w.write_all(&bytes)
+        })
+    })
 }
 
 /// The source ONNX with each weight replaced by its masked values.

@@ -9,6 +9,7 @@ pub mod apply;
 pub mod checkpoint;
 pub mod data;
 pub mod fs;
+pub mod hf;
 pub mod maskfile;
 pub mod model;
 pub mod onnx;

@@ -30,6 +30,12 @@ pub struct Loaded {
     /// For a sharded checkpoint: which shard holds each layer's weight, so
     /// mask shards can mirror it.
     pub sharding: Option<crate::io::maskfile::Sharding>,
+    /// A text model's token lookup (Hugging Face folders), which turns token
+    /// ids into the network's `inputs_embeds`.
+    pub tokens: Option<crate::io::hf::tokens::TokenEmbedding>,
+    /// A Hugging Face folder's checkpoint, every tensor of it, so that
+    /// `--apply` writes a complete `model.safetensors`.
+    pub folder_checkpoint: Option<Checkpoint>,
 }
 
 impl Loaded {
@@ -102,11 +108,21 @@ pub fn load_with(
             files: vec![],
             sha256: hex(&h.finalize()),
             sharding: None,
+            tokens: None,
+            folder_checkpoint: None,
         });
     }
     let path = Path::new(spec);
     if !path.exists() {
         return Err(Error::input(format!("{spec}: no such file")));
+    }
+    if let Some(folder) = crate::io::hf::folder_of(path) {
+        if arch.is_some() {
+            return Err(Error::Architecture(format!(
+                "{spec}: a Hugging Face folder's config.json is its architecture; drop --arch"
+            )));
+        }
+        return load_folder(&folder, options);
     }
     let lower = spec.to_ascii_lowercase();
     if lower.ends_with(".safetensors") || lower.ends_with(".json") {
@@ -120,21 +136,14 @@ pub fn load_with(
         };
         files.push(path.to_path_buf());
         files.extend(ckpt.shards.iter().cloned());
-        let sharding = (ckpt.shards.len() > 1).then(|| crate::io::maskfile::Sharding {
-            shards: ckpt.shards.len(),
-            shard_of_layer: bound
-                .network
-                .layers
-                .iter()
-                .map(|l| ckpt.shard_of(&l.name).unwrap_or(0))
-                .collect(),
-        });
         return Ok(Loaded {
+            sharding: sharding_of(&ckpt, &bound.network),
             network: bound.network,
             stored_masks: bound.stored_masks,
             sha256: ckpt.content_sha256(),
             files,
-            sharding,
+            tokens: None,
+            folder_checkpoint: None,
         });
     }
     if arch.is_some() {
@@ -147,5 +156,40 @@ pub fn load_with(
         files,
         sha256: hash_file(path)?,
         sharding: None,
+        tokens: None,
+        folder_checkpoint: None,
+    })
+}
+
+/// Which shard holds each layer's weight, for a sharded checkpoint.
+fn sharding_of(ckpt: &Checkpoint, net: &Network) -> Option<crate::io::maskfile::Sharding> {
+    (ckpt.shards.len() > 1).then(|| crate::io::maskfile::Sharding {
+        shards: ckpt.shards.len(),
+        shard_of_layer: net
+            .layers
+            .iter()
+            .map(|l| ckpt.shard_of(&l.name).unwrap_or(0))
+            .collect(),
+    })
+}
+
+/// A Hugging Face folder: the architecture from config.json, the weights
+/// (and any `*_mask` partners) from its safetensors.
+fn load_folder(folder: &Path, options: &ReadOptions) -> Result<Loaded> {
+    let m = crate::io::hf::load(folder, options)?;
+    let bound = m.checkpoint.bind(m.network)?;
+    let mut files = vec![m.config_path.clone()];
+    files.extend(m.checkpoint.shards.iter().cloned());
+    if m.checkpoint.shards.len() > 1 {
+        files.push(m.checkpoint.path.clone());
+    }
+    Ok(Loaded {
+        sharding: sharding_of(&m.checkpoint, &bound.network),
+        network: bound.network,
+        stored_masks: bound.stored_masks,
+        sha256: m.checkpoint.content_sha256(),
+        files,
+        tokens: m.tokens,
+        folder_checkpoint: Some(m.checkpoint),
     })
 }

@@ -401,7 +401,7 @@ pub fn mnist_split(dir: &std::path::Path) -> (String, String) {
 }
 
 /// Every tensor of a safetensors file, sorted by name: name, dtype, shape
-/// and values as f32 (F32 and BOOL tensors only).
+/// and values as f32 (F32, I64 and BOOL tensors only).
 pub fn tensors(path: &std::path::Path) -> Vec<(String, safetensors::Dtype, Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -416,6 +416,11 @@ pub fn tensors(path: &std::path::Path) -> Vec<(String, safetensors::Dtype, Vec<u
                     .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
                     .collect(),
                 safetensors::Dtype::BOOL => v.data().iter().map(|&b| f32::from(b)).collect(),
+                safetensors::Dtype::I64 => v
+                    .data()
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
+                    .collect(),
                 d => panic!("{n}: {d:?}"),
             };
             (n, v.dtype(), v.shape().to_vec(), vals)

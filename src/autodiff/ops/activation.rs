@@ -31,6 +31,7 @@ pub fn activation(x: &Tensor, a: Activation) -> Result<Tensor> {
         Activation::Sigmoid => candle_nn::ops::sigmoid(x)?,
         Activation::Tanh => x.tanh()?,
         Activation::Gelu => x.gelu_erf()?,
+        Activation::GeluTanh => x.gelu()?,
         Activation::Silu => x.silu()?,
         Activation::Elu(al) => x.elu(al as f64)?,
         Activation::HardSigmoid { alpha, beta } => {

@@ -189,6 +189,8 @@ fn unary(op: &str, a: &Const) -> Result<ConstTensor> {
                 "Sigmoid" => |p: f64| 1.0 / (1.0 + (-p).exp()),
                 "Tanh" => f64::tanh,
                 "Relu" => |p: f64| p.max(0.0),
+                "Sin" => f64::sin,
+                "Cos" => f64::cos,
                 other => return Err(Error::unsupported(format!("folding {other}"))),
             };
             let n = a.numel();
@@ -591,7 +593,7 @@ pub fn fold(r: &mut Reader, n: &NodeProto) -> Result<()> {
             r.set_const_t(n, t);
         }
         "Neg" | "Abs" | "Not" | "Sqrt" | "Exp" | "Log" | "Reciprocal" | "Floor" | "Ceil"
-        | "Round" | "Sign" | "Sigmoid" | "Tanh" | "Relu" => {
+        | "Round" | "Sign" | "Sigmoid" | "Tanh" | "Relu" | "Sin" | "Cos" => {
             let t = unary(&n.op_type, &c(0, "input")?)?;
             r.set_const_t(n, t);
         }

@@ -1,0 +1,287 @@
+//! Hugging Face folders (issue #12): every family's network, built from
+//! config.json, reproduces the outputs transformers computed for the same
+//! weights (fixtures/make_hf.py wrote both), within 1e-4 in fp32.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use common::{root, s, tensors};
+use maskforge::autodiff::executor::{Executor, Mode};
+use maskforge::io::model::{load_with, Loaded};
+use maskforge::io::onnx::ReadOptions;
+
+fn folder(name: &str) -> PathBuf {
+    root().join("fixtures/hf").join(name)
+}
+
+/// The reference file: input and outputs by name, as (shape, values).
+fn reference(name: &str) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    tensors(&folder(name).join("reference.safetensors"))
+        .into_iter()
+        .map(|(n, _, shape, v)| (n, (shape, v)))
+        .collect()
+}
+
+fn load(name: &str, shapes: &[(&str, Vec<usize>)]) -> Loaded {
+    let options = ReadOptions {
+        input_shapes: shapes
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.clone()))
+            .collect(),
+    };
+    load_with(s(&folder(name)), None, 0, &options).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The network's input for the reference: looked-up embeddings for token
+/// ids, the pixels as they are.
+fn input(m: &Loaded, r: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Tensor {
+    let dev = Device::Cpu;
+    if let Some((shape, ids)) = r.get("input_ids") {
+        let ids: Vec<i64> = ids.iter().map(|&v| v as i64).collect();
+        let tokens = m.tokens.as_ref().expect("a text model has a token lookup");
+        let x = tokens.embed(&ids).unwrap();
+        return Tensor::from_vec(x, (1, shape[1], tokens.hidden()), &dev).unwrap();
+    }
+    let (shape, px) = &r["pixel_values"];
+    Tensor::from_vec(px.clone(), shape.as_slice(), &dev).unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn check_family(name: &str) {
+    let r = reference(name);
+    let seq = r.get("input_ids").map(|(s, _)| s[1]);
+    let shapes: Vec<(&str, Vec<usize>)> =
+        seq.map(|l| ("input_ids", vec![1, l])).into_iter().collect();
+    let m = load(name, &shapes);
+    let x = input(&m, &r);
+    let net = &m.network;
+    let ex = Executor::new(net, &Device::Cpu, DType::F32).unwrap();
+    let mut compared = 0;
+    for &out in &net.outputs {
+        let oname = &net.value(out).name;
+        let (shape, want) = r
+            .get(oname.as_str())
+            .unwrap_or_else(|| panic!("{name}: no reference for output '{oname}'"));
+        let got = ex.value(&x, None, Mode::Eval, out).unwrap();
+        assert_eq!(got.dims()[1..], shape[1..], "{name} {oname}");
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        let d = max_abs_diff(&got, want);
+        assert!(d < 1e-4, "{name} {oname}: max |ours - transformers| = {d}");
+        // Not a vacuous match: the outputs vary.
+        let spread = want.iter().cloned().fold(f32::MIN, f32::max)
+            - want.iter().cloned().fold(f32::MAX, f32::min);
+        assert!(spread > 0.1, "{name} {oname}: reference is flat");
+        compared += 1;
+    }
+    assert!(compared > 0);
+}
+
+#[test]
+fn bert_matches_transformers() {
+    check_family("bert");
+}
+
+#[test]
+fn roberta_masked_lm_matches_transformers() {
+    check_family("roberta");
+}
+
+#[test]
+fn gpt2_matches_transformers() {
+    check_family("gpt2");
+}
+
+#[test]
+fn llama_sharded_with_llama3_rope_matches_transformers() {
+    check_family("llama");
+}
+
+#[test]
+fn mistral_sliding_window_matches_transformers() {
+    check_family("mistral");
+}
+
+#[test]
+fn qwen2_bf16_with_qkv_bias_matches_transformers() {
+    check_family("qwen2");
+}
+
+#[test]
+fn vit_matches_transformers() {
+    check_family("vit");
+}
+
+/// The llama folder and its ONNX export (fixtures/hf/llama_embeds.onnx, the
+/// same weights under the same names, stored transposed) audit to the same
+/// per-layer kept and active counts under the same masks.
+#[test]
+fn folder_and_onnx_export_audit_alike() {
+    let hf = load("llama", &[("input_ids", vec![1, 10])]);
+    let onnx = load_with(
+        s(&folder("llama_embeds.onnx")),
+        None,
+        0,
+        &ReadOptions {
+            input_shapes: [("inputs_embeds".to_string(), vec![1, 10, 64])].into(),
+        },
+    )
+    .unwrap();
+    let (a, b) = (&hf.network, &onnx.network);
+    assert_eq!(a.layers.len(), b.layers.len());
+    for seed in 0..3 {
+        let masks = common::random_masks(a, 0.03, seed);
+        // Masks are canonical ([out, in]) in memory: move them by name.
+        let moved = maskforge::mask::MaskSet {
+            layers: b
+                .layers
+                .iter()
+                .map(|l| {
+                    let i = a.layer_index(&l.name).expect("same names");
+                    assert_eq!(a.layers[i].shape, l.shape, "{}", l.name);
+                    masks.layers[i].clone()
+                })
+                .collect(),
+        };
+        let ra = maskforge::analysis::audit::audit(a, &masks).unwrap();
+        let rb = maskforge::analysis::audit::audit(b, &moved).unwrap();
+        for la in &ra.layers {
+            let lb = rb.layers.iter().find(|l| l.name == la.name).unwrap();
+            assert_eq!(
+                (la.kept, la.active),
+                (lb.kept, lb.active),
+                "{} seed {seed}",
+                la.name
+            );
+        }
+        // At 3 % density paths are lost: the comparison is not between
+        // two dense audits.
+        assert!(ra.active < ra.kept, "seed {seed}: nothing inactive");
+    }
+}
+
+/// A copy of fixture folder `name` in a temporary directory, with
+/// config.json edited by `edit` and the tensors kept by `keep`.
+fn altered_copy(
+    name: &str,
+    edit: impl Fn(&mut serde_json::Value),
+    keep: impl Fn(&str) -> bool,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = folder(name);
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<_> = st.tensors().into_iter().filter(|(n, _)| keep(n)).collect();
+    safetensors::serialize_to_file(kept, None, &dir.path().join("model.safetensors")).unwrap();
+    dir
+}
+
+fn fails_with(dir: &std::path::Path, needle: &str) {
+    let out = common::maskforge(&["inspect", s(dir)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+}
+
+#[test]
+fn unknown_model_type_is_an_input_error_naming_it() {
+    let dir = altered_copy("gpt2", |c| c["model_type"] = "falcon".into(), |_| true);
+    fails_with(dir.path(), "model_type 'falcon' is not supported");
+}
+
+#[test]
+fn a_weight_missing_from_the_shards_is_named() {
+    let gone = "transformer.h.1.mlp.c_fc.weight";
+    let dir = altered_copy("gpt2", |_| {}, |n| n != gone);
+    fails_with(dir.path(), gone);
+    // A bias the config promises is required too.
+    let gone = "model.layers.0.self_attn.v_proj.bias";
+    let dir = altered_copy(
+        "qwen2",
+        |c| c["attention_bias"] = true.into(),
+        |n| n != gone,
+    );
+    fails_with(dir.path(), gone);
+}
+
+#[test]
+fn config_json_itself_names_the_folder() {
+    let out = common::maskforge_ok(&["inspect", s(&folder("bert").join("config.json")), "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["model"], "bert");
+    // The default sequence (16) unless --input-shape says otherwise.
+    assert_eq!(
+        j["inputs"][0],
+        serde_json::json!(["inputs_embeds", [16, 32]])
+    );
+}
+
+/// `prune --apply` on a folder writes every tensor of it in its own dtype
+/// (bf16 stays bf16, the embedding is there): put beside config.json it is a
+/// folder again, whose zeros audit to the mask that was written.
+#[test]
+fn apply_writes_a_drop_in_model_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::copy(folder("qwen2").join("config.json"), out.join("config.json")).unwrap();
+    let masks = dir.path().join("masks.safetensors");
+    common::maskforge_ok(&[
+        "prune",
+        s(&folder("qwen2")),
+        "--method",
+        "magnitude",
+        "--compression",
+        "5",
+        "--keep-inactive",
+        "-o",
+        s(&masks),
+        "--apply",
+        s(&out.join("model.safetensors")),
+    ]);
+    let read = |p: &std::path::Path| {
+        let bytes = std::fs::read(p).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut v: Vec<(String, safetensors::Dtype, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.dtype(), t.data().to_vec()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let before = read(&folder("qwen2").join("model.safetensors"));
+    let after = read(&out.join("model.safetensors"));
+    assert_eq!(before.len(), after.len());
+    let m = load("qwen2", &[]);
+    let mut changed = 0;
+    for ((n, d, a), (n2, d2, b)) in before.iter().zip(&after) {
+        assert_eq!((n, d), (n2, d2));
+        if m.network.layer_index(n).is_none() {
+            assert_eq!(a, b, "{n} is not a layer: copied unchanged");
+        } else {
+            changed += (a != b) as usize;
+        }
+    }
+    assert!(changed > 0);
+    let audit = common::maskforge_ok(&["audit", s(&out), "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let from_masks =
+        common::maskforge_ok(&["audit", s(&folder("qwen2")), "--masks", s(&masks), "--json"]);
+    let k: serde_json::Value = serde_json::from_slice(&from_masks.stdout).unwrap();
+    assert_eq!(j["kept"], k["kept"]);
+    assert_eq!(j["active"], k["active"]);
+}
