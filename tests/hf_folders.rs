@@ -285,3 +285,31 @@ fn apply_writes_a_drop_in_model_safetensors() {
     assert_eq!(j["kept"], k["kept"]);
     assert_eq!(j["active"], k["active"]);
 }
+
+/// SynFlow's linearised pass through a causal mask: a masked score carries
+/// no flow (it used to read f32::MIN and overflow the softmax's sum).
+#[test]
+fn synflow_runs_through_causal_masks() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["gpt2", "llama", "mistral"] {
+        let out = dir.path().join(format!("{name}.safetensors"));
+        let run = common::maskforge_ok(&[
+            "prune",
+            s(&folder(name)),
+            "--method",
+            "synflow",
+            "--compression",
+            "10",
+            "--rounds",
+            "10",
+            "--keep-inactive",
+            "-o",
+            s(&out),
+            "--json",
+        ]);
+        let j: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        let total = j["total"].as_u64().unwrap() as f64;
+        let kept = j["kept"].as_u64().unwrap() as f64;
+        assert!((total / kept - 10.0).abs() < 0.01, "{name}: {j}");
+    }
+}

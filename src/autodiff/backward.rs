@@ -57,7 +57,10 @@ use crate::mask::MaskSet;
 /// The scalar differentiated, as a function of the logits.
 #[derive(Clone, Copy)]
 pub enum Seed<'a> {
-    /// Mean cross-entropy of `logits / temperature` against `labels` (`u32`).
+    /// Mean cross-entropy of `logits / temperature` against `labels` (`u32`):
+    /// one label per sample, or token ids `[n, len]` against logits
+    /// `[n, len, vocab]`, where position `t` predicts id `t + 1` (a causal
+    /// language model's loss, as transformers shifts it).
     CrossEntropy {
         labels: &'a Tensor,
         temperature: f64,
@@ -85,7 +88,11 @@ impl Seed<'_> {
                 } else {
                     logits.clone()
                 };
-                candle_nn::loss::cross_entropy(&(logits / *temperature)?, labels)?
+                if labels.rank() == 2 && logits.rank() == 3 {
+                    next_token_loss(&(logits / *temperature)?, labels)?
+                } else {
+                    candle_nn::loss::cross_entropy(&(logits / *temperature)?, labels)?
+                }
             }
             Seed::Sum => logits.sum_all()?,
             Seed::Energy => (logits.sqr()?.sum_all()? * (0.5 / logits.dim(0)? as f64))?,
@@ -105,6 +112,21 @@ impl Seed<'_> {
             .cloned()
             .ok_or_else(|| Error::internal("backward: no gradient at the logits"))
     }
+}
+
+/// Mean cross-entropy of `logits[:, t]` against `ids[:, t + 1]`.
+fn next_token_loss(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let (n, len, vocab) = logits.dims3()?;
+    if len < 2 {
+        return Err(Error::input(
+            "a next-token loss needs sequences of at least 2 tokens",
+        ));
+    }
+    let predicted = logits
+        .narrow(1, 0, len - 1)?
+        .reshape((n * (len - 1), vocab))?;
+    let targets = ids.narrow(1, 1, len - 1)?.reshape(n * (len - 1))?;
+    Ok(candle_nn::loss::cross_entropy(&predicted, &targets)?)
 }
 
 /// The gradient of `seed` with respect to every layer's weight (canonical
@@ -398,4 +420,22 @@ fn local_gradients(
     let y = ex.eval_plain(ni, &tracked, mode)?;
     let g = (y * dy.detach())?.sum_all()?.backward()?;
     Ok(vars.iter().map(|v| g.get(v.as_tensor()).cloned()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_token_loss_shifts_the_targets() {
+        // One sequence of 3 tokens over a vocabulary of 2; positions 0 and 1
+        // predict ids[1] = 1 and ids[2] = 0; position 2 predicts nothing.
+        let dev = candle_core::Device::Cpu;
+        let logits = Tensor::new(&[[[0.0f64, 1.0], [2.0, -1.0], [5.0, 5.0]]], &dev).unwrap();
+        let ids = Tensor::new(&[[1u32, 1, 0]], &dev).unwrap();
+        let lse = |a: f64, b: f64| (a.exp() + b.exp()).ln();
+        let want = ((lse(0.0, 1.0) - 1.0) + (lse(2.0, -1.0) - 2.0)) / 2.0;
+        let got: f64 = next_token_loss(&logits, &ids).unwrap().to_scalar().unwrap();
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    }
 }

@@ -14,7 +14,8 @@
 //! Mul/Add/Sub/Div by a constant, PRelu's slope, a normalisation's scale
 //! and bias); a Pow's exponent and a Max/Min threshold define the function
 //! (as Clip's bounds do) and are kept, and so are an element map's weights
-//! and constants (interpolation coefficients, padding values, masks).
+//! and constants (interpolation coefficients, padding values), except a
+//! masked attention score (`f32::MIN`), which carries no flow and reads 0.
 //! ReLU, leaky ReLU and PRelu are evaluated as they are (identity on the
 //! positive flow; the reference's behaviour after a BatchNorm that subtracts
 //! its mean). Every other op reads as SynFlow's R = 1^T (prod |theta|) 1
@@ -559,7 +560,12 @@ impl<'a> Executor<'a> {
                 let g = self.gathers[ni]
                     .as_ref()
                     .ok_or_else(|| Error::internal("executor: Gather without its map"))?;
-                g.forward(ins, &net.values[node.output].shape)?
+                let shape = &net.values[node.output].shape;
+                if linear {
+                    g.forward_linear(ins, shape)?
+                } else {
+                    g.forward(ins, shape)?
+                }
             }
             Op::Norm(Norm::Const {
                 f,

@@ -9,6 +9,7 @@ use maskforge::analysis::audit::{audit_with, Paths};
 use maskforge::error::{Error, Result};
 use maskforge::graph::Network;
 use maskforge::io::maskfile;
+use maskforge::io::model::Loaded;
 use maskforge::methods::neuron::ossum::{Deep, NeuronMethod, Rank};
 use maskforge::methods::nm::{Conformance, DenseLayer, Pattern};
 use maskforge::methods::npb::NpbSettings;
@@ -83,11 +84,13 @@ pub struct Args {
 
 impl Args {
     /// `--quota` as given, or the method's default: ERK for NPB (the
-    /// reference's `--init_mode ERK`), IGQ otherwise.
+    /// reference's `--init_mode ERK`), uniform for Wanda, IGQ otherwise.
     fn quota_name(&self) -> &str {
         match &self.quota {
             Some(q) => q,
             None if self.method == "npb" => "erk",
+            // The paper prunes every layer to the same sparsity.
+            None if self.method == "wanda" => "uniform",
             None => "igq",
         }
     }
@@ -147,7 +150,9 @@ impl NpbArgs {
 /// of the quotas taken from them.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ScoringArgs {
-    /// Calibration data: x/y safetensors, IDX images (labels beside), CSV, or synthetic:N.
+    /// Calibration data: x/y safetensors, IDX images (labels beside), CSV, or
+    /// synthetic:N; for a Hugging Face text model, input_ids safetensors or
+    /// synthetic-tokens:N:LEN.
     #[arg(long)]
     pub data: Option<String>,
     /// Calibration sample size per class (0: every sample).
@@ -183,16 +188,22 @@ pub enum DeviceArg {
 
 impl ScoringArgs {
     /// The scoring context for `net` (data read only when given).
-    pub fn context(&self, net: &Network, seed: u64) -> Result<maskforge::methods::scored::Context> {
+    pub fn context(
+        &self,
+        net: &Network,
+        tokens: Option<&maskforge::io::hf::tokens::TokenEmbedding>,
+        seed: u64,
+    ) -> Result<maskforge::methods::scored::Context> {
         let device = match self.device {
             DeviceArg::Cpu => candle_core::Device::Cpu,
             DeviceArg::Cuda => cuda_device()?,
         };
         let calibration = match &self.data {
             None => None,
-            Some(spec) => Some(std::sync::Arc::new(calibration(
-                net, spec, self, seed, &device,
-            )?)),
+            Some(spec) => Some(std::sync::Arc::new(match tokens {
+                Some(t) => token_calibration(net, t, spec, self, seed, &device)?,
+                None => calibration(net, spec, self, seed, &device)?,
+            })),
         };
         Ok(maskforge::methods::scored::Context {
             calibration,
@@ -236,6 +247,21 @@ fn calibration(
         k => data.per_class(k, seed),
     };
     maskforge::autodiff::calibration::Calibration::from_dataset(&data, &idx, a.batch_size, device)
+}
+
+/// Token ids for a text model, looked up into its `inputs_embeds`.
+fn token_calibration(
+    net: &Network,
+    tokens: &maskforge::io::hf::tokens::TokenEmbedding,
+    spec: &str,
+    a: &ScoringArgs,
+    seed: u64,
+    device: &candle_core::Device,
+) -> Result<maskforge::autodiff::calibration::Calibration> {
+    let len = net.values[net.inputs[0]].shape[0];
+    let data = maskforge::io::token_data::TokenData::load(spec, tokens.vocab(), len, seed)
+        .map_err(flag("--data"))?;
+    data.calibration(tokens, a.batch_size, device)
 }
 
 /// How much to prune: exactly one of these. For neuron methods the ratios
@@ -507,20 +533,21 @@ pub fn run(a: Args) -> Result<()> {
         &inputs(&m, a.quota_name()),
     )?;
     let produced = match (chosen, &a.pattern) {
-        (Chosen::Weights(method), Some(p)) => prune_to_pattern(&a, &m.network, method, p)?,
+        (Chosen::Weights(method), Some(p)) => prune_to_pattern(&a, &m, method, p)?,
         (Chosen::Neurons(_), Some(_)) => {
             return Err(Error::input(format!(
                 "--pattern with --method {}: neuron methods remove whole neurons",
                 a.method
             )))
         }
-        (Chosen::Neurons(nm), None) => prune_neurons(&a, &m.network, nm)?,
-        (Chosen::Weights(method), None) => prune_weights(&a, &m.network, method)?,
+        (Chosen::Neurons(nm), None) => prune_neurons(&a, &m, nm)?,
+        (Chosen::Weights(method), None) => prune_weights(&a, &m, method)?,
     };
     emit(&a, &m, produced)
 }
 
-fn prune_weights(a: &Args, net: &Network, method: Method) -> Result<Produced> {
+fn prune_weights(a: &Args, m: &Loaded, method: Method) -> Result<Produced> {
+    let net = &m.network;
     let (target_kept, target_compression) = a.amount.target(net.prunable_count())?;
     let global_cut = method.scope() == Scope::Global;
     let quota = if global_cut {
@@ -529,7 +556,7 @@ fn prune_weights(a: &Args, net: &Network, method: Method) -> Result<Produced> {
     } else {
         parse_quota(a.quota_name(), net)?
     };
-    let mut ctx = a.scoring.context(net, a.model.seed)?;
+    let mut ctx = a.scoring.context(net, m.tokens.as_ref(), a.model.seed)?;
     ctx.density = Some(a.amount.density()?);
     let spec = PruneSpec {
         method,
@@ -558,7 +585,8 @@ fn prune_weights(a: &Args, net: &Network, method: Method) -> Result<Produced> {
     })
 }
 
-fn prune_to_pattern(a: &Args, net: &Network, method: Method, pattern: &str) -> Result<Produced> {
+fn prune_to_pattern(a: &Args, m: &Loaded, method: Method, pattern: &str) -> Result<Produced> {
+    let net = &m.network;
     let pattern = Pattern::parse(pattern).map_err(flag("--pattern"))?;
     let amount_given =
         a.amount.compression.is_some() || a.amount.density.is_some() || a.amount.sparsity.is_some();
@@ -569,7 +597,7 @@ fn prune_to_pattern(a: &Args, net: &Network, method: Method, pattern: &str) -> R
             pattern.density()
         )));
     }
-    let ctx = a.scoring.context(net, a.model.seed)?;
+    let ctx = a.scoring.context(net, m.tokens.as_ref(), a.model.seed)?;
     let bar = super::progress_bar(&a.method);
     let (placed, history) =
         prune_pattern(net, method, pattern, a.model.seed, &ctx, &mut |k, n| {
@@ -590,7 +618,8 @@ fn prune_to_pattern(a: &Args, net: &Network, method: Method, pattern: &str) -> R
     })
 }
 
-fn prune_neurons(a: &Args, net: &Network, method: NeuronMethod) -> Result<Produced> {
+fn prune_neurons(a: &Args, m: &Loaded, method: NeuronMethod) -> Result<Produced> {
+    let net = &m.network;
     if a.effective {
         return Err(Error::input(format!(
             "--effective with {}: neuron methods prune whole neurons; give the neurons to keep (--sparsity, --density, --compression or --widths)",
@@ -605,7 +634,7 @@ fn prune_neurons(a: &Args, net: &Network, method: NeuronMethod) -> Result<Produc
         )));
     }
     let (counts, target_compression) = a.amount.neuron_counts(net, &groups)?;
-    let ctx = a.scoring.context(net, a.model.seed)?;
+    let ctx = a.scoring.context(net, m.tokens.as_ref(), a.model.seed)?;
     let r = maskforge::methods::neuron::ossum::prune_neurons(
         net,
         &groups,

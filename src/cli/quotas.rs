@@ -30,7 +30,7 @@ pub fn run(a: Args) -> Result<()> {
     let m = a.model.load()?;
     let net = &m.network;
     let (target, _) = a.amount.target(net.prunable_count())?;
-    let mut ctx = a.scoring.context(net, a.model.seed)?;
+    let mut ctx = a.scoring.context(net, m.tokens.as_ref(), a.model.seed)?;
     ctx.density = Some(a.amount.density()?);
     let q = super::prune::parse_quota(&a.quota, net)?;
     let q = maskforge::methods::prune::resolve_quota(net, &q, target, &ctx)?;

@@ -14,3 +14,4 @@ pub mod maskfile;
 pub mod model;
 pub mod onnx;
 pub mod stfile;
+pub mod token_data;

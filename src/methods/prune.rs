@@ -58,6 +58,7 @@ impl Method {
         "synflow",
         "snip-it",
         "npb",
+        "wanda",
     ];
 
     /// The method with the given scope where it has one: magnitude, SNIP
@@ -106,6 +107,7 @@ impl std::str::FromStr for Method {
             "grasp" => Method::Scored(Scorer::Grasp, Scope::Global),
             "synflow" => Method::Scored(Scorer::Synflow, Scope::Global),
             "snip-it" => Method::Scored(Scorer::SnipIt, Scope::Global),
+            "wanda" => Method::Scored(Scorer::Wanda, Scope::Layer),
             "npb" => Method::Npb(crate::methods::npb::NpbSettings::default()),
             other => {
                 return Err(Error::UnknownName {
@@ -491,7 +493,7 @@ pub fn prune_pattern(
             }
             Ok(keep_in_layer(l, n, m, |i| f64::from(w[i].abs())))
         })?,
-        Method::Scored(s @ (Scorer::Snip | Scorer::Grasp), _) => {
+        Method::Scored(s @ (Scorer::Snip | Scorer::Grasp | Scorer::Wanda), _) => {
             let scores = crate::methods::scored::one_shot_scores(net, s, ctx, progress)?;
             keep_top_in_groups(net, &scores, pattern)
         }
@@ -508,7 +510,7 @@ pub fn prune_pattern(
         }
         other => {
             return Err(Error::input(format!(
-                "an N:M pattern with {other}: it applies to rpi, magnitude, lamp, snip, grasp and synflow"
+                "an N:M pattern with {other}: it applies to rpi, magnitude, lamp, snip, grasp, wanda and synflow"
             )))
         }
     };

@@ -39,6 +39,11 @@ pub struct Gather {
     weight: Option<Tensor>,
     /// The constants `[1, consts]`; `None` when there are none.
     consts: Option<Tensor>,
+    /// The constants as the linearised network reads them, where they
+    /// differ: a masked attention score (`f32::MIN`, which a softmax turns
+    /// into weight 0) carries no flow there, so it reads 0 instead of a
+    /// value that a sum over the axis would overflow on.
+    linear_consts: Option<Tensor>,
     taps: usize,
     len: usize,
 }
@@ -53,29 +58,60 @@ impl Gather {
             }
             None => None,
         };
+        let row = |c: &[f32]| -> Result<Option<Tensor>> {
+            Ok(Some(
+                Tensor::from_slice(c, (1, c.len()), device)?.to_dtype(dtype)?,
+            ))
+        };
         let consts = if map.consts.is_empty() {
             None
         } else {
-            Some(Tensor::from_slice(&map.consts, (1, map.consts.len()), device)?.to_dtype(dtype)?)
+            row(&map.consts)?
+        };
+        let masked = |c: f32| c == f32::MIN || c == f32::NEG_INFINITY;
+        let linear_consts = if map.consts.iter().any(|&c| masked(c)) {
+            let c: Vec<f32> = map
+                .consts
+                .iter()
+                .map(|&c| if masked(c) { 0.0 } else { c })
+                .collect();
+            row(&c)?
+        } else {
+            None
         };
         Ok(Self {
             index,
             weight,
             consts,
+            linear_consts,
             taps,
             len,
         })
     }
 
+    /// [`Gather::forward`] on the linearised network (SynFlow's): masked
+    /// entries read 0.
+    pub fn forward_linear(&self, ins: &[Tensor], shape: &[usize]) -> Result<Tensor> {
+        self.apply(
+            ins,
+            shape,
+            self.linear_consts.as_ref().or(self.consts.as_ref()),
+        )
+    }
+
     /// The map applied to the batched inputs `ins` (`[N, ...]` each), as
     /// `[N, ...shape]`.
     pub fn forward(&self, ins: &[Tensor], shape: &[usize]) -> Result<Tensor> {
+        self.apply(ins, shape, self.consts.as_ref())
+    }
+
+    fn apply(&self, ins: &[Tensor], shape: &[usize], consts: Option<&Tensor>) -> Result<Tensor> {
         let n = ins[0].dim(0)?;
         let mut parts = ins
             .iter()
             .map(|t| t.flatten_from(1))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        if let Some(c) = &self.consts {
+        if let Some(c) = consts {
             let c = c.to_dtype(parts[0].dtype())?;
             parts.push(c.broadcast_as((n, c.dim(1)?))?.contiguous()?);
         }

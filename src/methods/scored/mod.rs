@@ -13,6 +13,7 @@ pub mod grasp;
 pub mod rounds;
 pub mod snip;
 pub mod synflow;
+pub mod wanda;
 
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ pub enum Scorer {
     Grasp,
     Synflow,
     SnipIt,
+    /// |W| x input feature norm, per output row (LLM pruning).
+    Wanda,
 }
 
 impl Scorer {
@@ -43,6 +46,7 @@ impl Scorer {
             Scorer::Grasp => "grasp",
             Scorer::Synflow => "synflow",
             Scorer::SnipIt => "snip-it",
+            Scorer::Wanda => "wanda",
         }
     }
 
@@ -152,6 +156,7 @@ pub fn one_shot_scores(
     let s = Arc::new(match scorer {
         Scorer::Snip => crate::methods::scored::snip::scores(&ex, &dense, cal)?,
         Scorer::Grasp => crate::methods::scored::grasp::scores(&ex, &dense, cal)?,
+        Scorer::Wanda => wanda::scores(&ex, cal)?,
         _ => {
             return Err(Error::internal(format!(
                 "{} is not one-shot",
@@ -211,6 +216,13 @@ pub fn prune_scored(
                 layers: select(&s, scorer == Scorer::Grasp, target, counts),
             };
             Ok((m, vec![]))
+        }
+        Scorer::Wanda => {
+            let counts = counts.ok_or_else(|| Error::internal("wanda needs per-layer counts"))?;
+            let s = one_shot_scores(net, scorer, ctx, progress)?;
+            let rows: Vec<usize> = net.layers.iter().map(|l| l.shape[0]).collect();
+            let layers = wanda::keep_per_row(&rows, &s, counts)?;
+            Ok((MaskSet { layers }, vec![]))
         }
         Scorer::Synflow => {
             let rounds = if ctx.rounds == 0 { 100 } else { ctx.rounds };

@@ -114,6 +114,12 @@ pub fn loss_gradients(
     let mut acc: Vec<Vec<f64>> = vec![Vec::new(); ex.weights.len()];
     let objective = Objective::of(ex.network());
     for (x, y) in &cal.batches {
+        // Token ids: a language model's next-token loss.
+        let objective = if y.rank() == 2 {
+            Objective::CrossEntropy
+        } else {
+            objective
+        };
         let seed = match objective {
             Objective::CrossEntropy => Seed::CrossEntropy {
                 labels: y,
