@@ -2,7 +2,7 @@
 # The Llama-shaped scale run (issue #12, item 7): generate a Hugging Face
 # folder shaped like TinyLlama-1.1B (hidden 2048, 22 layers, 32 heads / 4
 # key-value heads, intermediate 5632, vocabulary 32000, untied head):
-# 1,100,048,384 weights in bf16 (~2.2 GB) in 6 shards, random normal values
+# 1,100,048,384 weights in bf16 (~2.2 GB) in 5 shards, random normal values
 # (std 0.02) from a fixed seed. Then, in one run, time reading the shards
 # once (`cat > /dev/null`) and the three commands under /usr/bin/time -v:
 #   audit FOLDER                                  (the weights' zeros as mask)

@@ -81,6 +81,15 @@ impl BitSet {
         b
     }
 
+    /// Bits from their 64-bit words (bit `i` is bit `i % 64` of word
+    /// `i / 64`); bits past `len` are cleared.
+    pub fn from_words(mut words: Vec<u64>, len: usize) -> Self {
+        words.resize(len.div_ceil(64), 0);
+        let mut b = Self { words, len };
+        b.clear_tail();
+        b
+    }
+
     /// Bits from a boolean predicate over indices.
     pub fn from_fn(len: usize, mut f: impl FnMut(usize) -> bool) -> Self {
         let mut b = Self::new(len);

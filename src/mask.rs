@@ -28,9 +28,11 @@ impl MaskSet {
 
     /// Masks implied by the zeros of the weights (nonzero = kept).
     pub fn from_weights(net: &Network) -> Result<Self> {
+        use rayon::prelude::*;
+        // Layers in parallel: each reads (and releases) its own pages.
         let layers = net
             .layers
-            .iter()
+            .par_iter()
             .map(|l| {
                 let t = net.params.get(&l.name).ok_or_else(|| {
                     Error::internal(format!("weight '{}' missing from parameters", l.name))

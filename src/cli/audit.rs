@@ -54,7 +54,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         let meta = metadata(
             &report,
-            &m.sha256,
+            &m.sha256()?,
             m.network.input_signature(),
             a.masks.is_some(),
         );

@@ -243,7 +243,7 @@ fn mask_metadata(
     };
     let path = pre_trained.to_string_lossy();
     let reread = maskforge::io::model::load(&path, arch.as_deref(), a.model.seed)?;
-    meta.insert("model_sha256".into(), reread.sha256);
+    meta.insert("model_sha256".into(), reread.sha256()?);
     meta.insert("input_shape".into(), reread.network.input_signature());
     Ok(meta)
 }

@@ -697,7 +697,7 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
         "effective_compression".into(),
         r.effective_compression.to_string(),
     );
-    meta.insert("model_sha256".into(), m.sha256.clone());
+    meta.insert("model_sha256".into(), m.sha256()?);
     meta.insert("input_shape".into(), net.input_signature());
     if let Some((pattern, _)) = &p.pattern {
         meta.insert("pattern".into(), pattern.to_string());

@@ -229,6 +229,22 @@ impl ConstTensor {
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
+            Data::Bytes {
+                buf,
+                range,
+                dtype: DType::BF16,
+            } => buf.bytes()[range.clone()]
+                .chunks_exact(2)
+                .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+                .collect(),
+            Data::Bytes {
+                buf,
+                range,
+                dtype: DType::F16,
+            } => buf.bytes()[range.clone()]
+                .chunks_exact(2)
+                .map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
             _ => (0..self.numel()).map(|i| self.get_f64(i) as f32).collect(),
         })
     }
@@ -263,13 +279,8 @@ impl ConstTensor {
                 let sz = dtype.size();
                 let bits = match dtype {
                     // +0.0 and -0.0 are both zero: test the bits without the sign.
-                    DType::F32 => BitSet::from_fn(n, |i| {
-                        let c = &b[i * 4..i * 4 + 4];
-                        u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7fff_ffff != 0
-                    }),
-                    DType::F16 | DType::BF16 => BitSet::from_fn(n, |i| {
-                        u16::from_le_bytes([b[i * 2], b[i * 2 + 1]]) & 0x7fff != 0
-                    }),
+                    DType::F32 => nonzero_floats::<4>(n, b),
+                    DType::F16 | DType::BF16 => nonzero_floats::<2>(n, b),
                     DType::F64 => BitSet::from_fn(n, |i| {
                         let mut a = [0u8; 8];
                         a.copy_from_slice(&b[i * 8..i * 8 + 8]);
@@ -308,6 +319,45 @@ impl ConstTensor {
             }
         }
     }
+}
+
+/// Which of `n` floats of `S` bytes (2: f16/bf16, 4: f32), stored little
+/// endian in `b`, are non-zero (either sign of zero counts as zero), eight
+/// bytes at a time: with the sign bits cleared, adding `0x7fff` to each
+/// 16-bit lane (`0x7fffffff` to each 32-bit one) sets the lane's top bit
+/// exactly when the lane is non-zero, and no carry crosses lanes. The
+/// per-element path took seconds on a billion weights.
+fn nonzero_floats<const S: usize>(n: usize, b: &[u8]) -> BitSet {
+    let (mask, lanes) = match S {
+        2 => (0x7fff_7fff_7fff_7fffu64, 4),
+        _ => (0x7fff_ffff_7fff_ffffu64, 2),
+    };
+    let top = |t: u64| -> u64 {
+        (0..lanes).fold(0, |acc, k| acc | ((t >> (8 * S * (k + 1) - 1)) & 1) << k)
+    };
+    let mut words = Vec::with_capacity(n.div_ceil(64));
+    let bytes = &b[..n * S];
+    let mut blocks = bytes.chunks_exact(64 * S);
+    for block in &mut blocks {
+        let mut w = 0u64;
+        for (j, c) in block.chunks_exact(8).enumerate() {
+            let x = u64::from_le_bytes(c.try_into().expect("8 bytes")) & mask;
+            w |= top(x + mask) << (j * lanes);
+        }
+        words.push(w);
+    }
+    let rest = blocks.remainder();
+    if !rest.is_empty() {
+        let mut w = 0u64;
+        for (i, c) in rest.chunks_exact(S).enumerate() {
+            let nonzero = c.iter().rev().fold(0u64, |a, &x| a << 8 | u64::from(x))
+                & (mask >> (64 - 8 * S))
+                != 0;
+            w |= u64::from(nonzero) << i;
+        }
+        words.push(w);
+    }
+    BitSet::from_words(words, n)
 }
 
 /// `values` as little-endian elements of the float type `dtype`.
@@ -376,6 +426,31 @@ fn half_to_f32(h: u16) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonzero_floats_agrees_with_the_element_test() {
+        // Every awkward value in both widths, at lengths around a word.
+        let f32s = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1e-45,
+            f32::MIN_POSITIVE,
+            f32::NAN,
+            -2.5,
+            0.0,
+        ];
+        for n in [1, 7, 63, 64, 65, 130] {
+            let v: Vec<f32> = (0..n).map(|i| f32s[(i * 5 + i / 3) % f32s.len()]).collect();
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let want = BitSet::from_fn(n, |i| v[i] != 0.0 || v[i].is_nan());
+            assert_eq!(nonzero_floats::<4>(n, &bytes), want, "f32 n={n}");
+            let h: Vec<u16> = v.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+            let bytes: Vec<u8> = h.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let want = BitSet::from_fn(n, |i| h[i] & 0x7fff != 0);
+            assert_eq!(nonzero_floats::<2>(n, &bytes), want, "bf16 n={n}");
+        }
+    }
 
     #[test]
     fn half_decodes_known_values() {

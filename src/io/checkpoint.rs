@@ -154,8 +154,7 @@ impl Checkpoint {
 
     fn bind_by_name(&self, mut arch: Network) -> Result<Bound> {
         let what = self.path.display().to_string();
-        let mut masks = Vec::new();
-        let mut any_mask = false;
+        let mut entries = Vec::with_capacity(arch.layers.len());
         for l in &arch.layers {
             let (w, m) = self.weight_entry(&l.name).ok_or_else(|| {
                 Error::input(format!(
@@ -164,10 +163,17 @@ impl Checkpoint {
                 ))
             })?;
             check_shape(&what, &l.name, &w.tensor.shape, &l.stored_shape)?;
+            entries.push((w, m));
+        }
+        // Stored masks only when some `_mask` partner exists: then layers
+        // without one take their weights' zeros. Otherwise no weight is read.
+        let any_mask = entries.iter().any(|(_, m)| m.is_some());
+        let mut masks = Vec::new();
+        for (l, (w, m)) in arch.layers.iter().zip(&entries) {
             arch.params.insert(&l.name, w.tensor.clone());
-            let (bits, stored) = layer_mask(&what, l, m, Some(&w.tensor))?;
-            any_mask |= stored;
-            masks.push(bits);
+            if any_mask {
+                masks.push(layer_mask(&what, l, *m, Some(&w.tensor))?.0);
+            }
         }
         let others: Vec<(String, Vec<usize>)> = arch
             .params

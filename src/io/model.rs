@@ -3,7 +3,7 @@
 //! ```
 //! let m = maskforge::io::model::load("zoo:lenet5", None, 0).unwrap();
 //! assert_eq!(m.network.layers.len(), 5);
-//! assert!(m.sha256.len() == 64);
+//! assert!(m.sha256().unwrap().len() == 64);
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -23,10 +23,10 @@ pub struct Loaded {
     pub stored_masks: Option<MaskSet>,
     /// Files the model was read from (outputs must not overwrite them).
     pub files: Vec<PathBuf>,
-    /// SHA-256 of the model: of an ONNX file's bytes; of a safetensors
-    /// checkpoint's tensors (names, dtypes, shapes, data, in name order), so a
-    /// checkpoint hashes the same however it is sharded; of a zoo spec and seed.
-    pub sha256: String,
+    /// Where the model's SHA-256 comes from (computed on first use: a
+    /// billion-weight checkpoint takes seconds to hash, and `audit` and
+    /// `inspect` never need it).
+    hash: Hash,
     /// For a sharded checkpoint: which shard holds each layer's weight, so
     /// mask shards can mirror it.
     pub sharding: Option<crate::io::maskfile::Sharding>,
@@ -38,7 +38,53 @@ pub struct Loaded {
     pub folder_checkpoint: Option<Checkpoint>,
 }
 
+/// The source of a model's SHA-256, and the value once computed.
+struct Hash {
+    source: HashSource,
+    value: std::sync::OnceLock<String>,
+}
+
+enum HashSource {
+    Ready(String),
+    File(PathBuf),
+    /// A checkpoint's tensors (a folder's is kept in `folder_checkpoint`).
+    Checkpoint(Option<Checkpoint>),
+}
+
+impl Hash {
+    fn ready(h: String) -> Self {
+        Self::of(HashSource::Ready(h))
+    }
+
+    fn of(source: HashSource) -> Self {
+        Self {
+            source,
+            value: std::sync::OnceLock::new(),
+        }
+    }
+}
+
 impl Loaded {
+    /// SHA-256 of the model: of an ONNX file's bytes; of a safetensors
+    /// checkpoint's tensors (names, dtypes, shapes, data, in name order), so a
+    /// checkpoint hashes the same however it is sharded; of a zoo spec and seed.
+    pub fn sha256(&self) -> Result<String> {
+        if let Some(v) = self.hash.value.get() {
+            return Ok(v.clone());
+        }
+        let v = match &self.hash.source {
+            HashSource::Ready(h) => h.clone(),
+            HashSource::File(p) => hash_file(p)?,
+            HashSource::Checkpoint(Some(c)) => c.content_sha256(),
+            HashSource::Checkpoint(None) => self
+                .folder_checkpoint
+                .as_ref()
+                .map(Checkpoint::content_sha256)
+                .ok_or_else(|| Error::internal("model hash: no checkpoint kept"))?,
+        };
+        Ok(self.hash.value.get_or_init(|| v).clone())
+    }
+
     /// The masks a command works on: those of the mask file `file` when
     /// one is given, else those stored in the checkpoint, if any.
     pub fn masks(&self, file: Option<&Path>) -> Result<Option<MaskSet>> {
@@ -106,7 +152,7 @@ pub fn load_with(
             network,
             stored_masks: None,
             files: vec![],
-            sha256: hex(&h.finalize()),
+            hash: Hash::ready(hex(&h.finalize())),
             sharding: None,
             tokens: None,
             folder_checkpoint: None,
@@ -140,10 +186,10 @@ pub fn load_with(
             sharding: sharding_of(&ckpt, &bound.network),
             network: bound.network,
             stored_masks: bound.stored_masks,
-            sha256: ckpt.content_sha256(),
             files,
             tokens: None,
             folder_checkpoint: None,
+            hash: Hash::of(HashSource::Checkpoint(Some(ckpt))),
         });
     }
     if arch.is_some() {
@@ -154,7 +200,7 @@ pub fn load_with(
         network,
         stored_masks: None,
         files,
-        sha256: hash_file(path)?,
+        hash: Hash::of(HashSource::File(path.to_path_buf())),
         sharding: None,
         tokens: None,
         folder_checkpoint: None,
@@ -187,7 +233,7 @@ fn load_folder(folder: &Path, options: &ReadOptions) -> Result<Loaded> {
         sharding: sharding_of(&m.checkpoint, &bound.network),
         network: bound.network,
         stored_masks: bound.stored_masks,
-        sha256: m.checkpoint.content_sha256(),
+        hash: Hash::of(HashSource::Checkpoint(None)),
         files,
         tokens: m.tokens,
         folder_checkpoint: Some(m.checkpoint),

@@ -117,18 +117,59 @@ pub struct Placed {
 /// Keep the `keep` highest `score(i)` of each group of `m` in layer `l`
 /// (which must fit, [`unfit`]); ties to the lower index.
 pub fn keep_in_layer(l: &Layer, keep: usize, m: usize, score: impl Fn(usize) -> f64) -> BitSet {
+    let (_, _, taps) = geometry(l);
+    let mut s = vec![0.0; m];
+    let mut taken = vec![false; m];
+    if taps == 1 && 64 % m == 0 {
+        // A dense layer's groups are runs of `m` consecutive weights: fill
+        // the mask a 64-bit word at a time (a billion weights stream by).
+        let n = l.numel();
+        let mut words = Vec::with_capacity(n.div_ceil(64));
+        for word in 0..n.div_ceil(64) {
+            let mut w = 0u64;
+            for base in (word * 64..(word * 64 + 64).min(n)).step_by(m) {
+                for (j, v) in s.iter_mut().enumerate() {
+                    *v = score(base + j);
+                }
+                for j in top_of_group(&s, keep, &mut taken) {
+                    w |= 1 << (base + j - word * 64);
+                }
+            }
+            words.push(w);
+        }
+        return BitSet::from_words(words, n);
+    }
     let mut bits = BitSet::new(l.numel());
-    let mut order: Vec<usize> = Vec::with_capacity(m);
     for_each_group(l, m, |g| {
-        order.clear();
-        order.extend(0..m);
-        // Highest first; the sort is stable, so ties keep the lower index.
-        order.sort_by(|&a, &b| score(g[b]).total_cmp(&score(g[a])));
-        for &j in &order[..keep] {
+        for (v, &i) in s.iter_mut().zip(g) {
+            *v = score(i);
+        }
+        for j in top_of_group(&s, keep, &mut taken) {
             bits.set(g[j], true);
         }
     });
     bits
+}
+
+/// The positions of the `keep` highest of `s` (a group of a few weights):
+/// each position's rank is the number of others that beat it (higher, or
+/// equal at a lower index, so ties keep the lower index), and the `keep`
+/// of rank below `keep` are kept. `taken` is scratch of `s.len()`.
+fn top_of_group<'a>(
+    s: &'a [f64],
+    keep: usize,
+    taken: &'a mut [bool],
+) -> impl Iterator<Item = usize> + 'a {
+    for (j, t) in taken.iter_mut().enumerate() {
+        let beaten_by = (0..s.len())
+            .filter(|&i| {
+                let c = s[i].total_cmp(&s[j]);
+                c.is_gt() || (c.is_eq() && i < j)
+            })
+            .count();
+        *t = beaten_by < keep;
+    }
+    taken.iter().enumerate().filter(|(_, &t)| t).map(|(j, _)| j)
 }
 
 /// `n` of every group of `m` in layer `l` drawn uniformly from the stream
