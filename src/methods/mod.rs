@@ -13,3 +13,4 @@ pub mod quota;
 pub mod random;
 pub mod scored;
 pub mod select;
+pub mod selection;
