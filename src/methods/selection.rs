@@ -35,6 +35,30 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 use crate::error::{Error, Result};
 use crate::graph::{Layer, Network};
 use crate::mask::MaskSet;
+use crate::methods::quota::Quota;
+
+/// Kept and active counts over a set of layers, and the compressions
+/// they give (`total / kept`, `total / active`).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Totals {
+    pub total: usize,
+    pub kept: usize,
+    pub active: usize,
+    pub direct_compression: f64,
+    pub effective_compression: f64,
+}
+
+impl Totals {
+    fn of(total: usize, kept: usize, active: usize) -> Self {
+        Self {
+            total,
+            kept,
+            active,
+            direct_compression: total as f64 / kept as f64,
+            effective_compression: total as f64 / active as f64,
+        }
+    }
+}
 
 /// The layers a run prunes (`flags()[l]`) and the globs that chose them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +138,15 @@ fn examples(layers: &[Layer]) -> String {
 }
 
 impl Selection {
+    /// Every layer, whatever its default (placing given per-layer counts).
+    pub fn everything(net: &Network) -> Self {
+        Self {
+            selected: vec![true; net.layers.len()],
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+
     /// The network's default: every layer whose
     /// [`Layer::default_selected`] is set.
     pub fn defaults(net: &Network) -> Self {
@@ -203,6 +236,29 @@ impl Selection {
             .sum()
     }
 
+    /// The figures of masks `raw` with active weights `active` over the
+    /// selected layers (what targets refer to) and over every prunable
+    /// layer (frozen ones dense), in that order.
+    pub fn totals(&self, net: &Network, raw: &MaskSet, active: &MaskSet) -> (Totals, Totals) {
+        let selected = Totals::of(
+            self.selected_weights(net),
+            self.count_selected(raw),
+            self.count_selected(active),
+        );
+        let all = Totals::of(net.prunable_count(), raw.count_ones(), active.count_ones());
+        (selected, all)
+    }
+
+    /// Names of the frozen layers' weights, in network order.
+    pub fn frozen_names(&self, net: &Network) -> Vec<String> {
+        net.layers
+            .iter()
+            .enumerate()
+            .filter(|&(li, _)| !self.is_selected(li))
+            .map(|(_, l)| l.name.clone())
+            .collect()
+    }
+
     /// Frozen layers score `+inf` (ranked above every selected weight:
     /// always kept by any cut that keeps at least the frozen weights).
     pub fn freeze_scores(&self, scores: &mut [Vec<f64>]) {
@@ -262,6 +318,24 @@ impl Selection {
             params: Default::default(),
             graph: net.graph.clone(),
         }
+    }
+
+    /// [`crate::methods::quota::kept_counts`] over the selected layers only
+    /// (on [`Selection::quota_view`]: the quota of a network without the
+    /// frozen layers), `target` kept among them; frozen layers keep all
+    /// their weights. A [`Quota::Counts`] of one count per layer of `net`
+    /// is read at the selected layers.
+    pub fn kept_counts(&self, net: &Network, quota: &Quota, target: usize) -> Result<Vec<usize>> {
+        if self.is_all() {
+            return crate::methods::quota::kept_counts(net, quota, target);
+        }
+        let quota = match quota {
+            Quota::Counts(v) if v.len() == net.layers.len() => Quota::Counts(self.pick(v)),
+            q => q.clone(),
+        };
+        let view = self.quota_view(net);
+        let counts = crate::methods::quota::kept_counts(&view, &quota, target)?;
+        Ok(self.expand_counts(net, &counts))
     }
 
     /// The provenance strings of mask files: the globs joined by `,`
