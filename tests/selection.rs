@@ -423,3 +423,63 @@ fn synflow_rounds_count_the_selected_weights() {
         n - ((1.0 - d) * n as f64) as usize
     );
 }
+
+/// `audit` and `sweep` count the selected layers in their totals and
+/// report the frozen ones.
+#[test]
+fn audit_and_sweep_count_the_selected_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let masks = dir.path().join("m.safetensors");
+    let net = zoo::build("lenet300", 0).unwrap();
+    maskforge_ok(&[
+        "prune",
+        "zoo:lenet300",
+        "--method",
+        "rpi",
+        "--compression",
+        "50",
+        "--keep-inactive",
+        "-o",
+        masks.to_str().unwrap(),
+    ]);
+    let m = maskfile::read(&net, &masks).unwrap();
+    let o = maskforge_ok(&[
+        "audit",
+        "zoo:lenet300",
+        "--masks",
+        masks.to_str().unwrap(),
+        "--exclude",
+        "fc3.weight",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["total"], 235_200 + 30_000);
+    assert_eq!(
+        v["kept"],
+        m.layers[0].count_ones() + m.layers[1].count_ones()
+    );
+    assert_eq!(v["all_prunable"]["kept"], m.count_ones());
+    assert_eq!(v["layers"][2]["frozen"], true);
+    assert_eq!(v["frozen_layers"][0], "fc3.weight");
+
+    let csv = dir.path().join("s.csv");
+    maskforge_ok(&[
+        "sweep",
+        "zoo:lenet300",
+        "--methods",
+        "rpi",
+        "--quotas",
+        "igq",
+        "--compressions",
+        "10",
+        "--include",
+        "fc1.*",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let row: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
+    // kept, active, total: fc1 alone, 235 200 / 10.
+    assert_eq!(row[9], "23520");
+    assert_eq!(row[11], "235200");
+}

@@ -216,4 +216,22 @@ mod tests {
             assert_eq!(a, keep_top(&s, k), "k={k}");
         }
     }
+
+    /// With frozen layers: the in-memory ranking of the selected weights
+    /// (frozen ones at +inf, cut at `k` plus the frozen count), frozen
+    /// layers whole.
+    #[test]
+    fn streaming_magnitude_over_a_selection() {
+        let net = crate::zoo::build("lenet300", 2).unwrap();
+        let flags = [true, false, true];
+        let frozen = net.layers[1].numel();
+        let mut s = scores(&net, Ranking::Magnitude, None).unwrap();
+        s[1].iter_mut().for_each(|x| *x = f64::INFINITY);
+        for k in [1, 777, 100_000, 236_200] {
+            let a = magnitude_global_streaming_selected(&net, k, &flags).unwrap();
+            assert_eq!(a[1].count_ones(), frozen);
+            assert_eq!(a[0].count_ones() + a[2].count_ones(), k, "k={k}");
+            assert_eq!(a, keep_top(&s, k + frozen), "k={k}");
+        }
+    }
 }
