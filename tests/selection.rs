@@ -106,6 +106,10 @@ fn every_method_leaves_the_excluded_layer_dense() {
             "igq",
         ],
         &["--method", "rpi", "--quota", "uniform"],
+        &["--method", "snip", "--data", "synthetic:40"],
+        &["--method", "grasp", "--data", "synthetic:40"],
+        &["--method", "snip-it", "--data", "synthetic:40"],
+        &["--method", "rpi", "--quota", "synflow"],
     ];
     for run in runs {
         let mut args = run.to_vec();
