@@ -8,6 +8,7 @@ use maskforge::error::Result;
 use maskforge::io::maskfile;
 use maskforge::mask::MaskSet;
 use maskforge::methods::nm::{check, Conformance, Pattern};
+use maskforge::methods::selection::Selection;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -22,6 +23,10 @@ pub struct Args {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub format: super::MaskFormatArgs,
+    /// Count only these layers in the totals (--include/--exclude GLOB);
+    /// the others are reported as frozen.
+    #[command(flatten)]
+    pub select: super::SelectionArgs,
     /// Also check an N:M pattern (e.g. 2:4): per layer, whether every
     /// group of M consecutive weights along the input dimension keeps at
     /// most N (the mask's, or the checkpoint's nonzero weights).
@@ -45,19 +50,44 @@ pub fn run(a: Args) -> Result<()> {
         Some(masks) => masks,
         None => MaskSet::from_weights(net)?,
     };
-    let report = audit(net, &masks)?;
-    let conformance = pattern.map(|p| (p, check(net, &masks, p)));
+    let mut report = audit(net, &masks)?;
+    // The totals count the selected layers; the whole network's figures go
+    // under `all_prunable`.
+    let sel = a.select.selection(net)?;
+    let (selected, all) = sel.totals(net, &masks, &report.effective);
+    report.total = selected.total;
+    report.kept = selected.kept;
+    report.active = selected.active;
+    report.direct_compression = selected.direct_compression;
+    report.effective_compression = selected.effective_compression;
+    // The pattern is judged on the selected layers: frozen ones are dense
+    // by intent (an LM head, an embedding) and listed as frozen.
+    let conformance = pattern.map(|p| {
+        let layers: Vec<_> = check(net, &masks, p)
+            .into_iter()
+            .enumerate()
+            .filter(|(li, _)| sel.is_selected(*li))
+            .map(|(_, c)| c)
+            .collect();
+        (p, layers)
+    });
     if let Some(out) = &a.output {
         let mut inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
         if let Some(p) = &a.masks {
             inputs.push(p);
         }
-        let meta = metadata(
+        let mut meta = metadata(
             &report,
             &m.sha256()?,
             m.network.input_signature(),
             a.masks.is_some(),
         );
+        if !sel.is_all() || a.select.given() {
+            let (include, exclude) = sel.provenance();
+            meta.insert("include".into(), include);
+            meta.insert("exclude".into(), exclude);
+            meta.insert("frozen_layers".into(), sel.frozen_names(net).join(","));
+        }
         maskfile::write(
             out,
             &inputs,
@@ -71,6 +101,22 @@ pub fn run(a: Args) -> Result<()> {
     if a.json {
         let mut v = serde_json::to_value(&report)
             .map_err(|e| maskforge::error::Error::internal(e.to_string()))?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("all_prunable".into(), serde_json::json!(all));
+            obj.insert("include".into(), serde_json::json!(sel.include()));
+            obj.insert("exclude".into(), serde_json::json!(sel.exclude()));
+            obj.insert(
+                "frozen_layers".into(),
+                serde_json::json!(sel.frozen_names(net)),
+            );
+            if let Some(layers) = obj.get_mut("layers").and_then(|l| l.as_array_mut()) {
+                for (li, l) in layers.iter_mut().enumerate() {
+                    if let Some(l) = l.as_object_mut() {
+                        l.insert("frozen".into(), (!sel.is_selected(li)).into());
+                    }
+                }
+            }
+        }
         if let (Some((p, layers)), Some(obj)) = (&conformance, v.as_object_mut()) {
             obj.insert(
                 "pattern".into(),
@@ -83,7 +129,17 @@ pub fn run(a: Args) -> Result<()> {
         }
         return super::print_json(&v);
     }
-    print_table(&report);
+    print_table(&report, &sel);
+    if !sel.is_all() {
+        println!(
+            "all prunable layers: {} weights, {} kept, {} active (direct {}x, effective {}x)",
+            all.total,
+            all.kept,
+            all.active,
+            super::fmt_ratio(all.direct_compression),
+            super::fmt_ratio(all.effective_compression)
+        );
+    }
     if let Some((p, layers)) = &conformance {
         print_conformance(*p, layers);
     }
@@ -153,26 +209,33 @@ fn metadata(
     m
 }
 
-fn print_table(r: &AuditReport) {
+fn print_table(r: &AuditReport, sel: &Selection) {
     println!("model: {} (input {})", r.model, r.input_shape);
     println!(
         "{:<40} {:>6} {:>12} {:>12} {:>12} {:>10}",
         "layer", "kind", "total", "kept", "active", "functional"
     );
-    for l in &r.layers {
+    for (li, l) in r.layers.iter().enumerate() {
+        let kind = if sel.is_selected(li) {
+            format!("{:?}", l.kind)
+        } else {
+            "frozen".to_string()
+        };
         println!(
             "{:<40} {:>6} {:>12} {:>12} {:>12} {:>4}/{:<5}",
-            l.name,
-            format!("{:?}", l.kind),
-            l.total,
-            l.kept,
-            l.active,
-            l.nodes.functional,
-            l.nodes.total
+            l.name, kind, l.total, l.kept, l.active, l.nodes.functional, l.nodes.total
         );
     }
+    let over = if sel.is_all() {
+        String::new()
+    } else {
+        format!(
+            " in the selected layers ({} frozen layers not counted)",
+            sel.flags().iter().filter(|&&s| !s).count()
+        )
+    };
     println!(
-        "total: {} weights, {} kept, {} active",
+        "total: {} weights, {} kept, {} active{over}",
         r.total, r.kept, r.active
     );
     println!(

@@ -22,6 +22,10 @@ struct NodeView {
     shape: Vec<usize>,
     weight: Option<String>,
     params: Option<usize>,
+    /// A prunable weight the model keeps dense unless `--include` names it
+    /// (an embedding, `lm_head`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dense_by_default: bool,
 }
 
 #[derive(Serialize)]
@@ -69,6 +73,11 @@ fn inspection(net: &Network) -> Inspection {
                     .weight()
                     .and_then(|w| net.layer_index(w))
                     .map(|i| net.layers[i].numel()),
+                dense_by_default: n
+                    .op
+                    .weight()
+                    .and_then(|w| net.layer_index(w))
+                    .is_some_and(|i| !net.layers[i].default_selected),
             })
             .collect(),
     }
@@ -131,7 +140,17 @@ pub fn run(a: Args) -> Result<()> {
         let w = n
             .weight
             .as_ref()
-            .map(|w| format!("  [prunable: {w}, {} weights]", n.params.unwrap_or(0)))
+            .map(|w| {
+                let dense = if n.dense_by_default {
+                    ", dense unless --include names it"
+                } else {
+                    ""
+                };
+                format!(
+                    "  [prunable: {w}, {} weights{dense}]",
+                    n.params.unwrap_or(0)
+                )
+            })
             .unwrap_or_default();
         println!(
             "{:<36} {:<14} {:<20} {}{}",

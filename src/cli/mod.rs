@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 
 use maskforge::error::{Error, Result};
 use maskforge::io::maskfile::{MaskDType, MaskFormat, Naming};
+use maskforge::methods::selection::Selection;
 use maskforge::vocab::Named;
 
 #[derive(Parser, Debug)]
@@ -75,6 +76,38 @@ pub struct ModelArgs {
     /// Fix a symbolic ONNX input shape, batch first: NAME=1x3x224x224 (repeatable).
     #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = input_shape)]
     pub input_shape: Vec<(String, Vec<usize>)>,
+}
+
+/// `--include GLOB` / `--exclude GLOB`: the prunable layers a command
+/// prunes or counts ([`maskforge::methods::selection`]).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SelectionArgs {
+    /// Prune only weights whose name matches GLOB (repeatable; `*` crosses
+    /// dots: '*.mlp.*', 'features.0.weight'). Default: every layer pruned by default.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Keep weights whose name matches GLOB dense (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+}
+
+impl SelectionArgs {
+    /// Whether any glob was given.
+    pub fn given(&self) -> bool {
+        !self.include.is_empty() || !self.exclude.is_empty()
+    }
+
+    /// The selection on `net`; errors name the flag that carried the glob.
+    pub fn selection(&self, net: &maskforge::graph::Network) -> Result<Selection> {
+        Selection::from_globs(net, &self.include, &[]).map_err(flag("--include"))?;
+        Selection::from_globs(net, &self.include, &self.exclude).map_err(|e| {
+            if self.exclude.is_empty() {
+                e.context("--include")
+            } else {
+                e.context("--exclude")
+            }
+        })
+    }
 }
 
 /// `NAME=1x3x224x224`.

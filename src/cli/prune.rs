@@ -19,6 +19,7 @@ use maskforge::methods::random::mica::{MicaChoice, Unguaranteed};
 use maskforge::methods::scored::synflow::Precision;
 use maskforge::methods::scored::{Counts, Scorer};
 use maskforge::methods::select::Scope;
+use maskforge::methods::selection::{Selection, Totals};
 
 use super::{flag, named, MaskFormatArgs, NormalizationArgs};
 
@@ -38,6 +39,8 @@ pub struct Args {
     pub quota: Option<String>,
     #[command(flatten)]
     pub amount: Amount,
+    #[command(flatten)]
+    pub select: super::SelectionArgs,
     /// Reach the target as an effective compression (effective pruning).
     #[arg(long)]
     pub effective: bool,
@@ -451,6 +454,9 @@ fn inputs<'a>(m: &'a maskforge::io::model::Loaded, quota: &'a str) -> Vec<&'a Pa
 #[derive(Serialize)]
 struct LayerReport {
     name: String,
+    /// Not selected by the defaults and --include/--exclude: kept dense,
+    /// outside the totals and the target.
+    frozen: bool,
     total: usize,
     quota: usize,
     kept: usize,
@@ -478,11 +484,20 @@ struct Report {
     seed: u64,
     effective_target: bool,
     target_compression: f64,
+    /// Over the selected layers (what the target counts): `total`, `kept`,
+    /// `active` and the two compressions.
     total: usize,
     kept: usize,
     active: usize,
     direct_compression: f64,
     effective_compression: f64,
+    /// The same figures over every prunable layer, frozen ones dense.
+    all_prunable: Totals,
+    /// The --include and --exclude globs given.
+    include: Vec<String>,
+    exclude: Vec<String>,
+    /// Weights of the layers left dense by the selection.
+    frozen_layers: Vec<String>,
     functional_node_ratio: f64,
     note: Option<String>,
     /// Layers that keep no weight at all (layer collapse: no path is left
@@ -522,6 +537,8 @@ struct Produced {
     method: String,
     /// With --pattern: the pattern and the layers it could not fit.
     pattern: Option<(Pattern, Vec<DenseLayer>)>,
+    /// The layers pruned; the others stay dense.
+    selection: Selection,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -540,6 +557,12 @@ pub fn run(a: Args) -> Result<()> {
                 a.method
             )))
         }
+        (Chosen::Neurons(_), None) if a.select.given() => {
+            return Err(Error::input(format!(
+                "--include/--exclude with --method {}: neuron methods prune the hidden neurons of every layer",
+                a.method
+            )))
+        }
         (Chosen::Neurons(nm), None) => prune_neurons(&a, &m, nm)?,
         (Chosen::Weights(method), None) => prune_weights(&a, &m, method)?,
     };
@@ -548,7 +571,9 @@ pub fn run(a: Args) -> Result<()> {
 
 fn prune_weights(a: &Args, m: &Loaded, method: Method) -> Result<Produced> {
     let net = &m.network;
-    let (target_kept, target_compression) = a.amount.target(net.prunable_count())?;
+    let selection = a.select.selection(net)?;
+    // The target counts the selected weights only.
+    let (target_kept, target_compression) = a.amount.target(selection.selected_weights(net))?;
     let global_cut = method.scope() == Scope::Global;
     let quota = if global_cut {
         // One global threshold: the quota plays no part.
@@ -558,6 +583,7 @@ fn prune_weights(a: &Args, m: &Loaded, method: Method) -> Result<Produced> {
     };
     let mut ctx = a.scoring.context(net, m.tokens.as_ref(), a.model.seed)?;
     ctx.density = Some(a.amount.density()?);
+    ctx.selection = Some(selection.clone());
     let spec = PruneSpec {
         method,
         quota,
@@ -582,6 +608,7 @@ fn prune_weights(a: &Args, m: &Loaded, method: Method) -> Result<Produced> {
         neurons: None,
         method: method.to_string(),
         pattern: None,
+        selection,
     })
 }
 
@@ -597,7 +624,9 @@ fn prune_to_pattern(a: &Args, m: &Loaded, method: Method, pattern: &str) -> Resu
             pattern.density()
         )));
     }
-    let ctx = a.scoring.context(net, m.tokens.as_ref(), a.model.seed)?;
+    let selection = a.select.selection(net)?;
+    let mut ctx = a.scoring.context(net, m.tokens.as_ref(), a.model.seed)?;
+    ctx.selection = Some(selection.clone());
     let bar = super::progress_bar(&a.method);
     let (placed, history) =
         prune_pattern(net, method, pattern, a.model.seed, &ctx, &mut |k, n| {
@@ -607,14 +636,15 @@ fn prune_to_pattern(a: &Args, m: &Loaded, method: Method, pattern: &str) -> Resu
     bar.finish_and_clear();
     let mut out = PruneOutcome::of(net, placed.masks);
     out.history = history;
-    let kept = out.raw.count_ones();
+    let kept = selection.count_selected(&out.raw);
     Ok(Produced {
-        target_compression: net.prunable_count() as f64 / kept.max(1) as f64,
+        target_compression: selection.selected_weights(net) as f64 / kept.max(1) as f64,
         out,
         quota: pattern.to_string(),
         neurons: None,
         method: method.to_string(),
         pattern: Some((pattern, placed.dense)),
+        selection,
     })
 }
 
@@ -664,6 +694,7 @@ fn prune_neurons(a: &Args, m: &Loaded, method: NeuronMethod) -> Result<Produced>
         neurons: Some(neurons),
         method: a.method.clone(),
         pattern: None,
+        selection: Selection::everything(net),
     })
 }
 
@@ -674,12 +705,21 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
     let r = audit_with(net, &out.raw, out.analysis.clone(), Paths::Skip)?;
     // A pattern is a storage format: dropping inactive weights would leave
     // groups below N, so the raw mask is written.
+    let sel = &p.selection;
+    // Frozen layers are written dense, also in the effective mask.
+    let mut effective;
     let written = if a.keep_inactive || p.pattern.is_some() {
         &out.raw
-    } else {
+    } else if sel.is_all() {
         out.effective()
+    } else {
+        effective = out.effective().clone();
+        sel.fill_frozen(&mut effective);
+        &effective
     };
     let inputs = inputs(m, a.quota_name());
+    let (selected, all) = sel.totals(net, &out.raw, out.effective());
+    let frozen_layers = sel.frozen_names(net);
     let mut meta = BTreeMap::new();
     meta.insert("maskforge_version".into(), env!("CARGO_PKG_VERSION").into());
     meta.insert("method".into(), p.method.clone());
@@ -691,12 +731,28 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
     meta.insert("seed".into(), a.model.seed.to_string());
     meta.insert(
         "direct_compression".into(),
-        r.direct_compression.to_string(),
+        selected.direct_compression.to_string(),
     );
     meta.insert(
         "effective_compression".into(),
-        r.effective_compression.to_string(),
+        selected.effective_compression.to_string(),
     );
+    // With a selection: the globs, the layers left dense, and the figures
+    // over every prunable layer (the two above count the selected ones).
+    if !sel.is_all() || a.select.given() {
+        let (include, exclude) = sel.provenance();
+        meta.insert("include".into(), include);
+        meta.insert("exclude".into(), exclude);
+        meta.insert("frozen_layers".into(), frozen_layers.join(","));
+        meta.insert(
+            "all_direct_compression".into(),
+            all.direct_compression.to_string(),
+        );
+        meta.insert(
+            "all_effective_compression".into(),
+            all.effective_compression.to_string(),
+        );
+    }
     meta.insert("model_sha256".into(), m.sha256()?);
     meta.insert("input_shape".into(), net.input_signature());
     if let Some((pattern, _)) = &p.pattern {
@@ -760,11 +816,15 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
         seed: a.model.seed,
         effective_target: a.effective,
         target_compression: p.target_compression,
-        total: r.total,
-        kept: r.kept,
-        active: r.active,
-        direct_compression: r.direct_compression,
-        effective_compression: r.effective_compression,
+        total: selected.total,
+        kept: selected.kept,
+        active: selected.active,
+        direct_compression: selected.direct_compression,
+        effective_compression: selected.effective_compression,
+        all_prunable: all,
+        include: sel.include().to_vec(),
+        exclude: sel.exclude().to_vec(),
+        frozen_layers,
         functional_node_ratio: r.functional_node_ratio,
         note: out.note.clone(),
         collapsed_layers: r
@@ -779,8 +839,10 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
             .layers
             .iter()
             .zip(&out.counts)
-            .map(|(l, &q)| LayerReport {
+            .enumerate()
+            .map(|(li, (l, &q))| LayerReport {
                 name: l.name.clone(),
+                frozen: !sel.is_selected(li),
                 total: l.total,
                 quota: q,
                 kept: l.kept,
@@ -859,13 +921,26 @@ fn print_table(a: &Args, report: &Report) {
         "layer", "total", "quota", "kept", "active"
     );
     for l in &report.layers {
+        let quota = if l.frozen {
+            "frozen".to_string()
+        } else {
+            l.quota.to_string()
+        };
         println!(
             "{:<40} {:>12} {:>10} {:>10} {:>10}",
-            l.name, l.total, l.quota, l.kept, l.active
+            l.name, l.total, quota, l.kept, l.active
         );
     }
+    let over = if report.frozen_layers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " selected ({} frozen layers dense)",
+            report.frozen_layers.len()
+        )
+    };
     println!(
-        "{} {} on {}: kept {} of {} (direct {}x), active {} (effective {}x); wrote {}",
+        "{} {} on {}: kept {} of {}{over} (direct {}x), active {} (effective {}x); wrote {}",
         report.method,
         report.quota,
         report.model,
@@ -876,4 +951,15 @@ fn print_table(a: &Args, report: &Report) {
         super::fmt_ratio(report.effective_compression),
         a.output.display()
     );
+    if !report.frozen_layers.is_empty() {
+        let all = &report.all_prunable;
+        println!(
+            "all prunable layers: kept {} of {} (direct {}x), active {} (effective {}x)",
+            all.kept,
+            all.total,
+            super::fmt_ratio(all.direct_compression),
+            all.active,
+            super::fmt_ratio(all.effective_compression)
+        );
+    }
 }

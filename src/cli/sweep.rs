@@ -25,6 +25,8 @@ pub struct Args {
     /// 10^0.5 .. 10^6), or a comma list of ratios (10,100,1e3,10^3.5).
     #[arg(long)]
     pub compressions: String,
+    #[command(flatten)]
+    pub select: super::SelectionArgs,
     /// Number of pruning seeds per point: 0..K-1.
     #[arg(long, default_value_t = 1)]
     pub seeds: u64,
@@ -52,12 +54,13 @@ struct Report<'a> {
 
 pub fn run(a: Args) -> Result<()> {
     // Every usage error before any work.
-    let cfg = SweepConfig::parse(&a.methods, &a.quotas, &a.compressions, a.seeds)?;
+    let mut cfg = SweepConfig::parse(&a.methods, &a.quotas, &a.compressions, a.seeds)?;
     if let Some(p) = &a.plot {
         maskforge::report::plot::Format::from_path(p).map_err(super::flag("--plot"))?;
     }
     let m = a.model.load()?;
     let net = &m.network;
+    cfg.selection = Some(a.select.selection(net)?);
     let inputs: Vec<&Path> = m.files.iter().map(|p| p.as_path()).collect();
     super::check_outputs(&[Some(&a.csv), a.plot.as_deref()], &inputs)?;
 
@@ -81,7 +84,10 @@ pub fn run(a: Args) -> Result<()> {
     if a.json {
         return super::print_json(&Report {
             model: &a.model.model,
-            total: net.prunable_count(),
+            total: cfg
+                .selection
+                .as_ref()
+                .map_or(net.prunable_count(), |s| s.selected_weights(net)),
             runs: rows.len(),
             failed,
             csv: &a.csv,

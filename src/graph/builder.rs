@@ -337,9 +337,25 @@ impl NetworkBuilder {
             shape: canon,
             stored_shape: w.tensor.shape.clone(),
             stored_index: w.index,
+            default_selected: true,
         });
         self.params.insert(w.name, w.tensor);
         Ok(())
+    }
+
+    /// Leave the layer of weight `weight_name` dense unless an `--include`
+    /// glob names it (its [`Layer::default_selected`] becomes false).
+    /// An input error when no layer has that weight.
+    pub fn exclude_by_default(&mut self, weight_name: &str) -> Result<()> {
+        match self.layers.iter_mut().find(|l| l.name == weight_name) {
+            Some(l) => {
+                l.default_selected = false;
+                Ok(())
+            }
+            None => Err(Error::input(format!(
+                "no prunable layer has the weight '{weight_name}'"
+            ))),
+        }
     }
 
     /// Inference BatchNorm over channels (axis 0) with named parameters.

@@ -84,6 +84,12 @@ pub struct Layer {
     /// `stored_index[c]` is the stored flat index of canonical element `c`;
     /// `None` when the two layouts coincide.
     pub stored_index: Option<Arc<Vec<u32>>>,
+    /// Whether the layer is pruned when no `--include` glob is given
+    /// ([`crate::methods::selection::Selection`]). True for every layer the
+    /// builder registers; a reader clears it with
+    /// [`NetworkBuilder::exclude_by_default`] for weights that stay dense
+    /// unless named (embeddings, `lm_head`).
+    pub default_selected: bool,
 }
 
 impl Layer {

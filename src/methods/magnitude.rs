@@ -86,7 +86,25 @@ pub fn scores(net: &Network, ranking: Ranking, current: Option<&MaskSet>) -> Res
 /// masks as [`crate::methods::select::keep_top`] on `|w|`, for checkpoints too large to rank in one
 /// array (a billion weights would need 8 GB of f64 scores).
 pub fn magnitude_global_streaming(net: &Network, k: usize) -> Result<Vec<BitSet>> {
-    let total = net.prunable_count();
+    magnitude_global_streaming_selected(net, k, &vec![true; net.layers.len()])
+}
+
+/// [`magnitude_global_streaming`] over the layers with `selected[l]` only,
+/// `k` kept among them; the others (frozen) keep every weight and are not
+/// read.
+pub fn magnitude_global_streaming_selected(
+    net: &Network,
+    k: usize,
+    selected: &[bool],
+) -> Result<Vec<BitSet>> {
+    let chosen = |li: usize| selected.get(li).copied().unwrap_or(false);
+    let total: usize = net
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|&(li, _)| chosen(li))
+        .map(|(_, l)| l.numel())
+        .sum();
     let prune = total.saturating_sub(k);
     let key = |x: f32| (x.abs().to_bits() >> 16) as usize;
     let layer_values = |l: &crate::graph::Layer| -> Result<Vec<f32>> {
@@ -99,7 +117,7 @@ pub fn magnitude_global_streaming(net: &Network, k: usize) -> Result<Vec<BitSet>
         Ok(v)
     };
     let mut hist = vec![0usize; 1 << 16];
-    for l in &net.layers {
+    for (_, l) in net.layers.iter().enumerate().filter(|&(li, _)| chosen(li)) {
         let v = layer_values(l)?;
         if v.iter().any(|x| !x.is_finite()) {
             return Err(Error::input(format!(
@@ -116,7 +134,7 @@ pub fn magnitude_global_streaming(net: &Network, k: usize) -> Result<Vec<BitSet>
     } else {
         let (bucket, below) = crate::methods::select::bucket_of_rank(&hist, prune - 1);
         let mut inside: Vec<f32> = Vec::with_capacity(hist[bucket]);
-        for l in &net.layers {
+        for (_, l) in net.layers.iter().enumerate().filter(|&(li, _)| chosen(li)) {
             inside.extend(
                 layer_values(l)?
                     .iter()
@@ -130,7 +148,11 @@ pub fn magnitude_global_streaming(net: &Network, k: usize) -> Result<Vec<BitSet>
     };
     net.layers
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(li, l)| {
+            if !chosen(li) {
+                return Ok(BitSet::full(l.numel()));
+            }
             let v = layer_values(l)?;
             let stored = BitSet::from_fn(v.len(), |i| v[i].abs() > threshold && v[i] != 0.0);
             Ok(l.canonical_from_stored(&stored))
@@ -192,6 +214,24 @@ mod tests {
         for k in [1, 100, 26_620, 200_000, 266_200] {
             let a = magnitude_global_streaming(&net, k).unwrap();
             assert_eq!(a, keep_top(&s, k), "k={k}");
+        }
+    }
+
+    /// With frozen layers: the in-memory ranking of the selected weights
+    /// (frozen ones at +inf, cut at `k` plus the frozen count), frozen
+    /// layers whole.
+    #[test]
+    fn streaming_magnitude_over_a_selection() {
+        let net = crate::zoo::build("lenet300", 2).unwrap();
+        let flags = [true, false, true];
+        let frozen = net.layers[1].numel();
+        let mut s = scores(&net, Ranking::Magnitude, None).unwrap();
+        s[1].iter_mut().for_each(|x| *x = f64::INFINITY);
+        for k in [1, 777, 100_000, 236_200] {
+            let a = magnitude_global_streaming_selected(&net, k, &flags).unwrap();
+            assert_eq!(a[1].count_ones(), frozen);
+            assert_eq!(a[0].count_ones() + a[2].count_ones(), k, "k={k}");
+            assert_eq!(a, keep_top(&s, k + frozen), "k={k}");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! which ones ([`random`]: RPI and MiCA; [`scored`]: SNIP, GraSP, SynFlow,
 //! SNIP-it; [`magnitude`]: magnitude and LAMP; [`neuron`]: structured
 //! pruning and OSSuM; [`npb`]: node-path balancing), cut into masks by [`select`] and dispatched by
-//! [`prune`].
+//! [`prune`], over the layers [`selection`] chooses (`--include`/`--exclude`).
 
 pub mod magnitude;
 pub mod neuron;
@@ -13,3 +13,4 @@ pub mod quota;
 pub mod random;
 pub mod scored;
 pub mod select;
+pub mod selection;

@@ -143,7 +143,10 @@ impl std::fmt::Display for Method {
 pub struct PruneSpec {
     pub method: Method,
     pub quota: Quota,
-    /// Target number of kept weights (direct), or of active weights with `effective`.
+    /// Target number of kept weights (direct), or of active weights with
+    /// `effective`, in the selected layers (the context's
+    /// [`crate::methods::selection::Selection`]: every layer by default);
+    /// frozen layers keep all their weights on top of it.
     pub target_kept: usize,
     pub seed: u64,
     /// Reach the target as an *effective* count (effective pruning).
@@ -196,7 +199,11 @@ pub fn place(net: &Network, method: Method, counts: &[usize], seed: u64) -> Resu
         }
         Method::Scored(scorer, _) => {
             let total = counts.iter().sum();
-            let ctx = crate::methods::scored::Context::default();
+            // Given counts place in every layer, frozen ones included.
+            let ctx = crate::methods::scored::Context {
+                selection: Some(crate::methods::selection::Selection::everything(net)),
+                ..Default::default()
+            };
             let (m, _) = crate::methods::scored::prune_scored(
                 net,
                 scorer,
@@ -233,12 +240,21 @@ fn run_at(
 ) -> Result<PruneOutcome> {
     use crate::methods::magnitude::scores;
     use crate::methods::select::keep_top;
+    let sel = ctx.selection_of(net);
     if let Method::Ranked(r, Scope::Global) = spec.method {
         let layers = match r {
             crate::methods::magnitude::Ranking::Magnitude => {
-                crate::methods::magnitude::magnitude_global_streaming(net, kept)?
+                crate::methods::magnitude::magnitude_global_streaming_selected(
+                    net,
+                    kept,
+                    sel.flags(),
+                )?
             }
-            _ => keep_top(&scores(net, r, None)?, kept),
+            _ => {
+                let mut s = scores(net, r, None)?;
+                sel.freeze_scores(&mut s);
+                keep_top(&s, kept + sel.frozen_weights(net))
+            }
         };
         let raw = MaskSet { layers };
         let counts = raw.layers.iter().map(|b| b.count_ones()).collect();
@@ -246,7 +262,7 @@ fn run_at(
     }
     if let Method::Scored(scorer, scope) = spec.method {
         let counts = match scope {
-            Scope::Layer => Some(crate::methods::quota::kept_counts(net, &spec.quota, kept)?),
+            Scope::Layer => Some(sel.kept_counts(net, &spec.quota, kept)?),
             Scope::Global => None,
         };
         let (raw, history) = crate::methods::scored::prune_scored(
@@ -266,7 +282,7 @@ fn run_at(
         let counts = raw.layers.iter().map(|b| b.count_ones()).collect();
         return Ok(outcome(net, raw, counts, history));
     }
-    let counts = crate::methods::quota::kept_counts(net, &spec.quota, kept)?;
+    let counts = sel.kept_counts(net, &spec.quota, kept)?;
     let (raw, analysis, mica_unguaranteed) = match spec.method {
         Method::Mica(choice) => {
             let r = crate::methods::random::mica::mica_run(net, &counts, choice, spec.seed)?;
@@ -306,10 +322,19 @@ pub fn prune_with(
     ctx: &crate::methods::scored::Context,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PruneOutcome> {
-    let total = net.prunable_count();
+    let sel = ctx.selection_of(net);
+    if sel.flags().len() != net.layers.len() {
+        return Err(Error::internal(format!(
+            "a selection of {} layers for a network of {}",
+            sel.flags().len(),
+            net.layers.len()
+        )));
+    }
+    let total = sel.selected_weights(net);
     if spec.target_kept == 0 || spec.target_kept > total {
+        let over = if sel.is_all() { "" } else { " selected" };
         return Err(Error::input(format!(
-            "target of {} kept weights is outside 1..={total}",
+            "target of {} kept weights is outside 1..={total} (the{over} prunable weights)",
             spec.target_kept
         )));
     }
@@ -346,7 +371,10 @@ fn prune_at_target(
     progress: &mut dyn FnMut(usize, usize),
     iterative: bool,
 ) -> Result<PruneOutcome> {
-    let total = net.prunable_count();
+    let sel = ctx.selection_of(net);
+    let total = sel.selected_weights(net);
+    // Active weights count in the selected layers only.
+    let active = |out: &PruneOutcome| sel.count_selected(out.effective());
     if !spec.effective {
         return run_at(net, spec, one_shot_kept(net, spec, ctx), ctx, progress);
     }
@@ -354,11 +382,11 @@ fn prune_at_target(
     if iterative {
         // The last round already cut for the effective target.
         let mut out = run_at(net, spec, target, ctx, progress)?;
-        out.note = unreachable(target, &out);
+        out.note = unreachable(target, active(&out));
         return Ok(out);
     }
     let first = run_at(net, spec, target, ctx, progress)?;
-    if first.effective().count_ones() >= target {
+    if active(&first) >= target {
         return Ok(first);
     }
     // Smallest K whose active count reaches the target; a K the quota cannot
@@ -369,7 +397,7 @@ fn prune_at_target(
         let mid = lo + (hi - lo) / 2;
         let reached = match run_at(net, spec, mid, ctx, &mut |_, _| {}) {
             Ok(out) => {
-                let r = out.effective().count_ones() >= target;
+                let r = active(&out) >= target;
                 if r {
                     best = Some(out);
                 }
@@ -388,7 +416,7 @@ fn prune_at_target(
         Some(out) => Ok(out),
         None => {
             let mut out = first;
-            out.note = unreachable(target, &out);
+            out.note = unreachable(target, active(&out));
             Ok(out)
         }
     }
@@ -404,7 +432,7 @@ fn one_shot_kept(net: &Network, spec: &PruneSpec, ctx: &crate::methods::scored::
         Method::Scored(s, scope) => scope == Scope::Global && !s.iterative(),
         _ => false,
     };
-    let total = net.prunable_count();
+    let total = ctx.selection_of(net).selected_weights(net);
     match ctx.density {
         Some(d) if one_shot_global && (d * total as f64 - spec.target_kept as f64).abs() <= 1.0 => {
             crate::methods::select::reference_kept(total, d).max(1)
@@ -442,9 +470,9 @@ pub fn resolve_quota(
     ))
 }
 
-/// The note of an effective target `out` falls short of, if it does.
-fn unreachable(target: usize, out: &PruneOutcome) -> Option<String> {
-    let active = out.effective().count_ones();
+/// The note of an effective target a run with `active` active (selected)
+/// weights falls short of, if it does.
+fn unreachable(target: usize, active: usize) -> Option<String> {
     (active < target).then(|| {
         format!(
             "an effective count of {target} cannot be reached with this method and quota; closest achievable: {active} active"
@@ -473,14 +501,22 @@ pub fn prune_pattern(
     use crate::methods::nm::{keep_in_layer, keep_top_in_groups, place, random_in_layer};
     let (n, m) = (pattern.n, pattern.m);
     let layers = net.layers.len();
-    let placed = match method {
+    // Frozen layers stay dense (and are not read).
+    let sel = ctx.selection_of(net);
+    let mut placed = match method {
         Method::Rpi => place(net, m, |li, l| {
             progress(li + 1, layers);
+            if !sel.is_selected(li) {
+                return Ok(crate::bitset::BitSet::full(l.numel()));
+            }
             let key = crate::rng::stream_key(seed, "nm-random", &l.name);
             Ok(random_in_layer(l, n, m, key))
         })?,
         Method::Ranked(..) => place(net, m, |li, l| {
             progress(li + 1, layers);
+            if !sel.is_selected(li) {
+                return Ok(crate::bitset::BitSet::full(l.numel()));
+            }
             let w = net.canonical_weights(li)?;
             if let Some(t) = net.params.get(&l.name) {
                 t.release();
@@ -504,6 +540,7 @@ pub fn prune_pattern(
                 net,
                 pattern,
                 rounds,
+                &sel,
                 &mut |mk| flow.scores(mk),
                 progress,
             );
@@ -514,5 +551,6 @@ pub fn prune_pattern(
             )))
         }
     };
+    sel.fill_frozen(&mut placed.masks);
     Ok((placed, Vec::new()))
 }

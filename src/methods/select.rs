@@ -218,6 +218,18 @@ pub fn keep_top_per_layer(scores: &[Vec<f64>], counts: &[usize]) -> Vec<BitSet> 
 /// when even those leave fewer active. Active counts grow with the kept
 /// set (a larger cut keeps a superset), so the bisection is exact.
 pub fn effective_top(net: &Network, scores: &[Vec<f64>], target: usize) -> MaskSet {
+    effective_top_by(net, scores, target, MaskSet::count_ones)
+}
+
+/// [`effective_top`] with the active weights counted by `count` (of the
+/// effective masks): the selected layers' only when some layers are frozen
+/// ([`crate::methods::selection::Selection::count_selected`]).
+pub fn effective_top_by(
+    net: &Network,
+    scores: &[Vec<f64>],
+    target: usize,
+    count: impl Fn(&MaskSet) -> usize,
+) -> MaskSet {
     let ranking = TopRanking::new(scores);
     let cut = |k: usize| MaskSet {
         layers: ranking.keep(k),
@@ -226,7 +238,7 @@ pub fn effective_top(net: &Network, scores: &[Vec<f64>], target: usize) -> MaskS
     let (mut lo, mut hi) = (target.min(positive), positive);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if crate::analysis::effective::effective_masks(net, &cut(mid)).count_ones() >= target {
+        if count(&crate::analysis::effective::effective_masks(net, &cut(mid))) >= target {
             hi = mid;
         } else {
             lo = mid + 1;

@@ -34,7 +34,7 @@ use serde::Serialize;
 use crate::analysis::audit::{audit_with, Paths};
 use crate::error::{Error, Result};
 use crate::graph::Network;
-use crate::methods::prune::{prune, Method, PruneSpec};
+use crate::methods::prune::{prune_with, Method, PruneSpec};
 use crate::methods::quota::{self, Quota};
 
 /// A quota with its name (as [`Quota::name`] writes it).
@@ -53,6 +53,9 @@ pub struct SweepConfig {
     pub compressions: Vec<f64>,
     /// Seeds `0..seeds`.
     pub seeds: u64,
+    /// The layers pruned (`None`: the network's defaults); targets and the
+    /// figures of every row count the selected layers only.
+    pub selection: Option<crate::methods::selection::Selection>,
 }
 
 impl SweepConfig {
@@ -103,6 +106,7 @@ impl SweepConfig {
             quotas,
             compressions,
             seeds,
+            selection: None,
         })
     }
 
@@ -209,7 +213,9 @@ pub struct SweepRow {
     pub functional_node_ratio: Option<f64>,
     pub kept: Option<usize>,
     pub active: Option<usize>,
-    /// Prunable weights of the model.
+    /// Prunable weights of the model (of its selected layers when
+    /// `--include`/`--exclude` or the model's defaults leave some dense:
+    /// `kept`, `active` and the compressions count those too).
     pub total: usize,
     /// Why the run failed (an input error: e.g. the quota is infeasible).
     pub error: Option<String>,
@@ -237,7 +243,15 @@ pub fn run(
     cfg: &SweepConfig,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<SweepRow>> {
-    let total = net.prunable_count();
+    let sel = cfg
+        .selection
+        .clone()
+        .unwrap_or_else(|| crate::methods::selection::Selection::defaults(net));
+    let total = sel.selected_weights(net);
+    let ctx = crate::methods::scored::Context {
+        selection: Some(sel.clone()),
+        ..Default::default()
+    };
     let all = cfg.runs();
     let mut rows = Vec::with_capacity(all);
     progress(0, all);
@@ -256,9 +270,12 @@ pub fn run(
                                 seed,
                                 effective: false,
                             };
-                            prune(net, &spec)
+                            prune_with(net, &spec, &ctx, &mut |_, _| {})
                         })
-                        .and_then(|o| audit_with(net, &o.raw, o.analysis, Paths::Count));
+                        .and_then(|o| {
+                            let (selected, _) = sel.totals(net, &o.raw, o.effective());
+                            Ok((selected, audit_with(net, &o.raw, o.analysis, Paths::Count)?))
+                        });
                     let mut row = SweepRow {
                         model: model_name.to_string(),
                         method: method.to_string(),
@@ -277,17 +294,17 @@ pub fn run(
                         effective_nodes: None,
                     };
                     match outcome {
-                        Ok(r) => {
-                            row.direct_compression = Some(r.direct_compression);
-                            row.effective_compression = Some(r.effective_compression);
-                            row.functional_edge_ratio = Some(if r.kept == 0 {
+                        Ok((t, r)) => {
+                            row.direct_compression = Some(t.direct_compression);
+                            row.effective_compression = Some(t.effective_compression);
+                            row.functional_edge_ratio = Some(if t.kept == 0 {
                                 0.0
                             } else {
-                                r.active as f64 / r.kept as f64
+                                t.active as f64 / t.kept as f64
                             });
                             row.functional_node_ratio = Some(r.functional_node_ratio);
-                            row.kept = Some(r.kept);
-                            row.active = Some(r.active);
+                            row.kept = Some(t.kept);
+                            row.active = Some(t.active);
                             row.log10_effective_paths = r.paths.map(|p| p.log10_effective_paths);
                             row.effective_nodes = Some(r.effective_nodes);
                         }
@@ -494,6 +511,7 @@ pub fn series(rows: &[SweepRow]) -> Vec<Series> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::methods::prune::prune;
 
     fn close(a: f64, b: f64) -> bool {
         ((a - b) / b).abs() < 1e-12

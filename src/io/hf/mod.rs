@@ -170,7 +170,9 @@ pub(crate) fn finish(tx: Tx, outputs: Vec<Output>) -> Result<Network> {
         b.rename(v, name);
         b.output(v);
     }
-    let _ = dense_by_default;
+    for name in &dense_by_default {
+        b.exclude_by_default(name)?;
+    }
     b.finish()
 }
 

@@ -26,7 +26,8 @@ use crate::graph::Network;
 use crate::mask::MaskSet;
 use crate::methods::select::Scope;
 use crate::methods::select::{keep_top, keep_top_per_layer, keep_top_signed};
-pub use rounds::{iterate, Counts, LastCut, Schedule};
+use crate::methods::selection::Selection;
+pub use rounds::{iterate, iterate_frozen, Counts, LastCut, Schedule};
 
 /// A score-based method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -81,6 +82,20 @@ pub struct Context {
     pub density: Option<f64>,
     /// SynFlow's precision and per-round counts.
     pub synflow: synflow::Options,
+    /// The layers pruned ([`Selection`]); `None`: the network's defaults
+    /// ([`Selection::defaults`]). Targets count the selected weights only;
+    /// frozen layers score `+inf` in every ranking and round (always kept).
+    pub selection: Option<Selection>,
+}
+
+impl Context {
+    /// The selection in force on `net`.
+    pub fn selection_of(&self, net: &Network) -> Selection {
+        match &self.selection {
+            Some(s) => s.clone(),
+            None => Selection::defaults(net),
+        }
+    }
 }
 
 impl Default for Context {
@@ -92,6 +107,7 @@ impl Default for Context {
             cache: Arc::default(),
             density: None,
             synflow: synflow::Options::default(),
+            selection: None,
         }
     }
 }
@@ -156,7 +172,7 @@ pub fn one_shot_scores(
     let s = Arc::new(match scorer {
         Scorer::Snip => crate::methods::scored::snip::scores(&ex, &dense, cal)?,
         Scorer::Grasp => crate::methods::scored::grasp::scores(&ex, &dense, cal)?,
-        Scorer::Wanda => wanda::scores(&ex, cal)?,
+        Scorer::Wanda => wanda::scores(&ex, cal, ctx.selection_of(net).flags())?,
         _ => {
             return Err(Error::internal(format!(
                 "{} is not one-shot",
@@ -198,23 +214,39 @@ pub fn prune_scored(
     ctx: &Context,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(MaskSet, Vec<f64>)> {
+    // Targets count the selected weights; frozen layers rank above all.
+    let sel = ctx.selection_of(net);
+    let frozen = sel.frozen_weights(net);
+    let freeze = |mut s: Vec<Vec<f64>>| {
+        sel.freeze_scores(&mut s);
+        s
+    };
     // The last round of the iterative methods: the schedule's own cut, or
-    // the effective one.
+    // the effective one (active weights counted in the selected layers).
     let mut effective = |s: &[Vec<f64>]| -> Result<MaskSet> {
-        Ok(crate::methods::select::effective_top(net, s, target))
+        Ok(crate::methods::select::effective_top_by(
+            net,
+            s,
+            target,
+            |active| sel.count_selected(active),
+        ))
     };
     let mut last: Option<&mut LastCut> = match cut {
         Cut::Direct => None,
         Cut::Effective => Some(&mut effective),
     };
-    let total = net.prunable_count() as f64;
+    let total = sel.selected_weights(net) as f64;
     let counts = if scope == Scope::Layer { counts } else { None };
     match scorer {
         Scorer::Snip | Scorer::Grasp => {
             let s = one_shot_scores(net, scorer, ctx, progress)?;
-            let m = MaskSet {
-                layers: select(&s, scorer == Scorer::Grasp, target, counts),
+            let layers = if sel.is_all() {
+                select(&s, scorer == Scorer::Grasp, target, counts)
+            } else {
+                let s = freeze(s.to_vec());
+                select(&s, scorer == Scorer::Grasp, target + frozen, counts)
             };
+            let m = MaskSet { layers };
             Ok((m, vec![]))
         }
         Scorer::Wanda => {
@@ -236,11 +268,12 @@ pub fn prune_scored(
                 density: asked.unwrap_or(target as f64 / total),
                 counts: ctx.synflow.counts,
             };
-            iterate(
+            iterate_frozen(
                 net,
+                frozen,
                 target,
                 schedule,
-                &mut |m| flow.scores(m),
+                &mut |m| Ok(freeze(flow.scores(m)?)),
                 last.take(),
                 progress,
             )
@@ -254,11 +287,12 @@ pub fn prune_scored(
                 density: target as f64 / total,
                 counts: Counts::Nearest,
             };
-            iterate(
+            iterate_frozen(
                 net,
+                frozen,
                 target,
                 schedule,
-                &mut |m| crate::methods::scored::snip::scores(&ex, m, cal),
+                &mut |m| Ok(freeze(crate::methods::scored::snip::scores(&ex, m, cal)?)),
                 last.take(),
                 progress,
             )

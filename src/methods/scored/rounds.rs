@@ -64,11 +64,27 @@ pub fn iterate(
     target: usize,
     schedule: Schedule,
     score: &mut dyn FnMut(&MaskSet) -> Result<Vec<Vec<f64>>>,
+    cut: Option<&mut LastCut>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(MaskSet, Vec<f64>)> {
+    iterate_frozen(net, 0, target, schedule, score, cut, progress)
+}
+
+/// [`iterate`] with `frozen` weights in frozen layers
+/// ([`crate::methods::selection::Selection`]) that `score` ranks `+inf`:
+/// the schedule, its counts, `target` and the densities returned are over
+/// the other (selected) weights, and every cut keeps the frozen ones too.
+pub fn iterate_frozen(
+    net: &Network,
+    frozen: usize,
+    target: usize,
+    schedule: Schedule,
+    score: &mut dyn FnMut(&MaskSet) -> Result<Vec<Vec<f64>>>,
     mut cut: Option<&mut LastCut>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(MaskSet, Vec<f64>)> {
     let rounds = schedule.rounds.max(1);
-    let n = net.prunable_count();
+    let n = net.prunable_count().saturating_sub(frozen);
     let total = n as f64;
     let mut masks = MaskSet::dense(net);
     let mut history = Vec::with_capacity(rounds);
@@ -84,18 +100,18 @@ pub fn iterate(
                     masks
                 } else {
                     MaskSet {
-                        layers: keep_top(&s, n.saturating_sub(prune)),
+                        layers: keep_top(&s, n.saturating_sub(prune) + frozen),
                     }
                 }
             }
             (true, None, Counts::Nearest) => MaskSet {
-                layers: keep_top(&s, target),
+                layers: keep_top(&s, target + frozen),
             },
             (false, _, Counts::Nearest) => MaskSet {
-                layers: keep_top(&s, (total * d).round() as usize),
+                layers: keep_top(&s, (total * d).round() as usize + frozen),
             },
         };
-        history.push(masks.count_ones() as f64 / total);
+        history.push(masks.count_ones().saturating_sub(frozen) as f64 / total);
         progress(k, rounds);
     }
     Ok((masks, history))
@@ -105,12 +121,14 @@ pub fn iterate(
 /// `ceil(M p^(k / rounds))` of every group of `M` (`p = N / M`, so `N` in
 /// the last round) by the current scores, weights already pruned ranked
 /// below every kept one. A round whose per-group count does not change
-/// prunes nothing and is not scored. Returns the placement and the density
-/// of the fitting layers after each round.
+/// prunes nothing and is not scored. Layers `selection` freezes stay
+/// dense in every round. Returns the placement and the density of the
+/// fitting layers after each round.
 pub fn iterate_groups(
     net: &Network,
     pattern: crate::methods::nm::Pattern,
     rounds: usize,
+    selection: &crate::methods::selection::Selection,
     score: &mut dyn FnMut(&MaskSet) -> Result<Vec<Vec<f64>>>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(crate::methods::nm::Placed, Vec<f64>)> {
@@ -119,6 +137,7 @@ pub fn iterate_groups(
     let m = pattern.m;
     let mut keep = m;
     let mut placed = keep_per_group(net, &vec_of_ones(net), m, m);
+    selection.fill_frozen(&mut placed.masks);
     let mut history = Vec::with_capacity(rounds);
     for k in 1..=rounds {
         let d = pattern.density().powf(k as f64 / rounds as f64);
@@ -134,6 +153,7 @@ pub fn iterate_groups(
                 }
             }
             placed = keep_per_group(net, &s, want, m);
+            selection.fill_frozen(&mut placed.masks);
             keep = want;
         }
         history.push(keep as f64 / m as f64);

@@ -8,7 +8,7 @@
 //! The feature norms come from one forward pass of the dense network over
 //! the calibration batches (every position of a sequence is a token). Only
 //! linear layers have the paper's feature norms; a convolution in the
-//! selection is an input error.
+//! selection is an input error (layers outside it, kept dense, score `|W|`).
 //!
 //! ```
 //! use maskforge::methods::scored::wanda::keep_per_row;
@@ -25,10 +25,11 @@ use crate::error::{Error, Result};
 use crate::graph::{LayerKind, Op};
 use crate::methods::select::keep_top_per_layer;
 
-/// `|W| * ||X_j||` for every layer (canonical order).
-pub fn scores(ex: &Executor, cal: &Calibration) -> Result<Vec<Vec<f64>>> {
+/// `|W| * ||X_j||` for every layer (canonical order); `selected[l]` says
+/// which layers are pruned (the others only need a placeholder).
+pub fn scores(ex: &Executor, cal: &Calibration, selected: &[bool]) -> Result<Vec<Vec<f64>>> {
     let net = ex.network();
-    for l in &net.layers {
+    for (l, _) in net.layers.iter().zip(selected).filter(|(_, &s)| s) {
         if l.kind != LayerKind::Dense {
             return Err(Error::input(format!(
                 "wanda scores linear layers; '{}' is a convolution (leave it out with --exclude)",
@@ -39,7 +40,12 @@ pub fn scores(ex: &Executor, cal: &Calibration) -> Result<Vec<Vec<f64>>> {
     let mut sq: Vec<Vec<f64>> = net.layers.iter().map(|l| vec![0.0; l.shape[1]]).collect();
     for (x, _) in &cal.batches {
         let rec = ex.record(x, None, Mode::Eval)?;
-        for (li, l) in net.layers.iter().enumerate() {
+        for (li, l) in net
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(li, _)| selected[*li])
+        {
             let input = net.nodes[l.node].inputs[0];
             let Some(v) = rec.values[input].as_ref() else {
                 continue; // not on the way to the logits: no tokens reach it
@@ -61,6 +67,9 @@ pub fn scores(ex: &Executor, cal: &Calibration) -> Result<Vec<Vec<f64>>> {
         .enumerate()
         .map(|(li, l)| {
             let w = net.canonical_weights(li)?;
+            if !selected[li] {
+                return Ok(w.iter().map(|x| f64::from(x.abs())).collect());
+            }
             let norms: Vec<f64> = sq[li].iter().map(|s| s.sqrt()).collect();
             debug_assert!(matches!(net.nodes[l.node].op, Op::Dense { .. }));
             Ok(w.iter()
