@@ -72,7 +72,8 @@ fn architecture(spec: &str, seed: u64, options: &ReadOptions) -> Result<(Network
 const ARCH_FOR_CHECKPOINTS: &str =
     "a separate architecture is only for safetensors checkpoints (an ONNX or zoo model carries its own)";
 
-/// Load `spec` (`zoo:NAME`, `x.onnx`, `x.safetensors`, `x.safetensors.index.json`).
+/// Load `spec` (`zoo:NAME`, `x.onnx`, `x.safetensors`, `x.safetensors.index.json`,
+/// or a folder holding `model.safetensors` or its index beside `config.json`).
 pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
     load_with(spec, arch, seed, &ReadOptions::default())
 }
@@ -109,7 +110,9 @@ pub fn load_with(
         return Err(Error::input(format!("{spec}: no such file")));
     }
     let lower = spec.to_ascii_lowercase();
-    if lower.ends_with(".safetensors") || lower.ends_with(".json") {
+    // A folder: config.json + model.safetensors (or its index), e.g. a
+    // compressed-tensors checkpoint; its architecture comes from `--arch`.
+    if lower.ends_with(".safetensors") || lower.ends_with(".json") || path.is_dir() {
         let ckpt = Checkpoint::open(path)?;
         let (bound, mut files) = match arch {
             Some(a) => {
