@@ -345,3 +345,47 @@ fn unknown_format_name_is_an_input_error() {
         .sum();
     assert_eq!(r["kept"].as_u64().unwrap(), want);
 }
+
+/// Sharded (`model.safetensors.index.json` in the folder), with one weight's
+/// parts split across the shards: the same audit.
+#[test]
+fn sharded_compressed_checkpoint_reads_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "ct_lenet5_bitmask";
+    let out = tmp.path().join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(fixture(name).join("config.json"), out.join("config.json")).unwrap();
+    let bytes = std::fs::read(fixture(name).join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut shards: [Vec<Entry>; 2] = [Vec::new(), Vec::new()];
+    let mut map = serde_json::Map::new();
+    for (k, v) in st.tensors() {
+        // fc1's values and row offsets in the second shard, its bitmask and
+        // shape in the first.
+        let i = usize::from(k.starts_with("fc") && k != "fc1.bitmask" && k != "fc1.shape");
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        map.insert(k.clone(), Value::String(file));
+        shards[i].push(Entry {
+            name: k,
+            dtype: st_dtype(v.dtype()),
+            shape: v.shape().to_vec(),
+            data: v.data().to_vec(),
+        });
+    }
+    for (i, entries) in shards.into_iter().enumerate() {
+        let file = out.join(format!("model-0000{}-of-00002.safetensors", i + 1));
+        std::fs::write(file, serialize(entries, &BTreeMap::new())).unwrap();
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(out.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let whole = audit_json(&[s(&fixture(name)), "--arch", "zoo:lenet5"]);
+    let sharded = audit_json(&[s(&out), "--arch", "zoo:lenet5"]);
+    assert_eq!(per_layer(&sharded), per_layer(&whole));
+    let index = out.join("model.safetensors.index.json");
+    let by_index = audit_json(&[s(&index), "--arch", "zoo:lenet5"]);
+    assert_eq!(per_layer(&by_index), per_layer(&whole));
+    // The effective masks written from it, one shard per checkpoint shard.
+    let masks = tmp.path().join("masks.safetensors.index.json");
+    maskforge_ok(&["audit", s(&out), "--arch", "zoo:lenet5", "-o", s(&masks)]);
+    assert!(masks.exists());
+}
