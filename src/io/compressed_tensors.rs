@@ -59,10 +59,12 @@
 //! whose zeros are the mask of a dense checkpoint). That reads the bitmask
 //! and the stored values, never a dense tensor. The dense weight is
 //! reconstructed only when a command reads its values, one weight at a time
-//! ([`CompressedWeight::dense`]). Every size is checked when the checkpoint
-//! is opened: a bitmask whose shape does not match `shape`, a value count
-//! other than the bitmask's, row offsets that disagree with it, a missing
-//! part or an unknown format name is an input error naming the tensor.
+//! ([`CompressedWeight::dense`]; large ones into an unnamed temporary file
+//! whose pages are let go once read, so streaming commands stay bounded).
+//! Every size is checked when the checkpoint is opened: a bitmask whose
+//! shape does not match `shape`, a value count other than the bitmask's,
+//! row offsets that disagree with it, a missing part or an unknown format
+//! name is an input error naming the tensor.
 //!
 //! For a Hugging Face folder reader: [`sparse_config`] reads the format from
 //! the parsed `config.json`, and
@@ -277,14 +279,29 @@ struct Dense {
     bitmask: ConstTensor,
     shape: Vec<usize>,
     dtype: DType,
-    bytes: OnceLock<Vec<u8>>,
+    bytes: OnceLock<Rebuilt>,
 }
 
+/// Reconstructed bytes: in memory when small, else in an unnamed temporary
+/// file mapped read-only, whose pages [`ByteSource::release`] hands back
+/// (re-read from the file if touched again), so a command streaming over a
+/// large checkpoint's weights keeps its memory bounded as with a dense one.
+enum Rebuilt {
+    Mem(Vec<u8>),
+    File(memmap2::Mmap),
+}
+
+/// Weights of at least this many bytes are rebuilt into a temporary file.
+const FILE_BACKED_BYTES: usize = 1 << 24;
+
 impl Dense {
-    fn build(&self) -> Vec<u8> {
+    fn len(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size()
+    }
+
+    /// Scatter the values to their set bits in `out` (zeroed, dense size).
+    fn fill(&self, out: &mut [u8]) {
         let sz = self.dtype.size();
-        let n: usize = self.shape.iter().product();
-        let mut out = vec![0u8; n * sz];
         let vals = raw(&self.values);
         let mut k = 0;
         for_each_bit(raw(&self.bitmask), &self.shape, |i| {
@@ -293,13 +310,55 @@ impl Dense {
         });
         self.values.release();
         self.bitmask.release();
+    }
+
+    fn in_memory(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.len()];
+        self.fill(&mut out);
         out
+    }
+
+    fn in_file(&self) -> std::io::Result<memmap2::Mmap> {
+        let f = tempfile::tempfile()?;
+        f.set_len(self.len() as u64)?;
+        // SAFETY: an unnamed temporary file nobody else can open.
+        let mut m = unsafe { memmap2::MmapMut::map_mut(&f)? };
+        self.fill(&mut m);
+        m.make_read_only()
+    }
+
+    fn rebuild(&self) -> Rebuilt {
+        if self.len() >= FILE_BACKED_BYTES {
+            if let Ok(m) = self.in_file() {
+                return Rebuilt::File(m);
+            }
+        }
+        Rebuilt::Mem(self.in_memory())
     }
 }
 
 impl ByteSource for Dense {
     fn bytes(&self) -> &[u8] {
-        self.bytes.get_or_init(|| self.build())
+        match self.bytes.get_or_init(|| self.rebuild()) {
+            Rebuilt::Mem(v) => v,
+            Rebuilt::File(m) => m,
+        }
+    }
+
+    fn release(&self, range: std::ops::Range<usize>) {
+        let Some(Rebuilt::File(m)) = self.bytes.get() else {
+            return;
+        };
+        const PAGE: usize = 4096;
+        let start = range.start.div_ceil(PAGE) * PAGE;
+        let end = (range.end / PAGE) * PAGE;
+        if end > start {
+            // SAFETY: a read-only shared file mapping; dropped pages are read
+            // back from the file if touched again.
+            let _ = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
     }
 }
 
@@ -592,6 +651,33 @@ mod tests {
         // Row 1's second byte has padding bits set above column 9: skipped.
         assert_eq!(seen, vec![0, 9, 13, 18, 19]);
         assert_eq!(row_counts(&bits, &[2, 10]), vec![2, 3]);
+    }
+
+    #[test]
+    fn file_backed_rebuild_equals_in_memory() {
+        // 3 x 12 f32, keeping columns 0, 5 and 11 of each row.
+        let bits: Vec<u8> = [0b0010_0001u8, 0b1000].repeat(3);
+        let vals: Vec<u8> = (0..9u32)
+            .flat_map(|v| (v as f32 + 1.0).to_le_bytes())
+            .collect();
+        let t = |shape: Vec<usize>, dtype, data: Vec<u8>| {
+            ConstTensor::from_bytes(shape, dtype, Arc::new(data), 0, "t").unwrap()
+        };
+        let d = Dense {
+            values: t(vec![9], DType::F32, vals),
+            bitmask: t(vec![3, 2], DType::U8, bits),
+            shape: vec![3, 12],
+            dtype: DType::F32,
+            bytes: OnceLock::new(),
+        };
+        let mem = d.in_memory();
+        let file = d.in_file().unwrap();
+        assert_eq!(&mem[..], &file[..]);
+        let f = |i: usize| f32::from_le_bytes(mem[i * 4..i * 4 + 4].try_into().unwrap());
+        assert_eq!(
+            (f(0), f(5), f(11), f(12), f(35), f(1)),
+            (1.0, 2.0, 3.0, 4.0, 9.0, 0.0)
+        );
     }
 
     #[test]
