@@ -389,3 +389,46 @@ fn sharded_compressed_checkpoint_reads_the_same() {
     maskforge_ok(&["audit", s(&out), "--arch", "zoo:lenet5", "-o", s(&masks)]);
     assert!(masks.exists());
 }
+
+/// Random byte flips in the parts (shape, bitmask, row offsets) give an
+/// error or a checkpoint whose masks and weights read; never a panic.
+#[test]
+fn flipped_bytes_in_the_parts_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let tmp = tempfile::tempdir().unwrap();
+    for name in FIXTURES {
+        let bytes = std::fs::read(fixture(name).join("model.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let parts: Vec<(String, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with(".weight") && !k.ends_with(".bias"))
+            .map(|(k, v)| (k, v.data().to_vec()))
+            .collect();
+        for round in 0..60 {
+            let (key, data) = &parts[rng.random_range(0..parts.len())];
+            let at = rng.random_range(0..data.len());
+            let bit = 1u8 << rng.random_range(0..8);
+            let d = rewrite(
+                name,
+                &tmp.path().join(format!("{name}-{round}")),
+                |k, mut e| {
+                    if k == key {
+                        e.data[at] ^= bit;
+                    }
+                    Some(e)
+                },
+            );
+            let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+            let Ok(ckpt) = Checkpoint::from_bytes("flipped", bytes) else {
+                continue;
+            };
+            if let Ok(bound) = ckpt.bind(maskforge::zoo::build("lenet5", 0).unwrap()) {
+                for l in &bound.network.layers {
+                    let _ = bound.network.params.get(&l.name).unwrap().to_f32();
+                }
+            }
+        }
+    }
+}

@@ -615,12 +615,15 @@ fn read_weight<'a>(
         dtype,
         bytes: OnceLock::new(),
     });
+    let bytes = n
+        .checked_mul(dtype.size())
+        .ok_or_else(|| bad("shape", format!("{shape:?} overflows")))?;
     let buf: Arc<dyn ByteSource> = source.clone();
     let tensor = ConstTensor {
         shape: shape.clone(),
         data: Data::Bytes {
             buf,
-            range: 0..n * dtype.size(),
+            range: 0..bytes,
             dtype,
         },
     };
