@@ -432,3 +432,20 @@ fn flipped_bytes_in_the_parts_never_panic() {
         }
     }
 }
+
+/// A config.json that does not parse is an error for a compressed
+/// checkpoint, and ignored beside a plain one.
+#[test]
+fn broken_config_json_matters_only_to_compressed_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = rewrite("ct_lenet5_24", tmp.path(), |_, e| Some(e));
+    std::fs::write(d.join("config.json"), "{broken").unwrap();
+    let err = audit_error(&d);
+    assert!(
+        err.contains("config.json") && err.contains("not valid JSON"),
+        "{err}"
+    );
+    let plain = d.join("plain.safetensors");
+    maskforge_ok(&["audit", "zoo:lenet5", "-o", s(&plain)]);
+    maskforge_ok(&["audit", s(&plain), "--arch", "zoo:lenet5"]);
+}

@@ -87,17 +87,17 @@ impl Checkpoint {
             path.to_path_buf()
         };
         let beside = file.parent().unwrap_or(Path::new(".")).join("config.json");
-        let config = if beside.is_file() {
-            let what = beside.display().to_string();
-            let text = std::fs::read_to_string(&beside)
-                .map_err(|e| Error::input(format!("{what}: cannot read: {e}")))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::input(format!("{what}: not valid JSON: {e}")))?;
-            Some(v)
-        } else {
-            None
+        // A config.json that does not parse matters only to a checkpoint
+        // with compressed weights.
+        let (config, unreadable) = match beside.is_file().then(|| read_json(&beside)) {
+            Some(Ok(v)) => (Some(v), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
         };
         let mut ckpt = Self::open_with_config(&file, config.as_ref())?;
+        if let Some(e) = unreadable.filter(|_| !ckpt.compressed.is_empty()) {
+            return Err(e);
+        }
         ckpt.path = path.to_path_buf();
         Ok(ckpt)
     }
@@ -415,6 +415,13 @@ fn check_shape(what: &str, name: &str, have: &[usize], need: &[usize]) -> Result
         )));
     }
     Ok(())
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let what = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::input(format!("{what}: cannot read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| Error::input(format!("{what}: not valid JSON: {e}")))
 }
 
 /// The checkpoint of a model folder: `model.safetensors.index.json` when
