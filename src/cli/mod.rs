@@ -65,7 +65,8 @@ pub enum Command {
 /// Options shared by every command that reads a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// zoo:NAME, model.onnx, weights.safetensors or *.safetensors.index.json
+    /// zoo:NAME, model.onnx, weights.safetensors, *.safetensors.index.json, or a folder
+    /// with model.safetensors (compressed-tensors sparse checkpoints included)
     pub model: String,
     /// Architecture for a safetensors checkpoint: model.onnx or zoo:NAME.
     #[arg(long)]

@@ -8,6 +8,13 @@
 //! weight and mask. Without an architecture, a plain MLP chain is inferred
 //! when the tensors leave no doubt about it.
 //!
+//! Sparse weights compressed by compressed-tensors (`sparse-bitmask`,
+//! `sparse-24-bitmask`; the format from the `config.json` beside the
+//! checkpoint, else from the tensors) are bound under their dense names, with
+//! their bitmask as the mask: see [`crate::io::compressed_tensors`]. A folder
+//! holding `config.json` and `model.safetensors` (or its
+//! `model.safetensors.index.json`) opens like the file.
+//!
 //! ```no_run
 //! use std::path::Path;
 //! let ckpt = maskforge::io::checkpoint::Checkpoint::open(Path::new("model.safetensors")).unwrap();
@@ -25,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::graph::op::Activation;
 use crate::graph::tensor::{ConstTensor, DType, SharedBytes};
 use crate::graph::{Network, NetworkBuilder};
+use crate::io::compressed_tensors::{self, Compressed};
 use crate::mask::MaskSet;
 
 /// One stored tensor: data plus its position in storage order.
@@ -41,6 +49,9 @@ pub struct Checkpoint {
     /// The files holding the data (the file itself, or every shard).
     pub shards: Vec<PathBuf>,
     pub tensors: BTreeMap<String, Entry>,
+    /// Weights stored compressed (compressed-tensors), by dense name; their
+    /// parts stay in `tensors` too.
+    pub compressed: Compressed,
 }
 
 /// A checkpoint bound to an architecture.
@@ -66,8 +77,36 @@ fn dtype(d: Dtype, what: &str) -> Result<DType> {
 }
 
 impl Checkpoint {
-    /// Open a `.safetensors` file or a `*.safetensors.index.json`.
+    /// Open a `.safetensors` file, a `*.safetensors.index.json` or a folder
+    /// with `model.safetensors` (or `model.safetensors.index.json`); a
+    /// `config.json` beside it declares any compressed-tensors sparse format.
     pub fn open(path: &Path) -> Result<Self> {
+        let file = if path.is_dir() {
+            folder_checkpoint(path)?
+        } else {
+            path.to_path_buf()
+        };
+        let beside = file.parent().unwrap_or(Path::new(".")).join("config.json");
+        // A config.json that does not parse matters only to a checkpoint
+        // with compressed weights.
+        let (config, unreadable) = match beside.is_file().then(|| read_json(&beside)) {
+            Some(Ok(v)) => (Some(v), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
+        let mut ckpt = Self::open_with_config(&file, config.as_ref())?;
+        if let Some(e) = unreadable.filter(|_| !ckpt.compressed.is_empty()) {
+            return Err(e);
+        }
+        ckpt.path = path.to_path_buf();
+        Ok(ckpt)
+    }
+
+    /// Open a `.safetensors` file or a `*.safetensors.index.json` with the
+    /// parsed `config.json` of its model, if any (for its compressed-tensors
+    /// `sparsity_config`; without one, compressed weights are recognised by
+    /// their tensors). The entry point of a Hugging Face folder reader.
+    pub fn open_with_config(path: &Path, config: Option<&serde_json::Value>) -> Result<Self> {
         let name = path.to_string_lossy();
         let shards: Vec<PathBuf> = if name.to_ascii_lowercase().ends_with(".json") {
             shard_list(path)?
@@ -84,10 +123,19 @@ impl Checkpoint {
                 "{name}: the checkpoint holds no tensors"
             )));
         }
+        let sparse = match config {
+            Some(c) => {
+                let beside = path.parent().unwrap_or(Path::new(".")).join("config.json");
+                compressed_tensors::sparse_config(c, &beside.display().to_string())?
+            }
+            None => None,
+        };
+        let compressed = Compressed::find(&tensors, sparse.as_ref(), &name)?;
         Ok(Self {
             path: path.to_path_buf(),
             shards,
             tensors,
+            compressed,
         })
     }
 
@@ -105,11 +153,12 @@ impl Checkpoint {
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The shard holding tensor `name` (or `name_orig`).
+    /// The shard holding tensor `name` (or `name_orig`, or its compressed values).
     pub fn shard_of(&self, name: &str) -> Option<usize> {
         self.tensors
             .get(name)
             .or_else(|| self.tensors.get(&format!("{name}_orig")))
+            .or_else(|| self.compressed.weights.get(name).map(|c| &c.entry))
             .map(|e| e.order.0)
     }
 
@@ -123,10 +172,12 @@ impl Checkpoint {
                 "{name}: the checkpoint holds no tensors"
             )));
         }
+        let compressed = Compressed::find(&tensors, None, name)?;
         Ok(Self {
             shards: vec![path.clone()],
             path,
             tensors,
+            compressed,
         })
     }
 
@@ -143,10 +194,14 @@ impl Checkpoint {
         }
     }
 
-    /// The weight stored under `name`, or under `name_orig` (PyTorch pruning).
+    /// The weight stored under `name`, or under `name_orig` (PyTorch pruning),
+    /// or compressed.
     fn weight_entry(&self, name: &str) -> Option<(&Entry, Option<&Entry>)> {
         if let Some(e) = self.tensors.get(name) {
             return Some((e, None));
+        }
+        if let Some(c) = self.compressed.weights.get(name) {
+            return Some((&c.entry, None));
         }
         let orig = self.tensors.get(&format!("{name}_orig"))?;
         Some((orig, self.tensors.get(&format!("{name}_mask"))))
@@ -167,12 +222,19 @@ impl Checkpoint {
         }
         // Stored masks only when some `_mask` partner exists: then layers
         // without one take their weights' zeros. Otherwise no weight is read.
-        let any_mask = entries.iter().any(|(_, m)| m.is_some());
+        let any_mask = entries.iter().any(|(_, m)| m.is_some())
+            || arch
+                .layers
+                .iter()
+                .any(|l| self.compressed.weights.contains_key(&l.name));
         let mut masks = Vec::new();
         for (l, (w, m)) in arch.layers.iter().zip(&entries) {
             arch.params.insert(&l.name, w.tensor.clone());
             if any_mask {
-                masks.push(layer_mask(&what, l, *m, Some(&w.tensor))?.0);
+                masks.push(match self.compressed.weights.get(&l.name) {
+                    Some(c) => l.canonical_from_stored(&c.mask()),
+                    None => layer_mask(&what, l, *m, Some(&w.tensor))?.0,
+                });
             }
         }
         let others: Vec<(String, Vec<usize>)> = arch
@@ -202,7 +264,7 @@ impl Checkpoint {
     fn partner_masks(&self, net: &Network) -> Result<Option<MaskSet>> {
         let what = self.path.display().to_string();
         // Most checkpoints have no `_mask` partners: then no weight is read here.
-        if !self.tensors.keys().any(|k| k.ends_with("_mask")) {
+        if self.compressed.is_empty() && !self.tensors.keys().any(|k| k.ends_with("_mask")) {
             return Ok(None);
         }
         let mut any = false;
@@ -210,6 +272,10 @@ impl Checkpoint {
             .layers
             .iter()
             .map(|l| {
+                if let Some(c) = self.compressed.weights.get(&l.name) {
+                    any = true;
+                    return Ok(l.canonical_from_stored(&c.mask()));
+                }
                 let partner = l
                     .name
                     .strip_suffix("_orig")
@@ -222,11 +288,14 @@ impl Checkpoint {
         Ok(any.then_some(MaskSet { layers }))
     }
 
-    /// Weight-like tensors (rank >= 2, floats) in storage order.
+    /// Weight-like tensors (rank >= 2, floats; compressed ones by their
+    /// values' place) in storage order.
     fn weights_in_order(&self) -> Vec<(&String, &Entry)> {
         let mut v: Vec<_> = self
             .tensors
             .iter()
+            .filter(|(k, _)| !self.compressed.is_part(k))
+            .chain(self.compressed.weights.iter().map(|(k, c)| (k, &c.entry)))
             .filter(|(k, e)| {
                 e.tensor.shape.len() >= 2 && e.tensor.dtype().is_float() && !k.ends_with("_mask")
             })
@@ -356,6 +425,28 @@ fn check_shape(what: &str, name: &str, have: &[usize], need: &[usize]) -> Result
         )));
     }
     Ok(())
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let what = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::input(format!("{what}: cannot read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| Error::input(format!("{what}: not valid JSON: {e}")))
+}
+
+/// The checkpoint of a model folder: `model.safetensors.index.json` when
+/// there is one, else `model.safetensors`.
+fn folder_checkpoint(dir: &Path) -> Result<PathBuf> {
+    ["model.safetensors.index.json", "model.safetensors"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::input(format!(
+                "{}: a model folder needs model.safetensors or model.safetensors.index.json",
+                dir.display()
+            ))
+        })
 }
 
 fn shard_list(index: &Path) -> Result<Vec<PathBuf>> {

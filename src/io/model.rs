@@ -124,7 +124,8 @@ fn architecture(spec: &str, seed: u64, options: &ReadOptions) -> Result<(Network
 const ARCH_FOR_CHECKPOINTS: &str =
     "a separate architecture is only for safetensors checkpoints (an ONNX or zoo model carries its own)";
 
-/// Load `spec` (`zoo:NAME`, `x.onnx`, `x.safetensors`, `x.safetensors.index.json`).
+/// Load `spec` (`zoo:NAME`, `x.onnx`, `x.safetensors`, `x.safetensors.index.json`,
+/// or a folder holding `model.safetensors` or its index beside `config.json`).
 pub fn load(spec: &str, arch: Option<&str>, seed: u64) -> Result<Loaded> {
     load_with(spec, arch, seed, &ReadOptions::default())
 }
@@ -162,16 +163,15 @@ pub fn load_with(
     if !path.exists() {
         return Err(Error::input(format!("{spec}: no such file")));
     }
-    if let Some(folder) = crate::io::hf::folder_of(path) {
-        if arch.is_some() {
-            return Err(Error::Architecture(format!(
-                "{spec}: a Hugging Face folder's config.json is its architecture; drop --arch"
-            )));
-        }
+    // A folder with config.json is a Hugging Face model, unless `--arch`
+    // gives the architecture (then it is a checkpoint, e.g. compressed).
+    if let Some(folder) = crate::io::hf::folder_of(path).filter(|_| arch.is_none()) {
         return load_folder(&folder, options);
     }
     let lower = spec.to_ascii_lowercase();
-    if lower.ends_with(".safetensors") || lower.ends_with(".json") {
+    // A folder: config.json + model.safetensors (or its index), e.g. a
+    // compressed-tensors checkpoint; its architecture comes from `--arch`.
+    if lower.ends_with(".safetensors") || lower.ends_with(".json") || path.is_dir() {
         let ckpt = Checkpoint::open(path)?;
         let (bound, mut files) = match arch {
             Some(a) => {

@@ -105,7 +105,9 @@ pub fn load(path: &Path, options: &ReadOptions) -> Result<HfModel> {
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| Error::input(format!("{}: cannot read: {e}", config_path.display())))?;
     let config = Config::parse(&text, &config_path.display().to_string())?;
-    let checkpoint = Checkpoint::open(&weights_file(&folder)?)?;
+    weights_file(&folder)?;
+    // The folder itself: its config.json also declares any compressed-tensors format.
+    let checkpoint = Checkpoint::open(&folder)?;
     let name = folder
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -54,9 +54,13 @@ impl<'a> Weights<'a> {
         self.entry(name).is_some()
     }
 
+    /// The stored tensor, a pruned module's `_orig`, or a compressed-tensors
+    /// weight (reconstructed only if its values are read).
     fn entry(&self, name: &str) -> Option<&crate::io::checkpoint::Entry> {
         let t = &self.ckpt.tensors;
-        t.get(name).or_else(|| t.get(&format!("{name}_orig")))
+        t.get(name)
+            .or_else(|| t.get(&format!("{name}_orig")))
+            .or_else(|| self.ckpt.compressed.weights.get(name).map(|c| &c.entry))
     }
 
     /// The tensor of that full name (as stored, still mapped).
