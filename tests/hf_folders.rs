@@ -313,3 +313,25 @@ fn synflow_runs_through_causal_masks() {
         assert!((total / kept - 10.0).abs() < 0.01, "{name}: {j}");
     }
 }
+
+/// A compressed-tensors Hugging Face folder (fixtures/hf/llama_24: the llama
+/// fixture pruned 2:4 and stored sparse-24-bitmask by the library) loads from
+/// its own config.json and audits to the library's per-weight counts.
+#[test]
+fn compressed_tensors_folder_audits_from_its_bitmasks() {
+    let dir = folder("llama_24");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let out = common::maskforge_ok(&["audit", s(&dir), "--pattern", "2:4", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = j["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), expected["weights"].as_object().unwrap().len());
+    for l in layers {
+        let name = l["name"].as_str().unwrap();
+        assert_eq!(l["kept"], expected["weights"][name]["nonzero"], "{name}");
+    }
+    assert_eq!(j["pattern"]["conforms"], true);
+    let m = load("llama_24", &[]);
+    let names: Vec<&str> = m.network.layers.iter().map(|l| l.name.as_str()).collect();
+    assert!(names.contains(&"model.layers.1.mlp.down_proj.weight"));
+}
