@@ -549,8 +549,17 @@ pub fn run(a: Args) -> Result<()> {
         &[Some(&a.output), a.apply.as_deref(), a.report.as_deref()],
         &inputs(&m, a.quota_name()),
     )?;
+    // The model's hash (provenance in the mask file) reads every byte of a
+    // checkpoint: on a second core while the pruning runs.
+    std::thread::scope(|scope| {
+        scope.spawn(|| m.sha256().ok());
+        prune_and_emit(&a, &m, chosen)
+    })
+}
+
+fn prune_and_emit(a: &Args, m: &Loaded, chosen: Chosen) -> Result<()> {
     let produced = match (chosen, &a.pattern) {
-        (Chosen::Weights(method), Some(p)) => prune_to_pattern(&a, &m, method, p)?,
+        (Chosen::Weights(method), Some(p)) => prune_to_pattern(a, m, method, p)?,
         (Chosen::Neurons(_), Some(_)) => {
             return Err(Error::input(format!(
                 "--pattern with --method {}: neuron methods remove whole neurons",
@@ -563,10 +572,10 @@ pub fn run(a: Args) -> Result<()> {
                 a.method
             )))
         }
-        (Chosen::Neurons(nm), None) => prune_neurons(&a, &m, nm)?,
-        (Chosen::Weights(method), None) => prune_weights(&a, &m, method)?,
+        (Chosen::Neurons(nm), None) => prune_neurons(a, m, nm)?,
+        (Chosen::Weights(method), None) => prune_weights(a, m, method)?,
     };
-    emit(&a, &m, produced)
+    emit(a, m, produced)
 }
 
 fn prune_weights(a: &Args, m: &Loaded, method: Method) -> Result<Produced> {

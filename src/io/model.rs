@@ -41,7 +41,7 @@ pub struct Loaded {
 /// The source of a model's SHA-256, and the value once computed.
 struct Hash {
     source: HashSource,
-    value: std::sync::OnceLock<String>,
+    value: std::sync::OnceLock<std::result::Result<String, String>>,
 }
 
 enum HashSource {
@@ -69,10 +69,17 @@ impl Loaded {
     /// checkpoint's tensors (names, dtypes, shapes, data, in name order), so a
     /// checkpoint hashes the same however it is sharded; of a zoo spec and seed.
     pub fn sha256(&self) -> Result<String> {
-        if let Some(v) = self.hash.value.get() {
-            return Ok(v.clone());
-        }
-        let v = match &self.hash.source {
+        // get_or_init: a second caller (the CLI hashes on another thread
+        // while it prunes) waits for the first instead of hashing again.
+        self.hash
+            .value
+            .get_or_init(|| self.compute_sha256().map_err(|e| e.to_string()))
+            .clone()
+            .map_err(Error::input)
+    }
+
+    fn compute_sha256(&self) -> Result<String> {
+        Ok(match &self.hash.source {
             HashSource::Ready(h) => h.clone(),
             HashSource::File(p) => hash_file(p)?,
             HashSource::Checkpoint(Some(c)) => c.content_sha256(),
@@ -81,8 +88,7 @@ impl Loaded {
                 .as_ref()
                 .map(Checkpoint::content_sha256)
                 .ok_or_else(|| Error::internal("model hash: no checkpoint kept"))?,
-        };
-        Ok(self.hash.value.get_or_init(|| v).clone())
+        })
     }
 
     /// The masks a command works on: those of the mask file `file` when

@@ -116,29 +116,41 @@ pub struct Placed {
 
 /// Keep the `keep` highest `score(i)` of each group of `m` in layer `l`
 /// (which must fit, [`unfit`]); ties to the lower index.
-pub fn keep_in_layer(l: &Layer, keep: usize, m: usize, score: impl Fn(usize) -> f64) -> BitSet {
+pub fn keep_in_layer(
+    l: &Layer,
+    keep: usize,
+    m: usize,
+    score: impl Fn(usize) -> f64 + Sync,
+) -> BitSet {
+    use rayon::prelude::*;
     let (_, _, taps) = geometry(l);
-    let mut s = vec![0.0; m];
-    let mut taken = vec![false; m];
     if taps == 1 && 64 % m == 0 {
         // A dense layer's groups are runs of `m` consecutive weights: fill
-        // the mask a 64-bit word at a time (a billion weights stream by).
+        // the mask a 64-bit word at a time, words in parallel (a billion
+        // weights stream by).
         let n = l.numel();
-        let mut words = Vec::with_capacity(n.div_ceil(64));
-        for word in 0..n.div_ceil(64) {
-            let mut w = 0u64;
-            for base in (word * 64..(word * 64 + 64).min(n)).step_by(m) {
-                for (j, v) in s.iter_mut().enumerate() {
-                    *v = score(base + j);
-                }
-                for j in top_of_group(&s, keep, &mut taken) {
-                    w |= 1 << (base + j - word * 64);
-                }
-            }
-            words.push(w);
-        }
+        let words = (0..n.div_ceil(64))
+            .into_par_iter()
+            .map_init(
+                || (vec![0.0; m], vec![false; m]),
+                |(s, taken), word| {
+                    let mut w = 0u64;
+                    for base in (word * 64..(word * 64 + 64).min(n)).step_by(m) {
+                        for (j, v) in s.iter_mut().enumerate() {
+                            *v = score(base + j);
+                        }
+                        for j in top_of_group(s, keep, taken) {
+                            w |= 1 << (base + j - word * 64);
+                        }
+                    }
+                    w
+                },
+            )
+            .collect();
         return BitSet::from_words(words, n);
     }
+    let mut s = vec![0.0; m];
+    let mut taken = vec![false; m];
     let mut bits = BitSet::new(l.numel());
     for_each_group(l, m, |g| {
         for (v, &i) in s.iter_mut().zip(g) {

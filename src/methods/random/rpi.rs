@@ -5,7 +5,12 @@
 //! The kept set is the first `k_l` entries of a seeded random permutation of
 //! the layer (a partial Fisher-Yates shuffle), so masks for smaller counts are
 //! subsets of masks for larger ones: the nesting effective pruning needs
-//! (papers/effective-sparsity-igq.txt, Sec. 5, Algorithm 1).
+//! (papers/effective-sparsity-igq.txt, Sec. 5, Algorithm 1). Layers of
+//! [`PRIORITY_FROM`] weights or more (LLM matrices; no CNN of the zoo has
+//! one) keep instead the `k_l` weights of lowest random priority, one `u32`
+//! per weight from the stream: the same uniform choice, nested the same way,
+//! but three sequential passes instead of `k_l` random swaps across a
+//! permutation far larger than the cache (a minute for a billion weights).
 //!
 //! ```
 //! use maskforge::methods::random::rpi::random_subset;
@@ -18,6 +23,7 @@
 use std::collections::HashMap;
 
 use rand::Rng;
+use rayon::prelude::*;
 
 use crate::bitset::BitSet;
 use crate::graph::Network;
@@ -60,10 +66,16 @@ impl Perm {
     }
 }
 
+/// Layers with at least this many weights choose by priorities.
+pub const PRIORITY_FROM: usize = 1 << 22;
+
 /// `k` distinct indices of `0..n`, uniformly, as the prefix of the random
-/// permutation keyed by `key`.
+/// permutation keyed by `key` (by priorities from [`PRIORITY_FROM`] on).
 pub fn random_subset(n: usize, k: usize, key: [u8; 32]) -> BitSet {
     let k = k.min(n);
+    if n >= PRIORITY_FROM {
+        return lowest_priorities(n, k, key);
+    }
     let mut rng = stream(key);
     let mut perm = Perm::new(n, k);
     let mut out = BitSet::new(n);
@@ -75,12 +87,94 @@ pub fn random_subset(n: usize, k: usize, key: [u8; 32]) -> BitSet {
     out
 }
 
+/// Elements per parallel chunk of a priority pass (a multiple of 64).
+const CHUNK: usize = 1 << 20;
+
+/// Weight `i`'s priority is the `i`-th `u32` of the stream `key` (read
+/// chunk by chunk in parallel: the stream can seek). The `k` lowest are kept,
+/// ties at the threshold going to the lower index, so a smaller `k` keeps a
+/// subset. Pass 1 counts priorities by their top 16 bits, pass 2 sorts the
+/// one bucket where the threshold falls, pass 3 sets the bits.
+fn lowest_priorities(n: usize, k: usize, key: [u8; 32]) -> BitSet {
+    if k == 0 || k == n {
+        return if k == 0 {
+            BitSet::new(n)
+        } else {
+            BitSet::full(n)
+        };
+    }
+    let chunks: Vec<usize> = (0..n.div_ceil(CHUNK)).collect();
+    let priorities = |c: usize| {
+        let mut rng = stream(key);
+        rng.set_word_pos((c * CHUNK) as u128);
+        (c * CHUNK..((c + 1) * CHUNK).min(n)).map(move |i| (i, rng.random::<u32>()))
+    };
+    let histogram = chunks
+        .par_iter()
+        .map(|&c| {
+            let mut h = vec![0usize; 1 << 16];
+            priorities(c).for_each(|(_, p)| h[(p >> 16) as usize] += 1);
+            h
+        })
+        .reduce(
+            || vec![0usize; 1 << 16],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    let (mut below, mut bucket) = (0, 0);
+    while below + histogram[bucket] < k {
+        below += histogram[bucket];
+        bucket += 1;
+    }
+    let mut inside: Vec<u32> = chunks
+        .par_iter()
+        .flat_map_iter(|&c| {
+            priorities(c)
+                .filter(|(_, p)| (p >> 16) as usize == bucket)
+                .map(|(_, p)| p)
+        })
+        .collect();
+    inside.sort_unstable();
+    let threshold = inside[k - below - 1];
+    let strictly_below = below + inside.iter().take_while(|&&p| p < threshold).count();
+    let mut ties = k - strictly_below;
+    // Pass 3: priorities below the threshold in parallel, then the ties in
+    // index order.
+    let words: Vec<Vec<u64>> = chunks
+        .par_iter()
+        .map(|&c| {
+            let mut w = vec![0u64; (((c + 1) * CHUNK).min(n) - c * CHUNK).div_ceil(64)];
+            for (i, p) in priorities(c) {
+                if p < threshold {
+                    w[(i - c * CHUNK) / 64] |= 1 << (i % 64);
+                }
+            }
+            w
+        })
+        .collect();
+    let mut bits = BitSet::from_words(words.concat(), n);
+    for c in chunks {
+        for (i, p) in priorities(c) {
+            if ties == 0 {
+                return bits;
+            }
+            if p == threshold {
+                bits.set(i, true);
+                ties -= 1;
+            }
+        }
+    }
+    bits
+}
+
 /// RPI masks for per-layer kept `counts`.
 pub fn rpi(net: &Network, counts: &[usize], seed: u64) -> MaskSet {
     MaskSet {
         layers: net
             .layers
-            .iter()
+            .par_iter()
             .zip(counts)
             .map(|(l, &k)| random_subset(l.numel(), k, stream_key(seed, "rpi", &l.name)))
             .collect(),
@@ -90,6 +184,41 @@ pub fn rpi(net: &Network, counts: &[usize], seed: u64) -> MaskSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn priorities_keep_exact_nested_uniform_subsets() {
+        let n = PRIORITY_FROM + 1000;
+        let key = stream_key(3, "rpi", "big");
+        let mut last = BitSet::new(n);
+        for k in [0, 1, 17, n / 3, n / 2, n - 1, n] {
+            let b = random_subset(n, k, key);
+            assert_eq!(b.count_ones(), k);
+            assert!(
+                last.is_subset_of(&b),
+                "k={k} does not contain the smaller set"
+            );
+            last = b;
+        }
+        // Uniform: each quarter of the layer holds about a quarter of k.
+        let b = random_subset(n, n / 2, key);
+        for q in 0..4 {
+            let ones = (q * n / 4..(q + 1) * n / 4).filter(|&i| b.get(i)).count() as f64;
+            let want = (n / 8) as f64;
+            assert!(
+                (ones - want).abs() < 5.0 * want.sqrt(),
+                "quarter {q}: {ones} vs {want}"
+            );
+        }
+        // By the priorities' definition: the k lowest u32s of the stream.
+        let mut rng = stream(key);
+        let mut p: Vec<(u32, usize)> = (0..n).map(|i| (rng.random::<u32>(), i)).collect();
+        p.sort_unstable();
+        let mut want = BitSet::new(n);
+        for &(_, i) in &p[..1234] {
+            want.set(i, true);
+        }
+        assert_eq!(random_subset(n, 1234, key), want);
+    }
 
     #[test]
     fn exact_counts_and_both_representations_agree() {
