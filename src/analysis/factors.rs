@@ -1,0 +1,224 @@
+//! Dead factors: where a product of two activations cuts a path.
+//!
+//! CONVENTIONS ("What effective means on any graph", "Dead factors"): at a
+//! product of two activations, a path through one factor continues only
+//! where the other factor is not identically zero in the masked network. A
+//! factor element is *alive* when a path from the input reaches it or, when
+//! none does, when its constant value is not 0. That constant value is what
+//! the masked network computes there for any input: weights times mask,
+//! the real biases, activation functions and normalisation statistics. One
+//! forward pass of the masked network with every input 0 gives it
+//! ([`crate::autodiff::executor::Executor::zero_input_values`], f64), and
+//! it is computed only when some product has a factor element that no path
+//! reaches opposite one that a path does.
+//!
+//! The products ([`Product`]):
+//! - `Mul` (elementwise, broadcasting): `out = a * b`; a path through `a`
+//!   continues to `out[e]` only when `b`'s element of `e` is alive, and
+//!   vice versa.
+//! - `Div`: `out = a / b = a * (1 / b)`. `1 / b` is never 0, so a path
+//!   through the numerator always continues; a path through the
+//!   denominator continues only where the numerator is alive (a zero
+//!   numerator kills, a zero denominator is not a factor).
+//! - `MatMul` of two activations: `out[m, n] = sum_j a[m, j] b[j, n]`; a
+//!   path through `a[m, j]` reaches `out[m, n]` only when `b[j, n]` is
+//!   alive, and a path through `b[j, n]` only when `a[m, j]` is.
+//!
+//! Every other function of several activations (Add, Sub, Pow, Max, Min,
+//! Where) keeps the rule of a sum: every operand reaches the output.
+//!
+//! Examples (the hand-derived cases of `tests/dead_factors.rs`): SiLU(0) = 0,
+//! so a SwiGLU unit `silu(gate x) * up x` whose gate row is pruned (no gate
+//! bias) kills its up row and down column; sigmoid(0) = 0.5, so an SE gate
+//! whose branch is pruned kills nothing; a key dimension with no kept
+//! weight and no bias is 0, so the scores `q k^T` do not depend on the
+//! matching query dimension.
+//!
+//! Should the executor be unable to run the network (it runs every graph
+//! maskforge reads; this is a safeguard), every factor counts as alive, the
+//! rule of a sum, in the graph method and the float definition alike.
+
+use crate::bitset::BitSet;
+use crate::graph::op::{Binary, Op};
+use crate::graph::{Network, ValueId};
+use crate::mask::MaskSet;
+
+/// A product of two activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    Mul,
+    Div,
+    MatMul,
+}
+
+impl Product {
+    /// The product `op` computes, if it is one.
+    pub fn of(op: &Op) -> Option<Self> {
+        match op {
+            Op::Binary(Binary::Mul) => Some(Product::Mul),
+            Op::Binary(Binary::Div) => Some(Product::Div),
+            Op::MatMul => Some(Product::MatMul),
+            _ => None,
+        }
+    }
+
+    /// True when a path through operand `partner`'s partner (the other
+    /// operand) depends on operand `k` being alive: always, except the
+    /// numerator of a Div never depends on the denominator.
+    pub fn gates(self, k: usize) -> bool {
+        !(self == Product::Div && k == 1)
+    }
+}
+
+/// True when the network has a product of two activations.
+pub fn has_products(net: &Network) -> bool {
+    net.nodes.iter().any(|n| Product::of(&n.op).is_some())
+}
+
+/// The operands whose liveness some product reads.
+pub fn factor_values(net: &Network) -> Vec<ValueId> {
+    let mut v: Vec<ValueId> = net
+        .nodes
+        .iter()
+        .filter_map(|n| Product::of(&n.op).map(|p| (p, n)))
+        .flat_map(|(p, n)| {
+            (0..2)
+                .filter(move |&k| p.gates(k))
+                .map(move |k| n.inputs[k])
+        })
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The non-zero elements of the constant values of `wanted`: one forward
+/// pass of the masked network (`masks`; weights times mask, real biases and
+/// functions) with every input 0, in f64, up to value `until` when given.
+/// A NaN counts as non-zero. `None` when the network cannot be run.
+pub fn constant_nonzero(
+    net: &Network,
+    masks: &MaskSet,
+    wanted: &[ValueId],
+    until: Option<ValueId>,
+) -> Option<Vec<Option<BitSet>>> {
+    use crate::autodiff::executor::Executor;
+    use candle_core::{DType, Device};
+    let run = || -> crate::error::Result<Vec<Option<BitSet>>> {
+        let ex = Executor::new(net, &Device::Cpu, DType::F64)?;
+        let vals = ex.zero_input_values(Some(masks), until)?;
+        let mut out = vec![None; net.values.len()];
+        for &v in wanted {
+            let n = net.values[v].numel();
+            out[v] = Some(match &vals[v] {
+                Some(t) => {
+                    let x: Vec<f64> = t.flatten_all()?.to_vec1()?;
+                    if x.len() != n {
+                        return Err(crate::error::Error::internal("constant value shape"));
+                    }
+                    BitSet::from_fn(n, |e| x[e] != 0.0)
+                }
+                // Not computed (past `until`): nothing known, so alive.
+                None => BitSet::full(n),
+            });
+        }
+        Ok(out)
+    };
+    run().ok()
+}
+
+/// The constant values a liveness pass needs, computed at most once per
+/// mask state: from a complete mask set, or from the masks of the layers
+/// placed so far (a constructive method steps layer by layer; the values
+/// before a node depend only on the layers before it).
+pub(crate) struct Constants<'a> {
+    net: &'a Network,
+    full: Option<&'a MaskSet>,
+    /// Placed so far (the rest dense), when `full` is `None`.
+    partial: Option<MaskSet>,
+    placed: Vec<bool>,
+    /// Non-zero elements per value (`None`: the network cannot be run),
+    /// final for the values of the nodes before the index given.
+    cache: Option<(Option<Vec<Option<BitSet>>>, usize)>,
+    wanted: Vec<ValueId>,
+}
+
+impl<'a> Constants<'a> {
+    pub fn of_masks(net: &'a Network, masks: &'a MaskSet) -> Self {
+        Self {
+            net,
+            full: Some(masks),
+            partial: None,
+            placed: Vec::new(),
+            cache: None,
+            wanted: Vec::new(),
+        }
+    }
+
+    pub fn incremental(net: &'a Network) -> Self {
+        Self {
+            net,
+            full: None,
+            partial: None,
+            placed: vec![false; net.layers.len()],
+            cache: None,
+            wanted: Vec::new(),
+        }
+    }
+
+    /// Layer `li` is placed with `mask` (incremental mode only).
+    pub fn place(&mut self, li: usize, mask: &BitSet) {
+        if self.full.is_some() {
+            return;
+        }
+        let net = self.net;
+        let p = self.partial.get_or_insert_with(|| MaskSet::dense(net));
+        p.layers[li] = mask.clone();
+        self.placed[li] = true;
+        if matches!(self.cache, Some((_, valid)) if net.layers[li].node < valid) {
+            self.cache = None;
+        }
+    }
+
+    /// The non-zero constant elements of value `v`, read by the product at
+    /// node `ni`; `None` when the network cannot be run (every element
+    /// then counts as alive).
+    pub fn nonzero(&mut self, ni: usize, v: ValueId) -> Option<&BitSet> {
+        if !matches!(self.cache, Some((_, valid)) if ni < valid) {
+            if self.wanted.is_empty() {
+                self.wanted = factor_values(self.net);
+            }
+            let net = self.net;
+            let until = last_product(net);
+            self.cache = Some(match self.full {
+                Some(m) => (
+                    constant_nonzero(net, m, &self.wanted, until),
+                    net.nodes.len(),
+                ),
+                None => {
+                    let m = self.partial.get_or_insert_with(|| MaskSet::dense(net));
+                    // Final up to the first layer not placed yet.
+                    let valid = (0..net.layers.len())
+                        .filter(|&li| !self.placed[li])
+                        .map(|li| net.layers[li].node)
+                        .min()
+                        .unwrap_or(net.nodes.len());
+                    (constant_nonzero(net, m, &self.wanted, until), valid)
+                }
+            });
+        }
+        self.cache
+            .as_ref()
+            .and_then(|(c, _)| c.as_ref())
+            .and_then(|c| c[v].as_ref())
+    }
+}
+
+/// The output of the last product node: the forward pass needs go no further.
+fn last_product(net: &Network) -> Option<ValueId> {
+    net.nodes
+        .iter()
+        .rev()
+        .find(|n| Product::of(&n.op).is_some())
+        .map(|n| n.output)
+}
