@@ -432,3 +432,61 @@ fn a_relu_gate_whose_branch_is_pruned_kills_the_gated_path() {
     check(&net, &m, &e);
     crosscheck(&net);
 }
+
+// ---------------------------------------------------------------------------
+// Real exported graphs.
+
+/// The same network with the biases of its layers and its added constants
+/// set to 0: a pruned row is then identically 0, so products see dead
+/// factors wherever rows are pruned.
+fn without_biases(net: &Network) -> Network {
+    use maskforge::graph::op::Op;
+    let mut out = net.clone();
+    for node in &net.nodes {
+        let name = match &node.op {
+            Op::Conv { bias: Some(b), .. } | Op::Dense { bias: Some(b), .. } => b,
+            Op::Norm(Norm::AddConst(p)) => p,
+            _ => continue,
+        };
+        let t = net.params.get(name).unwrap();
+        let n: usize = t.shape.iter().product();
+        out.params.insert(
+            name.clone(),
+            ConstTensor::f32(t.shape.clone(), vec![0.0; n]),
+        );
+    }
+    out
+}
+
+#[test]
+fn fixtures_with_products_agree_with_the_float_definition_under_dead_factors() {
+    let wanted = [
+        "efficientnet_b0_tiny",
+        "mobilenetv3_small",
+        "vit_tiny",
+        "bert_tiny_embeds",
+    ];
+    let graphs: Vec<_> = common::fixtures()
+        .into_iter()
+        .filter(|g| wanted.contains(&g.name.as_str()))
+        .collect();
+    assert_eq!(graphs.len(), wanted.len(), "fixtures missing");
+    for g in graphs {
+        let net = g.load().network;
+        for net in [without_biases(&net), net] {
+            for (k, density) in [0.5, 0.1].into_iter().enumerate() {
+                let mut m = common::random_masks(&net, density, 31 + k as u64);
+                prune_random_rows(&net, &mut m, 0.3, k as u64);
+                let graph = effective_masks(&net, &m);
+                let float = oracle::effective_masks(&net, &m).unwrap();
+                assert!(
+                    graph == float,
+                    "{} density {density}: {}",
+                    g.name,
+                    common::describe(&net, &graph, &float)
+                );
+                assert_eq!(effective_masks(&net, &graph), graph, "{}", g.name);
+            }
+        }
+    }
+}

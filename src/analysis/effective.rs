@@ -151,6 +151,20 @@ pub fn analyse(net: &Network, masks: &MaskSet) -> Analysis {
     finish_analysis(net, masks, forward, &alive)
 }
 
+/// [`analyse`] with every factor of a product counted as alive: a product
+/// joins its operands as a sum does, the rule before dead factors. The
+/// difference to [`analyse`] is what dead factors alone make inactive.
+pub fn analyse_sum_rule(net: &Network, masks: &MaskSet) -> Analysis {
+    let layer_of = net.layer_of_node();
+    let mut fw = Forward::with_constants(net, Constants::sum_rule(net));
+    for (ni, layer) in layer_of.iter().enumerate() {
+        fw.step(ni, layer.map(|l| &masks.layers[l]));
+    }
+    let alive = std::mem::take(&mut fw.alive);
+    let forward = fw.finish();
+    finish_analysis(net, masks, forward, &alive)
+}
+
 /// [`analyse`] when the forward liveness of `masks` is already known (a
 /// constructive method computes it while placing edges).
 pub fn analyse_with_forward(net: &Network, masks: &MaskSet, forward: Vec<Live>) -> Analysis {
@@ -927,9 +941,23 @@ fn factor_alive(
             continue;
         }
         let mine = ins[k].to_elements();
-        // Coarse for a MatMul: some reached element of the other operand,
-        // some unreached one of this.
-        let needed = p == Product::MatMul || {
+        let needed = if p == Product::MatMul {
+            // Some inner index j with a reached element of the other
+            // operand and an unreached one of this.
+            let d = MatMulDims::new(s0, s1);
+            let inner = |bits: &BitSet, left: bool, want: bool| {
+                let mut js = BitSet::new(d.k);
+                for e in 0..bits.len() {
+                    if bits.get(e) == want {
+                        js.set(if left { e % d.k } else { (e / d.n) % d.k }, true);
+                    }
+                }
+                js
+            };
+            let mut js = inner(&mine, k == 0, false);
+            js.and_with(&inner(&ins[1 - k].to_elements(), k == 1, true));
+            js.count_ones() > 0
+        } else {
             let (sk, so) = (shape(net, node.inputs[k]), shape(net, node.inputs[1 - k]));
             let other = broadcast_bits(&ins[1 - k].to_elements(), so, out_shape);
             let mine = broadcast_bits(&mine, sk, out_shape);

@@ -39,7 +39,7 @@
 //! rule of a sum, in the graph method and the float definition alike.
 
 use crate::bitset::BitSet;
-use crate::graph::op::{Binary, Op};
+use crate::graph::op::{Activation, Binary, Op};
 use crate::graph::{Network, ValueId};
 use crate::mask::MaskSet;
 
@@ -75,7 +75,26 @@ pub fn has_products(net: &Network) -> bool {
     net.nodes.iter().any(|n| Product::of(&n.op).is_some())
 }
 
-/// The operands whose liveness some product reads.
+/// True when value `v` is never 0 whatever the weights: a sigmoid, exp,
+/// softplus or softmax (through reshapes, transposes and identities). Such
+/// a factor is alive everywhere without evaluating it (and no underflow of
+/// a very negative argument can make it look dead).
+pub fn never_zero(net: &Network, v: ValueId) -> bool {
+    let mut v = v;
+    loop {
+        let Some(node) = net.nodes.iter().find(|n| n.output == v) else {
+            return false;
+        };
+        match &node.op {
+            Op::Reshape | Op::Transpose(_) | Op::Identity => v = node.inputs[0],
+            Op::Activation(Activation::Sigmoid | Activation::Exp | Activation::Softplus)
+            | Op::Softmax(_) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// The operands whose liveness some product reads and that may be 0.
 pub fn factor_values(net: &Network) -> Vec<ValueId> {
     let mut v: Vec<ValueId> = net
         .nodes
@@ -89,6 +108,7 @@ pub fn factor_values(net: &Network) -> Vec<ValueId> {
         .collect();
     v.sort_unstable();
     v.dedup();
+    v.retain(|&x| !never_zero(net, x));
     v
 }
 
@@ -104,6 +124,9 @@ pub fn constant_nonzero(
 ) -> Option<Vec<Option<BitSet>>> {
     use crate::autodiff::executor::Executor;
     use candle_core::{DType, Device};
+    if wanted.is_empty() {
+        return Some(vec![None; net.values.len()]);
+    }
     let run = || -> crate::error::Result<Vec<Option<BitSet>>> {
         let ex = Executor::new(net, &Device::Cpu, DType::F64)?;
         let vals = ex.zero_input_values(Some(masks), until)?;
@@ -140,7 +163,9 @@ pub(crate) struct Constants<'a> {
     /// Non-zero elements per value (`None`: the network cannot be run),
     /// final for the values of the nodes before the index given.
     cache: Option<(Option<Vec<Option<BitSet>>>, usize)>,
-    wanted: Vec<ValueId>,
+    wanted: Option<Vec<ValueId>>,
+    /// Every factor alive: the rule of a sum, for comparison.
+    sum_rule: bool,
 }
 
 impl<'a> Constants<'a> {
@@ -151,7 +176,8 @@ impl<'a> Constants<'a> {
             partial: None,
             placed: Vec::new(),
             cache: None,
-            wanted: Vec::new(),
+            wanted: None,
+            sum_rule: false,
         }
     }
 
@@ -162,13 +188,23 @@ impl<'a> Constants<'a> {
             partial: None,
             placed: vec![false; net.layers.len()],
             cache: None,
-            wanted: Vec::new(),
+            wanted: None,
+            sum_rule: false,
+        }
+    }
+
+    /// Every factor counts as alive: a product joins its operands as a sum
+    /// does (the rule before dead factors; MiCA's diagnosis compares).
+    pub fn sum_rule(net: &'a Network) -> Self {
+        Self {
+            sum_rule: true,
+            ..Self::incremental(net)
         }
     }
 
     /// Layer `li` is placed with `mask` (incremental mode only).
     pub fn place(&mut self, li: usize, mask: &BitSet) {
-        if self.full.is_some() {
+        if self.full.is_some() || self.sum_rule {
             return;
         }
         let net = self.net;
@@ -184,17 +220,20 @@ impl<'a> Constants<'a> {
     /// node `ni`; `None` when the network cannot be run (every element
     /// then counts as alive).
     pub fn nonzero(&mut self, ni: usize, v: ValueId) -> Option<&BitSet> {
+        if self.sum_rule {
+            return None;
+        }
+        let net = self.net;
+        let wanted = self.wanted.get_or_insert_with(|| factor_values(net));
+        if wanted.binary_search(&v).is_err() {
+            // Never 0: alive everywhere.
+            return None;
+        }
         if !matches!(self.cache, Some((_, valid)) if ni < valid) {
-            if self.wanted.is_empty() {
-                self.wanted = factor_values(self.net);
-            }
-            let net = self.net;
+            let wanted = self.wanted.as_deref().unwrap_or_default();
             let until = last_product(net);
             self.cache = Some(match self.full {
-                Some(m) => (
-                    constant_nonzero(net, m, &self.wanted, until),
-                    net.nodes.len(),
-                ),
+                Some(m) => (constant_nonzero(net, m, wanted, until), net.nodes.len()),
                 None => {
                     let m = self.partial.get_or_insert_with(|| MaskSet::dense(net));
                     // Final up to the first layer not placed yet.
@@ -203,7 +242,7 @@ impl<'a> Constants<'a> {
                         .map(|li| net.layers[li].node)
                         .min()
                         .unwrap_or(net.nodes.len());
-                    (constant_nonzero(net, m, &self.wanted, until), valid)
+                    (constant_nonzero(net, m, wanted, until), valid)
                 }
             });
         }

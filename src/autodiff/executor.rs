@@ -377,7 +377,13 @@ impl<'a> Executor<'a> {
     ) -> Result<Recording> {
         let target = self.logits_value();
         let mut steps = Vec::new();
-        let values = self.run(std::slice::from_ref(x), masks, mode, target, Some(&mut steps))?;
+        let values = self.run(
+            std::slice::from_ref(x),
+            masks,
+            mode,
+            target,
+            Some(&mut steps),
+        )?;
         Ok(Recording {
             values,
             steps,
