@@ -490,3 +490,34 @@ fn fixtures_with_products_agree_with_the_float_definition_under_dead_factors() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Effective paths (node-path balancing) follow the same rule.
+
+#[test]
+fn effective_paths_skip_dead_factors() {
+    use maskforge::analysis::paths::effective_paths;
+    // x [4] -> gate, up (3 units each) -> silu(gate) * up -> down [4]. Each
+    // unit carries 4 paths from the gate and 4 from up, each continuing to
+    // 4 outputs: 3 * 8 * 4 = 96 paths.
+    let glu = |gate_bias: bool| {
+        let mut n = Net::new("glu-paths");
+        let x = n.b.input("x", vec![D]).unwrap();
+        let g = n.dense("gate", x, HIDDEN, gate_bias);
+        let u = n.dense("up", x, HIDDEN, false);
+        let s = n.b.activation("gate/silu", g, Activation::Silu);
+        let h = n.b.binary("glu", Binary::Mul, s, u).unwrap();
+        let y = n.dense("down", h, D, false);
+        n.finish(y)
+    };
+    let log = |net: &Network, m: &MaskSet| effective_paths(net, m).unwrap().log10;
+    let net = glu(false);
+    assert!((log(&net, &MaskSet::dense(&net)) - 96f64.log10()).abs() < 1e-12);
+    // Gate row 1 pruned, no bias: unit 1 is 0, its 4 up paths die too.
+    let mut m = MaskSet::dense(&net);
+    prune_rows(&mut m, layer(&net, "gate"), D, &[1]);
+    assert!((log(&net, &m) - 64f64.log10()).abs() < 1e-12);
+    // With a gate bias they continue: 64 + 4 * 4.
+    let net = glu(true);
+    assert!((log(&net, &m) - 80f64.log10()).abs() < 1e-12);
+}
