@@ -18,9 +18,18 @@
 //! elementwise functions of several activations, Concat off the channel
 //! axis) and the rules of [`crate::analysis::elements`] (MatMul of two
 //! activations, axis mixing, element maps, dense layers over leading axes).
-//! A product of two activations joins both operands, as a sum does: a gate
-//! is a coefficient on the path, not a cut (CONVENTIONS, "What effective
-//! means on any graph").
+//! A function of several activations joins its operands, as a sum does,
+//! except at a product of two activations (Mul, Div's denominator, MatMul):
+//! there a path through one factor continues only where the other factor
+//! is *alive*, reached from the input or a non-zero constant of the masked
+//! network (CONVENTIONS, "What effective means on any graph", "Dead
+//! factors"; [`crate::analysis::factors`]). Forward reach at a product is
+//! computed with the alive sets of its operands, in topological order, and
+//! backward reach through it with the same sets, so a weight is active when
+//! a path through it satisfies the rule end to end. The constant values
+//! come from one zero-input forward of the masked network, run only when a
+//! product has a factor element no path reaches opposite one a path
+//! reaches.
 //!
 //! ```
 //! use maskforge::{zoo, analysis::effective, mask::MaskSet};

@@ -20,9 +20,13 @@
 //!
 //! The ops of modern graphs are linearised as CONVENTIONS ("What effective
 //! means on any graph") reads them: a function of several activations
-//! (Mul, Div, Max, Where, ...) is the broadcast *sum* of its operands; a
-//! MatMul of two activations `A @ B` is `rowsum(A) + colsum(B)`, broadcast
-//! to `[.., m, n]`; a normalisation or reduction (Softmax included) is the
+//! (Add, Sub, Max, Where, ...) is the broadcast *sum* of its operands; a
+//! product reads its dead factors ([`crate::analysis::factors`]): with
+//! `alive(x)` the 0/1 mask of the elements of `x` that carry flow or have a
+//! non-zero constant value in the masked network (not differentiated), a
+//! Mul is `A * alive(B) + B * alive(A)`, a Div `A + B * alive(A)` and a
+//! MatMul of two activations `A @ alive(B) + alive(A) @ B` (`rowsum(A) +
+//! colsum(B)`, broadcast to `[.., m, n]`, when every factor is alive); a normalisation or reduction (Softmax included) is the
 //! sum over its axes, broadcast back over the slice when it keeps the
 //! shape; an element map sums its taps times `|weight|`, reading constants
 //! as 0; a dense layer over leading axes is the same `|w| * mask` product at
