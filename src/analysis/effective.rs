@@ -950,32 +950,8 @@ fn factor_alive(
             continue;
         }
         let mine = ins[k].to_elements();
-        let needed = if p == Product::MatMul {
-            // Some inner index j with a reached element of the other
-            // operand and an unreached one of this.
-            let d = MatMulDims::new(s0, s1);
-            let inner = |bits: &BitSet, left: bool, want: bool| {
-                let mut js = BitSet::new(d.k);
-                for e in 0..bits.len() {
-                    if bits.get(e) == want {
-                        js.set(if left { e % d.k } else { (e / d.n) % d.k }, true);
-                    }
-                }
-                js
-            };
-            let mut js = inner(&mine, k == 0, false);
-            js.and_with(&inner(&ins[1 - k].to_elements(), k == 1, true));
-            js.count_ones() > 0
-        } else {
-            let (sk, so) = (shape(net, node.inputs[k]), shape(net, node.inputs[1 - k]));
-            let other = broadcast_bits(&ins[1 - k].to_elements(), so, out_shape);
-            let mine = broadcast_bits(&mine, sk, out_shape);
-            other
-                .words()
-                .iter()
-                .zip(mine.words())
-                .any(|(o, m)| o & !m != 0)
-        };
+        let other = ins[1 - k].to_elements();
+        let needed = crate::analysis::factors::matters(p, k, [s0, s1], out_shape, &mine, &other);
         if !needed {
             continue;
         }

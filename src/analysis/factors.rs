@@ -70,6 +70,54 @@ impl Product {
     }
 }
 
+/// True when the liveness of operand `k` of a product can change what the
+/// product reaches: some element of it is not reached (`mine`) opposite a
+/// reached element of the other operand (`other`), at a common output
+/// element (elementwise, broadcasting) or a common inner index (MatMul, a
+/// superset). Elsewhere either both carry paths (and a reached element is
+/// alive) or the other carries none: the product then reaches what a sum
+/// would.
+pub fn matters(
+    p: Product,
+    k: usize,
+    shapes: [&[usize]; 2],
+    out_shape: &[usize],
+    mine: &BitSet,
+    other: &BitSet,
+) -> bool {
+    if !p.gates(k) || mine.count_ones() == mine.len() || other.count_ones() == 0 {
+        return false;
+    }
+    if p == Product::MatMul {
+        let d = crate::analysis::elements::MatMulDims::new(shapes[0], shapes[1]);
+        // The inner indices j of elements with `bits.get(e) == want`.
+        let inner = |bits: &BitSet, left: bool, want: bool| {
+            let mut js = BitSet::new(d.k);
+            for e in 0..bits.len() {
+                if bits.get(e) == want {
+                    js.set(if left { e % d.k } else { (e / d.n) % d.k }, true);
+                }
+            }
+            js
+        };
+        let mut js = inner(mine, k == 0, false);
+        js.and_with(&inner(other, k == 1, true));
+        return js.count_ones() > 0;
+    }
+    let o = bcast(other, shapes[1 - k], out_shape);
+    let m = bcast(mine, shapes[k], out_shape);
+    o.words().iter().zip(m.words()).any(|(o, m)| o & !m != 0)
+}
+
+/// `bits` over `from` broadcast onto `to` (numpy rules).
+pub(crate) fn bcast(bits: &BitSet, from: &[usize], to: &[usize]) -> BitSet {
+    if from == to {
+        return bits.clone();
+    }
+    let src = crate::analysis::elements::broadcast_source(from, to);
+    BitSet::from_fn(to.iter().product(), |e| bits.get(src(e)))
+}
+
 /// True when the network has a product of two activations.
 pub fn has_products(net: &Network) -> bool {
     net.nodes.iter().any(|n| Product::of(&n.op).is_some())

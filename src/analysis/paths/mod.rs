@@ -159,12 +159,16 @@ fn forward(
     for &i in &net.inputs {
         vals[i] = Some(Scaled::ones(net.value(i).numel()));
     }
-    // The constant values dead factors read, when the network has products.
-    let nonzero = if factors::has_products(net) {
-        factors::constant_nonzero(net, masks, &factors::factor_values(net), until)
-    } else {
-        None
-    };
+    // The constant values dead factors read: computed at the first product
+    // where they can matter (`None` inside: the network cannot run).
+    let mut nonzero: Option<Option<Vec<Option<BitSet>>>> = None;
+    let stop = until.or_else(|| {
+        net.nodes
+            .iter()
+            .rev()
+            .find(|n| factors::Product::of(&n.op).is_some())
+            .map(|n| n.output)
+    });
     for (ni, node) in net.nodes.iter().enumerate() {
         if until.is_some_and(|v| vals[v].is_some()) {
             break;
@@ -182,7 +186,27 @@ fn forward(
             .map(|&v| vals[v].as_ref().expect("nodes are in topological order"))
             .collect();
         let mask = layer_of[ni].map(|l| &masks.layers[l]);
-        let out = match (factors::Product::of(&node.op), &nonzero) {
+        let product = factors::Product::of(&node.op).filter(|&p| {
+            let reached: Vec<BitSet> = ins
+                .iter()
+                .map(|v| BitSet::from_fn(v.data.len(), |e| v.data[e] > 0.0))
+                .collect();
+            let shapes = [
+                net.value(node.inputs[0]).shape.as_slice(),
+                net.value(node.inputs[1]).shape.as_slice(),
+            ];
+            let out_shape = &net.value(node.output).shape;
+            (0..2).any(|k| factors::matters(p, k, shapes, out_shape, &reached[k], &reached[1 - k]))
+        });
+        if product.is_some() && nonzero.is_none() {
+            nonzero = Some(factors::constant_nonzero(
+                net,
+                masks,
+                &factors::factor_values(net),
+                stop,
+            ));
+        }
+        let out = match (product, nonzero.as_ref().and_then(|n| n.as_ref())) {
             (Some(p), Some(nz)) => product_counts(net, node, p, &ins, nz, &mut lost),
             _ => step(net, node, &ins, mask, &mut lost)?,
         };
