@@ -364,7 +364,12 @@ fn attention_net() -> Network {
 }
 
 /// Gates, a channel shuffle written as a Gather, upsampling and attention:
-/// at 10x and 100x, IGQ and ERK, two seeds, every kept weight functional.
+/// at 10x and 100x, IGQ and ERK, two seeds, every kept weight functional,
+/// except, in the attention block (no biases), weights that only dead
+/// factors make inactive (a key dimension left without kept weights is 0,
+/// so the matching query dimension reaches nothing; MiCA places edges by
+/// channel identity and does not see factor values): listed as
+/// `dead_factor`, and active under the rule of a sum.
 #[test]
 fn gated_shuffled_upsampled_and_attention_graphs_are_fully_functional() {
     for (name, net) in [
@@ -380,7 +385,14 @@ fn gated_shuffled_upsampled_and_attention_graphs_are_fully_functional() {
                     let r = mica_run(&net, &counts, MicaChoice::Rand, seed).unwrap();
                     let ratio = check(&what, &net, &counts, &r);
                     println!("{what}: {ratio:.4}");
-                    assert!(r.unguaranteed.is_empty(), "{what}: {:?}", r.unguaranteed);
+                    if name != "attention" {
+                        assert!(r.unguaranteed.is_empty(), "{what}: {:?}", r.unguaranteed);
+                    }
+                    let sum_rule = analyse_sum_rule(&net, &r.masks).active;
+                    assert_eq!(sum_rule, r.masks, "{what}: under the rule of a sum");
+                    for u in &r.unguaranteed {
+                        assert_eq!(u.cause, Cause::DeadFactor, "{what}: {u:?}");
+                    }
                 }
             }
         }

@@ -475,7 +475,9 @@ fn backward_pass(
                             Some(partner) => {
                                 let pshape = shape(net, node.inputs[1 - k]);
                                 let mut bits = out.to_elements();
-                                bits.and_with(&broadcast_bits(partner, pshape, out_shape));
+                                bits.and_with(&crate::analysis::factors::bcast(
+                                    partner, pshape, out_shape,
+                                ));
                                 let gated = Live::from_elements(out_shape, &bits);
                                 unbroadcast(&gated, out_shape, shape(net, v))
                             }
@@ -967,15 +969,6 @@ fn factor_alive(
     alive
 }
 
-/// `bits` over `from` broadcast onto `to` (numpy rules).
-fn broadcast_bits(bits: &BitSet, from: &[usize], to: &[usize]) -> BitSet {
-    if from == to {
-        return bits.clone();
-    }
-    let src = broadcast_source(from, to);
-    BitSet::from_fn(to.iter().product(), |e| bits.get(src(e)))
-}
-
 /// Output elements of an elementwise product reached: through operand `k`
 /// where it is reached and its partner alive.
 fn product_forward(
@@ -991,10 +984,10 @@ fn product_forward(
     let mut out = BitSet::new(out_shape.iter().product());
     for k in 0..2 {
         let sk = shape(net, node.inputs[k]);
-        let mut t = broadcast_bits(&ins[k].to_elements(), sk, out_shape);
+        let mut t = crate::analysis::factors::bcast(&ins[k].to_elements(), sk, out_shape);
         if let Some(partner) = &alive[1 - k] {
             let so = shape(net, node.inputs[1 - k]);
-            t.and_with(&broadcast_bits(partner, so, out_shape));
+            t.and_with(&crate::analysis::factors::bcast(partner, so, out_shape));
         }
         out.or_with(&t);
     }

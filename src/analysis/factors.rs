@@ -237,7 +237,8 @@ impl<'a> Constants<'a> {
             placed: vec![false; net.layers.len()],
             cache: None,
             wanted: None,
-            sum_rule: false,
+            // Without products nothing is ever asked: keep no masks.
+            sum_rule: !has_products(net),
         }
     }
 
