@@ -175,20 +175,15 @@ pub fn analyse_sum_rule(net: &Network, masks: &MaskSet) -> Analysis {
 }
 
 /// [`analyse`] when the forward liveness of `masks` is already known (a
-/// constructive method computes it while placing edges).
+/// constructive method computes it while placing edges, with
+/// [`Forward::new`]). That forward reads products as sums, so on a network
+/// with products of two activations the forward pass is run again, with
+/// dead factors.
 pub fn analyse_with_forward(net: &Network, masks: &MaskSet, forward: Vec<Live>) -> Analysis {
-    let mut consts = Constants::of_masks(net, masks);
-    let alive: Vec<Option<Alive>> = net
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(ni, node)| {
-            Product::of(&node.op).map(|p| {
-                let ins: Vec<&Live> = node.inputs.iter().map(|&v| &forward[v]).collect();
-                factor_alive(net, ni, p, &ins, &mut consts)
-            })
-        })
-        .collect();
+    if crate::analysis::factors::has_products(net) {
+        return analyse(net, masks);
+    }
+    let alive = vec![None; net.nodes.len()];
     finish_analysis(net, masks, forward, &alive)
 }
 
@@ -248,16 +243,20 @@ pub struct Forward<'a> {
     live: Vec<Option<Live>>,
     /// The constant values the dead-factor rule reads.
     consts: Constants<'a>,
-    layer_of: Vec<Option<usize>>,
     /// Per product node, the alive elements of its operands.
     alive: Vec<Option<Alive>>,
 }
 
 impl<'a> Forward<'a> {
-    /// Stepped with each layer's mask as it is placed: the constant values
-    /// a product reads come from the layers placed before it.
+    /// Stepped with each layer's mask as it is placed (a constructive
+    /// method, MiCA). The masks of later layers are not known, and the
+    /// constant values of factors depend on them only through the layers
+    /// before, but evaluating them after every placement would cost a
+    /// forward pass each: this forward reads every product as a sum (every
+    /// factor alive), an upper bound of the exact liveness, and
+    /// [`analyse_with_forward`] redoes the forward with dead factors.
     pub fn new(net: &'a Network) -> Self {
-        Self::with_constants(net, Constants::incremental(net))
+        Self::with_constants(net, Constants::sum_rule(net))
     }
 
     /// Stepped with the layers of `masks`, known in advance.
@@ -274,7 +273,6 @@ impl<'a> Forward<'a> {
             net,
             live,
             consts,
-            layer_of: net.layer_of_node(),
             alive: vec![None; net.nodes.len()],
         }
     }
@@ -289,9 +287,6 @@ impl<'a> Forward<'a> {
     pub fn step(&mut self, ni: usize, mask: Option<&BitSet>) {
         let net = self.net;
         let node = &net.nodes[ni];
-        if let (Some(li), Some(m)) = (self.layer_of[ni], mask) {
-            self.consts.place(li, m);
-        }
         let ins: Vec<&Live> = node
             .inputs
             .iter()
@@ -957,7 +952,7 @@ fn factor_alive(
         if !needed {
             continue;
         }
-        let Some(nz) = consts.nonzero(ni, node.inputs[k]) else {
+        let Some(nz) = consts.nonzero(node.inputs[k]) else {
             continue;
         };
         let mut a = mine;

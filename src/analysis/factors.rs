@@ -198,106 +198,56 @@ pub fn constant_nonzero(
     run().ok()
 }
 
-/// The constant values a liveness pass needs, computed at most once per
-/// mask state: from a complete mask set, or from the masks of the layers
-/// placed so far (a constructive method steps layer by layer; the values
-/// before a node depend only on the layers before it).
+/// The constant values a liveness pass needs, computed at most once, when
+/// a product first needs them.
 pub(crate) struct Constants<'a> {
     net: &'a Network,
-    full: Option<&'a MaskSet>,
-    /// Placed so far (the rest dense), when `full` is `None`.
-    partial: Option<MaskSet>,
-    placed: Vec<bool>,
-    /// Non-zero elements per value (`None`: the network cannot be run),
-    /// final for the values of the nodes before the index given.
-    cache: Option<(Option<Vec<Option<BitSet>>>, usize)>,
+    /// `None`: every factor alive, the rule of a sum.
+    masks: Option<&'a MaskSet>,
+    /// Non-zero elements per value (`None` inside: the network cannot run).
+    cache: Option<Option<Vec<Option<BitSet>>>>,
     wanted: Option<Vec<ValueId>>,
-    /// Every factor alive: the rule of a sum, for comparison.
-    sum_rule: bool,
 }
 
 impl<'a> Constants<'a> {
     pub fn of_masks(net: &'a Network, masks: &'a MaskSet) -> Self {
         Self {
             net,
-            full: Some(masks),
-            partial: None,
-            placed: Vec::new(),
+            masks: Some(masks),
             cache: None,
             wanted: None,
-            sum_rule: false,
-        }
-    }
-
-    pub fn incremental(net: &'a Network) -> Self {
-        Self {
-            net,
-            full: None,
-            partial: None,
-            placed: vec![false; net.layers.len()],
-            cache: None,
-            wanted: None,
-            // Without products nothing is ever asked: keep no masks.
-            sum_rule: !has_products(net),
         }
     }
 
     /// Every factor counts as alive: a product joins its operands as a sum
-    /// does (the rule before dead factors; MiCA's diagnosis compares).
+    /// does (the rule before dead factors).
     pub fn sum_rule(net: &'a Network) -> Self {
         Self {
-            sum_rule: true,
-            ..Self::incremental(net)
+            net,
+            masks: None,
+            cache: None,
+            wanted: None,
         }
     }
 
-    /// Layer `li` is placed with `mask` (incremental mode only).
-    pub fn place(&mut self, li: usize, mask: &BitSet) {
-        if self.full.is_some() || self.sum_rule {
-            return;
-        }
-        let net = self.net;
-        let p = self.partial.get_or_insert_with(|| MaskSet::dense(net));
-        p.layers[li] = mask.clone();
-        self.placed[li] = true;
-        if matches!(self.cache, Some((_, valid)) if net.layers[li].node < valid) {
-            self.cache = None;
-        }
-    }
-
-    /// The non-zero constant elements of value `v`, read by the product at
-    /// node `ni`; `None` when the network cannot be run (every element
-    /// then counts as alive).
-    pub fn nonzero(&mut self, ni: usize, v: ValueId) -> Option<&BitSet> {
-        if self.sum_rule {
-            return None;
-        }
+    /// The non-zero constant elements of value `v`, a factor of a product;
+    /// `None` when every element counts as alive (the rule of a sum, a
+    /// factor that is never 0, a network that cannot run).
+    pub fn nonzero(&mut self, v: ValueId) -> Option<&BitSet> {
+        let masks = self.masks?;
         let net = self.net;
         let wanted = self.wanted.get_or_insert_with(|| factor_values(net));
         if wanted.binary_search(&v).is_err() {
             // Never 0: alive everywhere.
             return None;
         }
-        if !matches!(self.cache, Some((_, valid)) if ni < valid) {
+        if self.cache.is_none() {
             let wanted = self.wanted.as_deref().unwrap_or_default();
-            let until = last_product(net);
-            self.cache = Some(match self.full {
-                Some(m) => (constant_nonzero(net, m, wanted, until), net.nodes.len()),
-                None => {
-                    let m = self.partial.get_or_insert_with(|| MaskSet::dense(net));
-                    // Final up to the first layer not placed yet.
-                    let valid = (0..net.layers.len())
-                        .filter(|&li| !self.placed[li])
-                        .map(|li| net.layers[li].node)
-                        .min()
-                        .unwrap_or(net.nodes.len());
-                    (constant_nonzero(net, m, wanted, until), valid)
-                }
-            });
+            self.cache = Some(constant_nonzero(net, masks, wanted, last_product(net)));
         }
         self.cache
             .as_ref()
-            .and_then(|(c, _)| c.as_ref())
+            .and_then(|c| c.as_ref())
             .and_then(|c| c[v].as_ref())
     }
 }
