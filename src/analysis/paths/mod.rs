@@ -115,7 +115,7 @@ impl PathCount {
 
 /// Count the effective paths of `masks` on `net`.
 pub fn effective_paths(net: &Network, masks: &MaskSet) -> Result<PathCount> {
-    let (vals, lost) = forward(net, masks, None)?;
+    let (vals, lost) = forward(net, masks, None, true)?;
     let log2 = scaled::log2_sum(net.outputs.iter().map(|&o| {
         vals[o]
             .as_ref()
@@ -132,18 +132,30 @@ pub fn effective_paths(net: &Network, masks: &MaskSet) -> Result<PathCount> {
 /// produces it, so a value near the input costs little (NPB asks for the
 /// input of each layer in turn).
 pub fn counts_at(net: &Network, masks: &MaskSet, value: ValueId) -> Result<Scaled> {
-    let (mut vals, _) = forward(net, masks, Some(value))?;
+    let (mut vals, _) = forward(net, masks, Some(value), true)?;
+    vals[value]
+        .take()
+        .ok_or_else(|| crate::error::Error::internal(format!("no path counts for value {value}")))
+}
+
+/// [`counts_at`] with every product read as the sum of its operands (no
+/// dead factors): what a constructive method that places by path counts
+/// (NPB) reads while the masks after `value` are not placed yet.
+pub fn counts_at_sum_rule(net: &Network, masks: &MaskSet, value: ValueId) -> Result<Scaled> {
+    let (mut vals, _) = forward(net, masks, Some(value), false)?;
     vals[value]
         .take()
         .ok_or_else(|| crate::error::Error::internal(format!("no path counts for value {value}")))
 }
 
 /// The counting forward pass; with `until`, it stops once that value is
-/// known and keeps it.
+/// known and keeps it. `dead_factors`: products follow CONVENTIONS' dead
+/// factor rule, else they count as sums.
 fn forward(
     net: &Network,
     masks: &MaskSet,
     until: Option<ValueId>,
+    dead_factors: bool,
 ) -> Result<(Vec<Option<Scaled>>, Underflow)> {
     masks.check_fits(net)?;
     let layer_of = net.layer_of_node();
@@ -187,6 +199,9 @@ fn forward(
             .collect();
         let mask = layer_of[ni].map(|l| &masks.layers[l]);
         let product = factors::Product::of(&node.op).filter(|&p| {
+            if !dead_factors {
+                return false;
+            }
             let reached: Vec<BitSet> = ins
                 .iter()
                 .map(|v| BitSet::from_fn(v.data.len(), |e| v.data[e] > 0.0))
