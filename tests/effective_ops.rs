@@ -680,7 +680,8 @@ fn pruned_keys_kill_nothing_on_the_value_side() {
     (0..6).for_each(|i| m.layers[k].set(i, false));
     check(&net, &m, &m);
     // Every key weight pruned: queries, values and the output projection
-    // stay active (a product joins its operands; no dead-factor rule yet).
+    // stay active. Dead factors kill nothing here: the key bias keeps every
+    // key dimension non-zero (tests/dead_factors.rs has the cases without).
     m.layers[k] = BitSet::new(36);
     check(&net, &m, &m);
 }

@@ -18,9 +18,18 @@
 //! elementwise functions of several activations, Concat off the channel
 //! axis) and the rules of [`crate::analysis::elements`] (MatMul of two
 //! activations, axis mixing, element maps, dense layers over leading axes).
-//! A product of two activations joins both operands, as a sum does: a gate
-//! is a coefficient on the path, not a cut (CONVENTIONS, "What effective
-//! means on any graph").
+//! A function of several activations joins its operands, as a sum does,
+//! except at a product of two activations (Mul, Div's denominator, MatMul):
+//! there a path through one factor continues only where the other factor
+//! is *alive*, reached from the input or a non-zero constant of the masked
+//! network (CONVENTIONS, "What effective means on any graph", "Dead
+//! factors"; [`crate::analysis::factors`]). Forward reach at a product is
+//! computed with the alive sets of its operands, in topological order, and
+//! backward reach through it with the same sets, so a weight is active when
+//! a path through it satisfies the rule end to end. The constant values
+//! come from one zero-input forward of the masked network, run only when a
+//! product has a factor element no path reaches opposite one a path
+//! reaches.
 //!
 //! ```
 //! use maskforge::{zoo, analysis::effective, mask::MaskSet};
@@ -38,6 +47,7 @@ use crate::analysis::elements::{
     broadcast_source, gather_backward, gather_forward, last_axis_features, DenseRows, MatMulDims,
     Slices,
 };
+use crate::analysis::factors::{Constants, Product};
 use crate::analysis::liveness::{Geometry, Plane, PosSet};
 use crate::bitset::{ones_of_words as ones_of, BitSet};
 use crate::graph::index_map::strides;
@@ -141,15 +151,55 @@ pub fn effective_masks(net: &Network, masks: &MaskSet) -> MaskSet {
 /// Run both liveness passes and derive the active masks.
 pub fn analyse(net: &Network, masks: &MaskSet) -> Analysis {
     let layer_of = net.layer_of_node();
-    let forward = forward_pass(net, masks, &layer_of);
-    analyse_with_forward(net, masks, forward)
+    let mut fw = Forward::with_masks(net, masks);
+    for (ni, layer) in layer_of.iter().enumerate() {
+        fw.step(ni, layer.map(|l| &masks.layers[l]));
+    }
+    let alive = std::mem::take(&mut fw.alive);
+    let forward = fw.finish();
+    finish_analysis(net, masks, forward, &alive)
+}
+
+/// [`analyse`] with every factor of a product counted as alive: a product
+/// joins its operands as a sum does, the rule before dead factors. The
+/// difference to [`analyse`] is what dead factors alone make inactive.
+pub fn analyse_sum_rule(net: &Network, masks: &MaskSet) -> Analysis {
+    let layer_of = net.layer_of_node();
+    let mut fw = Forward::with_constants(net, Constants::sum_rule(net));
+    for (ni, layer) in layer_of.iter().enumerate() {
+        fw.step(ni, layer.map(|l| &masks.layers[l]));
+    }
+    let alive = std::mem::take(&mut fw.alive);
+    let forward = fw.finish();
+    finish_analysis(net, masks, forward, &alive)
 }
 
 /// [`analyse`] when the forward liveness of `masks` is already known (a
-/// constructive method computes it while placing edges).
+/// constructive method computes it while placing edges, with
+/// [`Forward::new`]). That forward reads products as sums, so on a network
+/// with products of two activations the forward pass is run again, with
+/// dead factors.
 pub fn analyse_with_forward(net: &Network, masks: &MaskSet, forward: Vec<Live>) -> Analysis {
+    if crate::analysis::factors::has_products(net) {
+        return analyse(net, masks);
+    }
+    let alive = vec![None; net.nodes.len()];
+    finish_analysis(net, masks, forward, &alive)
+}
+
+/// The alive elements of a product's two operands (`None`: all of them, or
+/// none that matters), per CONVENTIONS' dead-factor rule
+/// ([`crate::analysis::factors`]).
+pub(crate) type Alive = [Option<BitSet>; 2];
+
+fn finish_analysis(
+    net: &Network,
+    masks: &MaskSet,
+    forward: Vec<Live>,
+    alive: &[Option<Alive>],
+) -> Analysis {
     let layer_of = net.layer_of_node();
-    let backward = backward_pass(net, masks, &layer_of);
+    let backward = backward_pass(net, masks, &layer_of, alive);
     let active = MaskSet {
         layers: net
             .layers
@@ -186,28 +236,45 @@ fn shape(net: &Network, v: ValueId) -> &[usize] {
     &net.values[v].shape
 }
 
-fn forward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> Vec<Live> {
-    let mut fw = Forward::new(net);
-    for (ni, layer) in layer_of.iter().enumerate() {
-        fw.step(ni, layer.map(|l| &masks.layers[l]));
-    }
-    fw.finish()
-}
-
 /// Forward liveness computed node by node, so a constructive method (MiCA)
 /// can place a layer's mask just before that layer is evaluated.
 pub struct Forward<'a> {
     net: &'a Network,
     live: Vec<Option<Live>>,
+    /// The constant values the dead-factor rule reads.
+    consts: Constants<'a>,
+    /// Per product node, the alive elements of its operands.
+    alive: Vec<Option<Alive>>,
 }
 
 impl<'a> Forward<'a> {
+    /// Stepped with each layer's mask as it is placed (a constructive
+    /// method, MiCA). The masks of later layers are not known, and the
+    /// constant values of factors depend on them only through the layers
+    /// before, but evaluating them after every placement would cost a
+    /// forward pass each: this forward reads every product as a sum (every
+    /// factor alive), an upper bound of the exact liveness, and
+    /// [`analyse_with_forward`] redoes the forward with dead factors.
     pub fn new(net: &'a Network) -> Self {
+        Self::with_constants(net, Constants::sum_rule(net))
+    }
+
+    /// Stepped with the layers of `masks`, known in advance.
+    pub fn with_masks(net: &'a Network, masks: &'a MaskSet) -> Self {
+        Self::with_constants(net, Constants::of_masks(net, masks))
+    }
+
+    fn with_constants(net: &'a Network, consts: Constants<'a>) -> Self {
         let mut live: Vec<Option<Live>> = vec![None; net.values.len()];
         for &i in &net.inputs {
             live[i] = Some(Live::all(shape(net, i)));
         }
-        Self { net, live }
+        Self {
+            net,
+            live,
+            consts,
+            alive: vec![None; net.nodes.len()],
+        }
     }
 
     /// Liveness of value `v`, once its producer has been stepped.
@@ -227,12 +294,27 @@ impl<'a> Forward<'a> {
             .collect();
         let out_shape = shape(net, node.output);
         let in_shape = shape(net, node.inputs[0]);
+        if let Some(p) = Product::of(&node.op) {
+            let alive = factor_alive(net, ni, p, &ins, &mut self.consts);
+            let out = match p {
+                Product::MatMul => {
+                    let d = MatMulDims::new(in_shape, shape(net, node.inputs[1]));
+                    let bits = d.forward_alive(
+                        &ins[0].to_elements(),
+                        &ins[1].to_elements(),
+                        alive[0].as_ref(),
+                        alive[1].as_ref(),
+                    );
+                    Live::from_elements(out_shape, &bits)
+                }
+                _ => product_forward(net, node, &ins, &alive, out_shape),
+            };
+            self.alive[ni] = Some(alive);
+            self.live[node.output] = Some(out);
+            return;
+        }
         let out = match &node.op {
-            Op::MatMul => {
-                let d = MatMulDims::new(in_shape, shape(net, node.inputs[1]));
-                let bits = d.forward(&ins[0].to_elements(), &ins[1].to_elements());
-                Live::from_elements(out_shape, &bits)
-            }
+            Op::MatMul => unreachable!("a product"),
             Op::Mix(mix) => {
                 let bits = Slices::of_mix(in_shape, mix).forward(&ins[0].to_elements());
                 Live::from_elements(out_shape, &bits)
@@ -290,7 +372,12 @@ impl<'a> Forward<'a> {
     }
 }
 
-fn backward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> Vec<Live> {
+fn backward_pass(
+    net: &Network,
+    masks: &MaskSet,
+    layer_of: &[Option<usize>],
+    alive: &[Option<Alive>],
+) -> Vec<Live> {
     let mut live: Vec<Live> = net.values.iter().map(|v| Live::none(&v.shape)).collect();
     for &o in &net.outputs {
         live[o] = Live::all(shape(net, o));
@@ -304,7 +391,13 @@ fn backward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> 
         let contributions: Vec<Live> = match &node.op {
             Op::MatMul => {
                 let b_shape = shape(net, node.inputs[1]);
-                let (a, b) = MatMulDims::new(in_shape, b_shape).backward(&out.to_elements());
+                let none = [None, None];
+                let al = alive[ni].as_ref().unwrap_or(&none);
+                let (a, b) = MatMulDims::new(in_shape, b_shape).backward_alive(
+                    &out.to_elements(),
+                    al[0].as_ref(),
+                    al[1].as_ref(),
+                );
                 vec![
                     Live::from_elements(in_shape, &a),
                     Live::from_elements(b_shape, &b),
@@ -362,11 +455,32 @@ fn backward_pass(net: &Network, masks: &MaskSet, layer_of: &[Option<usize>]) -> 
                 vec![l]
             }
             Op::Norm(_) | Op::Activation(_) | Op::Identity => vec![out.clone()],
-            Op::Add | Op::Binary(_) | Op::Where => node
-                .inputs
-                .iter()
-                .map(|&v| unbroadcast(out, shape(net, node.output), shape(net, v)))
-                .collect(),
+            Op::Add | Op::Binary(_) | Op::Where => {
+                let none = [None, None];
+                let al = alive[ni].as_ref().unwrap_or(&none);
+                let out_shape = shape(net, node.output);
+                node.inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &v)| {
+                        // A path through operand k continues where its
+                        // partner is alive.
+                        let partner = if k < 2 { al[1 - k].as_ref() } else { None };
+                        match partner {
+                            Some(partner) => {
+                                let pshape = shape(net, node.inputs[1 - k]);
+                                let mut bits = out.to_elements();
+                                bits.and_with(&crate::analysis::factors::bcast(
+                                    partner, pshape, out_shape,
+                                ));
+                                let gated = Live::from_elements(out_shape, &bits);
+                                unbroadcast(&gated, out_shape, shape(net, v))
+                            }
+                            _ => unbroadcast(out, out_shape, shape(net, v)),
+                        }
+                    })
+                    .collect()
+            }
             Op::Concat(axis) => concat_backward(net, node, out, *axis),
             Op::Reshape => vec![Live::from_elements(
                 shape(net, node.inputs[0]),
@@ -804,6 +918,75 @@ fn global_forward(input: &Live, out_shape: &[usize]) -> Live {
         }
     }
     l
+}
+
+/// The alive elements of the operands of product node `ni` that the
+/// dead-factor rule reads: operand `k`'s are needed where a path reaches
+/// the other operand and none reaches `k` (elsewhere either both carry
+/// paths, and a reached element is alive, or the other carries none).
+/// `None` for an operand whose every element counts as alive there.
+fn factor_alive(
+    net: &Network,
+    ni: usize,
+    p: Product,
+    ins: &[&Live],
+    consts: &mut Constants<'_>,
+) -> Alive {
+    let node = &net.nodes[ni];
+    let out_shape = shape(net, node.output);
+    let mut alive: Alive = [None, None];
+    let full = |l: &Live| l.chans.iter().all(PosSet::is_all);
+    let empty = |l: &Live| l.chans.iter().all(PosSet::is_none);
+    let (s0, s1) = (shape(net, node.inputs[0]), shape(net, node.inputs[1]));
+    if p != Product::MatMul && s0 == s1 && ins[0] == ins[1] {
+        // x * sigmoid(x) and the like: both operands reached alike.
+        return alive;
+    }
+    for k in 0..2 {
+        if !p.gates(k) || full(ins[k]) || empty(ins[1 - k]) {
+            continue;
+        }
+        let mine = ins[k].to_elements();
+        let other = ins[1 - k].to_elements();
+        let needed = crate::analysis::factors::matters(p, k, [s0, s1], out_shape, &mine, &other);
+        if !needed {
+            continue;
+        }
+        let Some(nz) = consts.nonzero(node.inputs[k]) else {
+            continue;
+        };
+        let mut a = mine;
+        a.or_with(nz);
+        if a.count_ones() < a.len() {
+            alive[k] = Some(a);
+        }
+    }
+    alive
+}
+
+/// Output elements of an elementwise product reached: through operand `k`
+/// where it is reached and its partner alive.
+fn product_forward(
+    net: &Network,
+    node: &Node,
+    ins: &[&Live],
+    alive: &Alive,
+    out_shape: &[usize],
+) -> Live {
+    if alive.iter().all(Option::is_none) {
+        return add_forward(net, node, ins, out_shape);
+    }
+    let mut out = BitSet::new(out_shape.iter().product());
+    for k in 0..2 {
+        let sk = shape(net, node.inputs[k]);
+        let mut t = crate::analysis::factors::bcast(&ins[k].to_elements(), sk, out_shape);
+        if let Some(partner) = &alive[1 - k] {
+            let so = shape(net, node.inputs[1 - k]);
+            t.and_with(&crate::analysis::factors::bcast(partner, so, out_shape));
+        }
+        out.or_with(&t);
+    }
+    Live::from_elements(out_shape, &out)
 }
 
 fn add_forward(net: &Network, node: &Node, ins: &[&Live], out_shape: &[usize]) -> Live {

@@ -145,6 +145,115 @@ impl MatMulDims {
     }
 }
 
+/// The dead-factor refinement of [`MatMulDims`] (CONVENTIONS, "Dead
+/// factors"; [`crate::analysis::factors`]): with `alive` sets of the
+/// operands (`None`: every element alive), a path through `a[m, j]` reaches
+/// `out[m, n]` only when `b[j, n]` is alive, and one through `b[j, n]` only
+/// when `a[m, j]` is.
+impl MatMulDims {
+    /// Row `r` (of `k` elements) of a row-major `[rows, k]` bitset, as words.
+    fn rows_of(&self, bits: &BitSet, rows: usize) -> Vec<Vec<u64>> {
+        (0..rows).map(|r| row(bits, r, self.k)).collect()
+    }
+
+    /// The columns (each `k` elements long) of the right operand, as words.
+    fn cols_of(&self, bits: &BitSet) -> Vec<Vec<u64>> {
+        let (k, n) = (self.k, self.n);
+        let mut cols = vec![vec![0u64; k.div_ceil(64)]; self.b_batches * n];
+        for e in bits.ones() {
+            let (bb, j, c) = (e / (k * n), (e / n) % k, e % n);
+            cols[bb * n + c][j / 64] |= 1 << (j % 64);
+        }
+        cols
+    }
+
+    fn all_words(&self) -> Vec<u64> {
+        BitSet::full(self.k).words().to_vec()
+    }
+
+    /// Output elements reached, factors gated by the other's `alive` set.
+    pub fn forward_alive(
+        &self,
+        a: &BitSet,
+        b: &BitSet,
+        a_alive: Option<&BitSet>,
+        b_alive: Option<&BitSet>,
+    ) -> BitSet {
+        if a_alive.is_none() && b_alive.is_none() {
+            return self.forward(a, b);
+        }
+        let (m, n) = (self.m, self.n);
+        let full = self.all_words();
+        let ar = self.rows_of(a, self.a_batches * m);
+        let bc = self.cols_of(b);
+        let aa = a_alive.map(|x| self.rows_of(x, self.a_batches * m));
+        let ba = b_alive.map(|x| self.cols_of(x));
+        let meets = |x: &[u64], y: &[u64]| x.iter().zip(y).any(|(p, q)| p & q != 0);
+        let mut out = BitSet::new(self.batches() * m * n);
+        for (bi, (&xa, &xb)) in self.a_of.iter().zip(&self.b_of).enumerate() {
+            for i in 0..m {
+                let r = xa * m + i;
+                let a_row = &ar[r];
+                let a_al = aa.as_ref().map_or(&full, |v| &v[r]);
+                for j in 0..n {
+                    let c = xb * n + j;
+                    let b_al = ba.as_ref().map_or(&full, |v| &v[c]);
+                    if meets(a_row, b_al) || meets(&bc[c], a_al) {
+                        out.set((bi * m + i) * n + j, true);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Operand elements reaching a live output element, factors gated by
+    /// the other's `alive` set: `a[m, j]` when some live `out[m, n]` has
+    /// `b[j, n]` alive, `b[j, n]` when some live `out[m, n]` has `a[m, j]`
+    /// alive.
+    pub fn backward_alive(
+        &self,
+        out: &BitSet,
+        a_alive: Option<&BitSet>,
+        b_alive: Option<&BitSet>,
+    ) -> (BitSet, BitSet) {
+        if a_alive.is_none() && b_alive.is_none() {
+            return self.backward(out);
+        }
+        let (m, k, n) = (self.m, self.k, self.n);
+        let full = self.all_words();
+        let aa = a_alive.map(|x| self.rows_of(x, self.a_batches * m));
+        let ba = b_alive.map(|x| self.cols_of(x));
+        let words = k.div_ceil(64);
+        let mut a_rows = vec![vec![0u64; words]; self.a_batches * m];
+        let mut b_cols = vec![vec![0u64; words]; self.b_batches * n];
+        for e in out.ones() {
+            let (bi, i, j) = (e / (m * n), (e / n) % m, e % n);
+            let (r, c) = (self.a_of[bi] * m + i, self.b_of[bi] * n + j);
+            let b_al = ba.as_ref().map_or(&full, |v| &v[c]);
+            for (x, y) in a_rows[r].iter_mut().zip(b_al) {
+                *x |= y;
+            }
+            let a_al = aa.as_ref().map_or(&full, |v| &v[r]);
+            for (x, y) in b_cols[c].iter_mut().zip(a_al) {
+                *x |= y;
+            }
+        }
+        let mut a = BitSet::new(self.a_batches * m * k);
+        for (r, words) in a_rows.iter().enumerate() {
+            or_row(&mut a, r, k, words);
+        }
+        let mut b = BitSet::new(self.b_batches * k * n);
+        for (c, words) in b_cols.iter().enumerate() {
+            let (bb, j) = (c / n, c % n);
+            for x in crate::bitset::ones_of_words(words) {
+                b.set((bb * k + x) * n + j, true);
+            }
+        }
+        (a, b)
+    }
+}
+
 /// The slices of an axis-mixing op: every input element belongs to one
 /// slice (its coordinates off the mixed axes), and every element of a slice
 /// reaches every output element of that slice.

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod effective;
 pub mod elements;
+pub mod factors;
 pub mod liveness;
 pub mod oracle;
 pub mod paths;

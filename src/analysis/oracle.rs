@@ -20,9 +20,13 @@
 //!
 //! The ops of modern graphs are linearised as CONVENTIONS ("What effective
 //! means on any graph") reads them: a function of several activations
-//! (Mul, Div, Max, Where, ...) is the broadcast *sum* of its operands; a
-//! MatMul of two activations `A @ B` is `rowsum(A) + colsum(B)`, broadcast
-//! to `[.., m, n]`; a normalisation or reduction (Softmax included) is the
+//! (Add, Sub, Max, Where, ...) is the broadcast *sum* of its operands; a
+//! product reads its dead factors ([`crate::analysis::factors`]): with
+//! `alive(x)` the 0/1 mask of the elements of `x` that carry flow or have a
+//! non-zero constant value in the masked network (not differentiated), a
+//! Mul is `A * alive(B) + B * alive(A)`, a Div `A + B * alive(A)` and a
+//! MatMul of two activations `A @ alive(B) + alive(A) @ B` (`rowsum(A) +
+//! colsum(B)`, broadcast to `[.., m, n]`, when every factor is alive); a normalisation or reduction (Softmax included) is the
 //! sum over its axes, broadcast back over the slice when it keeps the
 //! shape; an element map sums its taps times `|weight|`, reading constants
 //! as 0; a dense layer over leading axes is the same `|w| * mask` product at
@@ -37,10 +41,11 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 
+use crate::analysis::factors;
 use crate::bitset::BitSet;
 use crate::error::{Error, Result};
 use crate::graph::builder::{broadcast, matmul_shape};
-use crate::graph::op::{IndexMap, Mix, MixKind, Op, Pool};
+use crate::graph::op::{Binary, IndexMap, Mix, MixKind, Op, Pool};
 use crate::graph::Network;
 use crate::mask::MaskSet;
 
@@ -129,6 +134,13 @@ pub fn effective_masks(net: &Network, masks: &MaskSet) -> Result<MaskSet> {
             &dev,
         )?)?);
     }
+    // Dead factors: the non-zero elements of the constant values of every
+    // product's operands (all of them alive when the network cannot run).
+    let nonzero = if factors::has_products(net) {
+        factors::constant_nonzero(net, masks, &factors::factor_values(net), None)
+    } else {
+        None
+    };
     let mut vals: Vec<Option<Tensor>> = vec![None; net.values.len()];
     for &i in &net.inputs {
         let mut s = vec![1];
@@ -139,7 +151,42 @@ pub fn effective_masks(net: &Network, masks: &MaskSet) -> Result<MaskSet> {
         let x = |k: usize| vals[node.inputs[k]].clone().expect("topological order");
         let in_shape = &net.values[node.inputs[0]].shape;
         let out_shape = &net.values[node.output].shape;
+        // Operand k of a product as a 0/1 tensor: carrying flow (reached
+        // from the input) or a non-zero constant. Not differentiated.
+        let alive = |k: usize| -> Result<Tensor> {
+            let t = x(k);
+            let reached = t.gt(0.0)?.to_dtype(DType::F64)?;
+            Ok(
+                match nonzero.as_ref().and_then(|n| n[node.inputs[k]].as_ref()) {
+                    Some(nz) => {
+                        let c: Vec<f64> = (0..nz.len()).map(|e| nz.get(e) as u8 as f64).collect();
+                        let c = Tensor::from_vec(c, t.shape(), &dev)?;
+                        reached.maximum(&c)?
+                    }
+                    None => reached.ones_like()?,
+                }
+                .detach(),
+            )
+        };
         let y = match &node.op {
+            Op::Binary(Binary::Mul) | Op::Binary(Binary::Div) => {
+                let (a_shape, b_shape) = (
+                    net.values[node.inputs[0]].shape.as_slice(),
+                    net.values[node.inputs[1]].shape.as_slice(),
+                );
+                // Mul: a * alive(b) + b * alive(a). Div: the numerator's
+                // path always continues (1 / b is never 0), the
+                // denominator's where the numerator is alive.
+                let through_a = if matches!(node.op, Op::Binary(Binary::Mul)) {
+                    (expand_to(&x(0), a_shape, out_shape)?
+                        * expand_to(&alive(1)?, b_shape, out_shape)?)?
+                } else {
+                    expand_to(&x(0), a_shape, out_shape)?
+                };
+                let through_b = (expand_to(&x(1), b_shape, out_shape)?
+                    * expand_to(&alive(0)?, a_shape, out_shape)?)?;
+                (through_a + through_b)?.contiguous()?
+            }
             Op::Add | Op::Binary(_) | Op::Where => {
                 let parts: Vec<(Tensor, &[usize])> = node
                     .inputs
@@ -148,6 +195,13 @@ pub fn effective_masks(net: &Network, masks: &MaskSet) -> Result<MaskSet> {
                     .map(|(k, &v)| (x(k), net.values[v].shape.as_slice()))
                     .collect();
                 broadcast_sum(&parts, out_shape)?
+            }
+            Op::MatMul if nonzero.is_some() => {
+                // a @ alive(b) + alive(a) @ b: a path through a[m, j] reaches
+                // out[m, n] where b[j, n] is alive, and vice versa.
+                use crate::autodiff::ops::matmul::matmul;
+                let y = (matmul(&x(0), &alive(1)?)? + matmul(&alive(0)?, &x(1))?)?;
+                rescale(&y)?
             }
             Op::MatMul => {
                 let b_shape = &net.values[node.inputs[1]].shape;

@@ -360,7 +360,7 @@ impl<'a> Executor<'a> {
         mode: Mode,
         target: ValueId,
     ) -> Result<Tensor> {
-        let mut vals = self.run(x, masks, mode, target, None)?;
+        let mut vals = self.run(std::slice::from_ref(x), masks, mode, target, None)?;
         vals[target]
             .take()
             .ok_or_else(|| Error::internal("executor: no output"))
@@ -378,7 +378,13 @@ impl<'a> Executor<'a> {
     ) -> Result<Recording> {
         let target = self.logits_value();
         let mut steps = Vec::new();
-        let values = self.run(x, masks, mode, target, Some(&mut steps))?;
+        let values = self.run(
+            std::slice::from_ref(x),
+            masks,
+            mode,
+            target,
+            Some(&mut steps),
+        )?;
         Ok(Recording {
             values,
             steps,
@@ -396,12 +402,43 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// One sample with every graph input 0, in [`Mode::Eval`], weights
+    /// detached: every value the network computes (`None` for the values a
+    /// conv op absorbs), up to `until` when given. The constant values of
+    /// the masked network, as the dead-factor rule of effective sparsity
+    /// reads them ([`crate::analysis::factors`]).
+    pub fn zero_input_values(
+        &self,
+        masks: Option<&MaskSet>,
+        until: Option<ValueId>,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let xs = self
+            .net
+            .inputs
+            .iter()
+            .map(|&v| {
+                let mut s = vec![1];
+                s.extend(&self.net.values[v].shape);
+                Ok(Tensor::zeros(s, self.dtype, &self.device)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut steps = Vec::new();
+        self.run(
+            &xs,
+            masks,
+            Mode::Eval,
+            until.unwrap_or(usize::MAX),
+            Some(&mut steps),
+        )
+    }
+
     /// Evaluate nodes in order until `target` is computed; returns every
-    /// value computed. With `steps`, weights are detached and each
+    /// value computed. `xs` are the graph inputs in order (only the first
+    /// when fewer are given). With `steps`, weights are detached and each
     /// evaluated node is recorded.
     fn run(
         &self,
-        x: &Tensor,
+        xs: &[Tensor],
         masks: Option<&MaskSet>,
         mode: Mode,
         target: ValueId,
@@ -412,7 +449,9 @@ impl<'a> Executor<'a> {
         let detach = steps.is_some();
         let layer_of = net.layer_of_node();
         let mut vals: Vec<Option<Tensor>> = vec![None; net.values.len()];
-        vals[net.inputs[0]] = Some(x.to_dtype(self.dtype)?);
+        for (&v, x) in net.inputs.iter().zip(xs) {
+            vals[v] = Some(x.to_dtype(self.dtype)?);
+        }
         // Nodes a conv op has already computed (its epilogue).
         let mut absorbed = vec![false; net.nodes.len()];
         for (ni, node) in net.nodes.iter().enumerate() {

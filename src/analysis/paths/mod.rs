@@ -28,6 +28,12 @@
 //! - MatMul of two activations: `out[.., m, n]` from every element of row
 //!   `m` of the left and of column `n` of the right operand, so its count is
 //!   `sum_k A[m, k] + sum_k B[k, n]`;
+//! - dead factors (CONVENTIONS; [`crate::analysis::factors`]): at a product
+//!   (Mul, Div's denominator, MatMul) the edge from one factor's element
+//!   exists only where the other factor's element is alive (reached by a
+//!   path, or a non-zero constant in the masked network): a Mul counts
+//!   `A * alive(B) + B * alive(A)`, a MatMul
+//!   `sum_k A[m, k] alive(B[k, n]) + alive(A[m, k]) B[k, n]`;
 //! - normalisations, reductions and Softmax over some axes: every element of
 //!   a slice to every output element of that slice (the reduced element, or
 //!   every element of the slice when the shape is kept);
@@ -80,6 +86,7 @@ pub mod scaled;
 use std::ops::Range;
 
 use crate::analysis::elements::{input_taps, MatMulDims, Slices};
+use crate::analysis::factors;
 use crate::bitset::BitSet;
 use crate::error::Result;
 use crate::graph::op::{Conv2d, IndexMap, Op, Pool, Window};
@@ -108,7 +115,7 @@ impl PathCount {
 
 /// Count the effective paths of `masks` on `net`.
 pub fn effective_paths(net: &Network, masks: &MaskSet) -> Result<PathCount> {
-    let (vals, lost) = forward(net, masks, None)?;
+    let (vals, lost) = forward(net, masks, None, true)?;
     let log2 = scaled::log2_sum(net.outputs.iter().map(|&o| {
         vals[o]
             .as_ref()
@@ -125,18 +132,30 @@ pub fn effective_paths(net: &Network, masks: &MaskSet) -> Result<PathCount> {
 /// produces it, so a value near the input costs little (NPB asks for the
 /// input of each layer in turn).
 pub fn counts_at(net: &Network, masks: &MaskSet, value: ValueId) -> Result<Scaled> {
-    let (mut vals, _) = forward(net, masks, Some(value))?;
+    let (mut vals, _) = forward(net, masks, Some(value), true)?;
+    vals[value]
+        .take()
+        .ok_or_else(|| crate::error::Error::internal(format!("no path counts for value {value}")))
+}
+
+/// [`counts_at`] with every product read as the sum of its operands (no
+/// dead factors): what a constructive method that places by path counts
+/// (NPB) reads while the masks after `value` are not placed yet.
+pub fn counts_at_sum_rule(net: &Network, masks: &MaskSet, value: ValueId) -> Result<Scaled> {
+    let (mut vals, _) = forward(net, masks, Some(value), false)?;
     vals[value]
         .take()
         .ok_or_else(|| crate::error::Error::internal(format!("no path counts for value {value}")))
 }
 
 /// The counting forward pass; with `until`, it stops once that value is
-/// known and keeps it.
+/// known and keeps it. `dead_factors`: products follow CONVENTIONS' dead
+/// factor rule, else they count as sums.
 fn forward(
     net: &Network,
     masks: &MaskSet,
     until: Option<ValueId>,
+    dead_factors: bool,
 ) -> Result<(Vec<Option<Scaled>>, Underflow)> {
     masks.check_fits(net)?;
     let layer_of = net.layer_of_node();
@@ -152,6 +171,16 @@ fn forward(
     for &i in &net.inputs {
         vals[i] = Some(Scaled::ones(net.value(i).numel()));
     }
+    // The constant values dead factors read: computed at the first product
+    // where they can matter (`None` inside: the network cannot run).
+    let mut nonzero: Option<Option<Vec<Option<BitSet>>>> = None;
+    let stop = until.or_else(|| {
+        net.nodes
+            .iter()
+            .rev()
+            .find(|n| factors::Product::of(&n.op).is_some())
+            .map(|n| n.output)
+    });
     for (ni, node) in net.nodes.iter().enumerate() {
         if until.is_some_and(|v| vals[v].is_some()) {
             break;
@@ -169,7 +198,33 @@ fn forward(
             .map(|&v| vals[v].as_ref().expect("nodes are in topological order"))
             .collect();
         let mask = layer_of[ni].map(|l| &masks.layers[l]);
-        let out = step(net, node, &ins, mask, &mut lost)?;
+        let product = factors::Product::of(&node.op).filter(|&p| {
+            if !dead_factors {
+                return false;
+            }
+            let reached: Vec<BitSet> = ins
+                .iter()
+                .map(|v| BitSet::from_fn(v.data.len(), |e| v.data[e] > 0.0))
+                .collect();
+            let shapes = [
+                net.value(node.inputs[0]).shape.as_slice(),
+                net.value(node.inputs[1]).shape.as_slice(),
+            ];
+            let out_shape = &net.value(node.output).shape;
+            (0..2).any(|k| factors::matters(p, k, shapes, out_shape, &reached[k], &reached[1 - k]))
+        });
+        if product.is_some() && nonzero.is_none() {
+            nonzero = Some(factors::constant_nonzero(
+                net,
+                masks,
+                &factors::factor_values(net),
+                stop,
+            ));
+        }
+        let out = match (product, nonzero.as_ref().and_then(|n| n.as_ref())) {
+            (Some(p), Some(nz)) => product_counts(net, node, p, &ins, nz, &mut lost),
+            _ => step(net, node, &ins, mask, &mut lost)?,
+        };
         vals[node.output] = Some(out);
         // Free a value once its last reader has run (outputs stay).
         for &v in &node.inputs {
@@ -188,6 +243,68 @@ fn passes_through(op: &Op) -> bool {
         op,
         Op::Norm(_) | Op::Activation(_) | Op::Identity | Op::Reshape
     )
+}
+
+/// The path counts of a product of two activations under the dead-factor
+/// rule: an operand element's counts pass where the other operand's
+/// element is alive (has paths, or a non-zero constant value).
+fn product_counts(
+    net: &Network,
+    node: &Node,
+    p: factors::Product,
+    ins: &[&Scaled],
+    nonzero: &[Option<BitSet>],
+    lost: &mut Underflow,
+) -> Scaled {
+    let (parts, exp2) = Scaled::align(ins, lost);
+    let shapes: Vec<&[usize]> = (0..2)
+        .map(|k| net.value(node.inputs[k]).shape.as_slice())
+        .collect();
+    // alive(k) as 0/1 (all ones when operand k gates nothing or is never 0).
+    let alive: Vec<Vec<f64>> = (0..2)
+        .map(|k| {
+            let nz = nonzero[node.inputs[k]].as_ref().filter(|_| p.gates(k));
+            match nz {
+                None => vec![1.0; parts[k].len()],
+                Some(nz) => (0..parts[k].len())
+                    .map(|e| f64::from(u8::from(parts[k][e] > 0.0 || nz.get(e))))
+                    .collect(),
+            }
+        })
+        .collect();
+    let out_shape = &net.value(node.output).shape;
+    let joined = match p {
+        factors::Product::MatMul => {
+            let d = MatMulDims::new(shapes[0], shapes[1]);
+            let (m, k, n) = (d.m, d.k, d.n);
+            let mut out = Vec::with_capacity(d.batches() * m * n);
+            for (&ba, &bb) in d.a_of.iter().zip(&d.b_of) {
+                for i in 0..m {
+                    let row = (ba * m + i) * k;
+                    for j in 0..n {
+                        let mut c = 0.0;
+                        for x in 0..k {
+                            let col = (bb * k + x) * n + j;
+                            c += parts[0][row + x] * alive[1][col]
+                                + alive[0][row + x] * parts[1][col];
+                        }
+                        out.push(c);
+                    }
+                }
+            }
+            out
+        }
+        _ => {
+            let a = broadcast_sum(&[&parts[0][..]], &shapes[..1], out_shape);
+            let b = broadcast_sum(&[&parts[1][..]], &shapes[1..], out_shape);
+            let al_a = broadcast_sum(&[&alive[0][..]], &shapes[..1], out_shape);
+            let al_b = broadcast_sum(&[&alive[1][..]], &shapes[1..], out_shape);
+            (0..a.len())
+                .map(|e| a[e] * al_b[e] + b[e] * al_a[e])
+                .collect()
+        }
+    };
+    Scaled::new(joined, exp2, lost)
 }
 
 /// The path counts of one node's output.

@@ -19,7 +19,7 @@
 //! assert_eq!(paths_into(&net, &masks, 1).unwrap(), vec![1.0, 0.75, 1.0]);
 //! ```
 
-use crate::analysis::paths::counts_at;
+use crate::analysis::paths::counts_at_sum_rule;
 use crate::error::Result;
 use crate::graph::{LayerKind, Network};
 use crate::mask::MaskSet;
@@ -36,7 +36,9 @@ pub fn layer_order(net: &Network) -> Vec<usize> {
 pub fn paths_into(net: &Network, masks: &MaskSet, li: usize) -> Result<Vec<f64>> {
     let layer = &net.layers[li];
     let input = net.nodes[layer.node].inputs[0];
-    let counts = counts_at(net, masks, input)?;
+    // Placement reads products as sums (the masks after this layer are
+    // not placed yet); the audit of the result applies dead factors.
+    let counts = counts_at_sum_rule(net, masks, input)?;
     let shape = &net.value(input).shape;
     let mut per_channel = match layer.kind {
         LayerKind::Conv => {

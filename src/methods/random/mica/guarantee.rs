@@ -13,7 +13,13 @@
 //!   data at this input size (a 7x7 kernel on a 2x2 map: 9 of 49 taps);
 //! - fewer (input, output) pairs can carry a functional edge (in the
 //!   functional part of the mask) than the layer has edges: the quotas of the layers around it leave too few live
-//!   channels (a depthwise conv holds at most `kh * kw` edges per channel).
+//!   channels (a depthwise conv holds at most `kh * kw` edges per channel);
+//! - the kept weights would all be functional if products joined their
+//!   operands as sums do, but some lie only on paths through a product
+//!   whose other factor is identically zero in the masked network
+//!   (CONVENTIONS, "Dead factors": a query dimension whose key dimension
+//!   keeps no weight and has no bias). MiCA places edges by channel
+//!   identity and does not see factor values.
 //!
 //! ```
 //! use maskforge::{zoo, methods::random::mica::{mica_run, MicaChoice, guarantee::Cause}};
@@ -27,7 +33,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::analysis::effective::{analyse, Analysis};
+use crate::analysis::effective::{analyse, analyse_sum_rule, Analysis};
 use crate::graph::Network;
 use crate::mask::MaskSet;
 
@@ -48,6 +54,10 @@ pub enum Cause {
     /// More edges than weights whose kernel tap ever reads data at this
     /// input size (the others only ever see padding).
     PaddingOnly,
+    /// Every kept weight would be functional under the rule of a sum, but
+    /// some reach the output only through a product whose other factor is
+    /// identically zero (a dead factor).
+    DeadFactor,
 }
 
 /// A layer where MiCA's guarantee does not hold, and why.
@@ -129,6 +139,9 @@ pub fn diagnose(
             .collect();
         format!("the layers {role} it, {}, {what}", all.join(", "))
     };
+    // What dead factors alone make inactive (only where products exist).
+    let sum_rule =
+        crate::analysis::factors::has_products(net).then(|| analyse_sum_rule(net, masks).active);
     let mut out = Vec::new();
     for (l, &inactive) in short.iter().enumerate() {
         if inactive == 0 {
@@ -145,6 +158,16 @@ pub fn diagnose(
                 format!(
                     "only {reads_data} weights of this layer ever read data at this input size (its other kernel taps see padding only), for {} edges",
                     counts[l]
+                ),
+            )
+        } else if sum_rule
+            .as_ref()
+            .is_some_and(|s| s.layers[l].count_ones() == masks.layers[l].count_ones())
+        {
+            (
+                Cause::DeadFactor,
+                format!(
+                    "{inactive} kept weights of this layer reach the output only through a product whose other factor is identically zero in the masked network (e.g. a query dimension whose key dimension keeps no weight and has no bias)"
                 ),
             )
         } else if !sides.any_output() {

@@ -119,7 +119,13 @@ pub fn mica_run(net: &Network, counts: &[usize], choice: MicaChoice, seed: u64) 
     let mut fed: nodes::Fed = views.iter().map(|v| vec![false; v.groups]).collect();
     let mut last = best.analysis.forward.clone();
     for _ in 0..PASSES {
-        if best.unguaranteed.is_empty() {
+        // Re-planning steers channel demand; it cannot revive a dead
+        // factor (MiCA does not see factor values).
+        if best
+            .unguaranteed
+            .iter()
+            .all(|u| u.cause == guarantee::Cause::DeadFactor)
+        {
             break;
         }
         for (l, v) in views.iter().enumerate() {
