@@ -335,3 +335,74 @@ fn compressed_tensors_folder_audits_from_its_bitmasks() {
     let names: Vec<&str> = m.network.layers.iter().map(|l| l.name.as_str()).collect();
     assert!(names.contains(&"model.layers.1.mlp.down_proj.weight"));
 }
+
+/// Dead factors on the real folders (issue #12's must-show, on exporter
+/// output rather than hand-built graphs): masks dense but for a few rows,
+/// then which weights the audit finds inactive.
+fn inactive_after_pruning_rows(
+    name: &str,
+    rows: &[(&str, &[usize])],
+) -> std::collections::BTreeMap<String, Vec<usize>> {
+    let m = load(name, &[]);
+    let net = &m.network;
+    let mut masks = maskforge::mask::MaskSet::dense(net);
+    for (layer, rs) in rows {
+        let li = net.layer_index(layer).unwrap();
+        let width = net.layers[li].shape[1];
+        for &r in rs.iter() {
+            for c in 0..width {
+                masks.layers[li].set(r * width + c, false);
+            }
+        }
+    }
+    let report = maskforge::analysis::audit::audit(net, &masks).unwrap();
+    net.layers
+        .iter()
+        .enumerate()
+        .map(|(li, l)| {
+            let dead: Vec<usize> = masks.layers[li]
+                .ones()
+                .filter(|&e| !report.effective.layers[li].get(e))
+                .collect();
+            (l.name.clone(), dead)
+        })
+        .filter(|(_, d)| !d.is_empty())
+        .collect()
+}
+
+#[test]
+fn a_pruned_key_dimension_kills_its_query_dimensions_in_the_group() {
+    // llama: 4 query heads share 2 key/value heads (head_dim 16): key
+    // dimension 1 of kv head 0 and its RoPE partner 9.
+    let dead = inactive_after_pruning_rows(
+        "llama",
+        &[("model.layers.0.self_attn.k_proj.weight", &[1, 9])],
+    );
+    let q = "model.layers.0.self_attn.q_proj.weight";
+    let rows: std::collections::BTreeSet<usize> = dead[q].iter().map(|e| e / 64).collect();
+    // Query heads 0 and 1 (kv group 0), dimensions 1 and 9; whole rows.
+    assert_eq!(rows, [1, 9, 17, 25].into());
+    assert_eq!(dead[q].len(), 4 * 64);
+    assert_eq!(dead.len(), 1, "{:?}", dead.keys().collect::<Vec<_>>());
+    // One partner alone keeps the rotated key dimension alive.
+    let dead =
+        inactive_after_pruning_rows("llama", &[("model.layers.0.self_attn.k_proj.weight", &[1])]);
+    assert!(dead.is_empty(), "{dead:?}");
+    // qwen2 has key biases: the pruned key dimension is a constant, not 0.
+    let dead = inactive_after_pruning_rows(
+        "qwen2",
+        &[("model.layers.0.self_attn.k_proj.weight", &[1, 5])],
+    );
+    assert!(dead.is_empty(), "{dead:?}");
+}
+
+#[test]
+fn a_pruned_swiglu_gate_row_kills_its_up_row_and_down_column() {
+    let dead =
+        inactive_after_pruning_rows("llama", &[("model.layers.1.mlp.gate_proj.weight", &[7])]);
+    let up: Vec<usize> = (7 * 64..8 * 64).collect();
+    assert_eq!(dead["model.layers.1.mlp.up_proj.weight"], up);
+    let down: Vec<usize> = (0..64).map(|o| o * 96 + 7).collect();
+    assert_eq!(dead["model.layers.1.mlp.down_proj.weight"], down);
+    assert_eq!(dead.len(), 2);
+}

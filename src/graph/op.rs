@@ -342,7 +342,8 @@ pub enum Op {
     /// Log-softmax along a per-sample axis.
     LogSoftmax(usize),
     /// Elementwise function of two activations, broadcasting; both operands
-    /// reach each output element (a gate is a coefficient, not a cut).
+    /// reach each output element, except where a product's other factor is
+    /// identically zero (CONVENTIONS' dead factors, `analysis/factors.rs`).
     Binary(Binary),
     /// `where(cond, x, y)` of three activations, broadcasting.
     Where,
