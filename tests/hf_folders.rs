@@ -406,3 +406,50 @@ fn a_pruned_swiglu_gate_row_kills_its_up_row_and_down_column() {
     assert_eq!(dead["model.layers.1.mlp.down_proj.weight"], down);
     assert_eq!(dead.len(), 2);
 }
+
+/// The values `zero_at_zero_input` proves 0 (which lets the dead-factor pass
+/// skip the forward that would read every weight) are 0 in that forward,
+/// on every family and on exported graphs.
+#[test]
+fn values_proved_zero_are_zero_in_the_zero_input_forward() {
+    use maskforge::analysis::factors::zero_at_zero_input;
+    let mut nets: Vec<maskforge::graph::Network> = [
+        "bert", "roberta", "gpt2", "llama", "mistral", "qwen2", "vit",
+    ]
+    .iter()
+    .map(|n| {
+        load(
+            n,
+            &[("input_ids", vec![1, 10])]
+                .into_iter()
+                .filter(|_| *n != "vit")
+                .collect::<Vec<_>>(),
+        )
+        .network
+    })
+    .collect();
+    for g in common::fixtures() {
+        nets.push(g.load().network);
+    }
+    let mut proved = 0;
+    for net in &nets {
+        let zero = zero_at_zero_input(net);
+        let ex = Executor::new(net, &Device::Cpu, DType::F64).unwrap();
+        let vals = ex.zero_input_values(None, None).unwrap();
+        for (v, z) in zero.iter().enumerate() {
+            if !z || net.inputs.contains(&v) {
+                continue;
+            }
+            let Some(t) = &vals[v] else { continue };
+            let x: Vec<f64> = t.flatten_all().unwrap().to_vec1().unwrap();
+            assert!(
+                x.iter().all(|&e| e == 0.0),
+                "{}: '{}' is not 0",
+                net.name,
+                net.values[v].name
+            );
+            proved += 1;
+        }
+    }
+    assert!(proved > 100, "only {proved} values proved zero");
+}

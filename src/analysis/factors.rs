@@ -175,6 +175,17 @@ pub fn constant_nonzero(
     if wanted.is_empty() {
         return Some(vec![None; net.values.len()]);
     }
+    // Most often every factor is 0 at a zero input (bias-free LLM blocks):
+    // then no weight is read (a billion-weight model would be materialised
+    // in f64 by the executor).
+    let zero = zero_at_zero_input(net);
+    if wanted.iter().all(|&v| zero[v]) {
+        let mut out = vec![None; net.values.len()];
+        for &v in wanted {
+            out[v] = Some(BitSet::new(net.values[v].numel()));
+        }
+        return Some(out);
+    }
     let run = || -> crate::error::Result<Vec<Option<BitSet>>> {
         let ex = Executor::new(net, &Device::Cpu, DType::F64)?;
         let vals = ex.zero_input_values(Some(masks), until)?;
@@ -196,6 +207,137 @@ pub fn constant_nonzero(
         Ok(out)
     };
     run().ok()
+}
+
+/// Which values are 0 everywhere when every input is 0, whatever the
+/// weights and masks, proved op by op from the biases and functions alone
+/// (`W 0 = 0`); `false` where it cannot be told without running the net.
+pub fn zero_at_zero_input(net: &Network) -> Vec<bool> {
+    use crate::graph::op::{MixKind, Norm, Reduce};
+    let all_zero = |p: &str| {
+        net.params
+            .get(p)
+            .and_then(|t| t.to_f32().ok())
+            .is_some_and(|v| v.iter().all(|&x| x == 0.0))
+    };
+    let mut zero = vec![false; net.values.len()];
+    for &v in &net.inputs {
+        zero[v] = true;
+    }
+    for node in &net.nodes {
+        let z = |k: usize| zero[node.inputs[k]];
+        let all = node.inputs.iter().all(|&v| zero[v]);
+        zero[node.output] = match &node.op {
+            Op::Conv { bias, .. } | Op::Dense { bias, .. } => {
+                z(0) && bias.as_deref().is_none_or(all_zero)
+            }
+            Op::Norm(Norm::MulConst(_) | Norm::Lrn { .. } | Norm::Prelu(_)) => z(0),
+            Op::Norm(Norm::AddConst(p)) => z(0) && all_zero(p),
+            Op::Norm(Norm::Const {
+                f: Binary::Mul | Binary::Div,
+                const_first: false,
+                ..
+            }) => z(0),
+            Op::Norm(Norm::Const {
+                f: Binary::Sub | Binary::Add,
+                param,
+                ..
+            }) => z(0) && all_zero(param),
+            Op::Norm(_) => false,
+            Op::Activation(a) => z(0) && maps_zero_to_zero(*a),
+            Op::Pool(_) | Op::GlobalPool(_) | Op::Reshape | Op::Transpose(_) | Op::Identity => z(0),
+            Op::Add | Op::Concat(_) | Op::Binary(Binary::Add | Binary::Sub) => all,
+            Op::Binary(Binary::Mul) | Op::MatMul => z(0) || z(1),
+            // 0 / d is 0 where d is not 0: a square root of a positive
+            // offset added to a mean of squares (RMSNorm, LayerNorm written out).
+            Op::Binary(Binary::Div) => z(0) && positive_root(net, node.inputs[1]),
+            Op::Mix(m) => match &m.kind {
+                MixKind::Reduce { f, .. } => z(0) && *f != Reduce::LogSumExp,
+                MixKind::Normalize { bias, .. } => z(0) && bias.as_deref().is_none_or(all_zero),
+            },
+            Op::Gather(map) => all && map.consts.iter().all(|&c| c == 0.0),
+            _ => false,
+        };
+    }
+    zero
+}
+
+/// `f(0) == 0`.
+fn maps_zero_to_zero(a: Activation) -> bool {
+    use Activation::*;
+    match a {
+        Relu
+        | LeakyRelu(_)
+        | Tanh
+        | Gelu
+        | GeluTanh
+        | Silu
+        | Elu(_)
+        | HardSwish
+        | Erf
+        | Sqrt
+        | Neg
+        | Abs
+        | Sign
+        | Mish
+        | Selu { .. }
+        | Celu(_)
+        | Softsign
+        | Sin
+        | Floor
+        | Ceil
+        | Round => true,
+        Clip(lo, hi) => lo <= 0.0 && hi >= 0.0,
+        _ => false,
+    }
+}
+
+/// `v` is `sqrt(c + mean(x * x))` (or a sum) with every `c > 0`: never 0.
+fn positive_root(net: &Network, v: ValueId) -> bool {
+    use crate::graph::op::{MixKind, Norm, Reduce};
+    let producer = |v: ValueId| net.nodes.iter().find(|n| n.output == v);
+    let Some(sqrt) = producer(v).filter(|n| n.op == Op::Activation(Activation::Sqrt)) else {
+        return false;
+    };
+    let Some(add) = producer(sqrt.inputs[0]) else {
+        return false;
+    };
+    let Op::Norm(Norm::AddConst(c)) = &add.op else {
+        return false;
+    };
+    let positive = net
+        .params
+        .get(c)
+        .and_then(|t| t.to_f32().ok())
+        .is_some_and(|v| v.iter().all(|&x| x > 0.0));
+    let is_square = |sq: &crate::graph::Node| match &sq.op {
+        Op::Binary(Binary::Mul) => sq.inputs[0] == sq.inputs[1],
+        Op::Norm(Norm::Const {
+            f: Binary::Pow,
+            param,
+            const_first: false,
+        }) => net
+            .params
+            .get(param)
+            .and_then(|t| t.to_f32().ok())
+            .is_some_and(|v| v.iter().all(|&x| x == 2.0)),
+        _ => false,
+    };
+    let squares = producer(add.inputs[0]).is_some_and(|r| match &r.op {
+        Op::Mix(m) => match m.kind {
+            MixKind::Reduce {
+                f: Reduce::SumSquare | Reduce::L2,
+                ..
+            } => true,
+            MixKind::Reduce {
+                f: Reduce::Mean | Reduce::Sum,
+                ..
+            } => producer(r.inputs[0]).is_some_and(is_square),
+            _ => false,
+        },
+        _ => false,
+    });
+    positive && squares
 }
 
 /// The constant values a liveness pass needs, computed at most once, when
