@@ -14,7 +14,6 @@
 //! ```
 
 use crate::error::Result;
-use crate::graph::op::Activation;
 use crate::graph::tensor::ConstTensor;
 use crate::graph::ValueId;
 use crate::io::hf::blocks::{Bias, Heads, MaskKind, Stored, Tx};
@@ -62,7 +61,6 @@ fn embeddings(
     eps: f64,
 ) -> Result<ValueId> {
     let e = tx.w.backbone("embeddings");
-    let seq = tx.seq;
     let types = format!("{e}.token_type_embeddings.weight");
     let mut h = x;
     if tx.w.has(&types) {
@@ -78,20 +76,8 @@ fn embeddings(
         _ => 0,
     };
     let max = config.usize(&["max_position_embeddings"])?;
-    if offset + seq > max {
-        return Err(config.error(format!(
-            "a sequence of {seq} needs positions up to {}, max_position_embeddings is {max}",
-            offset + seq
-        )));
-    }
-    let table =
-        tx.w.values(&format!("{e}.position_embeddings.weight"), &[max, hidden])?;
-    let rows = table[offset * hidden..(offset + seq) * hidden].to_vec();
-    h = tx.add_constant(
-        &format!("{e}.positions"),
-        h,
-        ConstTensor::f32(vec![seq, hidden], rows),
-    )?;
+    let table = format!("{e}.position_embeddings.weight");
+    h = tx.add_positions(&format!("{e}.positions"), h, &table, max, offset)?;
     tx.layer_norm(h, &format!("{e}.LayerNorm"), eps, true)
 }
 
@@ -106,30 +92,19 @@ fn block(
 ) -> Result<ValueId> {
     let hidden = heads.query * heads.dim;
     let s = format!("{p}.attention.self");
-    let q = dense(tx, x, &format!("{s}.query"), hidden)?;
-    let k = dense(tx, x, &format!("{s}.key"), hidden)?;
-    let v = dense(tx, x, &format!("{s}.value"), hidden)?;
+    let q = tx.dense(x, &format!("{s}.query"), hidden)?;
+    let k = tx.dense(x, &format!("{s}.key"), hidden)?;
+    let v = tx.dense(x, &format!("{s}.value"), hidden)?;
     let ctx = tx.attention(&s, [q, k, v], heads, None, MaskKind::Full)?;
     let o = format!("{p}.attention.output");
-    let a = dense(tx, ctx, &format!("{o}.dense"), hidden)?;
+    let a = tx.dense(ctx, &format!("{o}.dense"), hidden)?;
     let a = tx.b.add(&format!("{o}.residual"), &[a, x])?;
     let a = tx.layer_norm(a, &format!("{o}.LayerNorm"), eps, true)?;
-    let m = dense(tx, a, &format!("{p}.intermediate.dense"), intermediate)?;
+    let m = tx.dense(a, &format!("{p}.intermediate.dense"), intermediate)?;
     let m = tx.act(&format!("{p}.intermediate.act"), m, act)?;
-    let m = dense(tx, m, &format!("{p}.output.dense"), hidden)?;
+    let m = tx.dense(m, &format!("{p}.output.dense"), hidden)?;
     let m = tx.b.add(&format!("{p}.output.residual"), &[m, a])?;
     tx.layer_norm(m, &format!("{p}.output.LayerNorm"), eps, true)
-}
-
-/// A linear layer `prefix.weight` with its bias.
-fn dense(tx: &mut Tx, x: ValueId, prefix: &str, out: usize) -> Result<ValueId> {
-    tx.linear(
-        x,
-        &format!("{prefix}.weight"),
-        Bias::Required(&format!("{prefix}.bias")),
-        out,
-        Stored::OutIn,
-    )
 }
 
 /// The task head the architecture names: a masked-LM decoder, or the bare
@@ -152,13 +127,7 @@ fn heads_on(
         )]);
     }
     let mut outs = vec![(h, "last_hidden_state")];
-    let pooler = tx.w.backbone("pooler.dense");
-    if tx.w.has(&format!("{pooler}.weight")) {
-        let first = tx.row(&format!("{pooler}.first_token"), h, 0)?;
-        let pooled = dense(tx, first, &pooler, hidden)?;
-        tx.dense_by_default.push(format!("{pooler}.weight"));
-        let pooled =
-            tx.b.activation(&format!("{pooler}.tanh"), pooled, Activation::Tanh);
+    if let Some(pooled) = tx.pooler(h, hidden)? {
         outs.push((pooled, "pooler_output"));
     }
     Ok(outs)
@@ -182,7 +151,7 @@ fn masked_lm(
             "cls.predictions.bias",
         ),
     };
-    let t = dense(tx, h, transform, hidden)?;
+    let t = tx.dense(h, transform, hidden)?;
     let t = tx.act(&format!("{transform}.act"), t, act)?;
     let t = tx.layer_norm(t, norm, eps, true)?;
     let decoder = tx.w.backbone("embeddings.word_embeddings.weight");

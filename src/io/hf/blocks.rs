@@ -121,6 +121,36 @@ impl<'w, 'a> Tx<'w, 'a> {
         self.b.dense_stored(&node, x, w, vec![out, features], bias)
     }
 
+    /// `prefix.weight` (`[out, in]`) with its required bias `prefix.bias`:
+    /// the linear layers of BERT, RoBERTa and ViT.
+    pub fn dense(&mut self, x: ValueId, prefix: &str, out: usize) -> Result<ValueId> {
+        self.linear(
+            x,
+            &format!("{prefix}.weight"),
+            Bias::Required(&format!("{prefix}.bias")),
+            out,
+            Stored::OutIn,
+        )
+    }
+
+    /// `tanh(dense(first row of h))`, the encoders' pooler, when the
+    /// backbone stores `pooler.dense` (dense unless `--include` names it).
+    pub fn pooler(&mut self, h: ValueId, hidden: usize) -> Result<Option<ValueId>> {
+        let pooler = self.w.backbone("pooler.dense");
+        if !self.w.has(&format!("{pooler}.weight")) {
+            return Ok(None);
+        }
+        let first = self.row(&format!("{pooler}.first_token"), h, 0)?;
+        let pooled = self.dense(first, &pooler, hidden)?;
+        self.dense_by_default.push(format!("{pooler}.weight"));
+        let tanh = Activation::Tanh;
+        Ok(Some(self.b.activation(
+            &format!("{pooler}.tanh"),
+            pooled,
+            tanh,
+        )))
+    }
+
     /// Register a constant under a fresh name.
     pub fn constant(&mut self, name: &str, t: ConstTensor) -> String {
         self.b.add_param(name, t);
@@ -140,6 +170,29 @@ impl<'w, 'a> Tx<'w, 'a> {
     pub fn add_constant(&mut self, name: &str, x: ValueId, c: ConstTensor) -> Result<ValueId> {
         let p = self.constant(&format!("{name}.value"), c);
         self.b.norm(name, x, Norm::AddConst(p))
+    }
+
+    /// `x + table[offset..offset + seq]`: learned positions, rows of the
+    /// stored `[max, hidden]` table `table`, added as a constant.
+    pub fn add_positions(
+        &mut self,
+        node: &str,
+        x: ValueId,
+        table: &str,
+        max: usize,
+        offset: usize,
+    ) -> Result<ValueId> {
+        let (seq, hidden) = (self.seq, *self.b.shape(x).last().unwrap_or(&0));
+        if offset + seq > max {
+            return Err(Error::input(format!(
+                "{}: a sequence of {seq} needs positions up to {}, the table '{table}' has {max}",
+                self.w.folder(),
+                offset + seq
+            )));
+        }
+        let rows = self.w.values(table, &[max, hidden])?;
+        let rows = rows[offset * hidden..(offset + seq) * hidden].to_vec();
+        self.add_constant(node, x, ConstTensor::f32(vec![seq, hidden], rows))
     }
 
     /// LayerNorm over the last axis with stored `weight` and `bias`.

@@ -13,7 +13,6 @@
 //! ```
 
 use crate::error::Result;
-use crate::graph::tensor::ConstTensor;
 use crate::graph::ValueId;
 use crate::io::hf::blocks::{Bias, Heads, MaskKind, Stored, Tx};
 use crate::io::hf::config::Config;
@@ -48,14 +47,9 @@ pub fn build(tx: &mut Tx, config: &Config, x: ValueId) -> Result<Vec<Output>> {
             "scale_attn_by_inverse_layer_idx and reorder_and_upcast_attn are not supported",
         ));
     }
-    let seq = tx.seq;
     let max = config.usize(&["n_positions", "max_position_embeddings"])?;
-    if seq > max {
-        return Err(config.error(format!("a sequence of {seq} exceeds n_positions {max}")));
-    }
-    let wpe = tx.w.values(&tx.w.backbone("wpe.weight"), &[max, hidden])?;
-    let positions = ConstTensor::f32(vec![seq, hidden], wpe[..seq * hidden].to_vec());
-    let mut h = tx.add_constant(&tx.w.backbone("positions"), x, positions)?;
+    let (node, table) = (tx.w.backbone("positions"), tx.w.backbone("wpe.weight"));
+    let mut h = tx.add_positions(&node, x, &table, max, 0)?;
     for i in 0..config.usize(&["n_layer", "num_hidden_layers"])? {
         let p = tx.w.backbone(&format!("h.{i}"));
         h = block(tx, &p, h, heads, eps, &act, inner)?;

@@ -16,11 +16,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::graph::op::{Activation, IndexMap, Window};
+use crate::graph::op::{IndexMap, Window};
 use crate::graph::tensor::ConstTensor;
 use crate::graph::{Network, ValueId};
 use crate::io::checkpoint::Checkpoint;
-use crate::io::hf::blocks::{Bias, Heads, MaskKind, Stored, Tx};
+use crate::io::hf::blocks::{Heads, MaskKind, Tx};
 use crate::io::hf::config::Config;
 use crate::io::hf::tokens::TokenEmbedding;
 use crate::io::hf::weights::Weights;
@@ -167,27 +167,17 @@ fn block(
     let hidden = heads.query * heads.dim;
     let h = tx.layer_norm(x, &format!("{p}.layernorm_before"), eps, true)?;
     let s = format!("{p}.attention.attention");
-    let q = dense(tx, h, &format!("{s}.query"), hidden)?;
-    let k = dense(tx, h, &format!("{s}.key"), hidden)?;
-    let v = dense(tx, h, &format!("{s}.value"), hidden)?;
+    let q = tx.dense(h, &format!("{s}.query"), hidden)?;
+    let k = tx.dense(h, &format!("{s}.key"), hidden)?;
+    let v = tx.dense(h, &format!("{s}.value"), hidden)?;
     let ctx = tx.attention(&s, [q, k, v], heads, None, MaskKind::Full)?;
-    let a = dense(tx, ctx, &format!("{p}.attention.output.dense"), hidden)?;
+    let a = tx.dense(ctx, &format!("{p}.attention.output.dense"), hidden)?;
     let x = tx.b.add(&format!("{p}.attn_residual"), &[a, x])?;
     let h = tx.layer_norm(x, &format!("{p}.layernorm_after"), eps, true)?;
-    let m = dense(tx, h, &format!("{p}.intermediate.dense"), intermediate)?;
+    let m = tx.dense(h, &format!("{p}.intermediate.dense"), intermediate)?;
     let m = tx.act(&format!("{p}.intermediate.act"), m, act)?;
-    let m = dense(tx, m, &format!("{p}.output.dense"), hidden)?;
+    let m = tx.dense(m, &format!("{p}.output.dense"), hidden)?;
     tx.b.add(&format!("{p}.mlp_residual"), &[m, x])
-}
-
-fn dense(tx: &mut Tx, x: ValueId, prefix: &str, out: usize) -> Result<ValueId> {
-    tx.linear(
-        x,
-        &format!("{prefix}.weight"),
-        Bias::Required(&format!("{prefix}.bias")),
-        out,
-        Stored::OutIn,
-    )
 }
 
 /// The classifier on the class token, or the bare model's outputs.
@@ -195,7 +185,7 @@ fn head(tx: &mut Tx, config: &Config, h: ValueId, hidden: usize) -> Result<Vec<O
     if tx.w.has("classifier.weight") {
         let labels = tx.w.get("classifier.weight")?.shape[0];
         let cls = tx.row("classifier.class_token", h, 0)?;
-        let logits = dense(tx, cls, "classifier", labels)?;
+        let logits = tx.dense(cls, "classifier", labels)?;
         tx.dense_by_default.push("classifier.weight".into());
         return Ok(vec![(logits, "logits")]);
     }
@@ -206,13 +196,7 @@ fn head(tx: &mut Tx, config: &Config, h: ValueId, hidden: usize) -> Result<Vec<O
         tx.w.get("classifier.weight")?;
     }
     let mut outs = vec![(h, "last_hidden_state")];
-    let pooler = tx.w.backbone("pooler.dense");
-    if tx.w.has(&format!("{pooler}.weight")) {
-        let cls = tx.row(&format!("{pooler}.class_token"), h, 0)?;
-        let pooled = dense(tx, cls, &pooler, hidden)?;
-        tx.dense_by_default.push(format!("{pooler}.weight"));
-        let pooled =
-            tx.b.activation(&format!("{pooler}.tanh"), pooled, Activation::Tanh);
+    if let Some(pooled) = tx.pooler(h, hidden)? {
         outs.push((pooled, "pooler_output"));
     }
     Ok(outs)

@@ -26,7 +26,7 @@ use crate::graph::{LayerKind, Op};
 use crate::methods::select::keep_top_per_layer;
 
 /// `|W| * ||X_j||` for every layer (canonical order); `selected[l]` says
-/// which layers are pruned (the others only need a placeholder).
+/// which layers are pruned (the others stay dense; they score `|W|`).
 pub fn scores(ex: &Executor, cal: &Calibration, selected: &[bool]) -> Result<Vec<Vec<f64>>> {
     let net = ex.network();
     for (l, _) in net.layers.iter().zip(selected).filter(|(_, &s)| s) {
