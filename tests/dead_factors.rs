@@ -78,21 +78,7 @@ fn layer(net: &Network, name: &str) -> usize {
     net.layer_index(&format!("{name}.w")).unwrap()
 }
 
-/// Both definitions give `expected`.
-fn check(net: &Network, masks: &MaskSet, expected: &MaskSet) {
-    let graph = effective_masks(net, masks);
-    assert!(
-        &graph == expected,
-        "graph method: {}",
-        common::describe(net, &graph, expected)
-    );
-    let float = oracle::effective_masks(net, masks).unwrap();
-    assert!(
-        &float == expected,
-        "float definition: {}",
-        common::describe(net, &float, expected)
-    );
-}
+use common::assert_effective as check;
 
 /// Random masks, and the same masks with whole rows pruned: both
 /// definitions agree, the result is a subset and a fixed point.

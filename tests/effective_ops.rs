@@ -626,21 +626,7 @@ fn layer(net: &Network, name: &str) -> usize {
     net.layer_index(&format!("{name}.w")).unwrap()
 }
 
-/// Both methods give `expected`.
-fn check(net: &Network, masks: &MaskSet, expected: &MaskSet) {
-    let graph = effective_masks(net, masks);
-    assert!(
-        &graph == expected,
-        "graph method: {}",
-        common::describe(net, &graph, expected)
-    );
-    let float = oracle::effective_masks(net, masks).unwrap();
-    assert!(
-        &float == expected,
-        "float method: {}",
-        common::describe(net, &float, expected)
-    );
-}
+use common::assert_effective as check;
 
 /// `x[1, 1, 1]` padded by one on each side of the width, then a `1 x 3`
 /// conv: its outer taps read only the padding.

@@ -249,6 +249,22 @@ impl ConstTensor {
         })
     }
 
+    /// Elements `range` as f32, decoding only those (one row of a large
+    /// embedding table, not the table).
+    pub fn range_f32(&self, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        if range.end > self.numel() {
+            return Err(Error::internal(format!(
+                "elements {range:?} of a tensor of {}",
+                self.numel()
+            )));
+        }
+        Ok(match &self.data {
+            Data::F32(v) => v[range].to_vec(),
+            Data::Normal { .. } | Data::Uniform { .. } => self.to_f32()?[range].to_vec(),
+            _ => range.map(|i| self.get_f64(i) as f32).collect(),
+        })
+    }
+
     /// All elements as i64 (shape constants, axes).
     pub fn to_i64(&self) -> Vec<i64> {
         match &self.data {

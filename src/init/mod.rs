@@ -31,7 +31,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::graph::tensor::{ConstTensor, DType, Data};
+use crate::graph::tensor::{ConstTensor, Data};
 use crate::graph::{Layer, LayerKind, Network, Op};
 use zero::Orientation;
 
@@ -246,7 +246,7 @@ pub fn write_network(
 fn safetensors_bytes(net: &Network) -> Result<Vec<u8>> {
     let mut entries = Vec::new();
     for (name, t) in net.params.iter() {
-        let Some(dtype) = safetensors_dtype(t.dtype()) else {
+        let Some(dtype) = t.dtype().is_float().then(|| t.dtype().safetensors_name()) else {
             continue;
         };
         entries.push(crate::io::stfile::Entry {
@@ -257,14 +257,4 @@ fn safetensors_bytes(net: &Network) -> Result<Vec<u8>> {
         });
     }
     Ok(crate::io::stfile::serialize(entries, &Default::default()))
-}
-
-fn safetensors_dtype(d: DType) -> Option<&'static str> {
-    match d {
-        DType::F32 => Some("F32"),
-        DType::F64 => Some("F64"),
-        DType::F16 => Some("F16"),
-        DType::BF16 => Some("BF16"),
-        _ => None,
-    }
 }

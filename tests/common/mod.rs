@@ -452,3 +452,20 @@ pub fn train_loss(
         .sum::<f64>()
         / y.len() as f64
 }
+
+/// The graph method and the float definition both give `expected` as the
+/// effective masks of `masks` (the message describes the difference).
+pub fn assert_effective(net: &Network, masks: &MaskSet, expected: &MaskSet) {
+    let graph = maskforge::analysis::effective::effective_masks(net, masks);
+    assert!(
+        &graph == expected,
+        "graph method: {}",
+        describe(net, &graph, expected)
+    );
+    let float = maskforge::analysis::oracle::effective_masks(net, masks).unwrap();
+    assert!(
+        &float == expected,
+        "float definition: {}",
+        describe(net, &float, expected)
+    );
+}

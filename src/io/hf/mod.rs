@@ -79,23 +79,6 @@ pub fn folder_of(path: &Path) -> Option<PathBuf> {
     })
 }
 
-/// The safetensors of a folder: the shard index if there is one, else the file.
-fn weights_file(folder: &Path) -> Result<PathBuf> {
-    let index = folder.join("model.safetensors.index.json");
-    if index.is_file() {
-        return Ok(index);
-    }
-    let single = folder.join("model.safetensors");
-    if single.is_file() {
-        return Ok(single);
-    }
-    Err(Error::input(format!(
-        "{}: neither model.safetensors nor model.safetensors.index.json is there \
-         (PyTorch .bin checkpoints are not read)",
-        folder.display()
-    )))
-}
-
 /// Load the folder at `path` (see [`folder_of`]).
 pub fn load(path: &Path, options: &ReadOptions) -> Result<HfModel> {
     let folder = folder_of(path).ok_or_else(|| {
@@ -105,8 +88,8 @@ pub fn load(path: &Path, options: &ReadOptions) -> Result<HfModel> {
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| Error::input(format!("{}: cannot read: {e}", config_path.display())))?;
     let config = Config::parse(&text, &config_path.display().to_string())?;
-    weights_file(&folder)?;
-    // The folder itself: its config.json also declares any compressed-tensors format.
+    // The folder itself: Checkpoint finds model.safetensors or its index,
+    // and its config.json declares any compressed-tensors format.
     let checkpoint = Checkpoint::open(&folder)?;
     let name = folder
         .file_name()

@@ -51,7 +51,6 @@ impl TokenEmbedding {
 
     /// The rows of `ids`, concatenated (`[ids.len(), hidden]`).
     pub fn embed(&self, ids: &[i64]) -> Result<Vec<f32>> {
-        let table = self.table.to_f32()?;
         let h = self.hidden();
         let mut out = Vec::with_capacity(ids.len() * h);
         for &id in ids {
@@ -62,7 +61,11 @@ impl TokenEmbedding {
                     self.name
                 )));
             }
-            out.extend_from_slice(&table[id as usize * h..(id as usize + 1) * h]);
+            // Only the rows asked for: a 32 000 x 2048 table is 65 M values.
+            out.extend(
+                self.table
+                    .range_f32(id as usize * h..(id as usize + 1) * h)?,
+            );
         }
         Ok(out)
     }
