@@ -127,6 +127,40 @@ impl Layer {
     }
 }
 
+/// A layer's magnitude keys ([`ConstTensor::magnitude_keys`]) in the
+/// canonical layout: straight from the stored tensor when the layouts
+/// agree (a billion-weight checkpoint is never decoded whole), else
+/// permuted once.
+pub enum MagnitudeKeys<'a> {
+    Stored(&'a str, &'a ConstTensor),
+    /// The keys, and whether every weight is finite.
+    Permuted(&'a str, Vec<u32>, bool),
+}
+
+impl MagnitudeKeys<'_> {
+    /// Append the keys of canonical weights `range` to `out`; an input
+    /// error naming the weight when one of them is NaN or infinite.
+    pub fn fill(
+        &self,
+        range: std::ops::Range<usize>,
+        out: &mut Vec<u32>,
+    ) -> crate::error::Result<()> {
+        let (name, finite) = match self {
+            Self::Stored(name, t) => (name, t.magnitude_keys(range, out)?),
+            Self::Permuted(name, keys, finite) => {
+                out.extend_from_slice(&keys[range]);
+                (name, *finite)
+            }
+        };
+        if !finite {
+            return Err(crate::error::Error::input(format!(
+                "weight '{name}' has NaN or infinite values: a magnitude ranking of it is meaningless"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Named constant tensors: weights, biases, BatchNorm statistics.
 #[derive(Clone, Default, Debug)]
 pub struct ParamStore {
@@ -213,6 +247,25 @@ impl Network {
         Ok(match &l.stored_index {
             None => v,
             Some(ix) => ix.iter().map(|&i| v[i as usize]).collect(),
+        })
+    }
+
+    /// Layer `li`'s [`ConstTensor::magnitude_keys`] in the canonical
+    /// layout, to be read range by range.
+    pub fn magnitude_keys(&self, li: usize) -> crate::error::Result<MagnitudeKeys<'_>> {
+        let l = &self.layers[li];
+        let t = self
+            .params
+            .get(&l.name)
+            .ok_or_else(|| crate::error::Error::internal(format!("weight '{}' missing", l.name)))?;
+        Ok(match &l.stored_index {
+            None => MagnitudeKeys::Stored(&l.name, t),
+            Some(ix) => {
+                let mut stored = Vec::with_capacity(ix.len());
+                let finite = t.magnitude_keys(0..ix.len(), &mut stored)?;
+                let canonical = ix.iter().map(|&i| stored[i as usize]).collect();
+                MagnitudeKeys::Permuted(&l.name, canonical, finite)
+            }
         })
     }
 

@@ -41,11 +41,11 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// `"2:4"`; `1 <= N < M`.
+    /// `"2:4"`; `1 <= N < M <= 64` (a group's choice is one word).
     pub fn parse(s: &str) -> Result<Self> {
         let bad = || {
             Error::input(format!(
-                "pattern '{s}': expected N:M with 1 <= N < M, e.g. 2:4"
+                "pattern '{s}': expected N:M with 1 <= N < M <= 64, e.g. 2:4"
             ))
         };
         let (n, m) = s.split_once(':').ok_or_else(bad)?;
@@ -53,7 +53,7 @@ impl Pattern {
             n.trim().parse::<usize>().map_err(|_| bad())?,
             m.trim().parse::<usize>().map_err(|_| bad())?,
         );
-        if n == 0 || n >= m {
+        if n == 0 || n >= m || m > 64 {
             return Err(bad());
         }
         Ok(Self { n, m })
@@ -114,74 +114,95 @@ pub struct Placed {
     pub dense: Vec<DenseLayer>,
 }
 
-/// Keep the `keep` highest `score(i)` of each group of `m` in layer `l`
-/// (which must fit, [`unfit`]); ties to the lower index.
-pub fn keep_in_layer(
+/// Keep the `keep` highest of each group of `m` in layer `l` (which must
+/// fit, [`unfit`]) by integer keys, one per weight in the canonical layout
+/// (see [`score_key`] for float scores); ties to the lower index.
+/// `fill(range, out)` appends the keys of weights `range` to `out`: a
+/// dense layer is read a chunk at a time, so its keys never exist whole
+/// (they would cost a second pass over memory as large as the weights).
+pub fn keep_in_layer<K: Copy + Ord + Send>(
     l: &Layer,
     keep: usize,
     m: usize,
-    score: impl Fn(usize) -> f64 + Sync,
-) -> BitSet {
+    fill: impl Fn(std::ops::Range<usize>, &mut Vec<K>) -> Result<()> + Sync,
+) -> Result<BitSet> {
     use rayon::prelude::*;
+    /// Weights per chunk of a dense layer: a multiple of 64 whose keys
+    /// stay in a core's cache.
+    const CHUNK: usize = 1 << 14;
     let (_, _, taps) = geometry(l);
+    let n = l.numel();
     if taps == 1 && 64 % m == 0 {
         // A dense layer's groups are runs of `m` consecutive weights: fill
-        // the mask a 64-bit word at a time, words in parallel (a billion
-        // weights stream by).
-        let n = l.numel();
-        let words = (0..n.div_ceil(64))
+        // the mask a 64-bit word at a time, chunks in parallel.
+        let chunks = (0..n.div_ceil(CHUNK))
             .into_par_iter()
-            .map_init(
-                || (vec![0.0; m], vec![false; m]),
-                |(s, taken), word| {
-                    let mut w = 0u64;
-                    for base in (word * 64..(word * 64 + 64).min(n)).step_by(m) {
-                        for (j, v) in s.iter_mut().enumerate() {
-                            *v = score(base + j);
-                        }
-                        for j in top_of_group(s, keep, taken) {
-                            w |= 1 << (base + j - word * 64);
-                        }
-                    }
-                    w
-                },
-            )
-            .collect();
-        return BitSet::from_words(words, n);
+            .map_init(Vec::new, |keys, c| {
+                keys.clear();
+                fill(c * CHUNK..(c * CHUNK + CHUNK).min(n), keys)?;
+                Ok(keys
+                    .chunks(64)
+                    .map(|word| match m {
+                        // The common sizes with the group length known at
+                        // compile time, so the rank loops unroll.
+                        4 => word_of_groups(word, 4, keep),
+                        8 => word_of_groups(word, 8, keep),
+                        _ => word_of_groups(word, m, keep),
+                    })
+                    .collect::<Vec<u64>>())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(BitSet::from_words(chunks.concat(), n));
     }
-    let mut s = vec![0.0; m];
-    let mut taken = vec![false; m];
-    let mut bits = BitSet::new(l.numel());
+    let mut keys = Vec::with_capacity(n);
+    fill(0..n, &mut keys)?;
+    let mut s = Vec::with_capacity(m);
+    let mut bits = BitSet::new(n);
     for_each_group(l, m, |g| {
-        for (v, &i) in s.iter_mut().zip(g) {
-            *v = score(i);
-        }
-        for j in top_of_group(&s, keep, &mut taken) {
-            bits.set(g[j], true);
+        s.clear();
+        s.extend(g.iter().map(|&i| keys[i]));
+        let top = top_of_group(&s, keep);
+        for (j, &i) in g.iter().enumerate() {
+            bits.set(i, top >> j & 1 == 1);
         }
     });
-    bits
+    Ok(bits)
 }
 
-/// The positions of the `keep` highest of `s` (a group of a few weights):
-/// each position's rank is the number of others that beat it (higher, or
-/// equal at a lower index, so ties keep the lower index), and the `keep`
-/// of rank below `keep` are kept. `taken` is scratch of `s.len()`.
-fn top_of_group<'a>(
-    s: &'a [f64],
-    keep: usize,
-    taken: &'a mut [bool],
-) -> impl Iterator<Item = usize> + 'a {
-    for (j, t) in taken.iter_mut().enumerate() {
-        let beaten_by = (0..s.len())
-            .filter(|&i| {
-                let c = s[i].total_cmp(&s[j]);
-                c.is_gt() || (c.is_eq() && i < j)
-            })
-            .count();
-        *t = beaten_by < keep;
+/// An integer that orders like `x.total_cmp`, so float scores can key
+/// [`keep_in_layer`] (the IEEE bits of a negative float count down).
+pub fn score_key(x: f64) -> u64 {
+    let b = x.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | 1 << 63
     }
-    taken.iter().enumerate().filter(|(_, &t)| t).map(|(j, _)| j)
+}
+
+/// The mask word of the groups of `m` in `word` (up to 64 keys).
+#[inline(always)]
+fn word_of_groups<K: Copy + Ord>(word: &[K], m: usize, keep: usize) -> u64 {
+    word.chunks_exact(m)
+        .enumerate()
+        .fold(0, |w, (g, s)| w | top_of_group(s, keep) << (g * m))
+}
+
+/// Bit `j` set for the `keep` highest of `s` (a group of at most 64
+/// weights): each position's rank is the number of others that beat it
+/// (higher, or equal at a lower index, so ties keep the lower index), and
+/// the `keep` of rank below `keep` are kept. Counted without branches:
+/// random weights would mispredict every other one.
+#[inline(always)]
+fn top_of_group<K: Copy + Ord>(s: &[K], keep: usize) -> u64 {
+    assert!(s.len() <= 64, "groups of at most 64");
+    let mut kept = 0u64;
+    for (j, &x) in s.iter().enumerate() {
+        let before: usize = s[..j].iter().map(|&y| usize::from(y >= x)).sum();
+        let after: usize = s[j + 1..].iter().map(|&y| usize::from(y > x)).sum();
+        kept |= u64::from(before + after < keep) << j;
+    }
+    kept
 }
 
 /// `n` of every group of `m` in layer `l` drawn uniformly from the stream
@@ -235,7 +256,10 @@ pub fn keep_top_in_groups(net: &Network, scores: &[Vec<f64>], p: Pattern) -> Pla
 /// `keep` of every `m` by `scores`; layers `m` does not fit stay dense.
 pub fn keep_per_group(net: &Network, scores: &[Vec<f64>], keep: usize, m: usize) -> Placed {
     let placed = place(net, m, |li, l| {
-        Ok(keep_in_layer(l, keep, m, |i| scores[li][i]))
+        keep_in_layer(l, keep, m, |range, out: &mut Vec<u64>| {
+            out.extend(scores[li][range].iter().map(|&x| score_key(x)));
+            Ok(())
+        })
     });
     placed.expect("placing by given scores cannot fail")
 }
@@ -273,13 +297,7 @@ pub fn check(net: &Network, masks: &MaskSet, p: Pattern) -> Vec<Conformance> {
                     unfit: Some(reason),
                 };
             }
-            let (mut groups, mut violating, mut exactly_n) = (0, 0, 0);
-            for_each_group(l, p.m, |g| {
-                let kept = g.iter().filter(|&&i| bits.get(i)).count();
-                groups += 1;
-                violating += usize::from(kept > p.n);
-                exactly_n += usize::from(kept == p.n);
-            });
+            let [groups, violating, exactly_n] = group_tally(l, bits, p);
             Conformance {
                 layer: l.name.clone(),
                 groups,
@@ -292,6 +310,41 @@ pub fn check(net: &Network, masks: &MaskSet, p: Pattern) -> Vec<Conformance> {
         .collect()
 }
 
+/// Groups, groups keeping more than `N` and groups keeping exactly `N` in
+/// layer `l` (which must fit `p.m`).
+fn group_tally(l: &Layer, bits: &BitSet, p: Pattern) -> [usize; 3] {
+    use rayon::prelude::*;
+    let tally = |kept: u32| {
+        let kept = kept as usize;
+        [1, usize::from(kept > p.n), usize::from(kept == p.n)]
+    };
+    let add = |a: [usize; 3], b: [usize; 3]| [a[0] + b[0], a[1] + b[1], a[2] + b[2]];
+    let (_, _, taps) = geometry(l);
+    if taps == 1 && 64 % p.m == 0 {
+        // Groups are runs of `m` bits: count each inside its mask word.
+        let n = l.numel();
+        let group = u64::MAX >> (64 - p.m);
+        return (0..n.div_ceil(64))
+            .into_par_iter()
+            .map(|wi| {
+                let in_word = (n - wi * 64).min(64) / p.m;
+                let w = bits.bits_at(wi * 64, (n - wi * 64).min(64));
+                (0..in_word)
+                    .map(|g| tally((w >> (g * p.m) & group).count_ones()))
+                    .fold([0; 3], add)
+            })
+            .reduce(|| [0; 3], add);
+    }
+    let mut total = [0; 3];
+    for_each_group(l, p.m, |g| {
+        total = add(
+            total,
+            tally(g.iter().filter(|&&i| bits.get(i)).count() as u32),
+        );
+    });
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,7 +353,7 @@ mod tests {
     fn patterns_parse_and_refuse() {
         assert_eq!(Pattern::parse("2:4").unwrap(), Pattern { n: 2, m: 4 });
         assert_eq!(Pattern::parse(" 4 : 8 ").unwrap().density(), 0.5);
-        for bad in ["4:4", "0:4", "2", "a:4", "5:4"] {
+        for bad in ["4:4", "0:4", "2", "a:4", "5:4", "2:65"] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }
     }
@@ -325,6 +378,57 @@ mod tests {
         for c in by_slot {
             let share = c as f64 / groups as f64;
             assert!((share - 0.5).abs() < 0.01, "{by_slot:?} of {groups}");
+        }
+    }
+
+    /// The integer keys order exactly as `total_cmp`, signed zeros, NaNs
+    /// and infinities included.
+    #[test]
+    fn score_keys_order_like_total_cmp() {
+        let v = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -1.0,
+            -5e-324,
+            -0.0,
+            0.0,
+            5e-324,
+            1.0,
+            f64::INFINITY,
+            f64::NAN,
+            -f64::NAN,
+        ];
+        for a in v {
+            for b in v {
+                assert_eq!(score_key(a).cmp(&score_key(b)), a.total_cmp(&b), "{a} {b}");
+            }
+        }
+    }
+
+    /// The word-level tally of a dense layer equals counting group by group.
+    #[test]
+    fn dense_tally_equals_the_group_walk() {
+        // 24 x 10 weights: the last mask word is partial.
+        let net = crate::zoo::build("mlp:24-10", 0).unwrap();
+        let l = &net.layers[0];
+        let mut x = 12345u64;
+        for (keep, m) in [(2, 4), (1, 2), (3, 8), (5, 8)] {
+            let p = Pattern { n: keep, m };
+            let bits = BitSet::from_fn(l.numel(), |_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                x >> 62 != 0
+            });
+            let mut walk = [0; 3];
+            for_each_group(l, m, |g| {
+                let kept = g.iter().filter(|&&i| bits.get(i)).count();
+                walk[0] += 1;
+                walk[1] += usize::from(kept > keep);
+                walk[2] += usize::from(kept == keep);
+            });
+            assert_eq!(group_tally(l, &bits, p), walk, "{keep}:{m}");
+            assert!(walk[1] > 0 && walk[2] > 0, "the case tests both counts");
         }
     }
 

@@ -517,17 +517,12 @@ pub fn prune_pattern(
             if !sel.is_selected(li) {
                 return Ok(crate::bitset::BitSet::full(l.numel()));
             }
-            let w = net.canonical_weights(li)?;
+            let keys = net.magnitude_keys(li)?;
+            let bits = keep_in_layer(l, n, m, |range, out| keys.fill(range, out))?;
             if let Some(t) = net.params.get(&l.name) {
                 t.release();
             }
-            if w.iter().any(|x| !x.is_finite()) {
-                return Err(Error::input(format!(
-                    "weight '{}' has NaN or infinite values: a magnitude ranking of it is meaningless",
-                    l.name
-                )));
-            }
-            Ok(keep_in_layer(l, n, m, |i| f64::from(w[i].abs())))
+            Ok(bits)
         })?,
         Method::Scored(s @ (Scorer::Snip | Scorer::Grasp | Scorer::Wanda), _) => {
             let scores = crate::methods::scored::one_shot_scores(net, s, ctx, progress)?;

@@ -74,7 +74,7 @@ pub const PRIORITY_FROM: usize = 1 << 22;
 pub fn random_subset(n: usize, k: usize, key: [u8; 32]) -> BitSet {
     let k = k.min(n);
     if n >= PRIORITY_FROM {
-        return lowest_priorities(n, k, key);
+        return lowest_priorities(n, k, key, n <= STORE_UP_TO);
     }
     let mut rng = stream(key);
     let mut perm = Perm::new(n, k);
@@ -87,15 +87,25 @@ pub fn random_subset(n: usize, k: usize, key: [u8; 32]) -> BitSet {
     out
 }
 
-/// Elements per parallel chunk of a priority pass (a multiple of 64).
-const CHUNK: usize = 1 << 20;
+/// Elements per parallel chunk of a priority pass: a multiple of 64 small
+/// enough to stay in a core's cache between drawing and counting.
+const CHUNK: usize = 1 << 16;
+
+/// Layers up to this many weights keep their priorities in memory (4
+/// bytes a weight, one layer at a time) and draw the stream once; larger
+/// ones draw it again for each of the three passes. Drawing is the
+/// costliest step: three draws of a billion weights took 9 s.
+const STORE_UP_TO: usize = 1 << 28;
 
 /// Weight `i`'s priority is the `i`-th `u32` of the stream `key` (read
 /// chunk by chunk in parallel: the stream can seek). The `k` lowest are kept,
 /// ties at the threshold going to the lower index, so a smaller `k` keeps a
-/// subset. Pass 1 counts priorities by their top 16 bits, pass 2 sorts the
-/// one bucket where the threshold falls, pass 3 sets the bits.
-fn lowest_priorities(n: usize, k: usize, key: [u8; 32]) -> BitSet {
+/// subset. Pass 1 counts priorities by their top 8 bits (a table that
+/// stays in L1), pass 2 sorts the one bucket where the threshold falls
+/// (about n/256 priorities), pass 3 sets the bits.
+fn lowest_priorities(n: usize, k: usize, key: [u8; 32], store: bool) -> BitSet {
+    const SHIFT: u32 = 24;
+    const BUCKETS: usize = 1 << (32 - SHIFT);
     if k == 0 || k == n {
         return if k == 0 {
             BitSet::new(n)
@@ -103,37 +113,73 @@ fn lowest_priorities(n: usize, k: usize, key: [u8; 32]) -> BitSet {
             BitSet::full(n)
         };
     }
-    let chunks: Vec<usize> = (0..n.div_ceil(CHUNK)).collect();
-    let priorities = |c: usize| {
+    let draw = |c: usize, out: &mut [u32]| {
         let mut rng = stream(key);
         rng.set_word_pos((c * CHUNK) as u128);
-        (c * CHUNK..((c + 1) * CHUNK).min(n)).map(move |i| (i, rng.random::<u32>()))
+        rng.fill(out);
     };
-    let histogram = chunks
-        .par_iter()
-        .map(|&c| {
-            let mut h = vec![0usize; 1 << 16];
-            priorities(c).for_each(|(_, p)| h[(p >> 16) as usize] += 1);
-            h
-        })
-        .reduce(
-            || vec![0usize; 1 << 16],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
+    let mut stored = vec![0u32; if store { n } else { 0 }];
+    // Pass 1, drawing each chunk (into `stored`, or a scratch buffer) and
+    // counting it while it is in cache.
+    let count = |mut h: Vec<usize>, chunk: &[u32]| {
+        chunk.iter().for_each(|&p| h[(p >> SHIFT) as usize] += 1);
+        h
+    };
+    let merge = |mut a: Vec<usize>, b: Vec<usize>| {
+        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        a
+    };
+    let histogram = if store {
+        stored
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .fold(
+                || vec![0usize; BUCKETS],
+                |h, (c, out)| {
+                    draw(c, out);
+                    count(h, out)
+                },
+            )
+            .reduce(|| vec![0usize; BUCKETS], merge)
+    } else {
+        (0..n.div_ceil(CHUNK))
+            .into_par_iter()
+            .fold(
+                || (vec![0usize; BUCKETS], vec![0u32; CHUNK]),
+                |(h, mut buf), c| {
+                    let len = CHUNK.min(n - c * CHUNK);
+                    draw(c, &mut buf[..len]);
+                    (count(h, &buf[..len]), buf)
+                },
+            )
+            .map(|(h, _)| h)
+            .reduce(|| vec![0usize; BUCKETS], merge)
+    };
+    // Passes 2 and 3 read chunk `c` through `with_chunk`.
+    let with_chunk = |c: usize, f: &mut dyn FnMut(&[u32])| {
+        let range = c * CHUNK..((c + 1) * CHUNK).min(n);
+        if store {
+            f(&stored[range]);
+        } else {
+            let mut buf = vec![0u32; range.len()];
+            draw(c, &mut buf);
+            f(&buf);
+        }
+    };
+    let chunks = n.div_ceil(CHUNK);
     let (mut below, mut bucket) = (0, 0);
     while below + histogram[bucket] < k {
         below += histogram[bucket];
         bucket += 1;
     }
-    let mut inside: Vec<u32> = chunks
-        .par_iter()
-        .flat_map_iter(|&c| {
-            priorities(c)
-                .filter(|(_, p)| (p >> 16) as usize == bucket)
-                .map(|(_, p)| p)
+    let mut inside: Vec<u32> = (0..chunks)
+        .into_par_iter()
+        .flat_map_iter(|c| {
+            let mut found = Vec::new();
+            with_chunk(c, &mut |ps| {
+                found.extend(ps.iter().filter(|&&p| (p >> SHIFT) as usize == bucket));
+            });
+            found
         })
         .collect();
     inside.sort_unstable();
@@ -142,31 +188,66 @@ fn lowest_priorities(n: usize, k: usize, key: [u8; 32]) -> BitSet {
     let mut ties = k - strictly_below;
     // Pass 3: priorities below the threshold in parallel, then the ties in
     // index order.
-    let words: Vec<Vec<u64>> = chunks
-        .par_iter()
-        .map(|&c| {
-            let mut w = vec![0u64; (((c + 1) * CHUNK).min(n) - c * CHUNK).div_ceil(64)];
-            for (i, p) in priorities(c) {
-                if p < threshold {
-                    w[(i - c * CHUNK) / 64] |= 1 << (i % 64);
-                }
-            }
-            w
+    let words: Vec<Vec<u64>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let mut words = Vec::with_capacity(CHUNK / 64);
+            with_chunk(c, &mut |ps| {
+                words.extend(ps.chunks(64).map(|w| below_threshold(w, threshold)));
+            });
+            words
         })
         .collect();
     let mut bits = BitSet::from_words(words.concat(), n);
-    for c in chunks {
-        for (i, p) in priorities(c) {
-            if ties == 0 {
-                return bits;
+    for c in 0..chunks {
+        with_chunk(c, &mut |ps| {
+            for (j, &p) in ps.iter().enumerate() {
+                if ties > 0 && p == threshold {
+                    bits.set(c * CHUNK + j, true);
+                    ties -= 1;
+                }
             }
-            if p == threshold {
-                bits.set(i, true);
-                ties -= 1;
-            }
+        });
+        if ties == 0 {
+            break;
         }
     }
     bits
+}
+
+/// Bit `j` set where `ps[j] < t` (up to 64 priorities).
+fn below_threshold(ps: &[u32], t: u32) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if ps.len() == 64 {
+        return simd_below(ps.try_into().expect("64"), t);
+    }
+    ps.iter()
+        .enumerate()
+        .fold(0, |w, (j, &p)| w | u64::from(p < t) << j)
+}
+
+/// [`below_threshold`] on a full word with SSE2 (in every x86-64): its
+/// compares are signed, so both sides are shifted by 2^31 first.
+#[cfg(target_arch = "x86_64")]
+fn simd_below(ps: &[u32; 64], t: u32) -> u64 {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is in the x86-64 baseline; the unaligned loads read
+    // `ps`, 16 lanes of 4 bytes at a time.
+    unsafe {
+        let flip = _mm_set1_epi32(i32::MIN);
+        let t = _mm_xor_si128(_mm_set1_epi32(t as i32), flip);
+        let lt = |v: usize| {
+            let x = _mm_loadu_si128(ps.as_ptr().add(4 * v).cast());
+            _mm_cmplt_epi32(_mm_xor_si128(x, flip), t)
+        };
+        (0..4).fold(0u64, |w, q| {
+            let bytes = _mm_packs_epi16(
+                _mm_packs_epi32(lt(4 * q), lt(4 * q + 1)),
+                _mm_packs_epi32(lt(4 * q + 2), lt(4 * q + 3)),
+            );
+            w | (_mm_movemask_epi8(bytes) as u32 as u64 & 0xffff) << (16 * q)
+        })
+    }
 }
 
 /// RPI masks for per-layer kept `counts`.
@@ -218,6 +299,35 @@ mod tests {
             want.set(i, true);
         }
         assert_eq!(random_subset(n, 1234, key), want);
+        // Drawing the stream once or once per pass: the same bits.
+        for k in [1234, n / 2] {
+            assert_eq!(
+                lowest_priorities(n, k, key, true),
+                lowest_priorities(n, k, key, false)
+            );
+        }
+    }
+
+    /// The SSE2 word equals the scalar one, at thresholds around every
+    /// sign and edge of `u32`.
+    #[test]
+    fn below_threshold_words_agree() {
+        let mut rng = stream(stream_key(9, "t", "below"));
+        for _ in 0..500 {
+            let mut ps = [0u32; 64];
+            rng.fill(&mut ps[..]);
+            ps[3] = 0;
+            ps[5] = u32::MAX;
+            ps[7] = 1 << 31;
+            for t in [0, 1, ps[11], 1 << 31, (1 << 31) + 1, u32::MAX, rng.random()] {
+                let scalar = ps
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |w, (j, &p)| w | u64::from(p < t) << j);
+                assert_eq!(below_threshold(&ps, t), scalar, "t={t}");
+                assert_eq!(below_threshold(&ps[..40], t), scalar & ((1 << 40) - 1));
+            }
+        }
     }
 
     #[test]
