@@ -211,6 +211,14 @@ impl BitSet {
         }
     }
 
+    /// OR `words` into the set from word `at` on (bit `64 * at`).
+    pub fn or_words_at(&mut self, at: usize, words: &[u64]) {
+        debug_assert!((at + words.len()) * 64 <= self.len.next_multiple_of(64));
+        for (a, &w) in self.words[at..at + words.len()].iter_mut().zip(words) {
+            *a |= w;
+        }
+    }
+
     /// Indices of the set bits, in increasing order.
     pub fn ones(&self) -> impl Iterator<Item = usize> + '_ {
         ones_of_words(&self.words)

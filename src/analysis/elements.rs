@@ -153,7 +153,9 @@ impl MatMulDims {
 impl MatMulDims {
     /// Row `r` (of `k` elements) of a row-major `[rows, k]` bitset, as words.
     fn rows_of(&self, bits: &BitSet, rows: usize) -> Vec<Vec<u64>> {
-        (0..rows).map(|r| row(bits, r, self.k)).collect()
+        (0..rows)
+            .map(|r| row(bits, r, self.k).into_owned())
+            .collect()
     }
 
     /// The columns (each `k` elements long) of the right operand, as words.
@@ -423,13 +425,23 @@ pub fn gather_backward(map: &IndexMap, out: &BitSet, sizes: &[usize]) -> Vec<Bit
 }
 
 /// Row `p` of a row-major `[rows, len]` bitset, as words.
-fn row(bits: &BitSet, p: usize, len: usize) -> Vec<u64> {
+/// Row `p` of `len` bits as words; borrowed when rows are whole words (a
+/// transformer's widths are), so a billion-weight mask is not copied row
+/// by row.
+fn row(bits: &BitSet, p: usize, len: usize) -> std::borrow::Cow<'_, [u64]> {
+    if len.is_multiple_of(64) {
+        let w = len / 64;
+        return std::borrow::Cow::Borrowed(&bits.words()[p * w..(p + 1) * w]);
+    }
     (0..len.div_ceil(64))
         .map(|w| bits.bits_at(p * len + w * 64, (len - w * 64).min(64)))
         .collect()
 }
 
 fn or_row(bits: &mut BitSet, p: usize, len: usize, words: &[u64]) {
+    if len.is_multiple_of(64) {
+        return bits.or_words_at(p * len / 64, words);
+    }
     for (w, &x) in words.iter().enumerate() {
         bits.or_bits_at(p * len + w * 64, (len - w * 64).min(64), x);
     }
@@ -461,7 +473,7 @@ impl DenseRows<'_> {
         let mut seen: HashMap<Vec<u64>, Vec<u64>> = HashMap::new();
         for p in 0..positions {
             let f = row(input, p, self.n_in);
-            let o = seen.entry(f).or_insert_with_key(|f| {
+            let o = seen.entry(f.into_owned()).or_insert_with_key(|f| {
                 let b = BitSet::from_fn(self.n_out, |o| self.row_meets(o, f));
                 b.words().to_vec()
             });
@@ -478,10 +490,10 @@ impl DenseRows<'_> {
         let mut seen: HashMap<Vec<u64>, Vec<u64>> = HashMap::new();
         for p in 0..positions {
             let b = row(out, p, self.n_out);
-            let i = seen.entry(b).or_insert_with_key(|b| {
+            let i = seen.entry(b.into_owned()).or_insert_with_key(|b| {
                 let mut acc = vec![0u64; self.n_in.div_ceil(64)];
                 for o in crate::bitset::ones_of_words(b) {
-                    for (a, m) in acc.iter_mut().zip(row(self.mask, o, self.n_in)) {
+                    for (a, m) in acc.iter_mut().zip(row(self.mask, o, self.n_in).iter()) {
                         *a |= m;
                     }
                 }
@@ -506,7 +518,7 @@ impl DenseRows<'_> {
             if f.iter().all(|&w| w == 0) || b.iter().all(|&w| w == 0) {
                 continue;
             }
-            pairs.insert((f, b));
+            pairs.insert((f.into_owned(), b.into_owned()));
         }
         for (f, b) in &pairs {
             for o in crate::bitset::ones_of_words(b) {
@@ -530,7 +542,7 @@ impl DenseRows<'_> {
 pub fn last_axis_features(bits: &BitSet, n: usize) -> BitSet {
     let mut acc = vec![0u64; n.div_ceil(64)];
     for p in 0..bits.len() / n.max(1) {
-        for (a, x) in acc.iter_mut().zip(row(bits, p, n)) {
+        for (a, x) in acc.iter_mut().zip(row(bits, p, n).iter()) {
             *a |= x;
         }
     }

@@ -321,18 +321,6 @@ fn step(
     let data = match &node.op {
         Op::Mix(mix) => Slices::of_mix(in_shape, mix).sums(&x.data),
         Op::Softmax(axis) | Op::LogSoftmax(axis) => Slices::along(in_shape, *axis).sums(&x.data),
-        Op::Dense { dense, .. } if in_shape.len() > 1 => x
-            .data
-            .chunks(dense.in_features)
-            .flat_map(|row| {
-                dense_counts(
-                    dense.out_features,
-                    dense.in_features,
-                    mask.expect("dense mask"),
-                    row,
-                )
-            })
-            .collect(),
         Op::MatMul | Op::Gather(_) => {
             let (parts, exp2) = Scaled::align(ins, lost);
             let joined = match &node.op {
@@ -520,21 +508,29 @@ fn fully_kept_group(taps: &Taps, inputs: &[f64], plane: usize, block: &mut [f64]
     }
 }
 
-/// `out[o] = sum of x[i] over the kept weights (o, i)`. A fully kept row
-/// (every row of a dense layer) reuses one total, summed in the same order.
+/// `out[p, o] = sum of x[p, i] over the kept weights (o, i)`, at every
+/// position `p` of `x` (`[positions, n_in]`, one position for a plain
+/// dense layer). A fully kept row (every row of a dense layer) reuses the
+/// position's total, summed in the same order. The mask is walked once,
+/// not once per position: a transformer's layers see 16 or more.
 fn dense_counts(n_out: usize, n_in: usize, mask: &BitSet, x: &[f64]) -> Vec<f64> {
-    let total: f64 = x.iter().sum();
-    (0..n_out)
-        .map(|o| {
-            let start = o * n_in;
-            if mask.count_ones_in(start, start + n_in) == n_in {
-                return total;
-            }
-            mask.ones_in(start, start + n_in)
-                .map(|b| x[b - start])
-                .sum()
-        })
-        .collect()
+    let positions = x.len() / n_in;
+    let totals: Vec<f64> = x.chunks(n_in).map(|row| row.iter().sum()).collect();
+    let mut out = vec![0.0; positions * n_out];
+    for o in 0..n_out {
+        let start = o * n_in;
+        let full = mask.count_ones_in(start, start + n_in) == n_in;
+        for (p, row) in x.chunks(n_in).enumerate() {
+            out[p * n_out + o] = if full {
+                totals[p]
+            } else {
+                mask.ones_in(start, start + n_in)
+                    .map(|b| row[b - start])
+                    .sum()
+            };
+        }
+    }
+    out
 }
 
 /// Every real position of each window feeds the window's output.
