@@ -85,6 +85,9 @@ run() {
   printf '%-44s wall %7.2f s   peak RSS %6d MB   %s\n' "$label" "$wall" "$((rss / 1024))" \
     "$([ $((rss / 1024)) -le "$budget_mb" ] && echo within-budget || echo OVER-BUDGET)"
 }
+# Each run writes new files (ext4 flushes a file renamed over an existing
+# one, which would time the disk, not maskforge).
+rm -f "$dir/nm.safetensors" "$dir/rpi.safetensors"
 run "cat shards > /dev/null" sh -c "cat '$dir'/model-*.safetensors > /dev/null"
 run "audit (weights' zeros as mask)" "$bin" audit "$dir"
 run "prune magnitude 2:4" "$bin" prune "$dir" --method magnitude --pattern 2:4 -o "$dir/nm.safetensors"

@@ -59,6 +59,9 @@ run() {
     "$([ $((rss / 1024)) -le "$budget_mb" ] && echo within-budget || echo OVER-BUDGET)"
 }
 idx="$dir/model.safetensors.index.json"
+# Each run writes new files (ext4 flushes a file renamed over an existing
+# one, which would time the disk, not maskforge).
+rm -f "$dir"/eff* "$dir"/rpi* "$dir"/mica* "$dir"/mag*
 run "audit (weights' zeros as mask)" "$bin" audit "$idx" -o "$dir/eff.safetensors.index.json"
 run "quotas igq 100x" "$bin" quotas "$idx" --quota igq --compression 100
 run "prune rpi igq 100x" "$bin" prune "$idx" --method rpi --quota igq --compression 100 -o "$dir/rpi.safetensors.index.json"
