@@ -184,29 +184,17 @@ fn metadata(
     inputs: String,
     from_file: bool,
 ) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    m.insert("maskforge_version".into(), env!("CARGO_PKG_VERSION").into());
-    m.insert("method".into(), "effective".into());
-    m.insert(
-        "quota".into(),
-        if from_file { "masks" } else { "weights" }.into(),
-    );
-    m.insert(
-        "target_compression".into(),
-        super::fmt_ratio(r.direct_compression),
-    );
-    m.insert("seed".into(), "none".into());
-    m.insert(
-        "direct_compression".into(),
-        r.direct_compression.to_string(),
-    );
-    m.insert(
-        "effective_compression".into(),
-        r.effective_compression.to_string(),
-    );
-    m.insert("model_sha256".into(), sha.into());
-    m.insert("input_shape".into(), inputs);
-    m
+    maskfile::Provenance {
+        method: "effective".into(),
+        quota: if from_file { "masks" } else { "weights" }.into(),
+        target_compression: super::fmt_ratio(r.direct_compression),
+        seed: "none".into(),
+        direct_compression: r.direct_compression,
+        effective_compression: r.effective_compression,
+        model_sha256: sha.into(),
+        input_shape: inputs,
+    }
+    .into_metadata()
 }
 
 fn print_table(r: &AuditReport, sel: &Selection) {

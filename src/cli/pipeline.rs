@@ -215,23 +215,6 @@ fn mask_metadata(
     pre_trained: &Path,
     r: &maskforge::analysis::audit::AuditReport,
 ) -> Result<BTreeMap<String, String>> {
-    let mut meta = BTreeMap::new();
-    meta.insert("maskforge_version".into(), env!("CARGO_PKG_VERSION").into());
-    meta.insert("method".into(), "magnitude".into());
-    meta.insert("quota".into(), "global".into());
-    meta.insert(
-        "target_compression".into(),
-        a.amount.compression()?.to_string(),
-    );
-    meta.insert("seed".into(), a.model.seed.to_string());
-    meta.insert(
-        "direct_compression".into(),
-        r.direct_compression.to_string(),
-    );
-    meta.insert(
-        "effective_compression".into(),
-        r.effective_compression.to_string(),
-    );
     // The hash `prune` would record for the pre-trained file: read it back
     // as `prune pre-trained.safetensors --arch MODEL` reads it.
     let arch = match &a.model.arch {
@@ -243,9 +226,17 @@ fn mask_metadata(
     };
     let path = pre_trained.to_string_lossy();
     let reread = maskforge::io::model::load(&path, arch.as_deref(), a.model.seed)?;
-    meta.insert("model_sha256".into(), reread.sha256()?);
-    meta.insert("input_shape".into(), reread.network.input_signature());
-    Ok(meta)
+    Ok(maskforge::io::maskfile::Provenance {
+        method: "magnitude".into(),
+        quota: "global".into(),
+        target_compression: a.amount.compression()?.to_string(),
+        seed: a.model.seed.to_string(),
+        direct_compression: r.direct_compression,
+        effective_compression: r.effective_compression,
+        model_sha256: reread.sha256()?,
+        input_shape: reread.network.input_signature(),
+    }
+    .into_metadata())
 }
 
 /// The files a run writes.

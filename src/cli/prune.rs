@@ -1,6 +1,5 @@
 //! `maskforge prune`: every method behind one command.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -729,23 +728,17 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
     let inputs = inputs(m, a.quota_name());
     let (selected, all) = sel.totals(net, &out.raw, out.effective());
     let frozen_layers = sel.frozen_names(net);
-    let mut meta = BTreeMap::new();
-    meta.insert("maskforge_version".into(), env!("CARGO_PKG_VERSION").into());
-    meta.insert("method".into(), p.method.clone());
-    meta.insert("quota".into(), p.quota.clone());
-    meta.insert(
-        "target_compression".into(),
-        p.target_compression.to_string(),
-    );
-    meta.insert("seed".into(), a.model.seed.to_string());
-    meta.insert(
-        "direct_compression".into(),
-        selected.direct_compression.to_string(),
-    );
-    meta.insert(
-        "effective_compression".into(),
-        selected.effective_compression.to_string(),
-    );
+    let mut meta = maskfile::Provenance {
+        method: p.method.clone(),
+        quota: p.quota.clone(),
+        target_compression: p.target_compression.to_string(),
+        seed: a.model.seed.to_string(),
+        direct_compression: selected.direct_compression,
+        effective_compression: selected.effective_compression,
+        model_sha256: m.sha256()?,
+        input_shape: net.input_signature(),
+    }
+    .into_metadata();
     // With a selection: the globs, the layers left dense, and the figures
     // over every prunable layer (the two above count the selected ones).
     if !sel.is_all() || a.select.given() {
@@ -762,8 +755,6 @@ fn emit(a: &Args, m: &maskforge::io::model::Loaded, p: Produced) -> Result<()> {
             all.effective_compression.to_string(),
         );
     }
-    meta.insert("model_sha256".into(), m.sha256()?);
-    meta.insert("input_shape".into(), net.input_signature());
     if let Some((pattern, _)) = &p.pattern {
         meta.insert("pattern".into(), pattern.to_string());
     }

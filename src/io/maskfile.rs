@@ -95,6 +95,43 @@ fn write_layer<W: std::io::Write>(
     w.write_all(&bytes)
 }
 
+/// The provenance every mask file's header carries (CONVENTIONS, "What
+/// comes out"), whichever command wrote it; commands add their own keys to
+/// the map it becomes.
+pub struct Provenance {
+    pub method: String,
+    pub quota: String,
+    pub target_compression: String,
+    pub seed: String,
+    pub direct_compression: f64,
+    pub effective_compression: f64,
+    pub model_sha256: String,
+    pub input_shape: String,
+}
+
+impl Provenance {
+    /// The header's string map, with this build's `maskforge_version`.
+    pub fn into_metadata(self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("maskforge_version".into(), env!("CARGO_PKG_VERSION").into()),
+            ("method".into(), self.method),
+            ("quota".into(), self.quota),
+            ("target_compression".into(), self.target_compression),
+            ("seed".into(), self.seed),
+            (
+                "direct_compression".into(),
+                self.direct_compression.to_string(),
+            ),
+            (
+                "effective_compression".into(),
+                self.effective_compression.to_string(),
+            ),
+            ("model_sha256".into(), self.model_sha256),
+            ("input_shape".into(), self.input_shape),
+        ])
+    }
+}
+
 /// Stream the mask file for `layers` (indices into `net.layers`).
 fn write_file_streamed<W: std::io::Write>(
     w: &mut W,
