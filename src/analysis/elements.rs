@@ -509,8 +509,8 @@ impl DenseRows<'_> {
     pub fn active(&self, fwd: &BitSet, back: &BitSet) -> BitSet {
         let positions = fwd.len() / self.n_in;
         // Per output row, the union of the live inputs of the positions
-        // where that output is backward-live.
-        let mut reach = vec![vec![0u64; self.n_in.div_ceil(64)]; self.n_out];
+        // where that output is backward-live; positions with the same
+        // patterns once.
         let mut pairs: HashSet<(Vec<u64>, Vec<u64>)> = HashSet::new();
         for p in 0..positions {
             let f = row(fwd, p, self.n_in);
@@ -520,18 +520,28 @@ impl DenseRows<'_> {
             }
             pairs.insert((f.into_owned(), b.into_owned()));
         }
-        for (f, b) in &pairs {
-            for o in crate::bitset::ones_of_words(b) {
-                for (r, x) in reach[o].iter_mut().zip(f) {
-                    *r |= x;
+        // Row by row with one scratch row: a table of every row's reach
+        // would be as large as the mask (10^9 bits in an LLM).
+        let mut reach = vec![0u64; self.n_in.div_ceil(64)];
+        let mut words = reach.clone();
+        let mut out = BitSet::new(self.mask.len());
+        for o in 0..self.n_out {
+            reach.fill(0);
+            let mut reached = false;
+            for (f, b) in &pairs {
+                if b[o / 64] >> (o % 64) & 1 == 1 {
+                    reach.iter_mut().zip(f).for_each(|(r, x)| *r |= x);
+                    reached = true;
                 }
             }
-        }
-        let mut out = BitSet::new(self.mask.len());
-        for (o, r) in reach.iter().enumerate() {
-            let m = row(self.mask, o, self.n_in);
-            let words: Vec<u64> = m.iter().zip(r).map(|(a, b)| a & b).collect();
-            or_row(&mut out, o, self.n_in, &words);
+            if reached {
+                let m = row(self.mask, o, self.n_in);
+                words
+                    .iter_mut()
+                    .zip(m.iter().zip(&reach))
+                    .for_each(|(w, (a, b))| *w = a & b);
+                or_row(&mut out, o, self.n_in, &words);
+            }
         }
         out
     }
