@@ -95,16 +95,15 @@ impl Live {
         let per = p.len();
         let mut out = BitSet::new(self.chans.len() * per);
         for (c, s) in self.chans.iter().enumerate() {
-            match s {
-                PosSet::None => {}
-                _ => {
-                    for y in 0..p.h {
-                        for x in 0..p.w {
-                            if s.get(p, y, x) {
-                                out.set(c * per + y * p.w + x, true);
-                            }
-                        }
-                    }
+            if s.is_none() {
+                continue;
+            }
+            // A row's bitmap words are the elements' bits, 64 at a time.
+            let rows = s.rows(p);
+            for y in 0..p.h {
+                for (k, &word) in rows[y * p.rw()..(y + 1) * p.rw()].iter().enumerate() {
+                    let n = (p.w - k * 64).min(64);
+                    out.or_bits_at(c * per + y * p.w + k * 64, n, word);
                 }
             }
         }
