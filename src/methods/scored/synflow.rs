@@ -56,7 +56,7 @@
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::autodiff::backward::{weight_gradients, Seed};
+use crate::autodiff::backward::{masked_weight_gradients, Seed};
 use crate::autodiff::executor::{Executor, Mode};
 use crate::bitset::BitSet;
 use crate::error::{Error, Result};
@@ -108,7 +108,9 @@ fn kept_scores_at(ex: &Executor, net: &Network, masks: &MaskSet, w: &[Vec<f64>])
     let mut shape = vec![1];
     shape.extend(&net.values[net.inputs[0]].shape);
     let ones = Tensor::ones(shape, ex.dtype(), ex.device())?;
-    let grads = weight_gradients(ex, &ones, Some(masks), Mode::Linear, Seed::Sum)?;
+    // At the masked weights: read only at kept ones, where it is the
+    // weight's gradient up to the sign the absolute value drops.
+    let grads = masked_weight_gradients(ex, &ones, Some(masks), Mode::Linear, Seed::Sum)?;
     let f32 = ex.dtype() == DType::F32;
     let layers = grads
         .par_iter()
