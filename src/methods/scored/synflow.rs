@@ -58,7 +58,7 @@ use rayon::prelude::*;
 
 use crate::autodiff::backward::{masked_weight_gradients, Seed};
 use crate::autodiff::executor::{Executor, Mode};
-use crate::bitset::BitSet;
+use crate::bitset::{ones_of_words, BitSet};
 use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::mask::MaskSet;
@@ -146,7 +146,18 @@ fn kept_products(g: &Tensor, w: &[f64], mask: &BitSet, f32: bool) -> Result<Vec<
                 p.abs()
             }
         };
-        mask.ones().map(product).collect()
+        let mut out = Vec::with_capacity(mask.count_ones());
+        for (wi, &word) in mask.words().iter().enumerate() {
+            let base = wi * 64;
+            if word == u64::MAX {
+                // Whole words of kept weights (the early rounds): a
+                // straight loop the compiler vectorises.
+                out.extend((base..base + 64).map(product));
+            } else {
+                out.extend(ones_of_words(&[word]).map(|j| product(base + j)));
+            }
+        }
+        out
     }
     let (storage, layout) = g.storage_and_layout();
     if let (Storage::Cpu(cpu), Some((lo, hi))) = (&*storage, layout.contiguous_offsets()) {
