@@ -143,7 +143,27 @@ pub fn weight_gradients(
     if !ours(ex) {
         return candle_gradients(ex, x, masks, mode, seed);
     }
-    Ok(reverse(ex, x, masks, mode, |z| seed.gradient(z), false)?.weights)
+    Ok(reverse(ex, x, masks, mode, |z| seed.gradient(z), false, false)?.weights)
+}
+
+/// [`weight_gradients`] at the masked weights themselves: the gradient with
+/// respect to `w * mask` (`|w| * mask` in [`Mode::Linear`]), before the
+/// mask and `|w|`'s sign are applied, so it equals [`weight_gradients`] up
+/// to sign at the kept weights and is not zero at the pruned ones. For a
+/// scorer that reads only the kept weights' `|g * w|` (SynFlow's rounds):
+/// one weight-sized pass per layer and pass fewer. Where our reverse pass
+/// does not run, [`weight_gradients`] itself.
+pub fn masked_weight_gradients(
+    ex: &Executor,
+    x: &Tensor,
+    masks: Option<&MaskSet>,
+    mode: Mode,
+    seed: Seed,
+) -> Result<Vec<Option<Tensor>>> {
+    if !ours(ex) {
+        return candle_gradients(ex, x, masks, mode, seed);
+    }
+    Ok(reverse(ex, x, masks, mode, |z| seed.gradient(z), false, true)?.weights)
 }
 
 /// What [`parameter_gradients`] returns.
@@ -172,14 +192,16 @@ pub fn parameter_gradients(
             "training runs on the CPU in f32 or f64 (our reverse pass)",
         ));
     }
-    reverse(ex, x, masks, mode, seed, true)
+    reverse(ex, x, masks, mode, seed, true, false)
 }
 
 fn ours(ex: &Executor) -> bool {
     matches!(ex.device(), Device::Cpu) && matches!(ex.dtype(), DType::F32 | DType::F64)
 }
 
-/// The reverse pass; bias gradients only when `biases`.
+/// The reverse pass; bias gradients only when `biases`; with `at_masked`
+/// the weight gradients at the masked weights
+/// ([`masked_weight_gradients`]).
 fn reverse(
     ex: &Executor,
     x: &Tensor,
@@ -187,6 +209,7 @@ fn reverse(
     mode: Mode,
     seed: impl FnOnce(&Tensor) -> Result<Tensor>,
     biases: bool,
+    at_masked: bool,
 ) -> Result<Gradients> {
     let rec = ex.record(x, masks, mode)?;
     let mut values = rec.values;
@@ -224,14 +247,16 @@ fn reverse(
             }
         }
         if let Some((layer, dw)) = dw {
-            let mask = masks.map(|m| &m.layers[layer]);
-            let w = ex.weights[layer].as_tensor();
-            let g = crate::autodiff::ops::masked::masked_weight_backward(
-                w,
-                mask,
-                mode == Mode::Linear,
-                &dw,
-            )?;
+            let g = if at_masked {
+                dw
+            } else {
+                crate::autodiff::ops::masked::masked_weight_backward(
+                    ex.weights[layer].as_tensor(),
+                    masks.map(|m| &m.layers[layer]),
+                    mode == Mode::Linear,
+                    &dw,
+                )?
+            };
             accumulate(&mut out[layer], g)?;
         }
         for ((&v, g), need) in node.inputs.iter().zip(dins).zip(need) {

@@ -74,8 +74,14 @@ fn threshold(values: &mut [f64], k: usize) -> Option<f64> {
     Some(*t)
 }
 
+/// The cut value of a threshold: scores at or below +0 are pruned whatever
+/// it is (none: nothing beyond them).
+fn clamped(t: Option<f64>) -> f64 {
+    t.unwrap_or(0.0).max(0.0)
+}
+
 fn mask_above(scores: &[f64], t: Option<f64>) -> BitSet {
-    let t = t.unwrap_or(0.0).max(0.0);
+    let t = clamped(t);
     BitSet::from_fn(scores.len(), |i| scores[i] > t)
 }
 
@@ -114,11 +120,17 @@ pub struct TopRanking<'a> {
 
 impl<'a> TopRanking<'a> {
     pub fn new(scores: &'a [Vec<f64>]) -> Self {
-        Self {
-            scores,
-            hist: PositiveHistogram::of(scores),
-            len: scores.iter().map(Vec::len).sum(),
-        }
+        Self::among(scores, scores.iter().map(Vec::len).sum())
+    }
+
+    /// The ranking of `len` scores of which `scores` holds every positive
+    /// one and the rest are at or below 0 (an iterative round's scores of
+    /// its kept weights: the pruned ones score 0), so that
+    /// [`TopRanking::threshold`] is that of all `len`.
+    pub fn among(scores: &'a [Vec<f64>], len: usize) -> Self {
+        let hist = PositiveHistogram::of(scores);
+        assert!(hist.total <= len, "more positive scores than scores");
+        Self { scores, hist, len }
     }
 
     /// How many scores are positive (the most any cut keeps).
@@ -128,11 +140,20 @@ impl<'a> TopRanking<'a> {
 
     /// [`keep_top`]`(scores, k)`.
     pub fn keep(&self, k: usize) -> Vec<BitSet> {
+        let t = self.threshold(k);
+        self.scores
+            .par_iter()
+            .map(|s| BitSet::from_fn(s.len(), |i| s[i] > t))
+            .collect()
+    }
+
+    /// The cut of [`keep_top`]`(scores, k)`: a score is kept iff it is
+    /// above this value (at least 0: zero scores are always pruned).
+    pub fn threshold(&self, k: usize) -> f64 {
         let (prune, below) = (self.len.saturating_sub(k), self.len - self.hist.total);
         // Pruning no more than the non-positive scores: the overall threshold
         // is one of them, which the clamp turns into 0.
-        let t = (prune > below).then(|| self.hist.nth(self.scores, prune - below - 1));
-        self.scores.par_iter().map(|s| mask_above(s, t)).collect()
+        clamped((prune > below).then(|| self.hist.nth(self.scores, prune - below - 1)))
     }
 }
 

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod grasp;
+pub mod kept;
 pub mod rounds;
 pub mod snip;
 pub mod synflow;
@@ -27,7 +28,7 @@ use crate::mask::MaskSet;
 use crate::methods::select::Scope;
 use crate::methods::select::{keep_top, keep_top_per_layer, keep_top_signed};
 use crate::methods::selection::Selection;
-pub use rounds::{iterate, iterate_frozen, Counts, LastCut, Schedule};
+pub use rounds::{iterate, iterate_frozen, Counts, LastCut, RoundScores, Schedule};
 
 /// A score-based method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -273,7 +274,11 @@ pub fn prune_scored(
                 frozen,
                 target,
                 schedule,
-                &mut |m| Ok(freeze(flow.scores(m)?)),
+                &mut |m| {
+                    let mut kept = flow.kept_scores(m)?;
+                    sel.freeze_scores(&mut kept.layers);
+                    Ok(kept)
+                },
                 last.take(),
                 progress,
             )

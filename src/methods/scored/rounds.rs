@@ -19,10 +19,46 @@
 //! assert_eq!(densities.len(), 2);
 //! ```
 
+use std::borrow::Cow;
+
 use crate::error::Result;
 use crate::graph::Network;
 use crate::mask::MaskSet;
+use crate::methods::scored::kept::Kept;
 use crate::methods::select::keep_top;
+
+/// A round's scores as the rounds cut them: every weight's
+/// (`Vec<Vec<f64>>`), or the kept weights' only ([`Kept`], for scorers
+/// whose pruned weights score 0).
+pub trait RoundScores {
+    /// [`keep_top`] of every weight's score at `k`; `masks` are the masks
+    /// the round scored.
+    fn keep_top(&self, masks: &MaskSet, k: usize) -> MaskSet;
+    /// Every weight's score.
+    fn dense(&self, masks: &MaskSet) -> Cow<'_, [Vec<f64>]>;
+}
+
+impl RoundScores for Vec<Vec<f64>> {
+    fn keep_top(&self, _: &MaskSet, k: usize) -> MaskSet {
+        MaskSet {
+            layers: keep_top(self, k),
+        }
+    }
+
+    fn dense(&self, _: &MaskSet) -> Cow<'_, [Vec<f64>]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl RoundScores for Kept {
+    fn keep_top(&self, masks: &MaskSet, k: usize) -> MaskSet {
+        Kept::keep_top(self, masks, k)
+    }
+
+    fn dense(&self, masks: &MaskSet) -> Cow<'_, [Vec<f64>]> {
+        Cow::Owned(Kept::dense(self, masks))
+    }
+}
 
 /// How many weights each round of an iterative method prunes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -74,12 +110,13 @@ pub fn iterate(
 /// ([`crate::methods::selection::Selection`]) that `score` ranks `+inf`:
 /// the schedule, its counts, `target` and the densities returned are over
 /// the other (selected) weights, and every cut keeps the frozen ones too.
-pub fn iterate_frozen(
+/// `score` gives every weight's scores or the kept ones' ([`RoundScores`]).
+pub fn iterate_frozen<S: RoundScores>(
     net: &Network,
     frozen: usize,
     target: usize,
     schedule: Schedule,
-    score: &mut dyn FnMut(&MaskSet) -> Result<Vec<Vec<f64>>>,
+    score: &mut dyn FnMut(&MaskSet) -> Result<S>,
     mut cut: Option<&mut LastCut>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(MaskSet, Vec<f64>)> {
@@ -92,24 +129,20 @@ pub fn iterate_frozen(
         let s = score(&masks)?;
         let d = schedule.density.powf(k as f64 / rounds as f64);
         masks = match (k == rounds, cut.as_deref_mut(), schedule.counts) {
-            (true, Some(cut), _) => cut(&s)?,
+            (true, Some(cut), _) => cut(&s.dense(&masks))?,
             (_, _, Counts::Reference) => {
                 // Python's int() of a non-negative float: truncation.
                 let prune = ((1.0 - d) * total) as usize;
                 if prune < 1 {
                     masks
                 } else {
-                    MaskSet {
-                        layers: keep_top(&s, n.saturating_sub(prune) + frozen),
-                    }
+                    s.keep_top(&masks, n.saturating_sub(prune) + frozen)
                 }
             }
-            (true, None, Counts::Nearest) => MaskSet {
-                layers: keep_top(&s, target + frozen),
-            },
-            (false, _, Counts::Nearest) => MaskSet {
-                layers: keep_top(&s, (total * d).round() as usize + frozen),
-            },
+            (true, None, Counts::Nearest) => s.keep_top(&masks, target + frozen),
+            (false, _, Counts::Nearest) => {
+                s.keep_top(&masks, (total * d).round() as usize + frozen)
+            }
         };
         history.push(masks.count_ones().saturating_sub(frozen) as f64 / total);
         progress(k, rounds);

@@ -53,13 +53,16 @@
 //! assert!(s.iter().flatten().skip(1).all(|&x| x > 0.0));
 //! ```
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+use rayon::prelude::*;
 
-use crate::autodiff::backward::{weight_gradients, Seed};
+use crate::autodiff::backward::{masked_weight_gradients, Seed};
 use crate::autodiff::executor::{Executor, Mode};
+use crate::bitset::{ones_of_words, BitSet};
 use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::mask::MaskSet;
+use crate::methods::scored::kept::Kept;
 use crate::methods::scored::rounds::Counts;
 
 /// The float type SynFlow's flow and scores are computed in.
@@ -94,50 +97,31 @@ pub struct Options {
 /// SynFlow scores for `masks`, in the executor's dtype (f32: each product
 /// rounded to f32 as the reference computes it).
 pub fn scores(ex: &Executor, net: &Network, masks: &MaskSet) -> Result<Vec<Vec<f64>>> {
-    scores_at(
-        ex,
-        net,
-        masks,
-        &crate::methods::scored::snip::weight_values(ex)?,
-    )
+    let w = crate::methods::scored::snip::weight_values(ex)?;
+    Ok(kept_scores_at(ex, net, masks, &w)?.dense(masks))
 }
 
-/// [`scores`] with the executor's weights already read out as `w` (they do
-/// not change between rounds).
-fn scores_at(
-    ex: &Executor,
-    net: &Network,
-    masks: &MaskSet,
-    w: &[Vec<f64>],
-) -> Result<Vec<Vec<f64>>> {
+/// The scores of the weights `masks` keeps (the pruned ones carry no
+/// flow and score 0), with the executor's weights already read out as `w`
+/// (they do not change between rounds).
+fn kept_scores_at(ex: &Executor, net: &Network, masks: &MaskSet, w: &[Vec<f64>]) -> Result<Kept> {
     let mut shape = vec![1];
     shape.extend(&net.values[net.inputs[0]].shape);
     let ones = Tensor::ones(shape, ex.dtype(), ex.device())?;
-    let grads = weight_gradients(ex, &ones, Some(masks), Mode::Linear, Seed::Sum)?;
+    // At the masked weights: read only at kept ones, where it is the
+    // weight's gradient up to the sign the absolute value drops.
+    let grads = masked_weight_gradients(ex, &ones, Some(masks), Mode::Linear, Seed::Sum)?;
     let f32 = ex.dtype() == DType::F32;
-    let s = grads
-        .iter()
+    let layers = grads
+        .par_iter()
         .zip(w)
-        .map(|(g, w)| {
-            Ok(match g {
-                // An f32 product is exact in f64: rounding it to f32 gives
-                // the f32 product the reference computes.
-                Some(g) if f32 => {
-                    let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
-                    g.iter()
-                        .zip(w)
-                        .map(|(&a, &b)| ((a as f64 * b) as f32).abs() as f64)
-                        .collect()
-                }
-                Some(g) => {
-                    let g: Vec<f64> = g.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-                    g.iter().zip(w).map(|(a, b)| (a * b).abs()).collect()
-                }
-                None => vec![0.0; w.len()],
-            })
+        .zip(&masks.layers)
+        .map(|((g, w), m)| match g {
+            Some(g) => kept_products(g, w, m, f32),
+            None => Ok(vec![0.0; m.count_ones()]),
         })
         .collect::<Result<Vec<Vec<f64>>>>()?;
-    if s.iter().flatten().any(|x| !x.is_finite()) {
+    if layers.iter().flatten().any(|x| !x.is_finite()) {
         return Err(Error::input(format!(
             "SynFlow: the synaptic flow of '{}' overflows {:?} (infinite or NaN scores); \
              compute it in f64 (synflow precision f64)",
@@ -145,7 +129,47 @@ fn scores_at(
             ex.dtype()
         )));
     }
-    Ok(s)
+    Ok(Kept::new(layers))
+}
+
+/// `|g_i * w_i|` for the weights `i` that `mask` keeps, in index order,
+/// rounded to f32 when `f32` (an f32 product is exact in f64: rounding it
+/// gives the f32 product the reference computes). The gradient is read in
+/// place where it is contiguous on the CPU (no weight-sized host copy).
+fn kept_products(g: &Tensor, w: &[f64], mask: &BitSet, f32: bool) -> Result<Vec<f64>> {
+    fn run<T: Copy + Into<f64>>(g: &[T], w: &[f64], mask: &BitSet, f32: bool) -> Vec<f64> {
+        let product = |i: usize| {
+            let p = g[i].into() * w[i];
+            if f32 {
+                (p as f32).abs() as f64
+            } else {
+                p.abs()
+            }
+        };
+        let mut out = Vec::with_capacity(mask.count_ones());
+        for (wi, &word) in mask.words().iter().enumerate() {
+            let base = wi * 64;
+            if word == u64::MAX {
+                // Whole words of kept weights (the early rounds): a
+                // straight loop the compiler vectorises.
+                out.extend((base..base + 64).map(product));
+            } else {
+                out.extend(ones_of_words(&[word]).map(|j| product(base + j)));
+            }
+        }
+        out
+    }
+    let (storage, layout) = g.storage_and_layout();
+    if let (Storage::Cpu(cpu), Some((lo, hi))) = (&*storage, layout.contiguous_offsets()) {
+        match cpu {
+            CpuStorage::F32(v) => return Ok(run(&v[lo..hi], w, mask, f32)),
+            CpuStorage::F64(v) => return Ok(run(&v[lo..hi], w, mask, f32)),
+            _ => {}
+        }
+    }
+    drop(storage);
+    let v: Vec<f64> = g.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+    Ok(run(&v, w, mask, f32))
 }
 
 /// SynFlow's scorer for one network: its executor (f32 or f64), and the
@@ -162,8 +186,14 @@ impl<'a> Flow<'a> {
         Ok(Self { ex, w })
     }
 
-    /// SynFlow scores for `masks`.
+    /// SynFlow scores for `masks` (every weight's).
     pub fn scores(&self, masks: &MaskSet) -> Result<Vec<Vec<f64>>> {
-        scores_at(&self.ex, self.ex.network(), masks, &self.w)
+        Ok(self.kept_scores(masks)?.dense(masks))
+    }
+
+    /// SynFlow scores of the weights `masks` keeps (the pruned score 0):
+    /// what the rounds cut ([`crate::methods::scored::rounds::RoundScores`]).
+    pub fn kept_scores(&self, masks: &MaskSet) -> Result<Kept> {
+        kept_scores_at(&self.ex, self.ex.network(), masks, &self.w)
     }
 }
