@@ -273,21 +273,29 @@ impl BitSet {
 
     /// One byte per bit (0 or 1): the layout of a BOOL/U8 safetensors tensor.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = vec![0u8; self.len];
-        for (wi, &w) in self.words.iter().enumerate() {
-            if w == 0 {
-                continue; // sparse masks: most words are empty
-            }
-            let base = wi * 64;
-            let end = (base + 64).min(self.len);
-            for (k, chunk) in out[base..end].chunks_mut(8).enumerate() {
-                // Spread 8 bits into 8 bytes with one multiply-free table lookup.
-                let byte = ((w >> (8 * k)) & 0xff) as usize;
-                let spread = SPREAD[byte].to_le_bytes();
-                chunk.copy_from_slice(&spread[..chunk.len()]);
-            }
-        }
+        let mut out = Vec::with_capacity(self.len);
+        self.write_bytes(&mut out).expect("writing to memory");
         out
+    }
+
+    /// [`BitSet::to_bytes`] streamed into `w` through one small buffer: a
+    /// mask file's layers are never expanded whole (a billion bits would
+    /// be a gigabyte of fresh pages to fault in and zero).
+    pub fn write_bytes(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        const WORDS: usize = 1024;
+        let mut buf = vec![0u8; WORDS * 64];
+        for (ci, words) in self.words.chunks(WORDS).enumerate() {
+            let len = (self.len - ci * WORDS * 64).min(words.len() * 64);
+            for (&word, bytes) in words.iter().zip(buf.chunks_exact_mut(64)) {
+                for (k, b) in bytes.chunks_exact_mut(8).enumerate() {
+                    // Spread 8 bits into 8 bytes with one table lookup.
+                    let byte = ((word >> (8 * k)) & 0xff) as usize;
+                    b.copy_from_slice(&SPREAD[byte].to_le_bytes());
+                }
+            }
+            w.write_all(&buf[..len])?;
+        }
+        Ok(())
     }
 }
 
@@ -315,6 +323,16 @@ mod tests {
                 for j in 0..k { prop_assert_eq!((word >> j) & 1 == 1, bits[lo + j]); }
             }
         }
+    }
+
+    /// Across the streaming buffer's boundaries (65 536 bits) too.
+    #[test]
+    fn streamed_bytes_follow_the_bits_across_chunks() {
+        let n = 2 * 65_536 + 77;
+        let b = BitSet::from_fn(n, |i| (i * 7919) % 13 < 5 || i == n - 1);
+        let bytes = b.to_bytes();
+        assert_eq!(bytes.len(), n);
+        assert!((0..n).all(|i| bytes[i] == u8::from(b.get(i))));
     }
 
     #[test]

@@ -87,7 +87,7 @@ fn write_layer<W: std::io::Write>(
 ) -> std::io::Result<()> {
     let stored = l.stored_from_canonical(m);
     if width == 1 {
-        return w.write_all(&stored.to_bytes());
+        return stored.write_bytes(w);
     }
     let bytes: Vec<u8> = (0..stored.len())
         .flat_map(|i| (stored.get(i) as u8 as f32).to_le_bytes())
