@@ -98,7 +98,10 @@ const CHUNK: usize = 1 << 16;
 /// `out[i] = f(a[i], b[i])` where mask bit `i` is set (everywhere without
 /// a mask), `zero` elsewhere; chunks in parallel, a mask word at a time
 /// (empty and full words take the fast paths: pruned layers are mostly
-/// empty words, dense ones full words).
+/// empty words, dense ones full words). Every element is written once,
+/// into uninitialised memory: zero-filling the weight-sized output first
+/// was a tenth of a SynFlow run (this runs forward and backward for every
+/// layer in every round).
 fn map<T: Copy + Send + Sync>(
     mask: Option<&BitSet>,
     a: &[T],
@@ -106,24 +109,53 @@ fn map<T: Copy + Send + Sync>(
     zero: T,
     f: impl Fn(T, T) -> T + Sync,
 ) -> Vec<T> {
-    let mut out = vec![zero; a.len()];
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
-        let base = c * CHUNK;
-        for (wi, d) in dst.chunks_mut(64).enumerate() {
-            let start = base + wi * 64;
-            let (a, b) = (&a[start..start + d.len()], &b[start..start + d.len()]);
-            let word = mask.map_or(u64::MAX, |m| m.words()[start / 64]);
-            if word == 0 {
-                continue;
+    let n = a.len();
+    let mut out = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            let base = c * CHUNK;
+            for (wi, d) in dst.chunks_mut(64).enumerate() {
+                let start = base + wi * 64;
+                let (a, b) = (&a[start..start + d.len()], &b[start..start + d.len()]);
+                let word = mask.map_or(u64::MAX, |m| m.words()[start / 64]);
+                map_word(word, d, a, b, zero, &f);
             }
-            for (j, ((d, &x), &y)) in d.iter_mut().zip(a).zip(b).enumerate() {
-                if word >> j & 1 == 1 {
-                    *d = f(x, y);
-                }
-            }
-        }
-    });
+        });
+    // SAFETY: the chunks above cover `out[..n]` and `map_word` writes
+    // every element of its chunk.
+    unsafe { out.set_len(n) };
     out
+}
+
+/// One mask word of [`map`]: `d[j] = f(a[j], b[j])` where bit `j` of
+/// `word` is set, `zero` elsewhere (every element of `d` written).
+fn map_word<T: Copy>(
+    word: u64,
+    d: &mut [std::mem::MaybeUninit<T>],
+    a: &[T],
+    b: &[T],
+    zero: T,
+    f: &impl Fn(T, T) -> T,
+) {
+    let all = match d.len() {
+        64 => u64::MAX,
+        len => (1u64 << len) - 1,
+    };
+    if word & all == 0 {
+        d.iter_mut().for_each(|d| {
+            d.write(zero);
+        });
+    } else if word & all == all {
+        for ((d, &x), &y) in d.iter_mut().zip(a).zip(b) {
+            d.write(f(x, y));
+        }
+    } else {
+        for (j, ((d, &x), &y)) in d.iter_mut().zip(a).zip(b).enumerate() {
+            d.write(if word >> j & 1 == 1 { f(x, y) } else { zero });
+        }
+    }
 }
 
 fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
