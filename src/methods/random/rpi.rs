@@ -92,10 +92,12 @@ pub fn random_subset(n: usize, k: usize, key: [u8; 32]) -> BitSet {
 const CHUNK: usize = 1 << 16;
 
 /// Layers up to this many weights keep their priorities in memory (4
-/// bytes a weight, one layer at a time) and draw the stream once; larger
-/// ones draw it again for each of the three passes. Drawing is the
-/// costliest step: three draws of a billion weights took 9 s.
-const STORE_UP_TO: usize = 1 << 28;
+/// bytes a weight, 64 MB at most, for each layer being placed: layers are
+/// placed in parallel) and draw the stream once; larger ones draw it again
+/// for each of the three passes. Drawing is the costliest step (three
+/// draws of a Llama's billion weights took 9 s); memory is the budget of
+/// streaming a checkpoint (1.5 x its largest shard plus the masks).
+const STORE_UP_TO: usize = 1 << 24;
 
 /// Weight `i`'s priority is the `i`-th `u32` of the stream `key` (read
 /// chunk by chunk in parallel: the stream can seek). The `k` lowest are kept,
