@@ -94,6 +94,9 @@ pub struct Executor<'a> {
     /// Training's soft activation: every ReLU evaluated as PSwish
     /// `x * sigmoid(beta x)` ([`Executor::set_pswish`]).
     pswish: Option<f64>,
+    /// Masked weights kept up to date by the caller
+    /// ([`Executor::use_masked_weights`]).
+    masked: Option<Vec<Tensor>>,
 }
 
 /// The nodes after a convolution that [`crate::autodiff::ops::conv::Epilogue`] can do
@@ -182,6 +185,7 @@ impl<'a> Executor<'a> {
             fusions: Fusion::plan(net),
             gathers,
             pswish: None,
+            masked: None,
         })
     }
 
@@ -210,6 +214,16 @@ impl<'a> Executor<'a> {
     /// The PSwish temperature ReLUs are evaluated with, if any.
     pub fn pswish(&self) -> Option<f64> {
         self.pswish
+    }
+
+    /// Take `weights` (one per layer, in canonical layout) as the masked
+    /// weights of every recorded pass ([`crate::autodiff::backward`]), in
+    /// place of building `w * mask` (`|w| * mask` in linear mode) from the
+    /// masks each pass is given: the caller keeps them equal to that, as
+    /// [`crate::autodiff::masked_weights::MaskedWeights`] does across
+    /// SynFlow's rounds. Passes under candle's autograd still build them.
+    pub fn use_masked_weights(&mut self, weights: Vec<Tensor>) {
+        self.masked = Some(weights);
     }
 
     /// A stored float parameter that is not a layer's weight (a bias,
@@ -255,6 +269,9 @@ impl<'a> Executor<'a> {
         linear: bool,
         detach: bool,
     ) -> Result<Tensor> {
+        if let Some(w) = self.masked.as_ref().filter(|_| detach) {
+            return Ok(w[li].clone());
+        }
         let mask = masks.map(|m| &m.layers[li]);
         let w = self.weights[li].as_tensor();
         let w = if detach { w.detach() } else { w.clone() };

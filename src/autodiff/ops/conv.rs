@@ -40,7 +40,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, W
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::gemm::{gemm, Mat};
+use super::gemm::{gemm, gemm_fresh, Mat};
 use crate::error::{Error, Result};
 use crate::graph::op::Window;
 
@@ -640,10 +640,7 @@ fn weight_grad_direct<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
         rs: 1,
         cs: ld,
     };
-    // Accumulated onto zeros as the transposed form's sums are.
-    let mut dw = vec![T::zero(); g.o * k];
-    gemm(&mut dw, k, true, lhs, rhs, parallelism(false));
-    dw
+    gemm_fresh(lhs, rhs, parallelism(false))
 }
 
 /// [`weight_grad`] in general: per worker, sums over its blocks.

@@ -140,6 +140,53 @@ pub(crate) fn gemm<T: WithDType>(
     }
 }
 
+/// `lhs . rhs` as a new row-major `Vec` (`rows x cols`), written once by
+/// the product: no zero fill first (for a SynFlow round's 15 M-weight
+/// gradient, the fill was a fourteenth of the run).
+pub(crate) fn gemm_fresh<T: WithDType>(lhs: Mat<T>, rhs: Mat<T>, par: Parallelism) -> Vec<T> {
+    let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
+    assert_eq!(k, rhs.rows, "gemm: inner dimensions differ");
+    assert!(Mat::<T>::fits(m, k, lhs.rs, lhs.cs, lhs.data.len()));
+    assert!(Mat::<T>::fits(k, n, rhs.rs, rhs.cs, rhs.data.len()));
+    let len = m * n;
+    let mut dst: Vec<T> = Vec::with_capacity(len);
+    if k == 0 {
+        dst.resize(len, T::zero());
+        return dst;
+    }
+    if len > 0 {
+        // SAFETY: `dst` has room for the `m x n` row-major result and
+        // aliases neither operand, whose accesses the asserts keep inside
+        // their slices; with `read_dst` false gemm only writes `dst`.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                lhs.data.as_ptr(),
+                lhs.cs as isize,
+                lhs.rs as isize,
+                rhs.data.as_ptr(),
+                rhs.cs as isize,
+                rhs.rs as isize,
+                T::zero(),
+                T::one(),
+                false,
+                false,
+                false,
+                par,
+            )
+        }
+    }
+    // SAFETY: gemm wrote each of the `m x n` elements (k > 0).
+    unsafe { dst.set_len(len) };
+    dst
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,12 +53,15 @@
 //! assert!(s.iter().flatten().skip(1).all(|&x| x > 0.0));
 //! ```
 
+use std::sync::Mutex;
+
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::autodiff::backward::{masked_weight_gradients, Seed};
 use crate::autodiff::executor::{Executor, Mode};
-use crate::bitset::{ones_of_words, BitSet};
+use crate::autodiff::masked_weights::MaskedWeights;
+use crate::bitset::BitSet;
 use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::mask::MaskSet;
@@ -97,93 +100,118 @@ pub struct Options {
 /// SynFlow scores for `masks`, in the executor's dtype (f32: each product
 /// rounded to f32 as the reference computes it).
 pub fn scores(ex: &Executor, net: &Network, masks: &MaskSet) -> Result<Vec<Vec<f64>>> {
-    let w = crate::methods::scored::snip::weight_values(ex)?;
+    let w: Vec<Tensor> = ex.weights.iter().map(|w| w.as_tensor().clone()).collect();
     Ok(kept_scores_at(ex, net, masks, &w)?.dense(masks))
 }
 
 /// The scores of the weights `masks` keeps (the pruned ones carry no
-/// flow and score 0), with the executor's weights already read out as `w`
-/// (they do not change between rounds).
-fn kept_scores_at(ex: &Executor, net: &Network, masks: &MaskSet, w: &[Vec<f64>]) -> Result<Kept> {
+/// flow and score 0), with the weights `w` (their signs do not matter).
+fn kept_scores_at(ex: &Executor, net: &Network, masks: &MaskSet, w: &[Tensor]) -> Result<Kept> {
     let mut shape = vec![1];
     shape.extend(&net.values[net.inputs[0]].shape);
     let ones = Tensor::ones(shape, ex.dtype(), ex.device())?;
     // At the masked weights: read only at kept ones, where it is the
     // weight's gradient up to the sign the absolute value drops.
     let grads = masked_weight_gradients(ex, &ones, Some(masks), Mode::Linear, Seed::Sum)?;
-    let f32 = ex.dtype() == DType::F32;
     let layers = grads
         .par_iter()
         .zip(w)
         .zip(&masks.layers)
-        .map(|((g, w), m)| match g {
-            Some(g) => kept_products(g, w, m, f32),
-            None => Ok(vec![0.0; m.count_ones()]),
+        .map(|((g, w), m)| {
+            let products = match g {
+                Some(g) => kept_products(g, w, m)?,
+                None => vec![0.0; m.count_ones()],
+            };
+            if !products.iter().all(|x| x.is_finite()) {
+                return Err(Error::input(format!(
+                    "SynFlow: the synaptic flow of '{}' overflows {:?} (infinite or NaN \
+                     scores); compute it in f64 (synflow precision f64)",
+                    net.name,
+                    ex.dtype()
+                )));
+            }
+            Ok(products)
         })
         .collect::<Result<Vec<Vec<f64>>>>()?;
-    if layers.iter().flatten().any(|x| !x.is_finite()) {
-        return Err(Error::input(format!(
-            "SynFlow: the synaptic flow of '{}' overflows {:?} (infinite or NaN scores); \
-             compute it in f64 (synflow precision f64)",
-            net.name,
-            ex.dtype()
-        )));
-    }
     Ok(Kept::new(layers))
 }
 
 /// `|g_i * w_i|` for the weights `i` that `mask` keeps, in index order,
-/// rounded to f32 when `f32` (an f32 product is exact in f64: rounding it
-/// gives the f32 product the reference computes). The gradient is read in
-/// place where it is contiguous on the CPU (no weight-sized host copy).
-fn kept_products(g: &Tensor, w: &[f64], mask: &BitSet, f32: bool) -> Result<Vec<f64>> {
-    fn run<T: Copy + Into<f64>>(g: &[T], w: &[f64], mask: &BitSet, f32: bool) -> Vec<f64> {
-        let product = |i: usize| {
-            let p = g[i].into() * w[i];
-            if f32 {
-                (p as f32).abs() as f64
-            } else {
-                p.abs()
-            }
-        };
+/// computed in the tensors' dtype (in f32 the product is rounded to f32,
+/// as the reference computes it). Both are read in place where they are
+/// contiguous on the CPU (no weight-sized host copy).
+fn kept_products(g: &Tensor, w: &Tensor, mask: &BitSet) -> Result<Vec<f64>> {
+    fn run<T>(g: &[T], w: &[T], mask: &BitSet) -> Vec<f64>
+    where
+        T: Copy + std::ops::Mul<Output = T> + Into<f64>,
+    {
+        let product = |i: usize| (g[i] * w[i]).into().abs();
         let mut out = Vec::with_capacity(mask.count_ones());
+        let spare = &mut out.spare_capacity_mut()[..mask.count_ones()];
+        let mut n = 0;
         for (wi, &word) in mask.words().iter().enumerate() {
             let base = wi * 64;
             if word == u64::MAX {
                 // Whole words of kept weights (the early rounds): a
                 // straight loop the compiler vectorises.
-                out.extend((base..base + 64).map(product));
+                for (d, i) in spare[n..n + 64].iter_mut().zip(base..) {
+                    d.write(product(i));
+                }
+                n += 64;
             } else {
-                out.extend(ones_of_words(&[word]).map(|j| product(base + j)));
+                let mut bits = word;
+                while bits != 0 {
+                    spare[n].write(product(base + bits.trailing_zeros() as usize));
+                    bits &= bits - 1;
+                    n += 1;
+                }
             }
         }
+        assert_eq!(n, spare.len());
+        // SAFETY: the loop wrote one product per kept weight, the first
+        // `n` elements, and `n` is the capacity taken.
+        unsafe { out.set_len(n) };
         out
     }
-    let (storage, layout) = g.storage_and_layout();
-    if let (Storage::Cpu(cpu), Some((lo, hi))) = (&*storage, layout.contiguous_offsets()) {
-        match cpu {
-            CpuStorage::F32(v) => return Ok(run(&v[lo..hi], w, mask, f32)),
-            CpuStorage::F64(v) => return Ok(run(&v[lo..hi], w, mask, f32)),
+    let (gs, gl) = g.storage_and_layout();
+    let (ws, wl) = w.storage_and_layout();
+    if let (Storage::Cpu(gc), Storage::Cpu(wc), Some((g0, g1)), Some((w0, w1))) =
+        (&*gs, &*ws, gl.contiguous_offsets(), wl.contiguous_offsets())
+    {
+        match (gc, wc) {
+            (CpuStorage::F32(g), CpuStorage::F32(w)) => {
+                return Ok(run(&g[g0..g1], &w[w0..w1], mask))
+            }
+            (CpuStorage::F64(g), CpuStorage::F64(w)) => {
+                return Ok(run(&g[g0..g1], &w[w0..w1], mask))
+            }
             _ => {}
         }
     }
-    drop(storage);
-    let v: Vec<f64> = g.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-    Ok(run(&v, w, mask, f32))
+    drop((gs, ws));
+    let host =
+        |t: &Tensor| -> Result<Vec<f64>> { Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?) };
+    Ok(run(&host(g)?, &host(w)?, mask))
 }
 
-/// SynFlow's scorer for one network: its executor (f32 or f64), and the
-/// weights read out once (they do not change between rounds).
+/// SynFlow's scorer for one network: its executor (f32 or f64), whose
+/// masked weights `|w| * mask` are kept from round to round and updated
+/// where the masks changed ([`MaskedWeights`]).
 pub struct Flow<'a> {
     ex: Executor<'a>,
-    w: Vec<Vec<f64>>,
+    masked: Mutex<MaskedWeights>,
 }
 
 impl<'a> Flow<'a> {
     pub fn new(net: &'a Network, precision: Precision) -> Result<Self> {
-        let ex = Executor::new(net, &Device::Cpu, precision.dtype())?;
-        let w = crate::methods::scored::snip::weight_values(&ex)?;
-        Ok(Self { ex, w })
+        let mut ex = Executor::new(net, &Device::Cpu, precision.dtype())?;
+        let w: Vec<Tensor> = ex.weights.iter().map(|w| w.as_tensor().clone()).collect();
+        let masked = MaskedWeights::new(&w, &MaskSet::dense(net), true)?;
+        ex.use_masked_weights(masked.tensors().to_vec());
+        Ok(Self {
+            ex,
+            masked: Mutex::new(masked),
+        })
     }
 
     /// SynFlow scores for `masks` (every weight's).
@@ -194,6 +222,38 @@ impl<'a> Flow<'a> {
     /// SynFlow scores of the weights `masks` keeps (the pruned score 0):
     /// what the rounds cut ([`crate::methods::scored::rounds::RoundScores`]).
     pub fn kept_scores(&self, masks: &MaskSet) -> Result<Kept> {
-        kept_scores_at(&self.ex, self.ex.network(), masks, &self.w)
+        let mut masked = self
+            .masked
+            .lock()
+            .map_err(|_| Error::internal("SynFlow: a round panicked"))?;
+        masked.update(masks)?;
+        kept_scores_at(&self.ex, self.ex.network(), masks, masked.tensors())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The scorer that keeps its masked weights across calls scores as a
+    /// fresh executor does, over masks that shrink, grow back and repeat.
+    #[test]
+    fn kept_weights_across_calls_score_as_a_fresh_pass() {
+        let net = crate::zoo::build("lenet5", 3).unwrap();
+        let flow = Flow::new(&net, Precision::F32).unwrap();
+        let fresh = Executor::new(&net, &Device::Cpu, DType::F32).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut masks = MaskSet::dense(&net);
+        for keep in [1.0, 0.6, 0.3, 0.8, 0.8, 0.05] {
+            for m in &mut masks.layers {
+                *m = BitSet::from_fn(m.len(), |_| rng.random_bool(keep));
+            }
+            assert_eq!(
+                flow.scores(&masks).unwrap(),
+                scores(&fresh, &net, &masks).unwrap(),
+                "keep {keep}"
+            );
+        }
     }
 }
