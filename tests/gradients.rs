@@ -288,3 +288,114 @@ fn grasp_hessian_gradient_matches_the_analytic_hessian() {
         assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
     }
 }
+
+/// GraSP's exact `H g` (forward tangents and reverse pairs, f64) against
+/// the f64 central difference of two gradients, on ReLU networks with max
+/// pools (LeNet-5, VGG-11), BatchNorm epilogues (VGG-11, ResNet-20),
+/// residual sums and a global average pool (ResNet-20) and plain dense
+/// layers, with half the weights pruned; and the f32 product against the
+/// f64 one. (The difference is the fragile side: with two samples through
+/// ResNet-20 its step carries a pre-activation across ReLU's kink and it is
+/// off by 30x, so the deep nets get one sample, and ResNet-20 no pruning: half
+/// its weights pruned moves another pre-activation across. The symmetry
+/// test below checks ResNet-20 pruned.)
+#[test]
+fn exact_hessian_gradient_equals_the_central_difference() {
+    use maskforge::methods::scored::grasp;
+    for (name, n, density) in [
+        ("mlp:30-20-10", 8, 0.5),
+        ("lenet5", 4, 0.5),
+        ("vgg11", 1, 0.5),
+        ("resnet20", 1, 1.0),
+    ] {
+        let net = maskforge::zoo::build(name, 3).unwrap();
+        let cal = common::random_calibration(&net, n, 10, 9);
+        let m = common::random_masks(&net, density, 4);
+        let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
+        let (exact, w) = grasp::hessian_gradient(&ex, &m, &cal, 2.0).unwrap();
+        let g = loss_gradients(&ex, &m, &cal, 2.0).unwrap();
+        let diff = grasp::difference_hessian_gradient(&ex, &m, &cal, 2.0, &g, &w).unwrap();
+        let dist = |a: &[Vec<f64>], b: &[Vec<f64>]| {
+            let (mut num, mut den) = (0.0, 0.0);
+            for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+                num += (x - y) * (x - y);
+                den += y * y;
+            }
+            assert!(den > 0.0, "{name}: H g is zero");
+            (num / den).sqrt()
+        };
+        let e = dist(&diff, &exact);
+        assert!(e < 1e-6, "{name}: central difference off by {e:e}");
+        let ex32 = grasp::executor(&net, &Device::Cpu, &cal).unwrap();
+        assert_eq!(ex32.dtype(), DType::F32, "{name}: exact, so f32");
+        let (exact32, _) = grasp::hessian_gradient(&ex32, &m, &cal, 2.0).unwrap();
+        let e32 = dist(&exact32, &exact);
+        assert!(e32 < 1e-4, "{name}: f32 off by {e32:e}");
+    }
+}
+
+/// A Hessian is symmetric: `u . (H v) == v . (H u)` for the exact product
+/// on pruned ResNet-20 (residual sums, BatchNorm epilogues, a global pool)
+/// and LeNet-5 (max pools), to rounding; a rule applied on one side of the
+/// forward-reverse pair and not the other breaks it.
+#[test]
+fn exact_hessian_vector_products_are_symmetric() {
+    use maskforge::autodiff::{backward::Seed, hvp};
+    for name in ["lenet5", "resnet20"] {
+        let net = maskforge::zoo::build(name, 5).unwrap();
+        let cal = common::random_calibration(&net, 3, 10, 2);
+        let m = common::random_masks(&net, 0.5, 6);
+        let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
+        let (x, y) = &cal.batches[0];
+        let seed = Seed::CrossEntropy {
+            labels: y,
+            temperature: 3.0,
+        };
+        let direction = |s: u64| -> Vec<Tensor> {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
+            ex.weights
+                .iter()
+                .zip(&m.layers)
+                .map(|(w, mask)| {
+                    let v: Vec<f64> = (0..mask.len())
+                        .map(|i| {
+                            if mask.get(i) {
+                                rng.random::<f64>() - 0.5
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    Tensor::from_vec(v, w.shape(), &Device::Cpu).unwrap()
+                })
+                .collect()
+        };
+        let (u, v) = (direction(1), direction(2));
+        let hv = hvp::hessian_vector(&ex, x, Some(&m), seed, &v)
+            .unwrap()
+            .unwrap();
+        let hu = hvp::hessian_vector(&ex, x, Some(&m), seed, &u)
+            .unwrap()
+            .unwrap();
+        let dot = |a: &[Tensor], b: &[Option<Tensor>]| -> f64 {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| {
+                    let b = b.as_ref().unwrap();
+                    (a * b)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f64>()
+                        .unwrap()
+                })
+                .sum()
+        };
+        let (uhv, vhu) = (dot(&u, &hv), dot(&v, &hu));
+        assert!(uhv.abs() > 1e-6, "{name}: u.Hv = {uhv}");
+        assert!(
+            (uhv - vhu).abs() <= 1e-9 * uhv.abs(),
+            "{name}: u.Hv = {uhv}, v.Hu = {vhu}"
+        );
+    }
+}

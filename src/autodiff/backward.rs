@@ -100,7 +100,7 @@ impl Seed<'_> {
     }
 
     /// Its gradient at `logits`.
-    fn gradient(&self, logits: &Tensor) -> Result<Tensor> {
+    pub(crate) fn gradient(&self, logits: &Tensor) -> Result<Tensor> {
         match self {
             Seed::Sum => return Ok(logits.ones_like()?),
             Seed::Energy => return Ok((logits / logits.dim(0)? as f64)?),
@@ -195,7 +195,7 @@ pub fn parameter_gradients(
     reverse(ex, x, masks, mode, seed, true, false)
 }
 
-fn ours(ex: &Executor) -> bool {
+pub(crate) fn ours(ex: &Executor) -> bool {
     matches!(ex.device(), Device::Cpu) && matches!(ex.dtype(), DType::F32 | DType::F64)
 }
 
@@ -288,7 +288,7 @@ fn candle_gradients(
 }
 
 /// Per value: whether it depends on a weight (only those need gradients).
-fn needs_gradient(ex: &Executor, steps: &[Step], values: usize) -> Vec<bool> {
+pub(crate) fn needs_gradient(ex: &Executor, steps: &[Step], values: usize) -> Vec<bool> {
     let net = ex.network();
     let mut needs = vec![false; values];
     for s in steps {
@@ -298,7 +298,7 @@ fn needs_gradient(ex: &Executor, steps: &[Step], values: usize) -> Vec<bool> {
     needs
 }
 
-fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
+pub(crate) fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
     *slot = Some(match slot.take() {
         None => g,
         Some(a) => (a + g)?,
@@ -368,7 +368,7 @@ fn step_gradients(
 }
 
 /// Input gradients of a node that is not a layer.
-fn plain_gradients(
+pub(crate) fn plain_gradients(
     ex: &Executor,
     ni: usize,
     ins: &[Tensor],

@@ -880,7 +880,7 @@ fn lrn(x: &Tensor, size: usize, alpha: f32, beta: f32, bias: f32) -> Result<Tens
 /// `[out, in]`) over the last axis, leading axes folded into one.
 /// `detached`: nothing is tracked, so the untracked (and, when small,
 /// single-threaded) [`gemm::product`] may run it.
-fn dense(x: &Tensor, w: &Tensor, detached: bool) -> Result<Tensor> {
+pub(crate) fn dense(x: &Tensor, w: &Tensor, detached: bool) -> Result<Tensor> {
     let mul = |a: &Tensor, b: &Tensor| -> Result<Tensor> {
         if detached {
             gemm::product(a, b)

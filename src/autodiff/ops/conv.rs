@@ -187,6 +187,28 @@ pub fn conv2d_backward(
     Ok((dx, dw, Some(db)))
 }
 
+/// The input gradient alone of `y = conv2d_with(x, w, win, groups, epi)`
+/// for the output gradient `dy` (no weight gradient computed): f32 and
+/// f64 on the CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_input_grad(
+    x: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+    win: Window,
+    groups: usize,
+    epi: &Epilogue,
+) -> Result<Tensor> {
+    let op = Conv {
+        win,
+        groups,
+        epi: Arc::new(epi.clone()),
+    };
+    let (dx, _) = op.grads(&x.contiguous()?, &w.contiguous()?, y, dy, true, false)?;
+    dx.ok_or_else(|| Error::internal("conv backward: no input gradient"))
+}
+
 /// candle's own conv2d: square strides and dilations only, asymmetric
 /// padding made explicit. The reference the tests and benches compare
 /// against, and the path for CUDA devices.

@@ -51,6 +51,23 @@ pub fn max_pool2d_backward(
         .apply_op2_no_bwd(&x.contiguous()?, &MaxPoolGrad(op))?)
 }
 
+/// The derivative of [`max_pool2d`] at `x` along `r` (same shape as `x`):
+/// each output takes `r` at its window's winner (0 where nothing wins).
+/// Exact wherever each window's maximum is unique; on ties it follows the
+/// gradient's rule, the first maximum (for a Hessian-vector product:
+/// [`crate::autodiff::hvp`]).
+pub fn max_pool2d_tangent(
+    x: &Tensor,
+    r: &Tensor,
+    kernel: [usize; 2],
+    win: Window,
+    ceil: bool,
+) -> Result<Tensor> {
+    let op = MaxPool { kernel, win, ceil };
+    Ok(r.contiguous()?
+        .apply_op2_no_bwd(&x.contiguous()?, &MaxPoolTangent(op))?)
+}
+
 #[derive(Clone, Copy, Debug)]
 struct MaxPool {
     kernel: [usize; 2],
@@ -285,6 +302,31 @@ fn backward<T: WithDType>(op: &MaxPool, d: &Dims, dy: &[T], x: &[T]) -> Vec<T> {
     dx
 }
 
+fn tangent<T: WithDType>(op: &MaxPool, d: &Dims, r: &[T], x: &[T]) -> Vec<T> {
+    let (ip, op_len) = (d.h * d.w, d.oh * d.ow);
+    let per = planes_per_task(d);
+    let inside = op.windows_inside(d);
+    let fast = op.is_2x2(inside);
+    let mut y = vec![T::zero(); d.planes * op_len];
+    y.par_chunks_mut(per * op_len.max(1))
+        .enumerate()
+        .for_each(|(t, ys)| {
+            for (k, yp) in ys.chunks_mut(op_len.max(1)).enumerate() {
+                let plane = t * per + k;
+                let (xp, rp) = (&x[plane * ip..][..ip], &r[plane * ip..][..ip]);
+                let at = |w: Option<(usize, T)>| w.map_or(T::zero(), |(i, _)| rp[i]);
+                if fast {
+                    each_2x2(d, xp, |i, w| yp[i] = at(w));
+                    continue;
+                }
+                for (i, v) in yp.iter_mut().enumerate() {
+                    *v = at(op.winner(d, xp, inside, i / d.ow, i % d.ow));
+                }
+            }
+        });
+    y
+}
+
 impl CustomOp1 for MaxPool {
     fn name(&self) -> &'static str {
         "maskforge-max-pool2d"
@@ -346,5 +388,38 @@ impl CustomOp2 for MaxPoolGrad {
             _ => candle_core::bail!("max pool grad: f32 or f64 operands of one dtype"),
         };
         Ok((dx, l2.shape().clone()))
+    }
+}
+
+/// `(r, x) -> y'`: [`max_pool2d_tangent`].
+struct MaxPoolTangent(MaxPool);
+
+impl CustomOp2 for MaxPoolTangent {
+    fn name(&self) -> &'static str {
+        "maskforge-max-pool2d-tangent"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.0.dims(l2.dims())?;
+        if l1.dims() != l2.dims() {
+            candle_core::bail!("max pool tangent: direction {:?} does not fit", l1.dims())
+        }
+        let y = match (s1, s2) {
+            (CpuStorage::F32(r), CpuStorage::F32(x)) => {
+                CpuStorage::F32(tangent(&self.0, &d, contiguous(r, l1)?, contiguous(x, l2)?))
+            }
+            (CpuStorage::F64(r), CpuStorage::F64(x)) => {
+                CpuStorage::F64(tangent(&self.0, &d, contiguous(r, l1)?, contiguous(x, l2)?))
+            }
+            _ => candle_core::bail!("max pool tangent: f32 or f64 operands of one dtype"),
+        };
+        let dims = l2.dims();
+        Ok((y, Shape::from((dims[0], dims[1], d.oh, d.ow))))
     }
 }

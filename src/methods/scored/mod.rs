@@ -162,13 +162,12 @@ pub fn one_shot_scores(
         return Ok(s);
     }
     let cal = calibration(ctx, scorer)?;
-    // GraSP's finite-difference H g needs f64 (grasp.rs).
-    let dtype = if scorer == Scorer::Grasp {
-        DType::F64
+    // GraSP picks its precision by how it computes H g (grasp.rs).
+    let ex = if scorer == Scorer::Grasp {
+        crate::methods::scored::grasp::executor(net, &ctx.device, cal)?
     } else {
-        DType::F32
+        Executor::new(net, &ctx.device, DType::F32)?
     };
-    let ex = Executor::new(net, &ctx.device, dtype)?;
     let dense = MaskSet::dense(net);
     let s = Arc::new(match scorer {
         Scorer::Snip => crate::methods::scored::snip::scores(&ex, &dense, cal)?,

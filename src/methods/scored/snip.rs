@@ -68,6 +68,18 @@ pub enum Objective {
 }
 
 impl Objective {
+    /// The seed of a batch with labels `y` (token ids `[n, len]`: a
+    /// language model's next-token loss, whatever the objective).
+    pub fn seed(self, y: &Tensor, temperature: f64) -> Seed<'_> {
+        match self {
+            Objective::OutputEnergy if y.rank() != 2 => Seed::Energy,
+            _ => Seed::CrossEntropy {
+                labels: y,
+                temperature,
+            },
+        }
+    }
+
     /// The objective for `net`'s output: class scores get the cross-entropy.
     pub fn of(net: &crate::graph::Network) -> Self {
         let out = net.outputs[0];
@@ -114,19 +126,7 @@ pub fn loss_gradients(
     let mut acc: Vec<Vec<f64>> = vec![Vec::new(); ex.weights.len()];
     let objective = Objective::of(ex.network());
     for (x, y) in &cal.batches {
-        // Token ids: a language model's next-token loss.
-        let objective = if y.rank() == 2 {
-            Objective::CrossEntropy
-        } else {
-            objective
-        };
-        let seed = match objective {
-            Objective::CrossEntropy => Seed::CrossEntropy {
-                labels: y,
-                temperature,
-            },
-            Objective::OutputEnergy => Seed::Energy,
-        };
+        let seed = objective.seed(y, temperature);
         let grads = weight_gradients(ex, x, Some(masks), Mode::Eval, seed)?;
         acc.par_iter_mut()
             .zip(grads)
