@@ -326,6 +326,28 @@ fn exact_hessian_gradient_equals_the_central_difference() {
         };
         let e = dist(&diff, &exact);
         assert!(e < 1e-6, "{name}: central difference off by {e:e}");
+        // Two batches: the gradient over both first, then a product per
+        // batch (one batch reuses the gradient's recorded pass).
+        if n >= 2 {
+            let (x, y) = &cal.batches[0];
+            let half = |i: usize| {
+                (
+                    x.narrow(0, i * n / 2, n / 2).unwrap(),
+                    y.narrow(0, i * n / 2, n / 2).unwrap(),
+                )
+            };
+            let two = maskforge::autodiff::calibration::Calibration {
+                batches: vec![half(0), half(1)],
+            };
+            let (exact2, w2) = grasp::hessian_gradient(&ex, &m, &two, 2.0).unwrap();
+            let g2 = loss_gradients(&ex, &m, &two, 2.0).unwrap();
+            let diff2 = grasp::difference_hessian_gradient(&ex, &m, &two, 2.0, &g2, &w2).unwrap();
+            let e2 = dist(&diff2, &exact2);
+            assert!(
+                e2 < 1e-6,
+                "{name}, two batches: central difference off by {e2:e}"
+            );
+        }
         let ex32 = grasp::executor(&net, &Device::Cpu, &cal).unwrap();
         assert_eq!(ex32.dtype(), DType::F32, "{name}: exact, so f32");
         let (exact32, _) = grasp::hessian_gradient(&ex32, &m, &cal, 2.0).unwrap();

@@ -49,7 +49,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use crate::autodiff::executor::{Executor, Mode, Step, StepKind};
+use crate::autodiff::executor::{Executor, Mode, Recording, Step, StepKind};
 use crate::error::{Error, Result};
 use crate::graph::op::{Activation, Op, PoolKind};
 use crate::mask::MaskSet;
@@ -212,21 +212,97 @@ fn reverse(
     at_masked: bool,
 ) -> Result<Gradients> {
     let rec = ex.record(x, masks, mode)?;
-    let mut values = rec.values;
+    let pass = Pass {
+        masks,
+        mode,
+        biases,
+        at_masked,
+        keep: false,
+    };
+    Ok(reverse_over(ex, rec.values, &rec.steps, rec.target, seed, pass)?.0)
+}
+
+/// The weight gradients (as [`weight_gradients`]) of a recorded pass, and
+/// the gradient of every value it computed (`None` where none reaches):
+/// what a Hessian-vector product on the same batch reuses
+/// ([`crate::autodiff::hvp`]). The recording is left as it was.
+pub(crate) fn gradients_of_recording(
+    ex: &Executor,
+    rec: &Recording,
+    masks: Option<&MaskSet>,
+    mode: Mode,
+    seed: Seed,
+) -> Result<(PerLayer, PerValue)> {
+    let pass = Pass {
+        masks,
+        mode,
+        biases: false,
+        at_masked: false,
+        keep: true,
+    };
+    let values = rec.values.clone();
+    let (g, kept) = reverse_over(
+        ex,
+        values,
+        &rec.steps,
+        rec.target,
+        |z| seed.gradient(z),
+        pass,
+    )?;
+    Ok((g.weights, kept))
+}
+
+/// One optional tensor per layer (weight gradients).
+pub type PerLayer = Vec<Option<Tensor>>;
+/// One optional tensor per value of the network (value gradients).
+pub type PerValue = Vec<Option<Tensor>>;
+
+/// How [`reverse_over`] runs: `keep` returns every value's gradient.
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    masks: Option<&'a MaskSet>,
+    mode: Mode,
+    biases: bool,
+    at_masked: bool,
+    keep: bool,
+}
+
+fn reverse_over(
+    ex: &Executor,
+    mut values: Vec<Option<Tensor>>,
+    steps: &[Step],
+    target: usize,
+    seed: impl FnOnce(&Tensor) -> Result<Tensor>,
+    pass: Pass,
+) -> Result<(Gradients, Vec<Option<Tensor>>)> {
+    let Pass {
+        masks,
+        mode,
+        biases,
+        at_masked,
+        keep,
+    } = pass;
     let net = ex.network();
-    let needs = needs_gradient(ex, &rec.steps, values.len());
+    let needs = needs_gradient(ex, steps, values.len());
     let mut grads: Vec<Option<Tensor>> = vec![None; values.len()];
-    let logits = values[rec.target]
+    let mut kept: Vec<Option<Tensor>> = Vec::new();
+    if keep {
+        kept = vec![None; values.len()];
+    }
+    let logits = values[target]
         .as_ref()
         .ok_or_else(|| Error::internal("backward: no logits"))?;
-    grads[rec.target] = Some(seed(logits)?);
+    grads[target] = Some(seed(logits)?);
     let mut out: Vec<Option<Tensor>> = vec![None; ex.weights.len()];
     let mut bias_grads: Vec<(String, Tensor)> = Vec::new();
-    for step in rec.steps.into_iter().rev() {
+    for step in steps.iter().rev() {
         let y = values[step.out].take();
         let Some(dy) = grads[step.out].take() else {
             continue;
         };
+        if keep {
+            kept[step.out] = Some(dy.clone());
+        }
         let y = y.ok_or_else(|| Error::internal("backward: a value was not kept"))?;
         let node = &net.nodes[step.node];
         let ins = node
@@ -239,7 +315,7 @@ fn reverse(
             })
             .collect::<Result<Vec<_>>>()?;
         let need: Vec<bool> = node.inputs.iter().map(|&v| needs[v]).collect();
-        let (dins, dw, db) = step_gradients(ex, &step, &ins, &need, &y, &dy, mode, biases)?;
+        let (dins, dw, db) = step_gradients(ex, step, &ins, &need, &y, &dy, mode, biases)?;
         if let Some((name, g)) = db {
             match bias_grads.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, acc)) => *acc = (&*acc + g)?,
@@ -265,10 +341,11 @@ fn reverse(
             }
         }
     }
-    Ok(Gradients {
+    let gradients = Gradients {
         weights: out,
         biases: bias_grads,
-    })
+    };
+    Ok((gradients, kept))
 }
 
 /// The same with candle's autograd over the whole pass.

@@ -42,7 +42,9 @@
 
 use candle_core::{Tensor, D};
 
-use crate::autodiff::backward::{accumulate, needs_gradient, ours, plain_gradients, Seed};
+use crate::autodiff::backward::{
+    accumulate, gradients_of_recording, needs_gradient, ours, plain_gradients, PerLayer, Seed,
+};
 use crate::autodiff::executor::{dense, Executor, Mode, Recording, StepKind};
 use crate::autodiff::ops::conv::{conv2d_backward, conv2d_input_grad, conv2d_with, Epilogue};
 use crate::autodiff::ops::maxpool::max_pool2d_tangent;
@@ -102,7 +104,46 @@ pub fn hessian_vector(
         return Ok(None);
     };
     let dz = seed.gradient(logits)?;
-    reverse_pairs(ex, &rec, &tangents, v, dz, rdz).map(Some)
+    reverse_pairs(ex, &rec, &tangents, v, Primal::Seed(dz), rdz).map(Some)
+}
+
+/// The gradient `g` of `seed`'s loss for the batch `x` (as
+/// [`crate::autodiff::backward::weight_gradients`] gives it) and `H g`,
+/// from one recorded forward pass whose value gradients the product
+/// reuses: GraSP on one batch, a forward pass and an input gradient per
+/// layer cheaper than the gradient and [`hessian_vector`] apart. `None`
+/// when not covered (see [`hessian_vector`]).
+pub fn gradient_and_hessian_gradient(
+    ex: &Executor,
+    x: &Tensor,
+    masks: Option<&MaskSet>,
+    seed: Seed,
+) -> Result<Option<(PerLayer, PerLayer)>> {
+    if !ours(ex) {
+        return Ok(None);
+    }
+    let rec = ex.record(x, masks, Mode::Eval)?;
+    let (g, primal) = gradients_of_recording(ex, &rec, masks, Mode::Eval, seed)?;
+    let v = g
+        .iter()
+        .zip(&ex.weights)
+        .map(|(g, w)| match g {
+            Some(g) => Ok(g.clone()),
+            None => Ok(w.as_tensor().zeros_like()?),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let Some(tangents) = forward_tangents(ex, &rec, &v)? else {
+        return Ok(None);
+    };
+    let logits = value(&rec, rec.target)?;
+    let Some(rz) = &tangents[rec.target] else {
+        return Ok(Some((g, vec![None; ex.weights.len()])));
+    };
+    let Some(rdz) = seed_tangent(seed, logits, rz)? else {
+        return Ok(None);
+    };
+    let hg = reverse_pairs(ex, &rec, &tangents, &v, Primal::Kept(&primal), rdz)?;
+    Ok(Some((g, hg)))
 }
 
 fn value(rec: &Recording, id: usize) -> Result<&Tensor> {
@@ -247,25 +288,45 @@ fn seed_tangent(seed: Seed, z: &Tensor, rz: &Tensor) -> Result<Option<Tensor>> {
     }
 }
 
-/// The reverse pass of pairs `(d, R{d})` from the logits' `(dz, rdz)`:
+/// Where the reverse pass of pairs gets the plain gradients `d`.
+enum Primal<'a> {
+    /// From the logits' gradient, passed back alongside `R{d}`.
+    Seed(Tensor),
+    /// Every value's, kept from a reverse pass of the same recording.
+    Kept(&'a [Option<Tensor>]),
+}
+
+/// The reverse pass of pairs `(d, R{d})` from the logits' `R{d}`, `rdz`:
 /// per layer, the sum of `R{dW}`.
 fn reverse_pairs(
     ex: &Executor,
     rec: &Recording,
     tan: &[Option<Tensor>],
     v: &[Tensor],
-    dz: Tensor,
+    primal: Primal,
     rdz: Tensor,
 ) -> Result<Vec<Option<Tensor>>> {
     let net = ex.network();
     let needs = needs_gradient(ex, &rec.steps, rec.values.len());
     let mut d: Vec<Option<Tensor>> = vec![None; rec.values.len()];
     let mut rd: Vec<Option<Tensor>> = vec![None; rec.values.len()];
-    d[rec.target] = Some(dz);
+    let kept = match primal {
+        Primal::Seed(dz) => {
+            d[rec.target] = Some(dz);
+            None
+        }
+        Primal::Kept(k) => Some(k),
+    };
+    // Pass `d` back too, unless it is kept.
+    let propagate = kept.is_none();
     rd[rec.target] = Some(rdz);
     let mut hv: Vec<Option<Tensor>> = vec![None; ex.weights.len()];
     for step in rec.steps.iter().rev() {
-        let (Some(dy), rdy) = (d[step.out].take(), rd[step.out].take()) else {
+        let dy = match kept {
+            Some(k) => k[step.out].clone(),
+            None => d[step.out].take(),
+        };
+        let (Some(dy), rdy) = (dy, rd[step.out].take()) else {
             continue;
         };
         let node = &net.nodes[step.node];
@@ -275,7 +336,7 @@ fn reverse_pairs(
             (StepKind::Conv { layer, w, epi }, Op::Conv { conv, .. }) => {
                 let (x, need) = (value(rec, input)?, needs[input]);
                 let (win, groups) = (conv.window, conv.groups);
-                if need {
+                if need && propagate {
                     let dx = conv2d_input_grad(x, w, y, &dy, win, groups, epi)?;
                     accumulate(&mut d[input], dx)?;
                 }
@@ -311,7 +372,7 @@ fn reverse_pairs(
                 let rows = |t: &Tensor, f: usize| t.reshape(((), f));
                 let product = crate::autodiff::ops::gemm::product;
                 let dy2 = rows(&dy, out_f)?;
-                if need {
+                if need && propagate {
                     accumulate(&mut d[input], product(&dy2, w)?.reshape(x.shape())?)?;
                 }
                 if let Some(rdy) = &rdy {
@@ -339,7 +400,11 @@ fn reverse_pairs(
                     .collect::<Result<Vec<_>>>()?;
                 let need: Vec<bool> = node.inputs.iter().map(|&i| needs[i]).collect();
                 // Piecewise linear: the same Jacobian carries both.
-                let dx = plain_gradients(ex, step.node, &ins, &need, y, &dy, Mode::Eval)?;
+                let dx = if propagate {
+                    plain_gradients(ex, step.node, &ins, &need, y, &dy, Mode::Eval)?
+                } else {
+                    vec![None; ins.len()]
+                };
                 let rdx = match &rdy {
                     Some(r) => plain_gradients(ex, step.node, &ins, &need, y, r, Mode::Eval)?,
                     None => vec![None; ins.len()],

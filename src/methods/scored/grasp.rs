@@ -91,45 +91,65 @@ pub fn hessian_gradient(
     cal: &Calibration,
     temp: f64,
 ) -> Result<(LayerValues, LayerValues)> {
-    let g = loss_gradients(ex, masks, cal, temp)?;
     let w = weight_values(ex)?;
     if exact(ex, cal)? {
-        if let Some(hg) = exact_hessian_gradient(ex, masks, cal, temp, &g)? {
+        if let Some(hg) = exact_hessian_gradient(ex, masks, cal, temp)? {
             return Ok((hg, w));
         }
     }
+    let g = loss_gradients(ex, masks, cal, temp)?;
     Ok((
         difference_hessian_gradient(ex, masks, cal, temp, &g, &w)?,
         w,
     ))
 }
 
-/// `H g` summed over the batches by [`hvp::hessian_vector`]; `None` if a
-/// batch is not covered.
+/// `H g` by [`hvp`]: one recorded pass for the gradient and the product
+/// when there is one batch, else the gradient over every batch first and
+/// then [`hvp::hessian_vector`] per batch. `None` if a batch is not
+/// covered.
 fn exact_hessian_gradient(
     ex: &Executor,
     masks: &MaskSet,
     cal: &Calibration,
     temp: f64,
-    g: &[Vec<f64>],
 ) -> Result<Option<LayerValues>> {
-    let v = ex
-        .weights
-        .iter()
-        .zip(g)
-        .map(|(w, g)| Ok(Tensor::from_slice(g, w.shape(), ex.device())?.to_dtype(ex.dtype())?))
-        .collect::<Result<Vec<_>>>()?;
     let objective = Objective::of(ex.network());
-    let mut acc: LayerValues = g.iter().map(|l| vec![0.0; l.len()]).collect();
-    for (x, y) in &cal.batches {
-        let seed = objective.seed(y, temp);
-        let Some(hv) = hvp::hessian_vector(ex, x, Some(masks), seed, &v)? else {
-            return Ok(None);
-        };
+    let zeros = || -> LayerValues {
+        ex.weights
+            .iter()
+            .map(|w| vec![0.0; w.elem_count()])
+            .collect()
+    };
+    let mut acc = zeros();
+    let mut add = |hv: Vec<Option<Tensor>>| -> Result<()> {
         for (a, h) in acc.iter_mut().zip(hv) {
             if let Some(h) = h {
                 let h: Vec<f64> = h.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
                 a.iter_mut().zip(h).for_each(|(a, h)| *a += h);
+            }
+        }
+        Ok(())
+    };
+    if let [(x, y)] = &cal.batches[..] {
+        let seed = objective.seed(y, temp);
+        match hvp::gradient_and_hessian_gradient(ex, x, Some(masks), seed)? {
+            Some((_, hg)) => add(hg)?,
+            None => return Ok(None),
+        }
+    } else {
+        let g = loss_gradients(ex, masks, cal, temp)?;
+        let v = ex
+            .weights
+            .iter()
+            .zip(&g)
+            .map(|(w, g)| Ok(Tensor::from_slice(g, w.shape(), ex.device())?.to_dtype(ex.dtype())?))
+            .collect::<Result<Vec<_>>>()?;
+        for (x, y) in &cal.batches {
+            let seed = objective.seed(y, temp);
+            match hvp::hessian_vector(ex, x, Some(masks), seed, &v)? {
+                Some(hv) => add(hv)?,
+                None => return Ok(None),
             }
         }
     }
