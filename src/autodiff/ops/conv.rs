@@ -372,6 +372,20 @@ fn im2col<T: WithDType>(g: &Geometry, x: &[T], cols: &mut [T], ld: usize, col0: 
                 let dst = &mut cols[row * ld + col0..][..g.p()];
                 dst[..ylo * ow].fill(T::zero());
                 dst[yhi * ow..].fill(T::zero());
+                if rows_run_on(g) && ylo < yhi && xlo < xhi {
+                    // The tap's rows are one run of the plane: copy it
+                    // whole, then clear the padding taps it wrapped onto.
+                    let (a, b) = (ylo * ow + xlo, (yhi - 1) * ow + xhi);
+                    let start =
+                        (((ylo as isize + yoff) * g.w as isize) + xlo as isize + xoff) as usize;
+                    dst[a..b].copy_from_slice(&plane[start..start + (b - a)]);
+                    for oy in ylo..yhi {
+                        let d = &mut dst[oy * ow..][..ow];
+                        d[..xlo].iter_mut().for_each(|v| *v = T::zero());
+                        d[xhi..].iter_mut().for_each(|v| *v = T::zero());
+                    }
+                    continue;
+                }
                 for oy in ylo..yhi {
                     let iy = ((oy * sh) as isize + yoff) as usize;
                     let src = &plane[iy * g.w..][..g.w];
@@ -392,9 +406,17 @@ fn im2col<T: WithDType>(g: &Geometry, x: &[T], cols: &mut [T], ld: usize, col0: 
     }
 }
 
+/// Whether consecutive output rows read consecutive input rows of the
+/// same width (stride 1, output as wide as the input: VGG's and ResNet's
+/// 3x3 convolutions), so that each tap's rows form one run of the plane.
+fn rows_run_on(g: &Geometry) -> bool {
+    g.win.stride == [1, 1] && g.ow == g.w
+}
+
 /// The adjoint of [`im2col`]: adds columns `col0 .. col0 + p` of `cols` back
-/// onto the positions they were read from in `dx`; padding taps are dropped.
-fn col2im<T: WithDType>(g: &Geometry, cols: &[T], ld: usize, col0: usize, dx: &mut [T]) {
+/// onto the positions they were read from in `dx`; padding taps are dropped
+/// (and, where [`rows_run_on`], set to 0 in `cols`, a scratch matrix).
+fn col2im<T: WithDType>(g: &Geometry, cols: &mut [T], ld: usize, col0: usize, dx: &mut [T]) {
     let (ty, tx) = g.taps();
     let (ow, sh, sw) = (g.ow, g.win.stride[0], g.win.stride[1]);
     for c in 0..g.cg() {
@@ -402,7 +424,25 @@ fn col2im<T: WithDType>(g: &Geometry, cols: &[T], ld: usize, col0: usize, dx: &m
         for (ky, &(ylo, yhi, yoff)) in ty.iter().enumerate() {
             for (kx, &(xlo, xhi, xoff)) in tx.iter().enumerate() {
                 let row = (c * g.kh + ky) * g.kw + kx;
-                let src = &cols[row * ld + col0..][..g.p()];
+                let src = &mut cols[row * ld + col0..][..g.p()];
+                if rows_run_on(g) && ylo < yhi && xlo < xhi {
+                    // One run of the plane, as in `im2col`: the padding taps
+                    // it wraps onto add 0. Each element of the run gets one
+                    // addition, as row by row: the same sums.
+                    for oy in ylo..yhi {
+                        let s = &mut src[oy * ow..][..ow];
+                        s[..xlo].iter_mut().for_each(|v| *v = T::zero());
+                        s[xhi..].iter_mut().for_each(|v| *v = T::zero());
+                    }
+                    let (a, b) = (ylo * ow + xlo, (yhi - 1) * ow + xhi);
+                    let start =
+                        (((ylo as isize + yoff) * g.w as isize) + xlo as isize + xoff) as usize;
+                    for (d, &v) in plane[start..start + (b - a)].iter_mut().zip(&src[a..b]) {
+                        *d += v;
+                    }
+                    continue;
+                }
+                let src = &*src;
                 for oy in ylo..yhi {
                     let iy = ((oy * sh) as isize + yoff) as usize;
                     let dst = &mut plane[iy * g.w..][..g.w];
@@ -1125,7 +1165,7 @@ mod tests {
             im2col(&g, &x, &mut cols, ld, 2);
             let c: Vec<f64> = (0..g.k() * ld).map(|_| rng.random::<f64>() - 0.5).collect();
             let mut dx = vec![0.0; x.len()];
-            col2im(&g, &c, ld, 2, &mut dx);
+            col2im(&g, &mut c.clone(), ld, 2, &mut dx);
             let mut lhs = 0.0;
             for r in 0..g.k() {
                 for q in 2..2 + g.p() {
