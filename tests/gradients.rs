@@ -421,3 +421,42 @@ fn exact_hessian_vector_products_are_symmetric() {
         );
     }
 }
+
+/// The exact `H g` against the f64 central difference on every committed
+/// exporter fixture the product covers (ShuffleNetV2's channel split and
+/// shuffle, a global mean, ...), one sample each.
+#[test]
+fn exact_hessian_gradient_on_exported_graphs() {
+    use maskforge::autodiff::hvp;
+    use maskforge::methods::scored::grasp;
+    let mut covered = Vec::new();
+    for graph in common::fixtures() {
+        let net = graph.load().network;
+        let ex = Executor::new(&net, &Device::Cpu, DType::F64).unwrap();
+        let cal = common::random_calibration(&net, 1, 1, 3);
+        if !hvp::covers(&ex, &cal.batches[0].0).unwrap() {
+            continue;
+        }
+        let m = MaskSet::dense(&net);
+        let (exact, w) = grasp::hessian_gradient(&ex, &m, &cal, 2.0).unwrap();
+        let g = loss_gradients(&ex, &m, &cal, 2.0).unwrap();
+        let diff = grasp::difference_hessian_gradient(&ex, &m, &cal, 2.0, &g, &w).unwrap();
+        let (mut num, mut den) = (0.0, 0.0);
+        for (x, y) in exact.iter().flatten().zip(diff.iter().flatten()) {
+            num += (x - y) * (x - y);
+            den += y * y;
+        }
+        let e = (num / den).sqrt();
+        assert!(
+            den > 0.0 && e < 1e-6,
+            "{}: central difference off by {e:e}",
+            graph.name
+        );
+        covered.push(graph.name.clone());
+        eprintln!("{}: exact against the difference {e:e}", graph.name);
+    }
+    assert!(
+        covered.iter().any(|n| n.contains("shufflenet")),
+        "covered: {covered:?}"
+    );
+}

@@ -14,8 +14,9 @@
 //! `u = R{z} / T`.
 //!
 //! Covered: networks whose other nodes are piecewise linear in their
-//! inputs (ReLU, max and average pools, reshapes, transposes, concats and
-//! sums of activations), with convolutions and dense layers whose
+//! inputs (ReLU, max and average pools, reshapes, transposes, concats,
+//! sums of activations, data movement without constants and sums or means
+//! over axes), with convolutions and dense layers whose
 //! epilogues (bias, eval-mode BatchNorm, ReLU) the executor fuses. Their
 //! second derivative is zero away from the kinks, so the products are
 //! exact there; at a kink they take the side the gradient takes (a ReLU
@@ -49,7 +50,7 @@ use crate::autodiff::executor::{dense, Executor, Mode, Recording, StepKind};
 use crate::autodiff::ops::conv::{conv2d_backward, conv2d_input_grad, conv2d_with, Epilogue};
 use crate::autodiff::ops::maxpool::max_pool2d_tangent;
 use crate::error::{Error, Result};
-use crate::graph::op::{Activation, Op, PoolKind};
+use crate::graph::op::{Activation, Mix, MixKind, Op, PoolKind, Reduce};
 use crate::mask::MaskSet;
 
 /// Whether [`hessian_vector`] covers `ex`'s network: our reverse pass runs
@@ -71,6 +72,17 @@ fn piecewise_linear(ex: &Executor, ni: usize) -> bool {
         Op::Reshape | Op::Identity | Op::Transpose(_) | Op::Concat(_) | Op::Add => true,
         Op::Activation(Activation::Relu) => ex.pswish().is_none(),
         Op::Pool(_) | Op::GlobalPool(PoolKind::Avg) => true,
+        // Data movement (Slice, Split, Pad with zeros, ...) and sums or
+        // means over axes: linear, no constant term.
+        Op::Gather(map) => map.consts.iter().all(|&c| c == 0.0),
+        Op::Mix(Mix {
+            kind:
+                MixKind::Reduce {
+                    f: Reduce::Mean | Reduce::Sum,
+                    ..
+                },
+            ..
+        }) => true,
         _ => false,
     }
 }
