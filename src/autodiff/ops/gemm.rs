@@ -103,24 +103,64 @@ pub(crate) fn gemm<T: WithDType>(
     rhs: Mat<T>,
     par: Parallelism,
 ) {
+    let (m, n) = (lhs.rows, rhs.cols);
+    assert!(Mat::<T>::fits(m, n, ld, 1, dst.len()));
+    // SAFETY: `dst` holds the `m x n` block at row stride `ld` (asserted)
+    // and, borrowed mutably, aliases neither operand.
+    unsafe { product_into(dst.as_mut_ptr(), ld, accumulate, lhs, rhs, par) }
+}
+
+/// `lhs . rhs` as a new row-major `Vec` (`rows x cols`), written once by
+/// the product: no zero fill first (for a SynFlow round's 15 M-weight
+/// gradient, the fill was a fourteenth of the run).
+pub(crate) fn gemm_fresh<T: WithDType>(lhs: Mat<T>, rhs: Mat<T>, par: Parallelism) -> Vec<T> {
+    let len = lhs.rows * rhs.cols;
+    let mut dst: Vec<T> = Vec::with_capacity(len);
+    if lhs.cols == 0 {
+        dst.resize(len, T::zero());
+        return dst;
+    }
+    // SAFETY: `dst` has room for the `m x n` result at row stride `n` and
+    // aliases neither operand; without `accumulate` gemm only writes it,
+    // every element (the inner dimension is not empty), so it is
+    // initialised before `set_len`.
+    unsafe {
+        product_into(dst.as_mut_ptr(), rhs.cols, false, lhs, rhs, par);
+        dst.set_len(len);
+    }
+    dst
+}
+
+/// `dst (= dst +) lhs . rhs` through the `gemm` crate, the operands'
+/// bounds checked.
+///
+/// # Safety
+/// `dst` must be valid for writes (and for reads with `accumulate`) of the
+/// `lhs.rows x rhs.cols` block at row stride `ld`, and alias neither operand.
+unsafe fn product_into<T: WithDType>(
+    dst: *mut T,
+    ld: usize,
+    accumulate: bool,
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+    par: Parallelism,
+) {
     let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
     assert_eq!(k, rhs.rows, "gemm: inner dimensions differ");
-    assert!(Mat::<T>::fits(m, n, ld, 1, dst.len()));
     assert!(Mat::<T>::fits(m, k, lhs.rs, lhs.cs, lhs.data.len()));
     assert!(Mat::<T>::fits(k, n, rhs.rs, rhs.cs, rhs.data.len()));
     if m == 0 || n == 0 {
         return;
     }
     let alpha = if accumulate { T::one() } else { T::zero() };
-    // SAFETY: the asserts above keep every access of the three matrices
-    // inside their slices; `dst` is borrowed mutably, so it aliases neither
-    // operand.
+    // SAFETY: the operands' accesses stay inside their slices (asserted);
+    // the caller vouches for `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             ld as isize,
             accumulate,
@@ -138,53 +178,6 @@ pub(crate) fn gemm<T: WithDType>(
             par,
         )
     }
-}
-
-/// `lhs . rhs` as a new row-major `Vec` (`rows x cols`), written once by
-/// the product: no zero fill first (for a SynFlow round's 15 M-weight
-/// gradient, the fill was a fourteenth of the run).
-pub(crate) fn gemm_fresh<T: WithDType>(lhs: Mat<T>, rhs: Mat<T>, par: Parallelism) -> Vec<T> {
-    let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
-    assert_eq!(k, rhs.rows, "gemm: inner dimensions differ");
-    assert!(Mat::<T>::fits(m, k, lhs.rs, lhs.cs, lhs.data.len()));
-    assert!(Mat::<T>::fits(k, n, rhs.rs, rhs.cs, rhs.data.len()));
-    let len = m * n;
-    let mut dst: Vec<T> = Vec::with_capacity(len);
-    if k == 0 {
-        dst.resize(len, T::zero());
-        return dst;
-    }
-    if len > 0 {
-        // SAFETY: `dst` has room for the `m x n` row-major result and
-        // aliases neither operand, whose accesses the asserts keep inside
-        // their slices; with `read_dst` false gemm only writes `dst`.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                lhs.data.as_ptr(),
-                lhs.cs as isize,
-                lhs.rs as isize,
-                rhs.data.as_ptr(),
-                rhs.cs as isize,
-                rhs.rs as isize,
-                T::zero(),
-                T::one(),
-                false,
-                false,
-                false,
-                par,
-            )
-        }
-    }
-    // SAFETY: gemm wrote each of the `m x n` elements (k > 0).
-    unsafe { dst.set_len(len) };
-    dst
 }
 
 #[cfg(test)]

@@ -246,6 +246,20 @@ fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
 }
 
 fn forward<T: WithDType>(op: &MaxPool, d: &Dims, x: &[T]) -> Vec<T> {
+    // The winner's value is the maximum; an empty window reads -inf.
+    per_output(op, d, x, |_, w| {
+        w.map_or(T::from_f64(f64::NEG_INFINITY), |(_, m)| m)
+    })
+}
+
+/// Every output of the pool of `x`, as `value(plane, winner)` of its
+/// window's winner (index in the plane and value; `None`: nothing wins).
+fn per_output<T: WithDType>(
+    op: &MaxPool,
+    d: &Dims,
+    x: &[T],
+    value: impl Fn(usize, Option<(usize, T)>) -> T + Sync,
+) -> Vec<T> {
     let (ip, op_len) = (d.h * d.w, d.oh * d.ow);
     let per = planes_per_task(d);
     let inside = op.windows_inside(d);
@@ -255,17 +269,14 @@ fn forward<T: WithDType>(op: &MaxPool, d: &Dims, x: &[T]) -> Vec<T> {
         .enumerate()
         .for_each(|(t, ys)| {
             for (k, yp) in ys.chunks_mut(op_len.max(1)).enumerate() {
-                let xp = &x[(t * per + k) * ip..][..ip];
+                let plane = t * per + k;
+                let xp = &x[plane * ip..][..ip];
                 if fast {
-                    each_2x2(d, xp, |i, w| {
-                        yp[i] = w.map_or(T::from_f64(f64::NEG_INFINITY), |(_, m)| m)
-                    });
+                    each_2x2(d, xp, |i, w| yp[i] = value(plane, w));
                     continue;
                 }
                 for (i, v) in yp.iter_mut().enumerate() {
-                    *v = op
-                        .winner(d, xp, inside, i / d.ow, i % d.ow)
-                        .map_or(T::from_f64(f64::NEG_INFINITY), |(_, m)| m);
+                    *v = value(plane, op.winner(d, xp, inside, i / d.ow, i % d.ow));
                 }
             }
         });
@@ -303,28 +314,10 @@ fn backward<T: WithDType>(op: &MaxPool, d: &Dims, dy: &[T], x: &[T]) -> Vec<T> {
 }
 
 fn tangent<T: WithDType>(op: &MaxPool, d: &Dims, r: &[T], x: &[T]) -> Vec<T> {
-    let (ip, op_len) = (d.h * d.w, d.oh * d.ow);
-    let per = planes_per_task(d);
-    let inside = op.windows_inside(d);
-    let fast = op.is_2x2(inside);
-    let mut y = vec![T::zero(); d.planes * op_len];
-    y.par_chunks_mut(per * op_len.max(1))
-        .enumerate()
-        .for_each(|(t, ys)| {
-            for (k, yp) in ys.chunks_mut(op_len.max(1)).enumerate() {
-                let plane = t * per + k;
-                let (xp, rp) = (&x[plane * ip..][..ip], &r[plane * ip..][..ip]);
-                let at = |w: Option<(usize, T)>| w.map_or(T::zero(), |(i, _)| rp[i]);
-                if fast {
-                    each_2x2(d, xp, |i, w| yp[i] = at(w));
-                    continue;
-                }
-                for (i, v) in yp.iter_mut().enumerate() {
-                    *v = at(op.winner(d, xp, inside, i / d.ow, i % d.ow));
-                }
-            }
-        });
-    y
+    let ip = d.h * d.w;
+    per_output(op, d, x, |plane, w| {
+        w.map_or(T::zero(), |(i, _)| r[plane * ip + i])
+    })
 }
 
 impl CustomOp1 for MaxPool {
