@@ -48,7 +48,7 @@ pub fn max_pool2d_backward(
     let op = MaxPool { kernel, win, ceil };
     Ok(dy
         .contiguous()?
-        .apply_op2_no_bwd(&x.contiguous()?, &MaxPoolGrad(op))?)
+        .apply_op2_no_bwd(&x.contiguous()?, &MaxPoolLinear(op, Along::Back))?)
 }
 
 /// The derivative of [`max_pool2d`] at `x` along `r` (same shape as `x`):
@@ -65,7 +65,7 @@ pub fn max_pool2d_tangent(
 ) -> Result<Tensor> {
     let op = MaxPool { kernel, win, ceil };
     Ok(r.contiguous()?
-        .apply_op2_no_bwd(&x.contiguous()?, &MaxPoolTangent(op))?)
+        .apply_op2_no_bwd(&x.contiguous()?, &MaxPoolLinear(op, Along::Tangent))?)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -338,58 +338,39 @@ impl CustomOp1 for MaxPool {
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(
-            dy.contiguous()?.apply_op2_no_bwd(x, &MaxPoolGrad(*self))?,
+            dy.contiguous()?
+                .apply_op2_no_bwd(x, &MaxPoolLinear(*self, Along::Back))?,
         ))
     }
 }
 
-/// `(dy, x) -> dx`.
-struct MaxPoolGrad(MaxPool);
+/// The two linear maps a max pool fixes at its input `x`, as one op
+/// `(a, x) -> ...`: routing an output gradient back to the winners
+/// (`Back`, `a` shaped as the output) and reading a direction at the
+/// winners (`Tangent`, `a` shaped as the input).
+#[derive(Clone, Copy)]
+enum Along {
+    Back,
+    Tangent,
+}
 
-impl CustomOp2 for MaxPoolGrad {
-    fn name(&self) -> &'static str {
-        "maskforge-max-pool2d-grad"
-    }
+struct MaxPoolLinear(MaxPool, Along);
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = self.0.dims(l2.dims())?;
-        if l1.shape().elem_count() != d.planes * d.oh * d.ow {
-            candle_core::bail!(
-                "max pool grad: output gradient {:?} does not fit",
-                l1.dims()
-            )
+impl MaxPoolLinear {
+    fn run<T: WithDType>(&self, d: &Dims, a: &[T], x: &[T]) -> Vec<T> {
+        match self.1 {
+            Along::Back => backward(&self.0, d, a, x),
+            Along::Tangent => tangent(&self.0, d, a, x),
         }
-        let dx = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(x)) => CpuStorage::F32(backward(
-                &self.0,
-                &d,
-                contiguous(g, l1)?,
-                contiguous(x, l2)?,
-            )),
-            (CpuStorage::F64(g), CpuStorage::F64(x)) => CpuStorage::F64(backward(
-                &self.0,
-                &d,
-                contiguous(g, l1)?,
-                contiguous(x, l2)?,
-            )),
-            _ => candle_core::bail!("max pool grad: f32 or f64 operands of one dtype"),
-        };
-        Ok((dx, l2.shape().clone()))
     }
 }
 
-/// `(r, x) -> y'`: [`max_pool2d_tangent`].
-struct MaxPoolTangent(MaxPool);
-
-impl CustomOp2 for MaxPoolTangent {
+impl CustomOp2 for MaxPoolLinear {
     fn name(&self) -> &'static str {
-        "maskforge-max-pool2d-tangent"
+        match self.1 {
+            Along::Back => "maskforge-max-pool2d-grad",
+            Along::Tangent => "maskforge-max-pool2d-tangent",
+        }
     }
 
     fn cpu_fwd(
@@ -400,19 +381,26 @@ impl CustomOp2 for MaxPoolTangent {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = self.0.dims(l2.dims())?;
-        if l1.dims() != l2.dims() {
-            candle_core::bail!("max pool tangent: direction {:?} does not fit", l1.dims())
+        let (x, pooled) = (l2.dims(), (l2.dims()[0], l2.dims()[1], d.oh, d.ow));
+        let (fits, out) = match self.1 {
+            Along::Back => (
+                l1.shape().elem_count() == d.planes * d.oh * d.ow,
+                Shape::from(x),
+            ),
+            Along::Tangent => (l1.dims() == x, Shape::from(pooled)),
+        };
+        if !fits {
+            candle_core::bail!("{}: operand {:?} does not fit", self.name(), l1.dims())
         }
         let y = match (s1, s2) {
-            (CpuStorage::F32(r), CpuStorage::F32(x)) => {
-                CpuStorage::F32(tangent(&self.0, &d, contiguous(r, l1)?, contiguous(x, l2)?))
+            (CpuStorage::F32(a), CpuStorage::F32(x)) => {
+                CpuStorage::F32(self.run(&d, contiguous(a, l1)?, contiguous(x, l2)?))
             }
-            (CpuStorage::F64(r), CpuStorage::F64(x)) => {
-                CpuStorage::F64(tangent(&self.0, &d, contiguous(r, l1)?, contiguous(x, l2)?))
+            (CpuStorage::F64(a), CpuStorage::F64(x)) => {
+                CpuStorage::F64(self.run(&d, contiguous(a, l1)?, contiguous(x, l2)?))
             }
-            _ => candle_core::bail!("max pool tangent: f32 or f64 operands of one dtype"),
+            _ => candle_core::bail!("{}: f32 or f64 operands of one dtype", self.name()),
         };
-        let dims = l2.dims();
-        Ok((y, Shape::from((dims[0], dims[1], d.oh, d.ow))))
+        Ok((y, out))
     }
 }
