@@ -175,8 +175,9 @@ impl PositiveHistogram {
     }
 
     fn of(scores: &[Vec<f64>]) -> Self {
-        let counts = scores
-            .par_iter()
+        // In chunks across layers: VGG-16's last convolutions hold most of
+        // its weights, so one task per layer leaves a thread idle.
+        let counts = chunks(scores)
             .fold(
                 || vec![0usize; 1 << 16],
                 |mut h, s| {
@@ -200,13 +201,23 @@ impl PositiveHistogram {
     /// The `rank`-th smallest (from 0) positive score; `rank < total`.
     fn nth(&self, scores: &[Vec<f64>], rank: usize) -> f64 {
         let (bucket, below) = bucket_of_rank(&self.counts, rank);
-        let mut inside: Vec<f64> = Vec::with_capacity(self.counts[bucket]);
-        for s in scores {
-            inside.extend(s.iter().filter(|&&x| Self::bucket(x) == Some(bucket)));
-        }
+        // Gathered in parallel, in no particular order: the selection
+        // finds the same value whatever the order.
+        let mut inside: Vec<f64> = chunks(scores)
+            .flat_map_iter(|s| {
+                s.iter()
+                    .copied()
+                    .filter(|&x| Self::bucket(x) == Some(bucket))
+            })
+            .collect();
         let (_, t, _) = inside.select_nth_unstable_by(rank - below, |a, b| a.total_cmp(b));
         *t
     }
+}
+
+/// Every layer's scores in runs of at most 64 K, in parallel.
+fn chunks(scores: &[Vec<f64>]) -> impl ParallelIterator<Item = &[f64]> {
+    scores.par_iter().flat_map(|s| s.par_chunks(1 << 16))
 }
 
 /// The bucket of a histogram holding the value of ascending `rank` (from
