@@ -2,7 +2,10 @@
 //! GFLOP/s of the `gemm` crate's kernels on matrix shapes of VGG-16's
 //! CIFAR passes (one thread and every thread: the peak), and GFLOP/s of a
 //! whole SNIP pass (forward and backward of VGG-16 on 100 images, f32), its
-//! floating-point work counted from the network's layers.
+//! floating-point work counted from the network's layers as direct
+//! convolutions. The 3x3 layers run through Winograd's F(2x2, 3x3)
+//! (`src/autodiff/ops/winograd.rs`), 16 multiplies where direct takes 36,
+//! so the pass's figure is a direct-equivalent rate, not the kernel's.
 //!
 //! criterion's throughput line reads "elem/s" for these groups: each
 //! element is one floating-point operation (a multiply-add is two).

@@ -15,3 +15,4 @@ pub mod masked;
 pub mod matmul;
 pub mod maxpool;
 pub mod mix;
+mod winograd;
