@@ -88,16 +88,52 @@ fn mask_above(scores: &[f64], t: Option<f64>) -> BitSet {
 /// Keep the `k` highest of signed scores (GraSP): pruned weights must carry
 /// `-inf`; ties at the threshold are pruned.
 pub fn keep_top_signed(scores: &[Vec<f64>], k: usize) -> Vec<BitSet> {
-    let mut all: Vec<f64> = scores.iter().flatten().copied().collect();
-    let t = threshold(&mut all, k);
+    let len: usize = scores.iter().map(Vec::len).sum();
+    let prune = len.saturating_sub(k);
+    let t = (prune > 0).then(|| nth_smallest(scores, prune - 1));
     scores
-        .iter()
+        .par_iter()
         .map(|s| {
             BitSet::from_fn(s.len(), |i| {
                 s[i] > f64::NEG_INFINITY && t.is_none_or(|t| s[i] > t)
             })
         })
         .collect()
+}
+
+/// The `rank`-th smallest (from 0) of all scores in `f64::total_cmp`'s
+/// order (what [`threshold`] finds in a copy of them all), found in
+/// parallel: counts by the top 16 bits of an order-preserving integer key,
+/// then a selection inside the one bucket that holds the rank.
+fn nth_smallest(scores: &[Vec<f64>], rank: usize) -> f64 {
+    // Negative values: every bit flipped (larger magnitudes sort first);
+    // others: the sign bit set. The keys then sort as `total_cmp` does.
+    let bucket = |x: f64| {
+        let b = x.to_bits();
+        let key = if b >> 63 == 1 { !b } else { b | 1 << 63 };
+        (key >> 48) as usize
+    };
+    let counts = chunks(scores)
+        .fold(
+            || vec![0usize; 1 << 16],
+            |mut h, s| {
+                s.iter().for_each(|&x| h[bucket(x)] += 1);
+                h
+            },
+        )
+        .reduce(
+            || vec![0usize; 1 << 16],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    let (b, below) = bucket_of_rank(&counts, rank);
+    let mut inside: Vec<f64> = chunks(scores)
+        .flat_map_iter(|s| s.iter().copied().filter(|&x| bucket(x) == b))
+        .collect();
+    let (_, t, _) = inside.select_nth_unstable_by(rank - below, |a, b| a.total_cmp(b));
+    *t
 }
 
 /// Keep the `k` highest scores over all layers (one threshold).
@@ -283,6 +319,34 @@ pub fn effective_top_by(
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    /// The parallel bucketed selection finds what sorting every score does,
+    /// at every rank, over signed scores with -inf (GraSP's pruned
+    /// weights), both zeros, ties, and magnitudes across many buckets.
+    #[test]
+    fn nth_smallest_equals_the_rank_in_a_sorted_copy() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let scores: Vec<Vec<f64>> = [300, 1, 0, 257, 90_000]
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| match rng.random_range(0..8) {
+                        0 => f64::NEG_INFINITY,
+                        1 => 0.0,
+                        2 => -0.0,
+                        3 => (rng.random_range(-4..4) as f64) * 0.5,
+                        _ => (rng.random::<f64>() - 0.5) * 10f64.powi(rng.random_range(-30..30)),
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut sorted: Vec<f64> = scores.iter().flatten().copied().collect();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        for rank in (0..sorted.len()).step_by(997).chain([sorted.len() - 1]) {
+            let got = nth_smallest(&scores, rank);
+            assert_eq!(got.to_bits(), sorted[rank].to_bits(), "rank {rank}");
+        }
+    }
 
     /// Against trying every cut: the smallest top-k reaching the target,
     /// on an MLP whose random scores leave many top-ranked weights inactive.

@@ -190,22 +190,18 @@ impl Tiling {
     }
 
     /// Where tile values come from in an `h x w` plane for `K x K` windows
-    /// at stride 2 from `(-pads.0, -pads.1)`: per tile and tap, the index
-    /// into the plane or `None` (a value outside, 0).
-    fn sources<const K: usize>(
-        &self,
-        h: usize,
-        w: usize,
-        pads: (usize, usize),
-    ) -> Vec<Option<usize>> {
+    /// at stride 2 from `(-pads.0, -pads.1)`, tap by tap (`[K * K][tiles]`):
+    /// the index into the plane, or `h * w` for a value outside (read from
+    /// a 0 appended to a copy of the plane).
+    fn sources<const K: usize>(&self, h: usize, w: usize, pads: (usize, usize)) -> Vec<u32> {
         let mut out = Vec::with_capacity(self.per_sample * K * K);
-        for ty in 0..self.rows {
-            for tx in 0..self.cols {
-                for i in 0..K {
-                    for j in 0..K {
+        for i in 0..K {
+            for j in 0..K {
+                for ty in 0..self.rows {
+                    for tx in 0..self.cols {
                         let iy = (2 * ty + i).checked_sub(pads.0).filter(|&v| v < h);
                         let ix = (2 * tx + j).checked_sub(pads.1).filter(|&v| v < w);
-                        out.push(iy.zip(ix).map(|(y, x)| y * w + x));
+                        out.push(iy.zip(ix).map_or(h * w, |(y, x)| y * w + x) as u32);
                     }
                 }
             }
@@ -219,8 +215,9 @@ impl Tiling {
 enum Gather {
     /// Small planes: every tile value from a table of [`Tiling::sources`]
     /// (per-row work would be mostly call overhead).
-    Table(Vec<Option<usize>>),
-    /// Larger planes: tile row by tile row ([`rows_gather`]).
+    Table(Vec<u32>),
+    /// Larger planes: from the plane's even and odd columns
+    /// ([`rows_gather`]).
     Rows {
         h: usize,
         w: usize,
@@ -240,11 +237,16 @@ impl Gather {
         }
     }
 
+    /// Scratch [`Gather::transform`] needs besides the taps.
+    fn scratch_len(t: &Tiling, h: usize, w: usize) -> usize {
+        (h * w + 1).max(2 * (2 * t.rows + 2) * (t.cols + 1))
+    }
+
     /// Transforms one channel of a block: the `K x K` tiles of the `b`
     /// planes `plane(si)` (`tiles` each) through `f`; output row `r` of the
     /// block's column `q` goes to `dst[at + r * stride + q]`. `taps` holds
-    /// `I = K * K` rows of `ld = b * tiles` gathered values (the table
-    /// path), `row` a few padded input rows.
+    /// `I = K * K` rows of `ld = b * tiles` gathered values, `row` the
+    /// [`Gather::scratch_len`] values of scratch.
     #[allow(clippy::too_many_arguments)]
     fn transform<'p, T: WithDType + 'p, const K: usize, const I: usize, const O: usize>(
         &self,
@@ -256,15 +258,19 @@ impl Gather {
         f: impl Fn(&[Lane<T>; I]) -> [Lane<T>; O] + Copy,
     ) {
         debug_assert_eq!(I, K * K);
-        let ld = b * t.per_sample;
+        let (ld, tiles) = (b * t.per_sample, t.per_sample);
         let taps = &mut taps[..I * ld];
         for si in 0..b {
-            let (plane, col0) = (plane(si), si * t.per_sample);
+            let (plane, col0) = (plane(si), si * tiles);
             match self {
                 Gather::Table(sources) => {
-                    for (tile, srcs) in sources.chunks_exact(I).enumerate() {
-                        for (k, src) in srcs.iter().enumerate() {
-                            taps[k * ld + col0 + tile] = src.map_or(T::zero(), |i| plane[i]);
+                    let padded = &mut row[..plane.len() + 1];
+                    padded[..plane.len()].copy_from_slice(plane);
+                    padded[plane.len()] = T::zero();
+                    for (k, srcs) in sources.chunks_exact(tiles).enumerate() {
+                        let out = &mut taps[k * ld + col0..][..tiles];
+                        for (v, &src) in out.iter_mut().zip(srcs) {
+                            *v = padded[src as usize];
                         }
                     }
                 }
@@ -277,11 +283,11 @@ impl Gather {
     }
 }
 
-/// [`Gather::transform`]'s gather for one larger plane, tile row by tile
-/// row: the `K` input rows of a tile row are copied into zero-padded rows,
-/// and tap `(i, j)` of tiles `tx ..` is every second value of padded row
-/// `i` from place `2 tx + j`: a fixed-size strided pick that compiles to
-/// vector shuffles. Row `k` of the taps goes to `taps[k * ld + col0 ..]`.
+/// [`Gather::transform`]'s gather for one larger plane: the zero-padded
+/// plane is split once into its even and odd columns (`[2 rows + 2][2][tiles
+/// per row + 1]`), so that tap `(i, j)` of tile row `ty` is the contiguous
+/// run `half[2 ty + i][j % 2][j / 2 ..]`, copied whole. Row `k` of the taps
+/// goes to `taps[k * ld + col0 ..]`.
 #[allow(clippy::too_many_arguments)]
 fn rows_gather<T: WithDType, const K: usize>(
     t: &Tiling,
@@ -292,37 +298,32 @@ fn rows_gather<T: WithDType, const K: usize>(
     ld: usize,
     col0: usize,
 ) {
-    let tw = t.cols;
-    let len = padded_row_len(tw);
-    let rows = &mut row[..K * len];
-    for ty in 0..t.rows {
-        for (i, padded) in rows.chunks_exact_mut(len).enumerate() {
-            padded.fill(T::zero());
-            if let Some(iy) = (2 * ty + i).checked_sub(pads.0).filter(|&v| v < h) {
-                let n = w.min(len - pads.1);
-                padded[pads.1..pads.1 + n].copy_from_slice(&plane[iy * w..][..n]);
-            }
+    let (tw, half) = (t.cols, t.cols + 1);
+    let halves = &mut row[..2 * (2 * t.rows + 2) * half];
+    for (r, pair) in halves.chunks_exact_mut(2 * half).enumerate() {
+        pair.fill(T::zero());
+        let Some(iy) = r.checked_sub(pads.0).filter(|&v| v < h) else {
+            continue;
+        };
+        let src = &plane[iy * w..][..w.min(2 * half - pads.1.min(2 * half))];
+        let (even, odd) = pair.split_at_mut(half);
+        // Input column `x` sits at padded place `x + pads.1`.
+        let first_even = pads.1 % 2;
+        for (k, &v) in src.iter().skip(first_even).step_by(2).enumerate() {
+            even[(first_even + pads.1) / 2 + k] = v;
         }
-        for k in 0..K * K {
-            let (i, j) = (k / K, k % K);
-            let out = &mut taps[k * ld + col0 + ty * tw..];
-            for tx0 in (0..tw).step_by(LANES) {
-                let from = i * len + 2 * tx0 + j;
-                let window: &[T; 2 * LANES] = rows[from..from + 2 * LANES]
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!("padded rows hold every window"));
-                let lane: Lane<T> = std::array::from_fn(|l| window[2 * l]);
-                copy_run(&mut out[tx0..], &lane, LANES.min(tw - tx0));
-            }
+        let first_odd = 1 - first_even;
+        for (k, &v) in src.iter().skip(first_odd).step_by(2).enumerate() {
+            odd[(first_odd + pads.1) / 2 + k] = v;
         }
     }
-}
-
-/// A padded input row for [`rows_gather`]: the input's left padding,
-/// the row, and zeros far enough for the last lane's window (from place
-/// `2 tx0 + 3` on, `2 LANES` long).
-fn padded_row_len(tile_cols: usize) -> usize {
-    2 * tile_cols + 2 * LANES + 4
+    for ty in 0..t.rows {
+        for k in 0..K * K {
+            let (i, j) = (k / K, k % K);
+            let src = &halves[((2 * ty + i) * 2 + j % 2) * half + j / 2..];
+            copy_run(&mut taps[k * ld + col0 + ty * tw..], src, tw);
+        }
+    }
 }
 
 fn parallelism(blocks_parallel: bool) -> Parallelism {
@@ -527,7 +528,10 @@ impl<T: WithDType> Scratch<T> {
         grow(&mut s.v, 16 * g.c * ld);
         grow(&mut s.m, 16 * g.o * ld);
         grow(&mut s.taps, 16 * ld);
-        grow(&mut s.row, 4 * padded_row_len(t.cols));
+        grow(
+            &mut s.row,
+            Gather::scratch_len(t, g.h.max(g.oh), g.w.max(g.ow)),
+        );
         s
     }
 

@@ -36,6 +36,7 @@
 //! ```
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 
 use crate::autodiff::calibration::Calibration;
 use crate::autodiff::executor::Executor;
@@ -43,7 +44,7 @@ use crate::autodiff::hvp;
 use crate::error::Result;
 use crate::graph::Network;
 use crate::mask::MaskSet;
-use crate::methods::scored::snip::{loss_gradients, weight_values, Objective};
+use crate::methods::scored::snip::{add_into, loss_gradients, weight_values, Objective};
 
 /// The executor GraSP runs on `net` with `cal`: f32 where `H g` is exact
 /// ([`hvp::covers`] the network, and the batches' seeds are covered), else
@@ -115,21 +116,16 @@ fn exact_hessian_gradient(
     temp: f64,
 ) -> Result<Option<LayerValues>> {
     let objective = Objective::of(ex.network());
-    let zeros = || -> LayerValues {
-        ex.weights
-            .iter()
-            .map(|w| vec![0.0; w.elem_count()])
-            .collect()
-    };
-    let mut acc = zeros();
+    let mut acc: LayerValues = ex
+        .weights
+        .par_iter()
+        .map(|w| vec![0.0; w.elem_count()])
+        .collect();
     let mut add = |hv: Vec<Option<Tensor>>| -> Result<()> {
-        for (a, h) in acc.iter_mut().zip(hv) {
-            if let Some(h) = h {
-                let h: Vec<f64> = h.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-                a.iter_mut().zip(h).for_each(|(a, h)| *a += h);
-            }
-        }
-        Ok(())
+        acc.par_iter_mut()
+            .zip(hv)
+            .filter_map(|(a, h)| Some((a, h?)))
+            .try_for_each(|(a, h)| add_into(a, &h))
     };
     if let [(x, y)] = &cal.batches[..] {
         let seed = objective.seed(y, temp);
@@ -155,12 +151,12 @@ fn exact_hessian_gradient(
     }
     // The product is with respect to the masked weights; with respect to
     // the weights themselves a pruned one has none (as the difference).
-    for (a, m) in acc.iter_mut().zip(&masks.layers) {
+    acc.par_iter_mut().zip(&masks.layers).for_each(|(a, m)| {
         a.iter_mut()
             .enumerate()
             .filter(|(i, _)| !m.get(*i))
-            .for_each(|(_, h)| *h = 0.0);
-    }
+            .for_each(|(_, h)| *h = 0.0)
+    });
     Ok(Some(acc))
 }
 
@@ -207,7 +203,7 @@ pub fn difference_hessian_gradient(
 pub fn scores(ex: &Executor, masks: &MaskSet, cal: &Calibration) -> Result<Vec<Vec<f64>>> {
     let (hg, w) = hessian_gradient(ex, masks, cal, TEMPERATURE)?;
     Ok(hg
-        .iter()
+        .par_iter()
         .zip(&w)
         .zip(&masks.layers)
         .map(|((h, w), m)| {

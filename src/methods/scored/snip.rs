@@ -55,7 +55,7 @@ enum Values<'a> {
 /// Adds a tensor's values to `acc` (or, when `acc` is empty, sets it),
 /// widened to f64 on the host: a f64 copy on the device first would be one
 /// more weight-sized buffer per layer, and a zero-filled `acc` one more pass.
-fn add_into(acc: &mut Vec<f64>, t: &Tensor) -> Result<()> {
+pub(crate) fn add_into(acc: &mut Vec<f64>, t: &Tensor) -> Result<()> {
     fn add<T: Copy + Into<f64>>(acc: &mut Vec<f64>, v: &[T]) {
         if acc.is_empty() {
             acc.extend(v.iter().map(|&x| x.into()));
@@ -158,7 +158,7 @@ pub fn loss_gradients(
 /// Current weight values (canonical) as f64.
 pub fn weight_values(ex: &Executor) -> Result<Vec<Vec<f64>>> {
     ex.weights
-        .iter()
+        .par_iter()
         .map(|w| {
             let mut v = Vec::new();
             add_into(&mut v, w.as_tensor())?;
