@@ -41,7 +41,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::gemm::{gemm, gemm_fresh, Mat};
-use super::winograd;
+use super::{winograd, zeros};
 use crate::error::{Error, Result};
 use crate::graph::op::Window;
 
@@ -569,7 +569,7 @@ fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], epi: &Epilogue) -> Vec<
     let (block, parallel) = g.plan();
     let (o, p, k, og, cg) = (g.o, g.p(), g.k(), g.og(), g.cg());
     let par = parallelism(parallel);
-    let mut y = vec![T::zero(); g.n * o * p];
+    let mut y = zeros(g.n * o * p);
     let run = |s: &mut Scratch<T>, (bi, yb): (usize, &mut [T])| {
         let n0 = bi * block;
         let b = yb.len() / (o * p);
@@ -629,7 +629,7 @@ fn input_grad<T: WithDType>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
     let (p, k, og, cg) = (g.p(), g.k(), g.og(), g.cg());
     let par = parallelism(parallel);
     let per_sample = g.c * g.hw();
-    let mut dx = vec![T::zero(); g.n * per_sample];
+    let mut dx = zeros(g.n * per_sample);
     let run = |s: &mut Scratch<T>, (bi, dxb): (usize, &mut [T])| {
         let n0 = bi * block;
         let b = dxb.len() / per_sample;
@@ -956,7 +956,7 @@ impl CustomOp2 for EpilogueGrad {
         let p = oh * ow;
         fn run<T: WithDType>(epi: &Epilogue, o: usize, p: usize, dy: &[T], y: &[T]) -> Vec<T> {
             let (scale, _) = epi.values::<T>(o);
-            let mut dz = vec![T::zero(); dy.len()];
+            let mut dz = zeros(dy.len());
             // Chunks of whole (sample, channel) rows, about 16 K values each:
             // one rayon task per row was most of the cost for 2x2 maps.
             let per = (1 << 14) / p.max(1) + 1;

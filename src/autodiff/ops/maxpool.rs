@@ -264,7 +264,7 @@ fn per_output<T: WithDType>(
     let per = planes_per_task(d);
     let inside = op.windows_inside(d);
     let fast = op.is_2x2(inside);
-    let mut y = vec![T::zero(); d.planes * op_len];
+    let mut y = super::zeros(d.planes * op_len);
     y.par_chunks_mut(per * op_len.max(1))
         .enumerate()
         .for_each(|(t, ys)| {
@@ -288,7 +288,7 @@ fn backward<T: WithDType>(op: &MaxPool, d: &Dims, dy: &[T], x: &[T]) -> Vec<T> {
     let per = planes_per_task(d);
     let inside = op.windows_inside(d);
     let fast = op.is_2x2(inside);
-    let mut dx = vec![T::zero(); d.planes * ip];
+    let mut dx = super::zeros(d.planes * ip);
     dx.par_chunks_mut(per * ip.max(1))
         .enumerate()
         .for_each(|(t, dxs)| {

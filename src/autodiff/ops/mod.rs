@@ -16,3 +16,16 @@ pub mod matmul;
 pub mod maxpool;
 pub mod mix;
 mod winograd;
+
+/// `len` zeros, written by all threads: a large output's first touch
+/// (page faults and all) would otherwise be one thread's serial work while
+/// the other waits.
+pub(crate) fn zeros<T: candle_core::WithDType>(len: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(len);
+    (0..len)
+        .into_par_iter()
+        .map(|_| T::zero())
+        .collect_into_vec(&mut v);
+    v
+}

@@ -30,6 +30,7 @@ use rayon::prelude::*;
 
 use super::conv::Geometry;
 use super::gemm::{gemm, Mat};
+use super::zeros;
 use crate::graph::op::Window;
 use candle_core::WithDType;
 
@@ -428,17 +429,6 @@ fn convolve<T: WithDType>(
         y.chunks_mut(worker).enumerate().for_each(run_worker);
     }
     y
-}
-
-/// `len` zeros, written by all threads: a large output's first touch
-/// (page faults and all) would otherwise be one thread's serial work.
-fn zeros<T: WithDType>(len: usize) -> Vec<T> {
-    let mut v = Vec::with_capacity(len);
-    (0..len)
-        .into_par_iter()
-        .map(|_| T::zero())
-        .collect_into_vec(&mut v);
-    v
 }
 
 /// Blocks per worker when `n` samples are cut into blocks of `block`:

@@ -184,7 +184,10 @@ pub fn scores(ex: &Executor, masks: &MaskSet, cal: &Calibration) -> Result<Vec<V
                 Values::F64(w) => times(g, w),
             })
         })?;
-    let total: f64 = s.iter().map(|l| l.iter().sum::<f64>()).sum();
+    // Each layer summed in order on its own thread, the layers' sums then
+    // in order: the same total, bit for bit, as one serial sum.
+    let per_layer: Vec<f64> = s.par_iter().map(|l| l.iter().sum::<f64>()).collect();
+    let total: f64 = per_layer.iter().sum();
     if total > 0.0 {
         s.par_iter_mut()
             .for_each(|l| l.iter_mut().for_each(|v| *v /= total));
