@@ -511,7 +511,9 @@ fn for_each_block<T: WithDType>(
     }
 }
 
-fn parallelism(blocks_parallel: bool) -> Parallelism {
+/// How a gemm inside a block runs: on its own thread when the blocks
+/// already share the threads, else on all of them.
+pub(super) fn parallelism(blocks_parallel: bool) -> Parallelism {
     let threads = rayon::current_num_threads();
     if blocks_parallel || threads <= 1 {
         Parallelism::None

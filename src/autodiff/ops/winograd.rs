@@ -22,13 +22,12 @@
 //!
 //! The transforms are additions (and halvings) only; they run over
 //! [`LANES`] tiles at a time so that they vectorise. Results differ from
-//! im2col's by rounding only (tested against it and against a direct
-//! loop).
+//! im2col's by rounding only (tested against a direct loop here, and with
+//! every other conv test through the op).
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::conv::Geometry;
+use super::conv::{parallelism, Geometry};
 use super::gemm::{gemm, Mat};
 use super::zeros;
 use crate::graph::op::Window;
@@ -121,7 +120,7 @@ pub(super) fn weight_grad<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
     let per_worker = per_worker(g.n, block, parallel);
     let workers = blocks.div_ceil(per_worker);
     let (c, o) = (g.c, g.o);
-    // Per worker: Σ over its tiles of V[ξ] . E[ξ]^T, `[16][C][O]`.
+    // Per worker: Σ over its tiles of V[ξ] . E[ξ]^T, `[C][16][O]`.
     let part = |wi: usize| {
         let mut acc = vec![T::zero(); 16 * c * o];
         let mut s = Scratch::reuse(g, &t, block);
@@ -327,16 +326,7 @@ fn rows_gather<T: WithDType, const K: usize>(
     }
 }
 
-fn parallelism(blocks_parallel: bool) -> Parallelism {
-    let threads = rayon::current_num_threads();
-    if blocks_parallel || threads <= 1 {
-        Parallelism::None
-    } else {
-        Parallelism::Rayon(threads)
-    }
-}
-
-/// The transformed kernels `U` (`[16][O][C]`, [`filter_transform`]) as a
+/// The transformed kernels `U` (`[O][16][C]`, [`filter_transform`]) as a
 /// convolution reads them.
 #[derive(Clone, Copy)]
 enum Kernels<'a, T> {
