@@ -133,11 +133,7 @@ pub fn conv2d_with(
     if !(cpu && float) {
         return epi.apply(&stock_conv2d(x, w, win, groups)?);
     }
-    let op = Conv {
-        win,
-        groups,
-        epi: Arc::new(epi.clone()),
-    };
+    let op = Conv::new(win, groups, epi);
     Ok(x.contiguous()?
         .apply_op2_arc(&w.contiguous()?, Arc::new(Box::new(op)))?)
 }
@@ -162,11 +158,7 @@ pub fn conv2d_backward(
     need_db: bool,
 ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
     let grads = |epi: &Epilogue, dy: &Tensor| {
-        let op = Conv {
-            win,
-            groups,
-            epi: Arc::new(epi.clone()),
-        };
+        let op = Conv::new(win, groups, epi);
         let (dx, dw) = op.grads(&x.contiguous()?, &w.contiguous()?, y, dy, need_dx, true)?;
         let dw = dw.ok_or_else(|| Error::internal("conv backward: no weight gradient"))?;
         Ok::<_, Error>((dx, dw))
@@ -201,11 +193,7 @@ pub fn conv2d_input_grad(
     groups: usize,
     epi: &Epilogue,
 ) -> Result<Tensor> {
-    let op = Conv {
-        win,
-        groups,
-        epi: Arc::new(epi.clone()),
-    };
+    let op = Conv::new(win, groups, epi);
     let (dx, _) = op.grads(&x.contiguous()?, &w.contiguous()?, y, dy, true, false)?;
     dx.ok_or_else(|| Error::internal("conv backward: no input gradient"))
 }
@@ -239,6 +227,18 @@ pub fn stock_conv2d(x: &Tensor, w: &Tensor, win: Window, groups: usize) -> Resul
 /// 2x2 and 4x4 layers are a few columns wide and run far below speed, so
 /// such samples are stacked side by side.
 const MIN_COLUMNS: usize = 256;
+
+/// Samples per block for `n` samples of `per_sample` columns each, a block
+/// at least `min_columns` wide unless that leaves a thread without a
+/// block; and whether blocks run in parallel (else the gemms do).
+pub(super) fn block_plan(n: usize, per_sample: usize, min_columns: usize) -> (usize, bool) {
+    let threads = rayon::current_num_threads().max(1);
+    let block = min_columns
+        .div_ceil(per_sample)
+        .min(n.div_ceil(threads))
+        .max(1);
+    (block, threads > 1 && n.div_ceil(block) >= threads)
+}
 
 /// Of one kernel tap along one axis: the outputs `[lo, hi)` that read
 /// inside the input, and the offset `o * stride + offset` of the read.
@@ -322,12 +322,7 @@ impl Geometry {
     /// Samples per block, and whether blocks run in parallel (else the
     /// gemms do).
     fn plan(&self) -> (usize, bool) {
-        let threads = rayon::current_num_threads().max(1);
-        let block = MIN_COLUMNS
-            .div_ceil(self.p())
-            .min(self.n.div_ceil(threads))
-            .max(1);
-        (block, threads > 1 && self.n.div_ceil(block) >= threads)
+        block_plan(self.n, self.p(), MIN_COLUMNS)
     }
 
     /// `[lo, hi)`: the outputs `o` along axis `a` for which kernel tap `k`
@@ -891,6 +886,14 @@ impl CustomOp2 for Conv {
 }
 
 impl Conv {
+    fn new(win: Window, groups: usize, epi: &Epilogue) -> Conv {
+        Conv {
+            win,
+            groups,
+            epi: Arc::new(epi.clone()),
+        }
+    }
+
     /// `(dx, dw)` of the output `y` for its gradient `dy`, each only when
     /// asked for.
     fn grads(

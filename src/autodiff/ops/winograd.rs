@@ -27,7 +27,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{parallelism, Geometry};
+use super::conv::{block_plan, parallelism, Geometry};
 use super::gemm::{gemm, Mat};
 use super::zeros;
 use crate::graph::op::Window;
@@ -181,12 +181,7 @@ impl Tiling {
     /// Samples per block, and whether blocks run in parallel (else the
     /// gemms do).
     fn plan(&self, n: usize) -> (usize, bool) {
-        let threads = rayon::current_num_threads().max(1);
-        let block = MIN_TILES
-            .div_ceil(self.per_sample)
-            .min(n.div_ceil(threads))
-            .max(1);
-        (block, threads > 1 && n.div_ceil(block) >= threads)
+        block_plan(n, self.per_sample, MIN_TILES)
     }
 
     /// Where tile values come from in an `h x w` plane for `K x K` windows
