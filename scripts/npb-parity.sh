@@ -4,7 +4,7 @@
 # kept weights, effective nodes and log10 effective paths per model and
 # density, as a Markdown table (docs/npb.md). Needs only this repository.
 #
-#   ./scripts/npb-parity.sh
+#   ./scripts/npb-parity.sh [PRUNE OPTIONS]   e.g. --max-taps-schedule reference
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh build
@@ -21,7 +21,7 @@ for masks in fixtures/npb/*.masks.safetensors.gz; do
   "$bin" audit "zoo:$model" --masks "$tmp/theirs.safetensors" --json >"$tmp/theirs.json"
   compression="$(python3 -c "print(1 / $density)")"
   s=$(date +%s.%N)
-  "$bin" prune "zoo:$model" --method npb --compression "$compression" -o "$tmp/ours.safetensors" >/dev/null
+  "$bin" prune "zoo:$model" --method npb --compression "$compression" "$@" -o "$tmp/ours.safetensors" >/dev/null
   e=$(date +%s.%N)
   "$bin" audit "zoo:$model" --masks "$tmp/ours.safetensors" --json >"$tmp/ours.json"
   printf '| %s | %s | %s / %s | %s / %s | %.3f / %.3f | %.2f |\n' "$model" "$density" \

@@ -11,6 +11,7 @@ use maskforge::io::maskfile;
 use maskforge::io::model::Loaded;
 use maskforge::methods::neuron::ossum::{Deep, NeuronMethod, Rank};
 use maskforge::methods::nm::{Conformance, DenseLayer, Pattern};
+use maskforge::methods::npb::caps::TapSchedule;
 use maskforge::methods::npb::NpbSettings;
 use maskforge::methods::prune::{prune_pattern, prune_with, Method, PruneOutcome, PruneSpec};
 use maskforge::methods::quota::{self, Quota};
@@ -119,10 +120,22 @@ pub struct NpbArgs {
     #[arg(long)]
     pub chunk_above: Option<usize>,
     /// NPB: lower --max-taps by this much per halving of a conv layer's
-    /// input height, to no less than 3 (0: constant; the reference lowers
-    /// it by 2 at its own layer indices).
-    #[arg(long)]
+    /// input height, to no less than 3 (0: constant).
+    #[arg(long, conflicts_with = "max_taps_schedule")]
     pub max_taps_step: Option<usize>,
+    /// NPB: how --max-taps changes along the network: constant (default),
+    /// or reference (the reference code's rules: lowered by 2 after each
+    /// projection shortcut while above 5 on residual nets, at its fixed
+    /// layer indices on plain chains; docs/npb.md).
+    #[arg(long, value_enum)]
+    pub max_taps_schedule: Option<ScheduleArg>,
+}
+
+/// `--max-taps-schedule` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ScheduleArg {
+    Constant,
+    Reference,
 }
 
 impl NpbArgs {
@@ -133,6 +146,7 @@ impl NpbArgs {
             || self.chunk.is_some()
             || self.chunk_above.is_some()
             || self.max_taps_step.is_some()
+            || self.max_taps_schedule.is_some()
     }
 
     fn settings(&self) -> NpbSettings {
@@ -143,7 +157,12 @@ impl NpbArgs {
             max_taps: self.max_taps.unwrap_or(d.max_taps),
             chunk: self.chunk.unwrap_or(d.chunk),
             chunk_above: self.chunk_above.or(d.chunk_above),
-            taps_step: self.max_taps_step.unwrap_or(d.taps_step),
+            schedule: match (self.max_taps_step, self.max_taps_schedule) {
+                (Some(0), _) | (None, Some(ScheduleArg::Constant)) => TapSchedule::Constant,
+                (Some(step), _) => TapSchedule::PerHalving(step),
+                (None, Some(ScheduleArg::Reference)) => TapSchedule::Reference,
+                (None, None) => d.schedule,
+            },
         }
     }
 }
@@ -389,7 +408,7 @@ fn parse_method(a: &Args) -> Result<Chosen> {
     }
     if a.npb.given() && !matches!(method, Method::Npb(_)) {
         return Err(Error::input(format!(
-            "--alpha, --beta, --max-taps, --max-taps-step, --chunk and --chunk-above apply to --method npb, not {method}"
+            "--alpha, --beta, --max-taps, --max-taps-step, --max-taps-schedule, --chunk and --chunk-above apply to --method npb, not {method}"
         )));
     }
     let method = match method {

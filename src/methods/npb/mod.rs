@@ -41,11 +41,11 @@
 //!   layer (theirs raises it silently), as is a layer no path reaches;
 //! - their code lowers `max_p` by 2 after each ResNet shortcut (not below
 //!   5) and after fixed VGG layer indices (down to 3). We keep `max_taps`
-//!   by default; `taps_step` (`--max-taps-step 2`) lowers it by that much
-//!   per halving of the input height, close to their schedule on both
-//!   nets. It matters beyond the cap: their normaliser `max_path` grows
-//!   with `max_taps`, so a lower cap weighs paths more against nodes
-//!   (docs/npb.md has both settings measured);
+//!   by default; [`caps::TapSchedule`] offers their rules
+//!   (`--max-taps-schedule reference`) and a step per halving of the input
+//!   height (`--max-taps-step`). A lower cap weighs paths more against
+//!   nodes, and decides VGG-16 at 10^-3 ([`caps`]; docs/npb.md has every
+//!   setting measured);
 //! - their code reads the input of some VGG layers from the wrong hook
 //!   after a pooling stage (a layer's own dense output); we read every
 //!   layer's true input;
@@ -65,6 +65,7 @@
 //! ```
 
 pub mod allot;
+pub mod caps;
 pub mod inflow;
 pub mod programme;
 pub mod reinvest;
@@ -95,9 +96,8 @@ pub struct NpbSettings {
     /// Chunk conv layers with more channel pairs than this; `None`: the
     /// reference code's rule (see the module doc).
     pub chunk_above: Option<usize>,
-    /// Lower `max_taps` by this much per halving of a conv layer's input
-    /// height (see the module doc); 0 keeps it.
-    pub taps_step: usize,
+    /// How `max_taps` changes along the network.
+    pub schedule: caps::TapSchedule,
 }
 
 // alpha and beta are checked finite by `check`, so equality is total.
@@ -111,7 +111,7 @@ impl Default for NpbSettings {
             max_taps: 9,
             chunk: 32,
             chunk_above: None,
-            taps_step: 0,
+            schedule: caps::TapSchedule::Constant,
         }
     }
 }
@@ -187,6 +187,7 @@ pub fn npb(net: &Network, counts: &[usize], settings: &NpbSettings, seed: u64) -
     let chunk_above = settings
         .chunk_above
         .unwrap_or_else(|| reference_chunk_above(net));
+    let caps = caps::caps(net, &order, settings);
     let mut masks = MaskSet::dense(net);
     for (rank, &li) in order.iter().enumerate() {
         let name = &net.layers[li].name;
@@ -204,7 +205,7 @@ pub fn npb(net: &Network, counts: &[usize], settings: &NpbSettings, seed: u64) -
                 "no input channel carries a path (every layer before it is cut off)",
             )));
         }
-        let rule = LayerRule::of(net, li, rank == 0, order[0], settings, chunk_above);
+        let rule = LayerRule::of(net, li, rank == 0, caps[rank], settings, chunk_above);
         masks.layers[li] = rule
             .place(net, li, counts[li], &paths, settings.alpha, seed)
             .map_err(in_layer)?;
@@ -225,13 +226,13 @@ struct LayerRule {
 impl LayerRule {
     /// The first layer may stack every tap and is never chunked; dense
     /// layers get one tap per pair, `beta = 0` and chunks of 10 outputs
-    /// when wide; conv layers the settings' cap (per stage with
-    /// `taps_step`) and chunks when wider than `chunk_above` pairs.
+    /// when wide; conv layers the schedule's `cap` and chunks when wider
+    /// than `chunk_above` pairs.
     fn of(
         net: &Network,
         li: usize,
         first: bool,
-        first_layer: usize,
+        cap: usize,
         settings: &NpbSettings,
         chunk_above: usize,
     ) -> Self {
@@ -250,7 +251,7 @@ impl LayerRule {
                 },
             ),
             LayerKind::Conv => (
-                max_taps_at(net, li, first_layer, settings).min(shape.taps),
+                cap.min(shape.taps),
                 settings.beta,
                 if pairs > chunk_above {
                     settings.chunk
@@ -334,28 +335,6 @@ impl LayerRule {
         }
         out
     }
-}
-
-/// `max_taps` for layer `li`: lowered by `taps_step` for every halving of
-/// the input's height since the first layer's, to no less than 3 (or
-/// `max_taps` when that is lower).
-fn max_taps_at(net: &Network, li: usize, first: usize, settings: &NpbSettings) -> usize {
-    let height = |l: usize| {
-        let v = net.nodes[net.layers[l].node].inputs[0];
-        match (net.layers[l].kind, net.value(v).shape.as_slice()) {
-            (LayerKind::Conv, [_, h, _]) => Some(*h as f64),
-            _ => None,
-        }
-    };
-    let (Some(h0), Some(h)) = (height(first), height(li)) else {
-        return settings.max_taps;
-    };
-    let halvings = (h0 / h).log2().round().max(0.0) as usize;
-    let floor = settings.max_taps.min(3);
-    settings
-        .max_taps
-        .saturating_sub(settings.taps_step * halvings)
-        .max(floor)
 }
 
 /// Their chunking threshold: 64 x 32 pairs for a residual network on 32 x
