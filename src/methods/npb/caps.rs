@@ -99,12 +99,16 @@ fn per_halving(net: &Network, li: usize, first: usize, max_taps: usize, step: us
 fn reference(net: &Network, order: &[usize], max_taps: usize) -> Vec<usize> {
     let residual = joins(net, |op| matches!(op, Op::Add));
     let chain = !residual && !joins(net, |op| matches!(op, Op::Concat(_)));
+    let wiring = residual.then(|| Wiring::of(net));
     let mut cap = max_taps;
     let mut layer_id = 0;
     let mut out = Vec::with_capacity(order.len());
     for &li in order {
         out.push(cap);
-        if residual && is_projection_shortcut(net, li) && cap > SHORTCUT_FLOOR {
+        let shortcut = wiring
+            .as_ref()
+            .is_some_and(|w| w.is_projection_shortcut(net, li));
+        if shortcut && cap > SHORTCUT_FLOOR {
             cap -= 2;
         }
         layer_id += 1;
@@ -123,44 +127,63 @@ fn joins(net: &Network, kind: impl Fn(&Op) -> bool) -> bool {
     net.nodes.iter().any(|n| kind(&n.op) && n.inputs.len() > 1)
 }
 
-/// A conv layer on a skip connection: it reads a value another prunable
-/// layer also reads (the block's input), and its output reaches a residual
-/// sum through ops that are not layers (a BatchNorm).
-fn is_projection_shortcut(net: &Network, li: usize) -> bool {
-    let layer = &net.layers[li];
-    if layer.kind != LayerKind::Conv {
-        return false;
-    }
-    let node = &net.nodes[layer.node];
-    let layer_nodes: Vec<usize> = net.layers.iter().map(|l| l.node).collect();
-    let consumers = net.consumers();
-    let shares_input = consumers[node.inputs[0]]
-        .iter()
-        .any(|&n| n != layer.node && layer_nodes.contains(&n));
-    shares_input && reaches_sum(net, &consumers, &layer_nodes, node.output)
+/// Who reads each value, and which nodes are prunable layers: built once
+/// per network for the shortcut test.
+struct Wiring {
+    consumers: Vec<Vec<usize>>,
+    is_layer: Vec<bool>,
 }
 
-/// Whether `v` flows into an `Add` through nodes that are not layers.
-fn reaches_sum(net: &Network, consumers: &[Vec<usize>], layer_nodes: &[usize], v: ValueId) -> bool {
-    let mut frontier = vec![v];
-    // A shortcut's path to its sum is a BatchNorm or two; the bound only
-    // keeps a pathological graph from being walked whole.
-    for _ in 0..8 {
-        let mut next = Vec::new();
-        for v in frontier {
-            for &n in &consumers[v] {
-                if matches!(net.nodes[n].op, Op::Add) {
-                    return true;
-                }
-                if !layer_nodes.contains(&n) {
-                    next.push(net.nodes[n].output);
-                }
-            }
+impl Wiring {
+    fn of(net: &Network) -> Self {
+        let mut is_layer = vec![false; net.nodes.len()];
+        for l in &net.layers {
+            is_layer[l.node] = true;
         }
-        if next.is_empty() {
+        Wiring {
+            consumers: net.consumers(),
+            is_layer,
+        }
+    }
+
+    /// A conv layer on a skip connection: it reads a value another
+    /// prunable layer also reads (the block's input), and its output
+    /// reaches a residual sum through ops that are not layers (a
+    /// BatchNorm).
+    fn is_projection_shortcut(&self, net: &Network, li: usize) -> bool {
+        let layer = &net.layers[li];
+        if layer.kind != LayerKind::Conv {
             return false;
         }
-        frontier = next;
+        let node = &net.nodes[layer.node];
+        let shares_input = self.consumers[node.inputs[0]]
+            .iter()
+            .any(|&n| n != layer.node && self.is_layer[n]);
+        shares_input && self.reaches_sum(net, node.output)
     }
-    false
+
+    /// Whether `v` flows into an `Add` through nodes that are not layers.
+    fn reaches_sum(&self, net: &Network, v: ValueId) -> bool {
+        let mut frontier = vec![v];
+        // A shortcut's path to its sum is a BatchNorm or two; the bound
+        // only keeps a pathological graph from being walked whole.
+        for _ in 0..8 {
+            let mut next = Vec::new();
+            for v in frontier {
+                for &n in &self.consumers[v] {
+                    if matches!(net.nodes[n].op, Op::Add) {
+                        return true;
+                    }
+                    if !self.is_layer[n] {
+                        next.push(net.nodes[n].output);
+                    }
+                }
+            }
+            if next.is_empty() {
+                return false;
+            }
+            frontier = next;
+        }
+        false
+    }
 }
