@@ -97,7 +97,7 @@ fn per_halving(net: &Network, li: usize, first: usize, max_taps: usize, step: us
 /// The reference's rules, layer by layer: each layer runs with the cap as
 /// it stands, then the cap moves for the layers after it.
 fn reference(net: &Network, order: &[usize], max_taps: usize) -> Vec<usize> {
-    let residual = joins(net, |op| matches!(op, Op::Add));
+    let residual = has_residual_sum(net);
     let chain = !residual && !joins(net, |op| matches!(op, Op::Concat(_)));
     let wiring = residual.then(|| Wiring::of(net));
     let mut cap = max_taps;
@@ -120,6 +120,12 @@ fn reference(net: &Network, order: &[usize], max_taps: usize) -> Vec<usize> {
         }
     }
     out
+}
+
+/// Whether the network sums branches (a residual network, as the
+/// reference's per-architecture rules tell them apart).
+pub(super) fn has_residual_sum(net: &Network) -> bool {
+    joins(net, |op| matches!(op, Op::Add))
 }
 
 /// Whether some node of an op `kind` joins two or more activations.

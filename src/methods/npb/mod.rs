@@ -340,10 +340,7 @@ impl LayerRule {
 /// Their chunking threshold: 64 x 32 pairs for a residual network on 32 x
 /// 32 inputs (`is_resnet20`), 128 x 128 otherwise.
 fn reference_chunk_above(net: &Network) -> usize {
-    let residual = net
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, Op::Add) && n.inputs.len() > 1);
+    let residual = caps::has_residual_sum(net);
     let cifar = net
         .inputs
         .iter()
