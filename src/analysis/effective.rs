@@ -41,7 +41,7 @@
 //! assert!(!eff.layers[1].get(0) && !eff.layers[1].get(3)); // W2[0,0], W2[1,0]
 //! ```
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use crate::analysis::elements::{
     broadcast_source, gather_backward, gather_forward, last_axis_features, DenseRows, MatMulDims,

@@ -71,7 +71,8 @@ pub fn repair(
     seed: u64,
 ) -> Analysis {
     let mut rngs: Vec<Option<ChaCha8Rng>> = vec![None; views.len()];
-    let router = Router::new(net, ch, views);
+    // Built on the first round with edges to move: most runs have none.
+    let mut router: Option<Router> = None;
     for _ in 0..ROUNDS {
         let short: Vec<usize> = masks
             .layers
@@ -110,7 +111,7 @@ pub fn repair(
             });
             open_outputs(
                 net,
-                &router,
+                router.get_or_insert_with(|| Router::new(net, ch, views)),
                 &views[l],
                 l,
                 &fa,

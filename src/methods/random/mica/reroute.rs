@@ -46,7 +46,7 @@
 //! assert_eq!(m.layers[1].count_ones(), 2);
 //! ```
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
