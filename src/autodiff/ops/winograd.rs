@@ -48,6 +48,11 @@ const MIN_CHANNELS: usize = 16;
 const MIN_BATCH_TILES: usize = 64;
 const MIN_SAMPLES: usize = 2;
 
+/// The weight gradient's partial sums per thread: more parts than threads
+/// let a thread that finishes early take another (a static split left
+/// one waiting), at a `16 C O` sum each.
+const PARTS_PER_THREAD: usize = 4;
+
 /// Tiles a gemm should see at least (samples are stacked side by side
 /// until a block has this many).
 const MIN_TILES: usize = 256;
@@ -117,14 +122,19 @@ pub(super) fn weight_grad<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
     let (block, parallel) = t.plan(g.n);
     let par = parallelism(parallel);
     let blocks = g.n.div_ceil(block);
-    let per_worker = per_worker(g.n, block, parallel);
-    let workers = blocks.div_ceil(per_worker);
+    let parts = if parallel {
+        blocks.min(PARTS_PER_THREAD * rayon::current_num_threads())
+    } else {
+        1
+    };
     let (c, o) = (g.c, g.o);
-    // Per worker: Σ over its tiles of V[ξ] . E[ξ]^T, `[C][16][O]`.
-    let part = |wi: usize| {
+    // Per part (a fixed run of blocks, so that the sum's order does not
+    // depend on which thread took what): Σ over its tiles of
+    // V[ξ] . E[ξ]^T, `[C][16][O]`.
+    let part = |pi: usize| {
         let mut acc = vec![T::zero(); 16 * c * o];
         let mut s = Scratch::reuse(g, &t, block);
-        for bi in wi * per_worker..((wi + 1) * per_worker).min(blocks) {
+        for bi in pi * blocks / parts..(pi + 1) * blocks / parts {
             let n0 = bi * block;
             let b = block.min(g.n - n0);
             let ld = b * t.per_sample;
@@ -152,8 +162,8 @@ pub(super) fn weight_grad<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
         s.keep();
         acc
     };
-    let parts: Vec<Vec<T>> = if workers > 1 {
-        (0..workers).into_par_iter().map(part).collect()
+    let parts: Vec<Vec<T>> = if parts > 1 {
+        (0..parts).into_par_iter().map(part).collect()
     } else {
         vec![part(0)]
     };
@@ -366,8 +376,7 @@ impl<'a, T> Kernels<'a, T> {
 }
 
 /// `y = finish(Σ_c conv(x[c], ·))` from the transformed kernels, for the
-/// geometry `g` (3x3, stride 1). Each worker takes a contiguous run of
-/// sample blocks, with its own scratch.
+/// geometry `g` (3x3, stride 1), block by block.
 fn convolve<T: WithDType>(
     g: &Geometry,
     x: &[T],
@@ -396,35 +405,22 @@ fn convolve<T: WithDType>(
         }
         output_transform(g, &t, &m[..16 * o * ld], ld, yb, taps, finish);
     };
-    let run_worker = |(wi, yw): (usize, &mut [T])| {
+    // Blocks are independent here, so rayon hands them out as threads
+    // free up (a static split left one thread waiting on the other);
+    // each takes this thread's scratch and returns it.
+    let run_one = |(bi, yb): (usize, &mut [T])| {
         let mut s = Scratch::reuse(g, &t, block);
-        for (bi, yb) in yw.chunks_mut(block * o * p).enumerate() {
-            run_block(
-                &mut s,
-                (wi * per_worker(g.n, block, parallel) + bi) * block,
-                yb,
-            );
-        }
+        run_block(&mut s, bi * block, yb);
         s.keep();
     };
-    let worker = per_worker(g.n, block, parallel) * block * o * p;
     if parallel {
-        y.par_chunks_mut(worker).enumerate().for_each(run_worker);
+        y.par_chunks_mut(block * o * p)
+            .enumerate()
+            .for_each(run_one);
     } else {
-        y.chunks_mut(worker).enumerate().for_each(run_worker);
+        y.chunks_mut(block * o * p).enumerate().for_each(run_one);
     }
     y
-}
-
-/// Blocks per worker when `n` samples are cut into blocks of `block`:
-/// all of them on one worker unless blocks run in parallel.
-fn per_worker(n: usize, block: usize, parallel: bool) -> usize {
-    let blocks = n.div_ceil(block);
-    if parallel {
-        blocks.div_ceil(rayon::current_num_threads().clamp(1, blocks))
-    } else {
-        blocks
-    }
 }
 
 /// `V[ξ][c][t] = (B^T d B)[ξ]` for the 4x4 input tile `d` of every tile `t`
