@@ -232,11 +232,10 @@ const MIN_COLUMNS: usize = 256;
 /// about `min_columns` wide unless that leaves a thread without a block;
 /// and whether blocks run in parallel (else the gemms do).
 ///
-/// The blocks are as many as a multiple of the threads, as even as the
-/// samples allow: workers take equal runs of blocks, and 100 samples of
-/// VGG-16's 8x8 layers in blocks of 16 made 7 blocks, 4 for one thread
-/// and 3 (one of 4 samples) for the other, which then waited a third of
-/// those layers.
+/// The blocks are as many as a multiple of the threads and as even as the
+/// samples allow, so the threads get equal work: 100 samples of VGG-16's
+/// 8x8 layers in blocks of 16 made 7 blocks, one of only 4 samples, and
+/// one thread waited while the other ran its fourth.
 pub(super) fn block_plan(n: usize, per_sample: usize, min_columns: usize) -> (usize, bool) {
     let threads = rayon::current_num_threads().max(1);
     let widest = min_columns

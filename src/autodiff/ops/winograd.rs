@@ -122,7 +122,7 @@ pub(super) fn weight_grad<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
     let (block, parallel) = t.plan(g.n);
     let par = parallelism(parallel);
     let blocks = g.n.div_ceil(block);
-    let parts = if parallel {
+    let part_count = if parallel {
         blocks.min(PARTS_PER_THREAD * rayon::current_num_threads())
     } else {
         1
@@ -134,7 +134,7 @@ pub(super) fn weight_grad<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
     let part = |pi: usize| {
         let mut acc = vec![T::zero(); 16 * c * o];
         let mut s = Scratch::reuse(g, &t, block);
-        for bi in pi * blocks / parts..(pi + 1) * blocks / parts {
+        for bi in pi * blocks / part_count..(pi + 1) * blocks / part_count {
             let n0 = bi * block;
             let b = block.min(g.n - n0);
             let ld = b * t.per_sample;
@@ -162,8 +162,8 @@ pub(super) fn weight_grad<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
         s.keep();
         acc
     };
-    let parts: Vec<Vec<T>> = if parts > 1 {
-        (0..parts).into_par_iter().map(part).collect()
+    let parts: Vec<Vec<T>> = if part_count > 1 {
+        (0..part_count).into_par_iter().map(part).collect()
     } else {
         vec![part(0)]
     };
@@ -413,12 +413,11 @@ fn convolve<T: WithDType>(
         run_block(&mut s, bi * block, yb);
         s.keep();
     };
+    let chunk = block * o * p;
     if parallel {
-        y.par_chunks_mut(block * o * p)
-            .enumerate()
-            .for_each(run_one);
+        y.par_chunks_mut(chunk).enumerate().for_each(run_one);
     } else {
-        y.chunks_mut(block * o * p).enumerate().for_each(run_one);
+        y.chunks_mut(chunk).enumerate().for_each(run_one);
     }
     y
 }

@@ -44,8 +44,9 @@
 //! assert!(ch.is_free(1, 0)); // c's outputs are the graph's
 //! ```
 
-use foldhash::{HashMap, HashMapExt};
 use std::borrow::Cow;
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::graph::index_map::strides;
 use crate::graph::op::{MixKind, Norm, Op};
