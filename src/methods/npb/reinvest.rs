@@ -14,8 +14,9 @@
 //! - drops what is still inactive after the fill and carries that count to
 //!   the next conv layer.
 //!
-//! Differences: liveness is recomputed before each layer (theirs reads one
-//! gradient taken before any change); ties between units go to the lower
+//! Differences: a single inactive weight is moved too (theirs leaves it:
+//! `n > 1`), so every kept weight serves a path; liveness is recomputed
+//! before each layer (theirs reads one gradient taken before any change); ties between units go to the lower
 //! index (theirs to whatever `argsort` returns); and dense layers, which
 //! theirs leaves as they are (its CIFAR nets have one, the classifier),
 //! are refilled too, by input feature like a 1 x 1 conv but weight by
@@ -56,7 +57,7 @@ pub fn reinvest(net: &Network, masks: &mut MaskSet, order: &[usize]) {
     let mut carried = 0;
     for &li in order {
         let owed = masks.layers[li].count_ones() - active.layers[li].count_ones() + carried;
-        if owed <= 1 {
+        if owed == 0 {
             continue;
         }
         let whole = net.layers[li].kind == LayerKind::Conv;
