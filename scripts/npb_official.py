@@ -3,8 +3,9 @@ balancing", NeurIPS 2023), for parity and speed checks against maskforge.
 
 Our own driver: it imports their modules from the checkout given by
 --official (never copied into maskforge), builds their CIFAR model
-(lottery resnet20 or vgg16-bn, input 3x32x32, 10 classes) and constructs
-their `Optimization_Pruner` exactly as their Experiments/singleshot.py does
+(lottery resnet20, or vgg16/vgg19 with BN; input 3x32x32, 10 classes;
+their code stops on VGG-11, whose layers its hook indices do not fit) and
+constructs their `Optimization_Pruner` exactly as their Experiments/singleshot.py does
 for `--pruner npb` (their `sparsity = 10**(-compression)` is the density,
 passed here as --density), with is_scale_weight and node_constraint off
 (their defaults) and min_param_to_node 1. Only `pruner.prune(model,
@@ -223,7 +224,7 @@ def install_observers(pruners, records):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--official", required=True, help="their checkout (pvh1602/NPB work tree)")
-    p.add_argument("--model", choices=["resnet20", "vgg16"], default="resnet20")
+    p.add_argument("--model", choices=["resnet20", "vgg16", "vgg19"], default="resnet20")
     p.add_argument("--density", type=float, required=True, help="kept / total (their 10**-compression)")
     p.add_argument("--alpha", type=float, default=0.01)
     p.add_argument("--beta", type=float, default=1.0)
@@ -248,7 +249,8 @@ def main():
     np.random.seed(a.seed)
     random.seed(a.seed)
     shape, classes = (3, 32, 32), 10
-    build = {"vgg16": lottery_vgg.vgg16_bn, "resnet20": lottery_resnet.resnet20}[a.model]
+    build = {"vgg16": lottery_vgg.vgg16_bn, "vgg19": lottery_vgg.vgg19_bn,
+             "resnet20": lottery_resnet.resnet20}[a.model]
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
         model = build(shape, classes, False, False)
 

@@ -123,10 +123,10 @@ pub struct NpbArgs {
     /// input height, to no less than 3 (0: constant).
     #[arg(long, conflicts_with = "max_taps_schedule")]
     pub max_taps_step: Option<usize>,
-    /// NPB: how --max-taps changes along the network: constant (default),
-    /// or reference (the reference code's rules: lowered by 2 after each
-    /// projection shortcut while above 5 on residual nets, at its fixed
-    /// layer indices on plain chains; docs/npb.md).
+    /// NPB: how --max-taps changes along the network: reference (default:
+    /// the reference code's rules, lowered by 2 after each projection
+    /// shortcut while above 5 on residual nets, at its fixed layer indices
+    /// on plain chains, kept on other graphs; docs/npb.md) or constant.
     #[arg(long, value_enum)]
     pub max_taps_schedule: Option<ScheduleArg>,
 }

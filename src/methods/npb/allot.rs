@@ -10,23 +10,34 @@
 //!   first), as evenly as possible, so every input the optimum uses is used;
 //! - inputs are visited richest first; each takes the outputs no input has
 //!   used yet first (so `min(C_out, sum K)` outputs are used), then outputs
-//!   it has not taken, at random, low-numbered outputs favoured (weight
-//!   `((C_out - j) / C_out)^4` for output `j`);
+//!   it has not taken, at random ([`Spread`]): uniformly when the optimum
+//!   pairs some input with every output (a full row), otherwise favouring
+//!   low-numbered outputs (weight `((C_out - j) / C_out)^16` for output
+//!   `j`);
 //! - every pair gets one tap, and a group's extra taps stack up to
 //!   `max_taps` on its pairs in that order, lowest output first.
 //!
 //! Why so: the path counts the outputs receive become the next layer's
 //! `P`, and how unequal they are decides how many inputs the next programme
 //! spreads over (inputs within a few percent of the richest are worth a
-//! node). A regular placement (every input on the lowest-numbered outputs)
-//! makes large groups of exactly equal counts, which the next programme
-//! covers whole: on VGG-16 at density 10^-2 that kept twice the reference's
-//! nodes with 10^2 times fewer paths. Uniform random placement leaves the
-//! counts within a few percent of each other (the next programme again
-//! spreads: 10^0.6 times fewer paths than the reference there); favouring
-//! low-numbered outputs spreads them out as the reference's solver output
-//! happens to, and matches or passes its nodes and paths at five of the six
-//! measured points (docs/npb.md has the skews tried, and the sixth).
+//! node). The reference takes whatever its solver (HiGHS through cvxpy)
+//! returns, and its solutions (`scripts/npb_official.py --dump`) spread
+//! many single pairs evenly after a full row (ResNet-20 at 10^-2: 29 to 62
+//! per programme over 32 outputs, at most 5 on one) but pile some of them
+//! on one output elsewhere (VGG-16 at 10^-3: 22 of 112 on output 0 in
+//! `layers.7`). The pile-up makes the next layer concentrate on a few rich
+//! inputs: that is how their late VGG-16 layers at 10^-3 become a tube of 4
+//! to 12 channels with many paths.
+//!
+//! Our programmes are not theirs (our `P` differs), so copying their
+//! per-programme counts does not carry over. This rule is the one that
+//! reproduces their whole masks: within 2 % of their effective nodes and
+//! log10 paths, or better, on ResNet-20 and VGG-16 at 10^-1 to 10^-3. One
+//! weighting for every programme cannot: favouring low outputs everywhere
+//! (exponent 4) costs ResNet-20 9 % of its nodes at 10^-2, uniform
+//! everywhere leaves VGG-16 at 10^-3 with 10^19.1 paths against their
+//! 10^23.1. docs/npb.md tables every rule measured, both sides over five
+//! seeds, and runs the rule was not chosen on.
 //!
 //! ```
 //! use maskforge::methods::npb::{allot::allot, programme::Programme};
@@ -42,9 +53,42 @@
 
 use super::programme::{Plan, Programme};
 
+/// How a row's outputs beyond the uncovered ones are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spread {
+    /// Every free output alike.
+    Uniform,
+    /// Output `j` of `C` with weight `((C - j) / C)^SKEW`.
+    LowFavoured,
+}
+
+impl Spread {
+    /// Uniform when `plan` pairs an input with every one of `c_out`
+    /// outputs, low-favoured otherwise (the module doc says why).
+    pub fn of(plan: &Plan, c_out: usize) -> Self {
+        let full_row = plan.groups.iter().any(|g| {
+            let rows = g.inputs.len().min(g.pairs);
+            rows > 0 && g.pairs.div_ceil(rows) >= c_out
+        });
+        if full_row {
+            Spread::Uniform
+        } else {
+            Spread::LowFavoured
+        }
+    }
+
+    fn weight(self, j: usize, c_out: usize) -> f64 {
+        match self {
+            Spread::Uniform => 1.0,
+            Spread::LowFavoured => ((c_out - j) as f64 / c_out as f64).powi(SKEW),
+        }
+    }
+}
+
 /// Tap counts `C_in x C_out`, row-major, realising `plan`.
 pub fn allot(p: &Programme, plan: &Plan, rng: &mut impl rand::Rng) -> Vec<u32> {
     let c_out = p.outputs;
+    let spread = Spread::of(plan, c_out);
     let mut m = vec![0u32; p.path_in.len() * c_out];
     // Outputs are first used in increasing order: those below it are used.
     let mut next_unused = 0;
@@ -63,7 +107,7 @@ pub fn allot(p: &Programme, plan: &Plan, rng: &mut impl rand::Rng) -> Vec<u32> {
                 taken += 1;
                 next_unused += 1;
             }
-            for j in skewed_sample(row, k - taken, rng) {
+            for j in sample_free(row, k - taken, spread, rng) {
                 row[j] = 1;
             }
             for cell in row.iter_mut().filter(|c| **c > 0) {
@@ -77,21 +121,18 @@ pub fn allot(p: &Programme, plan: &Plan, rng: &mut impl rand::Rng) -> Vec<u32> {
     m
 }
 
-/// How strongly the free outputs of a row favour low numbers: output `j`
-/// of `C` is drawn with weight `((C - j) / C)^SKEW`.
-const SKEW: i32 = 4;
+/// How strongly [`Spread::LowFavoured`] favours low-numbered outputs.
+const SKEW: i32 = 16;
 
 /// `k` of the row's free outputs (cells still 0), drawn without
-/// replacement with the [`SKEW`] weights (Efraimidis and Spirakis: the
+/// replacement with the `spread`'s weights (Efraimidis and Spirakis: the
 /// `k` largest `ln(u) / w`).
-fn skewed_sample(row: &[u32], k: usize, rng: &mut impl rand::Rng) -> Vec<usize> {
-    let c_out = row.len() as f64;
+fn sample_free(row: &[u32], k: usize, spread: Spread, rng: &mut impl rand::Rng) -> Vec<usize> {
     let mut keyed: Vec<(f64, usize)> = (0..row.len())
         .filter(|&j| row[j] == 0)
         .map(|j| {
-            let w = ((c_out - j as f64) / c_out).powi(SKEW);
             let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
-            (u.ln() / w, j)
+            (u.ln() / spread.weight(j, row.len()), j)
         })
         .collect();
     keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));

@@ -12,11 +12,11 @@
 //! late layers crosses that line (docs/npb.md, "Why the cap decides").
 //!
 //! Three schedules:
-//! - [`TapSchedule::Constant`]: `max_taps` everywhere (the default);
+//! - [`TapSchedule::Constant`]: `max_taps` everywhere;
 //! - [`TapSchedule::PerHalving`]: lowered by a step per halving of a conv
 //!   layer's input height since the first layer's, to no less than 3;
-//! - [`TapSchedule::Reference`]: the reference code's own rules
-//!   (`Optimization_Pruner.prune`), which depend on the architecture. On a
+//! - [`TapSchedule::Reference`] (the default): the reference code's own
+//!   rules (`Optimization_Pruner.prune`), which depend on the architecture. On a
 //!   residual network it lowers the cap by 2 after each projection
 //!   shortcut while the cap is above 5. On a plain chain (their `VGG`
 //!   class: no residual sum, no concatenation) it counts prunable layers
@@ -47,11 +47,11 @@ use super::NpbSettings;
 #[serde(rename_all = "kebab-case")]
 pub enum TapSchedule {
     /// The same cap on every layer.
-    #[default]
     Constant,
     /// Lowered by this step per halving of a conv layer's input height.
     PerHalving(usize),
     /// The reference code's architecture-dependent rules.
+    #[default]
     Reference,
 }
 

@@ -34,18 +34,19 @@
 //!   density, so a chunked layer may keep a few more than its quota;
 //! - taps inside a kernel: uniformly at random (their `np.random.shuffle`),
 //!   from a seeded stream per layer;
+//! - the cap: their code lowers `max_p` by 2 after each ResNet shortcut
+//!   (not below 5) and after fixed VGG layer indices (down to 3);
+//!   [`caps::TapSchedule::Reference`] applies those rules to any graph.
+//!   A lower cap weighs paths more against nodes and decides VGG-16 at
+//!   10^-3 ([`caps`]). `--max-taps-schedule constant` and
+//!   `--max-taps-step` are the alternatives;
+//! - which outputs the optimum's open pairs go to, after what their solver
+//!   returns ([`allot`]);
 //! - the reinvestment step, as [`reinvest`] describes.
 //!
 //! # Where we differ
 //! - `max_taps` too small for a layer's budget is an error naming the
 //!   layer (theirs raises it silently), as is a layer no path reaches;
-//! - their code lowers `max_p` by 2 after each ResNet shortcut (not below
-//!   5) and after fixed VGG layer indices (down to 3). We keep `max_taps`
-//!   by default; [`caps::TapSchedule`] offers their rules
-//!   (`--max-taps-schedule reference`) and a step per halving of the input
-//!   height (`--max-taps-step`). A lower cap weighs paths more against
-//!   nodes, and decides VGG-16 at 10^-3 ([`caps`]; docs/npb.md has every
-//!   setting measured);
 //! - their code reads the input of some VGG layers from the wrong hook
 //!   after a pooling stage (a layer's own dense output); we read every
 //!   layer's true input;
@@ -82,7 +83,7 @@ use crate::rng::{stream, stream_key};
 use programme::Programme;
 
 /// The knobs of NPB; the defaults are the reference's `run.sh` settings
-/// for ResNet-20.
+/// for ResNet-20, with the reference's cap schedule.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct NpbSettings {
     /// Weight of effective nodes against paths.
@@ -111,7 +112,7 @@ impl Default for NpbSettings {
             max_taps: 9,
             chunk: 32,
             chunk_above: None,
-            schedule: caps::TapSchedule::Constant,
+            schedule: caps::TapSchedule::Reference,
         }
     }
 }
