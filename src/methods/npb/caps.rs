@@ -9,7 +9,7 @@
 //! vanishes and the programme spreads its budget over as many nodes as it
 //! can. At or above that count the paths term weighs in full and the
 //! programme concentrates on the richest inputs. Lowering the cap in the
-//! late layers crosses that line (docs/npb.md, "Why the cap decides").
+//! late layers crosses that line (docs/npb.md, "Why the cap matters").
 //!
 //! Three schedules:
 //! - [`TapSchedule::Constant`]: `max_taps` everywhere;

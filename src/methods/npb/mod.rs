@@ -37,14 +37,18 @@
 //! - the cap: their code lowers `max_p` by 2 after each ResNet shortcut
 //!   (not below 5) and after fixed VGG layer indices (down to 3);
 //!   [`caps::TapSchedule::Reference`] applies those rules to any graph.
-//!   A lower cap weighs paths more against nodes and decides VGG-16 at
-//!   10^-3 ([`caps`]). `--max-taps-schedule constant` and
+//!   A lower cap weighs paths more against nodes, which matters most at
+//!   VGG-16's 10^-3 ([`caps`]). `--max-taps-schedule constant` and
 //!   `--max-taps-step` are the alternatives;
-//! - which outputs the optimum's open pairs go to, after what their solver
-//!   returns ([`allot`]);
-//! - the reinvestment step, as [`reinvest`] describes.
+//! - the reinvestment step, as [`reinvest`] describes (one difference
+//!   below).
 //!
 //! # Where we differ
+//! - which outputs the optimum's open pairs go to: theirs is whatever
+//!   their solver returns; ours is a rule fitted to reproduce their whole
+//!   masks ([`allot`]);
+//! - a lone inactive weight in a layer is reinvested too (theirs leaves
+//!   it);
 //! - `max_taps` too small for a layer's budget is an error naming the
 //!   layer (theirs raises it silently), as is a layer no path reaches;
 //! - their code reads the input of some VGG layers from the wrong hook
