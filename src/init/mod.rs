@@ -218,7 +218,7 @@ pub fn write(path: &Path, inputs: &[&Path], r: &Reinit, onnx_source: Option<&Pat
 }
 
 /// Write `net`, whose stored tensors `rewritten` have new values, as
-/// [`write`] does (`maskforge train` writes its trained weights so).
+/// [`write()`] does (`maskforge train` writes its trained weights so).
 pub fn write_network(
     path: &Path,
     inputs: &[&Path],

@@ -4,7 +4,7 @@
 //!
 //! A sweep runs every (method, quota, compression, seed) in that nesting
 //! order, seeds `0..K`. Each run prunes with
-//! [`prune`] (direct target, `effective: false`) and audits the *raw* masks.
+//! [`prune_with`] (direct target, `effective: false`) and audits the *raw* masks.
 //! A run that fails on an input error (typically a quota that is infeasible
 //! at that compression) becomes a row with an `error` and no figures; an
 //! internal failure stops the sweep.
