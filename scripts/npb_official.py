@@ -5,8 +5,8 @@ Our own driver: it imports their modules from the checkout given by
 --official (never copied into maskforge), builds their CIFAR model
 (lottery resnet20, or vgg16/vgg19 with BN; input 3x32x32, 10 classes;
 their code stops on VGG-11, whose layers its hook indices do not fit) and
-constructs their `Optimization_Pruner` exactly as their Experiments/singleshot.py does
-for `--pruner npb` (their `sparsity = 10**(-compression)` is the density,
+constructs their `Optimization_Pruner` exactly as their
+Experiments/singleshot.py does for `--pruner npb` (their `sparsity = 10**(-compression)` is the density,
 passed here as --density), with is_scale_weight and node_constraint off
 (their defaults) and min_param_to_node 1. Only `pruner.prune(model,
 (3, 32, 32))` is timed (time.perf_counter), with their prints sent to

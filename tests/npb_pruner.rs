@@ -462,10 +462,7 @@ fn the_reference_schedule_gives_the_caps_their_runs_record() {
             serde_json::from_slice(&fixture(&format!("{run}.json.gz"))).unwrap();
         let net = zoo::build(run.split('_').next().unwrap(), 0).unwrap();
         let order = maskforge::methods::npb::inflow::layer_order(&net);
-        let settings = NpbSettings {
-            schedule: TapSchedule::Reference,
-            ..NpbSettings::default()
-        };
+        let settings = scheduled(TapSchedule::Reference);
         let caps = maskforge::methods::npb::caps::caps(&net, &order, &settings);
         let mut checked = 0;
         for r in doc["programmes"].as_array().unwrap() {
@@ -496,10 +493,7 @@ fn the_reference_schedule_gives_the_caps_their_runs_record() {
 /// (concatenations) keep 9 throughout.
 #[test]
 fn the_reference_schedule_reads_shortcuts_from_exported_graphs() {
-    let reference = NpbSettings {
-        schedule: TapSchedule::Reference,
-        ..NpbSettings::default()
-    };
+    let reference = scheduled(TapSchedule::Reference);
     let mut seen = Vec::new();
     for g in common::fixtures() {
         let net = g.load().network;
@@ -623,10 +617,7 @@ fn vgg16_at_a_thousandth_matches_theirs_in_nodes_and_paths() {
 /// 10^23.1).
 #[test]
 fn vgg16_at_a_thousandth_with_a_constant_cap_keeps_their_nodes() {
-    let constant = NpbSettings {
-        schedule: TapSchedule::Constant,
-        ..NpbSettings::default()
-    };
+    let constant = scheduled(TapSchedule::Constant);
     compare_with_their_masks_by("vgg16", 0.001, 0.8, 0.3, &constant);
 }
 
@@ -657,6 +648,14 @@ fn a_lone_inactive_weight_is_reinvested() {
     );
 }
 
+/// The default settings with `schedule`.
+fn scheduled(schedule: TapSchedule) -> NpbSettings {
+    NpbSettings {
+        schedule,
+        ..NpbSettings::default()
+    }
+}
+
 /// Largest number of kept taps in one kernel of a conv layer.
 fn fullest_kernel(
     net: &maskforge::graph::Network,
@@ -674,15 +673,9 @@ fn fullest_kernel(
 #[test]
 fn max_taps_step_lowers_the_cap_per_halving_of_the_input() {
     let (net, counts) = resnet20_counts(10.0);
-    let constant = NpbSettings {
-        schedule: TapSchedule::Constant,
-        ..NpbSettings::default()
-    };
+    let constant = scheduled(TapSchedule::Constant);
     let constant = npb(&net, &counts, &constant, 0).unwrap();
-    let stepped = NpbSettings {
-        schedule: TapSchedule::PerHalving(2),
-        ..NpbSettings::default()
-    };
+    let stepped = scheduled(TapSchedule::PerHalving(2));
     let lowered = npb(&net, &counts, &stepped, 0).unwrap();
     // Stage 1 (32 x 32) keeps 9, stage 2 (16 x 16) 7, stage 3 (8 x 8) 5.
     assert_eq!(fullest_kernel(&net, &constant, "blocks.4.conv1.weight"), 9);

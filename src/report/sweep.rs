@@ -3,8 +3,8 @@
 //! per run (the data behind MiCA's Figs. 4 and 9; `maskforge sweep`).
 //!
 //! A sweep runs every (method, quota, compression, seed) in that nesting
-//! order, seeds `0..K`. Each run prunes with
-//! [`prune_with`] (direct target, `effective: false`) and audits the *raw* masks.
+//! order, seeds `0..K`. Each run prunes with [`prune_with`] (direct
+//! target, `effective: false`) and audits the *raw* masks.
 //! A run that fails on an input error (typically a quota that is infeasible
 //! at that compression) becomes a row with an `error` and no figures; an
 //! internal failure stops the sweep.

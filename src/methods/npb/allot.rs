@@ -34,11 +34,10 @@
 //! reproduces their whole masks: within 2 % of their effective nodes and
 //! log10 paths, or better, on their seed-0 runs of ResNet-20 and VGG-16 at
 //! 10^-1 to 10^-3 (fitted there: on other densities and VGG-19 it is
-//! within about 11 %). One
-//! weighting for every programme cannot: favouring low outputs everywhere
-//! (exponent 4) costs ResNet-20 9 % of its nodes at 10^-2, uniform
-//! everywhere leaves VGG-16 at 10^-3 with 10^19.1 paths against their
-//! 10^23.1. docs/npb.md tables every rule measured, both sides over five
+//! within about 11 %). One weighting for every programme cannot: favouring
+//! low outputs everywhere (exponent 4) costs ResNet-20 9 % of its nodes at
+//! 10^-2, uniform everywhere leaves VGG-16 at 10^-3 with 10^19.1 paths
+//! against their 10^23.1. docs/npb.md tables every rule measured, both sides over five
 //! seeds, and runs the rule was not chosen on.
 //!
 //! ```

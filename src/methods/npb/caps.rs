@@ -16,8 +16,8 @@
 //! - [`TapSchedule::PerHalving`]: lowered by a step per halving of a conv
 //!   layer's input height since the first layer's, to no less than 3;
 //! - [`TapSchedule::Reference`] (the default): the reference code's own
-//!   rules (`Optimization_Pruner.prune`), which depend on the architecture. On a
-//!   residual network it lowers the cap by 2 after each projection
+//!   rules (`Optimization_Pruner.prune`), which depend on the
+//!   architecture. On a residual network it lowers the cap by 2 after each projection
 //!   shortcut while the cap is above 5. On a plain chain (their `VGG`
 //!   class: no residual sum, no concatenation) it counts prunable layers
 //!   in a `layer_id` that is meant to index their `layers` list (pools

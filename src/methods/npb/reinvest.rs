@@ -17,10 +17,10 @@
 //! Differences: a single inactive weight is moved too (theirs leaves it:
 //! `n > 1`), so every kept weight serves a path; liveness is recomputed
 //! before each layer (theirs reads one gradient taken before any change);
-//! ties between units go to the lower index (theirs to whatever `argsort` returns); and dense layers, which
-//! theirs leaves as they are (its CIFAR nets have one, the classifier),
-//! are refilled too, by input feature like a 1 x 1 conv but weight by
-//! weight, exactly `n` (a dense programme may give pairs to features no
+//! ties between units go to the lower index (theirs to whatever `argsort`
+//! returns); and dense layers, which theirs leaves as they are (its CIFAR
+//! nets have one, the classifier), are refilled too, by input feature like
+//! a 1 x 1 conv but weight by weight, exactly `n` (a dense programme may give pairs to features no
 //! path reaches: LeNet-5's hidden layers lost half their weights so).
 //!
 //! ```
